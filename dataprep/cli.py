@@ -1,0 +1,44 @@
+"""The `dataprep` command group. Commands load lazily so `dataprep --help` stays instant."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from dataprep import __version__
+from dataprep.errors import DataprepError
+
+# command name -> module in dataprep.commands that defines `command`
+COMMANDS = {
+    "convert": "convert",
+}
+
+
+class LazyGroup(click.Group):
+    """Imports a command's module only when that command (or the help listing) needs it,
+    and turns a DataprepError into one `Error: ...` line with a non-zero exit."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        return importlib.import_module(f"dataprep.commands.{COMMANDS[name]}").command
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except DataprepError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=LazyGroup, epilog="Example: dataprep convert data.csv --template alpaca -o out/records")
+@click.version_option(__version__, prog_name="dataprep")
+def cli() -> None:
+    """Prepare and curate datasets for fine-tuning open LLMs: convert, dedupe, tokenize, train."""
+
+
+def main() -> None:
+    cli()
