@@ -156,6 +156,17 @@ def _with_eos(ids: list[int], eos_id: int | None) -> list[int]:
     return ids + [eos_id] if eos_id is not None and (not ids or ids[-1] != eos_id) else ids
 
 
+def encode_batch(tok, texts: list[str], add_special_tokens: bool) -> list:
+    """The fast tokenizer's own batch encode (both cores), with any padding or truncation saved in
+    tokenizer.json switched off (sentence-transformers tokenizers pad and cut at 128 there)."""
+    backend = tok.backend_tokenizer
+    if backend.padding is not None:
+        backend.no_padding()
+    if backend.truncation is not None:
+        backend.no_truncation()
+    return backend.encode_batch(texts, add_special_tokens=add_special_tokens)
+
+
 def prompt_completion_ids(
     tok, prompts: list[str], completions: list[str], eos_id: int | None, add_special_tokens: bool = True
 ) -> list[tuple[list[int], int]]:
@@ -164,7 +175,7 @@ def prompt_completion_ids(
     EOS is appended after the completion unless the ids already end with it; it is trained on.
     """
     texts = [p + c for p, c in zip(prompts, completions, strict=True)]
-    encs = tok.backend_tokenizer.encode_batch(texts, add_special_tokens=add_special_tokens)
+    encs = encode_batch(tok, texts, add_special_tokens)
     out = []
     for enc, p, text in zip(encs, prompts, texts, strict=True):
         k = first_trained_token(enc, len(p), len(text))
@@ -281,7 +292,7 @@ def _chat_rows(batch, tok, kind, opts, specials, label_names):
             spans.append((len(text) - len(tok.eos_token), len(text)))
         rendered.append((text, spans))
         keep.append(i)
-    encs = tok.backend_tokenizer.encode_batch([t for t, _ in rendered], add_special_tokens=False)
+    encs = encode_batch(tok, [t for t, _ in rendered], add_special_tokens=False)
     for i, (_, spans), enc in zip(keep, rendered, encs, strict=True):
         mask = span_mask(enc.offsets, spans)
         ids = enc.ids
@@ -313,7 +324,7 @@ def _add_chat_row(cols, rejects, events, batch, i, ids, mask, event, opts) -> No
 def _classify_rows(batch, tok, kind, opts, specials, label_names):
     cols, rejects, events = _new_columns(kind), [], Counter()
     index = {name: j for j, name in enumerate(label_names or [])}
-    encs = tok.backend_tokenizer.encode_batch([t or "" for t in batch["text"]], add_special_tokens=True)
+    encs = encode_batch(tok, [t or "" for t in batch["text"]], add_special_tokens=True)
     special_ids = set(tok.all_special_ids)
     for i, (enc, names) in enumerate(zip(encs, batch["labels"], strict=True)):
         source, row = batch["source"][i], batch["row"][i]
