@@ -256,7 +256,7 @@ def _keep_causal(cols, rejects, events, batch, i, ids, k, opts) -> None:
         rejects.append({"source": source, "row": row, "reason": "too_long", "detail": f"{len(ids)} tokens"})
         return
     labels = _labels(ids, k, opts.train_on_inputs)
-    if all(x == IGNORE_INDEX for x in labels):
+    if k >= len(ids) and not opts.train_on_inputs:
         reason = f"no trainable tokens after {event}" if event else "no trainable tokens"
         rejects.append({"source": source, "row": row, "reason": reason, "detail": f"{len(ids)} tokens"})
         return
