@@ -577,11 +577,11 @@ def _count_trainable(kind: str, cols: dict[str, list]) -> int:
 
 def _pack_file(rows_file: Path, lengths: np.ndarray, max_len: int, work: Path) -> tuple[Path, dict[str, Any]]:
     """Pack the tokenized rows into `max_len` bins; returns the packed file and packing figures."""
-    from dataprep.packing import PACKED_SCHEMA, pack_bfd, packed_table, packing_efficiency
+    from dataprep.packing import PACKED_SCHEMA, pack, packed_table, packing_efficiency
 
     with pa.memory_map(str(rows_file)) as src:
         table = pa.ipc.open_stream(src).read_all()
-        bins = pack_bfd(lengths.tolist(), max_len)
+        bins, algorithm = pack(lengths.tolist(), max_len)
         packed_file = work / "packed.arrow"
         with pa.ipc.new_stream(str(packed_file), PACKED_SCHEMA) as writer:
             step = 1000  # bins per write, so the packed copy is built in bounded pieces
@@ -589,7 +589,8 @@ def _pack_file(rows_file: Path, lengths: np.ndarray, max_len: int, work: Path) -
                 writer.write_table(packed_table(table, bins[start : start + step]))
     eff = packing_efficiency(lengths.tolist(), len(bins), max_len)
     return packed_file, {"bins": len(bins), "sequences": int(len(lengths)), "capacity": max_len,
-                         "efficiency": round(eff, 5), "algorithm": "best-fit-decreasing"}
+                         "efficiency": round(eff, 5), "algorithm": algorithm,
+                         "lower_bound_bins": -(-int(lengths.sum()) // max_len)}
 
 
 def _save_shards(rows_file: Path, out: Path, num_shards: int | None, shard_size: str | None) -> list[str]:

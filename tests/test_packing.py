@@ -8,7 +8,7 @@ import random
 import pyarrow as pa
 import pytest
 
-from dataprep.packing import pack_bfd, packed_table, packing_efficiency
+from dataprep.packing import pack, pack_bfd, pack_min_slack, packed_table, packing_efficiency
 from dataprep.records import IGNORE_INDEX as M
 
 
@@ -17,6 +17,27 @@ def test_bfd_hand_example():
     # 2 fits nowhere -> C; 1 -> B (room 1 is the tightest fit)
     assert pack_bfd([5, 4, 3, 3, 2, 1], 8) == [[0, 2], [1, 3, 5], [4]]
     assert packing_efficiency([5, 4, 3, 3, 2, 1], 3, 8) == 18 / 24
+
+
+def test_min_slack_reaches_the_bound_where_bfd_does_not():
+    # total 20, capacity 10: BFD puts 4+4 together (room 2 left) and needs a third bin for the last 3;
+    # min-slack fills each bin to exactly 10 with 4+3+3
+    lengths = [4, 4, 3, 3, 3, 3]
+    assert [sorted(lengths[i] for i in b) for b in pack_bfd(lengths, 10)] == [[4, 4], [3, 3, 3], [3]]
+    tight = pack_min_slack(lengths, 10)
+    assert [sorted(lengths[i] for i in b) for b in tight] == [[3, 3, 4], [3, 3, 4]]
+    assert sorted(i for b in tight for i in b) == list(range(6))
+    assert pack(lengths, 10) == (tight, "minimum-bin-slack")
+    assert pack([5, 4, 3, 3, 2, 1], 8)[1] == "best-fit-decreasing"  # BFD already at the bound
+
+
+@pytest.mark.parametrize("packer", [pack_bfd, pack_min_slack])
+def test_packers_never_split_or_overfill(packer):
+    rng = random.Random(1)
+    lengths = [rng.randint(1, 700) for _ in range(3000)]
+    bins = packer(lengths, 1024)
+    assert sorted(i for b in bins for i in b) == list(range(3000))
+    assert all(sum(lengths[i] for i in b) <= 1024 for b in bins)
 
 
 def test_bfd_never_splits_or_overfills_and_places_every_item_once():
