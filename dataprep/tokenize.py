@@ -520,6 +520,7 @@ def tokenize(
 
     rejects, events = io.Rejects(), Counter()
     lengths, trainable = [], 0
+    Path(out).resolve().parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".tokenize-work-", dir=Path(out).resolve().parent))
     try:
         with io.atomic_dir(out) as tmp:

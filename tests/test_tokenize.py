@@ -346,3 +346,17 @@ def test_stage_chat_glaive(shared_data, tmp_path):
     m = tokenize(d, tmp_path / "tok", max_len=16384, progress=False)
     assert m["counts"]["in"] == m["counts"]["out"] == 300
     assert m["tokenizer"]["chat_template_sha256"]
+
+
+@pytest.mark.slow
+def test_stage_num_proc_matches_single_process(shared_data, tmp_path):
+    rows = json.loads((shared_data / "ko_alpaca_1040.json").read_text())[:120]
+    d = write_records(tmp_path, "sft", {"prompt": [f"###질문: {r['instruction']}\n\n###답변:" for r in rows],
+                                        "completion": [r["output"] for r in rows]})
+    one = tokenize(d, tmp_path / "a" / "one", max_len=256, batch_size=32, progress=False)
+    two = tokenize(d, tmp_path / "two", max_len=256, batch_size=32, num_proc=2, progress=False)
+    from datasets import load_from_disk
+
+    a, b = load_from_disk(str(tmp_path / "a" / "one")), load_from_disk(str(tmp_path / "two"))
+    assert a["input_ids"] == b["input_ids"] and a["labels"] == b["labels"] and len(a) == 120
+    assert one["token_stats"] == two["token_stats"] and one["events"] == two["events"]
