@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -475,8 +475,8 @@ def tokenize(
     *,
     tokenizer: str = "smollm2-135m",
     max_len: int = 2048,
-    overflow: str = "truncate-prompt",
-    train_on: str = "all-assistant",
+    overflow: Literal["truncate-prompt", "truncate", "drop", "error"] = "truncate-prompt",
+    train_on: Literal["all-assistant", "last-assistant"] = "all-assistant",
     train_on_inputs: bool = False,
     pack: bool = False,
     num_shards: int | None = None,
