@@ -27,6 +27,29 @@ ALPACA = ("Below is an instruction that describes a task{ctx}. Write a response 
           "request.\n\n### Instruction:\n{instruction}\n\n{inp}### Response:\n")
 
 
+KO_ALPACA = ("아래는 문제를 설명하는 지시사항입니다. 이 요청에 대해 적절하게 답변해주세요.\n###지시사항:{instruction}\n###답변:")
+KO_ALPACA_INPUT = ("아래는 문제를 설명하는 지시사항과, 구체적인 답변을 방식을 요구하는 입력이 함께 있는 문장입니다. "
+                   "이 요청에 대해 적절하게 답변해주세요.\n###입력:{input}\n###지시사항:{instruction}\n###답변:")
+
+
+def other_sets() -> dict[str, tuple[list[str], list[str], int]]:
+    """(prompts, completions, max_len) for the label comparison beyond alpaca (convert's templates)."""
+    import csv
+
+    ko = json.loads((DATA.parent / "ko_alpaca_1040.json").read_text())
+    ko_prompts = [(KO_ALPACA_INPUT if r["input"] else KO_ALPACA).format(**r) for r in ko]
+    with open(DATA.parent / "english_to_latex.csv", newline="", encoding="utf-8") as fh:
+        latex = list(csv.DictReader(fh))
+    alpaca_p, alpaca_c = load_rows(1)
+    return {
+        "ko_alpaca_1040.json, ko-alpaca template (###답변: no space)": (ko_prompts, [r["output"] for r in ko], 2048),
+        "english_to_latex.csv, latex template (LaTeX: + ' ' completion)": (
+            [f"Convert English to LaTeX\nEnglish: {r['English']}\nLaTeX:" for r in latex],
+            [f" {r['LaTeX']}" for r in latex], 2048),
+        "alpaca_en_demo.json at max_len 256 (truncation policies differ)": (alpaca_p, alpaca_c, 256),
+    }
+
+
 def alpaca_prompt(r: dict) -> str:
     if r["input"]:
         return ALPACA.format(ctx=", paired with an input that provides further context", instruction=r["instruction"],
@@ -91,7 +114,10 @@ def compare_labels(ours: list[list[int]], theirs: list[list[int]], ours_ids, the
                 toks = tok.convert_ids_to_tokens(ours_ids[i][max(0, j - 3) : max(ka, kb) + 2])
                 example[kind] = f"row {i}: tokens {toks}; first trained token ours {ka}, trl {kb}"
         kinds[kind] += 1
-        example.setdefault(kind, f"row {i}: ours {len(ours_ids[i])} tokens, trl {len(theirs_ids[i])} tokens")
+        trained_a, trained_b = sum(x != -100 for x in a), sum(x != -100 for x in b)
+        example.setdefault(kind, f"row {i}: ours {len(a)} tokens, {trained_a} trained, starts "
+                                 f"{tok.decode(ours_ids[i][:6])!r}; trl {len(b)} tokens, {trained_b} trained, starts "
+                                 f"{tok.decode(theirs_ids[i][:6])!r}")
     print(f"labels compared on {len(ours)} rows both keep: {len(ours) - sum(kinds.values())} identical, "
           f"{sum(kinds.values())} differ")
     for kind, n in kinds.most_common():
@@ -158,6 +184,15 @@ def main() -> None:
     print(f"trl kept {len(theirs)} of {n} rows")
     compare_labels(ours_labels, theirs["labels"], ours_ids, theirs["input_ids"], tok)
     shutil.rmtree(tmp, ignore_errors=True)
+    for label, (p, c, max_len) in other_sets().items():
+        print(f"\n{label}: {len(p)} rows")
+        cols, rejects, events = tokenize_batch({"prompt": p, "completion": c, "source": ["a"] * len(p),
+                                                "row": list(range(len(p)))}, tok, "sft",
+                                               TokenizeOptions(max_len=max_len), sp)
+        theirs = trl_preparer(tok, p, c, max_len)()
+        print(f"dataprep kept {len(cols['labels'])} (overflow {dict(events)}), trl kept {len(theirs)}")
+        if len(theirs) == len(cols["labels"]):
+            compare_labels(cols["labels"], theirs["labels"], cols["input_ids"], theirs["input_ids"], tok)
 
 
 if __name__ == "__main__":

@@ -145,7 +145,10 @@ def fit(ids: list[int], k: int, max_len: int, overflow: str) -> tuple[list[int],
         return ids[:max_len], min(k, max_len), "truncated_end"
     if n - k <= max_len:  # truncate-prompt: cut the prompt from the left, keep the completion whole
         return ids[n - max_len :], k - (n - max_len), "truncated_prompt"
-    return ids[k : k + max_len], 0, "truncated_completion"
+    # The completion alone is too long: keep the prompt's end (at most half the budget, so the
+    # answer stays conditioned on its question) and cut the completion's end.
+    kept = min(k, max_len // 2)
+    return ids[k - kept : k - kept + max_len], kept, "truncated_completion"
 
 
 def _labels(ids: list[int], k: int, train_on_inputs: bool) -> list[int]:
@@ -298,8 +301,8 @@ def _chat_rows(batch, tok, kind, opts, specials, label_names):
         ids = enc.ids
         # Only the leading prompt is cut by truncate-prompt; k = tokens before the first trained one.
         k = int(mask.argmax()) if mask.any() else len(ids)
-        fitted, _, event = fit(ids, k, opts.max_len, opts.overflow)
-        offset = {"truncated_prompt": len(ids) - opts.max_len, "truncated_completion": k}.get(event, 0)
+        fitted, k2, event = fit(ids, k, opts.max_len, opts.overflow)
+        offset = k - k2 if event in ("truncated_prompt", "truncated_completion") else 0  # tokens cut on the left
         _add_chat_row(cols, rejects, events, batch, i, fitted, mask[offset : offset + len(fitted)], event, opts)
     return cols, rejects, events
 

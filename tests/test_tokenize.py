@@ -158,9 +158,26 @@ def test_fit_policies(overflow, expected):
 
 
 def test_fit_completion_longer_than_max_len_cuts_its_end():
-    ids = ["p0", "p1"] + [f"c{i}" for i in range(5)]
-    assert fit(ids, 2, 3, "truncate-prompt") == (["c0", "c1", "c2"], 0, "truncated_completion")
-    assert fit(ids, 2, 7, "truncate-prompt") == (ids, 2, None)
+    ids = [f"p{i}" for i in range(4)] + [f"c{i}" for i in range(5)]
+    # the prompt keeps its last max_len // 2 tokens, the completion fills the rest
+    assert fit(ids, 4, 4, "truncate-prompt") == (["p2", "p3", "c0", "c1"], 2, "truncated_completion")
+    # a completion that fits exactly is kept whole, even if no prompt token is left
+    assert fit(ids, 4, 5, "truncate-prompt") == (["c0", "c1", "c2", "c3", "c4"], 0, "truncated_prompt")
+    assert fit(ids, 4, 6, "truncate-prompt") == (["p3", "c0", "c1", "c2", "c3", "c4"], 1, "truncated_prompt")
+    assert fit(ids[3:], 1, 4, "truncate-prompt") == (["p3", "c0", "c1", "c2"], 1, "truncated_completion")
+    assert fit(ids, 4, 9, "truncate-prompt") == (ids, 4, None)
+
+
+def test_chat_truncation_keeps_mask_aligned(smol, shared_data):
+    batch = glaive_batch(shared_data, 5)
+    sp = Specials(2, 0, "<|endoftext|>", "existing special token")
+    full, _, _ = tokenize_batch(batch, smol, "chat", TokenizeOptions(max_len=16384), sp)
+    cut, _, events = tokenize_batch(batch, smol, "chat", TokenizeOptions(max_len=128), sp)
+    assert sum(events.values()) == 5
+    for ids, labels, fids, flabels in zip(cut["input_ids"], cut["labels"], full["input_ids"], full["labels"],
+                                          strict=True):
+        start = next(i for i in range(len(fids)) if fids[i : i + len(ids)] == ids)  # where the window sits
+        assert labels == flabels[start : start + len(ids)]
 
 
 def test_fit_error_names_the_fix():
