@@ -15,8 +15,9 @@ EXAMPLE = "Example: dataprep tokenize out/alpaca -o out/alpaca-tok --max-len 204
 @click.option("--max-len", default=2048, show_default=True, type=int, help="Maximum tokens per row (and per bin).")
 @click.option("--overflow", type=click.Choice(["truncate-prompt", "truncate", "drop", "error"]),
               default="truncate-prompt", show_default=True,
-              help="Rows over --max-len: cut the prompt from the left (then the completion's end), cut the end, "
-              "drop the row (a reject), or stop with an error.")
+              help="Rows over --max-len: cut the prompt from the left keeping the completion whole (a completion "
+              "too long alone keeps the prompt's last max-len/2 tokens and loses its end), cut the end, drop the row "
+              "(a reject), or stop with an error.")
 @click.option("--train-on", type=click.Choice(["all-assistant", "last-assistant"]), default="all-assistant",
               show_default=True, help="chat: which assistant turns get labels.")
 @click.option("--train-on-inputs", is_flag=True, help="Train on every token, prompt included.")
