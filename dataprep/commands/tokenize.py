@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-EXAMPLE = "Example: dataprep tokenize out/alpaca -o out/alpaca-tok --max-len 2048 --pack"
+EXAMPLE = "Example: dataprep tokenize out/alpaca -o out/alpaca-tok --pack"
 
 
 @click.command(epilog=EXAMPLE)
