@@ -127,7 +127,7 @@ def span_mask(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> n
     return mask
 
 
-def fit(ids: list[int], k: int, max_len: int, overflow: str) -> tuple[list[int], int, str | None]:
+def fit(ids: list[int], k: int, max_len: int, overflow: str, where: str = "a row") -> tuple[list[int], int, str | None]:
     """Apply the overflow policy to `ids` whose first `k` tokens are prompt.
 
     Returns (ids, k, event) where event is None, a truncation kind, or "too_long" (drop).
@@ -139,7 +139,8 @@ def fit(ids: list[int], k: int, max_len: int, overflow: str) -> tuple[list[int],
         return ids, k, "too_long"
     if overflow == "error":
         raise DataprepError(
-            f"a row has {n} tokens, more than --max-len {max_len}; raise --max-len or pass --overflow truncate-prompt|truncate|drop"
+            f"{where} has {n} tokens, more than --max-len {max_len}; raise --max-len or pass --overflow "
+            "truncate-prompt|truncate|drop"
         )
     if overflow == "truncate":
         return ids[:max_len], min(k, max_len), "truncated_end"
@@ -251,10 +252,10 @@ def _new_columns(kind: str) -> dict[str, list]:
 
 def _keep_causal(cols, rejects, events, batch, i, ids, k, opts) -> None:
     """Apply the overflow policy to one row and add it to `cols`, or record why it was rejected."""
-    ids, k, event = fit(ids, k, opts.max_len, opts.overflow)
+    source, row = batch["source"][i], batch["row"][i]
+    ids, k, event = fit(ids, k, opts.max_len, opts.overflow, f"{source} row {row}")
     if event:
         events[event] += 1
-    source, row = batch["source"][i], batch["row"][i]
     if event == "too_long":
         rejects.append({"source": source, "row": row, "reason": "too_long", "detail": f"{len(ids)} tokens"})
         return
@@ -301,7 +302,7 @@ def _chat_rows(batch, tok, kind, opts, specials, label_names):
         ids = enc.ids
         # Only the leading prompt is cut by truncate-prompt; k = tokens before the first trained one.
         k = int(mask.argmax()) if mask.any() else len(ids)
-        fitted, k2, event = fit(ids, k, opts.max_len, opts.overflow)
+        fitted, k2, event = fit(ids, k, opts.max_len, opts.overflow, f"{batch['source'][i]} row {batch['row'][i]}")
         offset = k - k2 if event in ("truncated_prompt", "truncated_completion") else 0  # tokens cut on the left
         _add_chat_row(cols, rejects, events, batch, i, fitted, mask[offset : offset + len(fitted)], event, opts)
     return cols, rejects, events
@@ -336,14 +337,15 @@ def _classify_rows(batch, tok, kind, opts, specials, label_names):
             rejects.append({"source": source, "row": row, "reason": "unknown label", "detail": ", ".join(unknown)})
             continue
         ids = enc.ids
-        if len(ids) > opts.max_len:
-            ids, _, event = fit(ids, 0, opts.max_len, "drop" if opts.overflow == "drop" else opts.overflow)
+        if len(ids) > opts.max_len:  # classify has no prompt: every truncating policy cuts the end
+            _, _, event = fit(ids, 0, opts.max_len, opts.overflow, f"{source} row {row}")
             if event == "too_long":
                 events[event] += 1
-                rejects.append({"source": source, "row": row, "reason": "too_long", "detail": f"{len(enc.ids)} tokens"})
+                rejects.append({"source": source, "row": row, "reason": "too_long", "detail": f"{len(ids)} tokens"})
                 continue
             events["truncated_end"] += 1
-            ids = enc.ids[: opts.max_len - 1] + enc.ids[-1:] if enc.ids[-1] in special_ids else enc.ids[: opts.max_len]
+            # keep the closing special token ([SEP]) the encoder was trained with
+            ids = ids[: opts.max_len - 1] + ids[-1:] if ids[-1] in special_ids else ids[: opts.max_len]
         hot = [0.0] * len(index)
         for n in names or []:
             hot[index[n]] = 1.0
@@ -363,7 +365,8 @@ def _preference_rows(batch, tok, kind, opts, specials, label_names):
     chosen = prompt_completion_ids(tok, prompts, [c or "" for c in batch["chosen"]], specials.eos_id, not use_chat)
     rejected = prompt_completion_ids(tok, prompts, [r or "" for r in batch["rejected"]], specials.eos_id, not use_chat)
     for i, ((cids, ck), (rids, rk)) in enumerate(zip(chosen, rejected, strict=True)):
-        c, r = fit(cids, ck, opts.max_len, opts.overflow), fit(rids, rk, opts.max_len, opts.overflow)
+        where = f"{batch['source'][i]} row {batch['row'][i]}"
+        c, r = fit(cids, ck, opts.max_len, opts.overflow, where), fit(rids, rk, opts.max_len, opts.overflow, where)
         for _, _, ev in (c, r):
             if ev:
                 events[ev] += 1
