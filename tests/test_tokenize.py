@@ -316,7 +316,7 @@ def test_stage_cache_hit_and_force(sft_dir, tmp_path):
 
 def test_stage_error_policy_writes_nothing(sft_dir, tmp_path):
     out = tmp_path / "tok"
-    with pytest.raises(DataprepError, match="--max-len"):
+    with pytest.raises(DataprepError, match="test.json row 0 has 14 tokens, more than --max-len 12"):
         tokenize(sft_dir, out, max_len=12, overflow="error", progress=False)
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".tok")]
 
@@ -331,14 +331,15 @@ def test_stage_missing_column_is_one_line_error(tmp_path):
 
 
 def test_stage_classify_multi_hot_in_manifest_order(tmp_path):
-    d = write_records(tmp_path, "classify", {"text": ["I love it", "so sad and angry", "meh", "odd"],
-                                             "labels": [["joy"], ["anger", "sadness"], [], ["nope"]]},
+    d = write_records(tmp_path, "classify", {"text": ["I love it", "so sad and angry", "meh", "odd", "yay " * 20],
+                                             "labels": [["joy"], ["anger", "sadness"], [], ["nope"], ["joy"]]},
                       label_names=["sadness", "joy", "anger"])
     m = tokenize(d, tmp_path / "tok", tokenizer="minilm", max_len=8, progress=False)
     from datasets import load_from_disk
 
     ds = load_from_disk(str(tmp_path / "tok"))
-    assert ds["labels"] == [[0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 0.0, 0.0]]
+    assert ds["labels"] == [[0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
+    assert len(ds[3]["input_ids"]) == 8 and ds[3]["input_ids"][-1] == 102 and m["events"] == {"truncated_end": 1}
     assert m["label_names"] == ["sadness", "joy", "anger"]
     assert m["counts"]["rejected_by_reason"] == {"unknown label": 1}
     assert ds[0]["input_ids"][0] == 101 and ds[0]["input_ids"][-1] == 102  # [CLS] ... [SEP]
