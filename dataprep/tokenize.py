@@ -505,7 +505,7 @@ def tokenize(
         raise DataprepError("pass either --num-shards or --shard-size, not both")
     timer = io.Timer()
     with timer("scan"):
-        data, _, kind, columns, n_rows, label_names = _scan_input(str(path))
+        data, in_manifest, kind, columns, n_rows, label_names = _scan_input(str(path))
         tok_path = models.resolve_model(tokenizer)
         tok = models.load_tokenizer(tok_path)
         tok_fp = models.tokenizer_fingerprint(tok)
@@ -516,7 +516,7 @@ def tokenize(
         specials = choose_pad(tok)
         inputs = io.describe_inputs([str(data)])
     chat_template = tok.chat_template if isinstance(tok.chat_template, str) else None
-    tok_info = {"name": tokenizer, "path": tok_path, "fingerprint": tok_fp,
+    tok_info = {"name": tokenizer, "path": tok_path, "fingerprint": tok_fp, "files_sha256": tokenizer_files_hash(tok_path),
                 "chat_template_sha256": hashlib.sha256(chat_template.encode()).hexdigest() if chat_template else None}
     config = {**asdict(opts), "tokenizer": tok_info["name"], "tokenizer_fingerprint": tok_fp, "kind": kind,
               "label_names": label_names, "num_shards": num_shards, "shard_size": shard_size}
@@ -565,6 +565,7 @@ def tokenize(
                             "source": specials.pad_source, "resize_embeddings": specials.pad_source.startswith("added"),
                             "vocab_size": len(tok), "eos_label_kept": True},
                 label_names=label_names, shards=shards, events=dict(events),
+                template=((in_manifest or {}).get("config") or {}).get("template"),
                 token_stats=_token_stats(lengths_np, trainable), packing=packing_info,
                 columns=list(_new_columns(kind)) + (["position_ids", "seq_lens"] if pack else []),
             )
@@ -573,6 +574,21 @@ def tokenize(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {**manifest, "cache_hit": False}
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "vocab.txt",
+                   "merges.txt", "tokenizer.model", "chat_template.jinja", "added_tokens.json")
+
+
+def tokenizer_files_hash(path: str) -> str | None:
+    """sha256 over the tokenizer's own files in `path` (not the model weights next to them)."""
+    files = [Path(path) / f for f in TOKENIZER_FILES if (Path(path) / f).is_file()]
+    if not files:
+        return None
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
 
 
 def _count_trainable(kind: str, cols: dict[str, list]) -> int:

@@ -294,6 +294,7 @@ def test_stage_writes_shards_manifest_rejects(sft_dir, tmp_path):
         assert key in m
     assert (m["pad_token_id"], m["eos_token_id"], m["kind"], m["packed"]) == (0, 2, "sft", False)
     assert set(m["tokenizer"]) >= {"name", "path", "fingerprint"} and len(m["shards"]) == 2
+    assert len(m["tokenizer"]["files_sha256"]) == 64 and m["template"] is None
     ds = load_from_disk(str(out))
     assert len(ds) == 3 and ds.features["input_ids"].feature.dtype == "int32"
     assert ds[0]["labels"] == [M] * 7 + ds[0]["input_ids"][7:]
