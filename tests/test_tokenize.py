@@ -379,3 +379,21 @@ def test_stage_num_proc_matches_single_process(shared_data, tmp_path):
     a, b = load_from_disk(str(tmp_path / "a" / "one")), load_from_disk(str(tmp_path / "two"))
     assert a["input_ids"] == b["input_ids"] and a["labels"] == b["labels"] and len(a) == 120
     assert one["token_stats"] == two["token_stats"] and one["events"] == two["events"]
+
+
+def test_stage_preference_with_messages_uses_chat_template(tmp_path):
+    msgs = [[{"role": "user", "content": "Capital of Korea?"}]]
+    d = write_records(tmp_path, "preference", {"prompt": ["Capital of Korea?"], "messages": msgs,
+                                               "chosen": ["Seoul."], "rejected": ["Busan."]})
+    tokenize(d, tmp_path / "tok", max_len=128, progress=False)
+    from datasets import load_from_disk
+
+    from dataprep.models import load_tokenizer
+
+    tok = load_tokenizer("smollm2-135m")
+    row = load_from_disk(str(tmp_path / "tok"))[0]
+    assert tok.decode(row["prompt_input_ids"]).endswith("<|im_start|>user\nCapital of Korea?<|im_end|>\n"
+                                                        "<|im_start|>assistant\n")
+    k = len(row["prompt_input_ids"])
+    assert tok.decode(row["chosen_input_ids"][k:]) == "Seoul.<|im_end|>"
+    assert tok.decode([t for t in row["rejected_labels"] if t != M]) == "Busan.<|im_end|>"
