@@ -566,7 +566,8 @@ def tokenize(
                             "source": specials.pad_source, "resize_embeddings": specials.pad_source.startswith("added"),
                             "vocab_size": len(tok), "eos_label_kept": True},
                 label_names=label_names, shards=shards, events=dict(events),
-                template=((in_manifest or {}).get("config") or {}).get("template"),
+                template=generation_template(kind, in_manifest),
+                prompt_template=((in_manifest or {}).get("config") or {}).get("template"),
                 token_stats=_token_stats(lengths_np, trainable), packing=packing_info,
                 columns=list(_new_columns(kind)) + (["position_ids", "seq_lens"] if pack else []),
             )
@@ -575,6 +576,18 @@ def tokenize(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {**manifest, "cache_hit": False}
+
+
+def generation_template(kind: str, in_manifest: dict[str, Any] | None) -> str | None:
+    """How to render a bare prompt at generation time like the training rows were: "chat" for chat
+    records, else convert's no-input template as a format string with `{prompt}` (None if unknown)."""
+    if kind == "chat":
+        return "chat"
+    template = ((in_manifest or {}).get("config") or {}).get("template")
+    text = template.get("without_input") if isinstance(template, dict) else None
+    if kind != "sft" or not isinstance(text, str) or "{instruction}" not in text:
+        return None
+    return text.replace("{instruction}", "{prompt}")
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "vocab.txt",

@@ -294,7 +294,7 @@ def test_stage_writes_shards_manifest_rejects(sft_dir, tmp_path):
         assert key in m
     assert (m["pad_token_id"], m["eos_token_id"], m["kind"], m["packed"]) == (0, 2, "sft", False)
     assert set(m["tokenizer"]) >= {"name", "path", "fingerprint"} and len(m["shards"]) == 2
-    assert len(m["tokenizer"]["files_sha256"]) == 64 and m["template"] is None
+    assert len(m["tokenizer"]["files_sha256"]) == 64 and m["template"] is None and m["prompt_template"] is None
     ds = load_from_disk(str(out))
     assert len(ds) == 3 and ds.features["input_ids"].feature.dtype == "int32"
     assert ds[0]["labels"] == [M] * 7 + ds[0]["input_ids"][7:]
@@ -397,3 +397,13 @@ def test_stage_preference_with_messages_uses_chat_template(tmp_path):
     k = len(row["prompt_input_ids"])
     assert tok.decode(row["chosen_input_ids"][k:]) == "Seoul.<|im_end|>"
     assert tok.decode([t for t in row["rejected_labels"] if t != M]) == "Busan.<|im_end|>"
+
+
+def test_generation_template_from_convert_manifest():
+    from dataprep.tokenize import generation_template
+
+    latex = {"config": {"template": {"name": "latex", "with_input": "x", "completion_prefix": " ",
+                                     "without_input": "Convert English to LaTeX\nEnglish: {instruction}\nLaTeX:"}}}
+    assert generation_template("sft", latex) == "Convert English to LaTeX\nEnglish: {prompt}\nLaTeX:"
+    assert generation_template("chat", None) == "chat"
+    assert generation_template("sft", None) is None and generation_template("classify", latex) is None
