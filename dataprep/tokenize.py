@@ -41,6 +41,9 @@ TRAIN_ON = ("all-assistant", "last-assistant")
 # Existing special tokens that can serve as padding (never predicted by a chat model).
 PAD_CANDIDATES = ("<|endoftext|>", "<pad>", "<|pad|>", "[PAD]", "<|finetune_right_pad_id|>", "<unk>")
 ADDED_PAD = "<|pad|>"
+# Tokens chat templates put right after an assistant message to end the turn; trained on, since
+# the model must learn to emit them (a header such as <|im_start|> that follows is not).
+END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<end_of_turn>", "<|end|>", "</s>", "<|endoftext|>")
 REQUIRED = {
     "sft": ("prompt", "completion"),
     "chat": ("messages",),
@@ -191,7 +194,15 @@ def prompt_completion_ids(
 # ---------------------------------------------------------------- chat rendering
 
 
-def render_chat(tok, messages: list[dict], tools: str | None, train_on: str) -> tuple[str, list[tuple[int, int]]]:
+def end_of_turn_tokens(tok) -> list[str]:
+    """The end-of-turn tokens this tokenizer has (EOS included)."""
+    vocab = tok.get_vocab()
+    return [t for t in dict.fromkeys([tok.eos_token, *END_OF_TURN]) if t and t in vocab]
+
+
+def render_chat(
+    tok, messages: list[dict], tools: str | None, train_on: str, turn_ends: list[str] | None = None
+) -> tuple[str, list[tuple[int, int]]]:
     """The chat-template text and the character spans to train on (assistant contents plus
     the template's end-of-turn token right after each). Raises ValueError if an assistant
     content cannot be found in the rendered text (the template rewrote it)."""
@@ -202,7 +213,7 @@ def render_chat(tok, messages: list[dict], tools: str | None, train_on: str) -> 
         except json.JSONDecodeError:
             pass
     text = tok.apply_chat_template(messages, tokenize=False, **kwargs)
-    specials = sorted(tok.all_special_tokens, key=len, reverse=True)
+    turn_ends = end_of_turn_tokens(tok) if turn_ends is None else turn_ends
     spans, cursor = [], 0
     for m in messages:
         content = m["content"] or ""
@@ -217,7 +228,7 @@ def render_chat(tok, messages: list[dict], tools: str | None, train_on: str) -> 
         end = start + len(content)
         cursor = end
         if m["role"] == "assistant":
-            turn_end = next((s for s in specials if text.startswith(s, end)), "")
+            turn_end = next((t for t in turn_ends if text.startswith(t, end)), "")
             spans.append((start, end + len(turn_end)))
     if train_on == "last-assistant":
         spans = spans[-1:]
@@ -285,9 +296,10 @@ def _chat_rows(batch, tok, kind, opts, specials, label_names):
     cols, rejects, events = _new_columns(kind), [], Counter()
     rendered, keep = [], []
     tools = batch.get("tools") or [None] * len(batch["messages"])
+    turn_ends = end_of_turn_tokens(tok)
     for i, (msgs, tl) in enumerate(zip(batch["messages"], tools, strict=True)):
         try:
-            text, spans = render_chat(tok, msgs, tl, opts.train_on)
+            text, spans = render_chat(tok, msgs, tl, opts.train_on, turn_ends)
         except Exception as exc:  # a template may raise on roles it does not support
             rejects.append({"source": batch["source"][i], "row": batch["row"][i], "reason": "chat template failed",
                             "detail": str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__})

@@ -407,3 +407,19 @@ def test_generation_template_from_convert_manifest():
     assert generation_template("sft", latex) == "Convert English to LaTeX\nEnglish: {prompt}\nLaTeX:"
     assert generation_template("chat", None) == "chat"
     assert generation_template("sft", None) is None and generation_template("classify", latex) is None
+
+
+def test_chat_header_after_assistant_is_not_trained(smol):
+    import copy
+
+    tok = copy.deepcopy(smol)
+    # a template with no end-of-turn token: the next turn's header follows the assistant text directly
+    tok.chat_template = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}{% endfor %}"
+    msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+            {"role": "user", "content": "Bye"}, {"role": "assistant", "content": "Ciao"}]
+    batch = {"messages": [msgs], "source": ["t"], "row": [0]}
+    sp = Specials(2, 0, "<|endoftext|>", "existing special token")
+    cols, rejects, _ = tokenize_batch(batch, tok, "chat", TokenizeOptions(), sp)
+    assert rejects == []
+    # EOS is appended after the last turn (the text does not end with it) and trained on
+    assert trained_runs(tok, cols["input_ids"][0], cols["labels"][0]) == ["Hello", "Ciao<|im_end|>"]
