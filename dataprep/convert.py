@@ -160,12 +160,25 @@ def _template_for(kind: str, template: str | Template | None) -> Template | None
     return get_template(template) or TEMPLATES["alpaca"]
 
 
+def polars_schema(kind: str) -> dict:
+    """records.SCHEMAS[kind] as polars dtypes (pl.from_arrow would import pandas, ~1.5 s)."""
+    import polars as pl
+    import pyarrow as pa
+
+    def dtype(t: pa.DataType):
+        if pa.types.is_list(t) or pa.types.is_large_list(t):
+            return pl.List(dtype(t.value_type))
+        if pa.types.is_struct(t):
+            return pl.Struct({t.field(i).name: dtype(t.field(i).type) for i in range(t.num_fields)})
+        return {pa.string(): pl.String, pa.int64(): pl.Int64, pa.int32(): pl.Int32, pa.float32(): pl.Float32}[t]
+
+    return {f.name: dtype(f.type) for f in SCHEMAS[kind]}
+
+
 def _cast(records, kind: str):
     """Select and type the canonical columns exactly as records.SCHEMAS says."""
-    import polars as pl
-
-    schema = pl.from_arrow(SCHEMAS[kind].empty_table()).schema
-    return records.select(list(schema)).cast(dict(schema))
+    schema = polars_schema(kind)
+    return records.select(list(schema)).cast(schema)
 
 
 def _no_reason():
@@ -181,7 +194,7 @@ def _as_text(frame, field: str):
     col = frame[field]
     if col.dtype == pl.String:
         reason = pl.when(pl.col(field).is_null()).then(pl.lit(f"missing {field}")).when(
-            pl.col(field).str.strip_chars() == "").then(pl.lit(f"empty {field}")).otherwise(_no_reason())
+            ~pl.col(field).str.contains(r"\S")).then(pl.lit(f"empty {field}")).otherwise(_no_reason())
         return frame, reason
     values = col.to_list()
     bad = [v is not None and not isinstance(v, str) for v in values]
@@ -191,7 +204,7 @@ def _as_text(frame, field: str):
     )
     reason = pl.when(pl.col(f"_bad_{field}")).then(pl.lit(f"non-string {field}")).when(
         pl.col(field).is_null()).then(pl.lit(f"missing {field}")).when(
-        pl.col(field).str.strip_chars() == "").then(pl.lit(f"empty {field}")).otherwise(_no_reason())
+        ~pl.col(field).str.contains(r"\S")).then(pl.lit(f"empty {field}")).otherwise(_no_reason())
     return frame, reason
 
 
@@ -205,7 +218,7 @@ def _checked(frame, required: tuple[str, ...], optional: tuple[str, ...] = ()):
             frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias(field))
         frame, reason = _as_text(frame, field)
         if field in optional:  # a missing or blank optional field is fine; a wrong type is not
-            reason = pl.when(pl.col(field).is_null() | (pl.col(field).str.strip_chars() == "")).then(
+            reason = pl.when(pl.col(field).is_null() | (~pl.col(field).str.contains(r"\S"))).then(
                 _no_reason()).otherwise(reason)
         reasons.append(reason)
     frame = frame.with_columns(pl.coalesce(reasons).alias("_reason"))
@@ -319,8 +332,7 @@ def _per_row(work, make: Callable[[dict], dict], kind: str):
             rejects.append({"source": row["source"], "row": row["row"], "reason": str(exc), "detail": None})
             continue
         out.append({**rec, "source": row["source"], "row": row["row"]})
-    schema = pl.from_arrow(SCHEMAS[kind].empty_table()).schema
-    return pl.DataFrame(out, schema=schema), rejects
+    return pl.DataFrame(out, schema=polars_schema(kind)), rejects
 
 
 def _maybe_json(value: Any, field: str) -> Any:
@@ -596,12 +608,13 @@ def convert(sources: list[str], out: str, *, kind: str = "sft", template: str | 
     extra: dict[str, Any] = {"kind": kind, "format": fmt, "columns": records.columns}
     if kind == "classify":
         extra["label_names"] = names or sorted(set(records["labels"].explode().drop_nulls().to_list()))
-    with atomic_dir(out) as tmp, timer("write"):
-        if fmt == "parquet":
-            records.write_parquet(tmp / "records.parquet")
-        else:
-            records.write_ndjson(tmp / "records.jsonl")
-        rejects.write(tmp)
+    with atomic_dir(out) as tmp:
+        with timer("write"):
+            if fmt == "parquet":
+                records.write_parquet(tmp / "records.parquet")
+            else:
+                records.write_ndjson(tmp / "records.jsonl")
+            rejects.write(tmp)
         manifest = make_manifest("convert", fp, inputs, config, frame.height, records.height, rejects.counts(),
                                  timer.seconds, **extra)
         write_json(tmp / "manifest.json", manifest)

@@ -220,6 +220,7 @@ def read_records(path: str | os.PathLike):
 
 HUB_PREFIX = "hub:"
 SNIFF_BYTES = 1 << 16
+PREFERRED_ENCODINGS = ("utf_8", "cp949", "cp1252", "latin_1", "iso8859_15")
 
 
 def read_sources(paths: list[str], **options: Any):
@@ -331,9 +332,14 @@ def _decode(data: bytes, path: Path, encoding: str | None) -> str:
         pass
     from charset_normalizer import from_bytes
 
-    best = from_bytes(data).best()
+    matches = from_bytes(data)
+    best = matches.best()
     if best is None:
         raise DataprepError(f"cannot detect the text encoding of {path}; pass --encoding (e.g. cp949, latin-1)")
+    # Short samples fit several code pages equally well; among equal fits prefer the common ones
+    # (cp1252 is what "latin-1" files usually are; cp949 is a superset of euc-kr).
+    tied = {m.encoding: m for m in matches if (m.chaos, m.coherence) == (best.chaos, best.coherence)}
+    best = next((tied[e] for e in PREFERRED_ENCODINGS if e in tied), best)
     return str(best)
 
 
