@@ -222,11 +222,20 @@ def _checked(frame, required: tuple[str, ...], optional: tuple[str, ...] = ()):
                 _no_reason()).otherwise(reason)
         reasons.append(reason)
     frame = frame.with_columns(pl.coalesce(reasons).alias("_reason"))
+    return _split_rejects(frame)
+
+
+def _split_rejects(frame):
+    """(rows whose `_reason` is null, without helper columns; reject dicts for the others)."""
+    import polars as pl
+
+    helpers = [c for c in frame.columns if c.startswith("_")]
+    if frame["_reason"].null_count() == frame.height:  # nothing rejected: skip copying every string
+        return frame.drop(helpers), []
     bad = frame.filter(pl.col("_reason").is_not_null())
     rejects = [{"source": s, "row": r, "reason": why, "detail": None}
                for s, r, why in bad.select("source", "row", "_reason").iter_rows()]
-    good = frame.filter(pl.col("_reason").is_null())
-    return good.drop([c for c in good.columns if c.startswith("_")]), rejects
+    return frame.filter(pl.col("_reason").is_null()).drop(helpers), rejects
 
 
 def _sft(work, frame, tmpl: Template):
@@ -304,10 +313,8 @@ def _classify(work, label_names: list[str] | None, sep: str):
         pl.Series("labels", [p[0] for p in parsed], dtype=pl.List(pl.String)),
         pl.Series("_reason", [p[1] for p in parsed], dtype=pl.String),
     )
-    bad = good.filter(pl.col("_reason").is_not_null())
-    rejects += [{"source": s, "row": r, "reason": why, "detail": None}
-                for s, r, why in bad.select("source", "row", "_reason").iter_rows()]
-    return good.filter(pl.col("_reason").is_null()).drop("_reason"), rejects
+    good, more = _split_rejects(good)
+    return good, rejects + more
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,0 +1,120 @@
+"""The convert stage as a whole: manifest, fingerprint skip and --force, atomic writes, CLI options."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+
+from dataprep.cli import cli
+from dataprep.convert import convert
+from dataprep.templates import TEMPLATES, get_template, render_prompt
+from tests.conftest import REPO
+
+DEMO = str(REPO / "recipes" / "data" / "demo_latex.csv")
+
+
+def test_manifest_and_rerun_skip_and_force(tmp_path, runner):
+    out = tmp_path / "o"
+    result = runner.invoke(cli, ["convert", DEMO, "--template", "latex", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "in 62 = out 62 + rejected 0" in result.output
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["stage"] == "convert" and m["kind"] == "sft" and m["counts"]["in"] == 62
+    assert m["inputs"][0]["path"] == DEMO and len(m["inputs"][0]["sha256"]) == 64
+    assert m["config"]["template"]["name"] == "latex" and set(m["timings"]) == {"read", "convert", "write"}
+    assert (out / "rejects.jsonl").read_text() == ""
+    again = runner.invoke(cli, ["convert", DEMO, "--template", "latex", "-o", str(out)])
+    assert "up to date" in again.output and "skipped" in again.output
+    forced = runner.invoke(cli, ["convert", DEMO, "--template", "latex", "-o", str(out), "--force"])
+    assert "in 62 = out 62" in forced.output
+    other = runner.invoke(cli, ["convert", DEMO, "--template", "latex", "-o", str(out), "--format", "jsonl"])
+    assert "in 62" in other.output and (out / "records.jsonl").is_file() and not (out / "records.parquet").exists()
+
+
+def test_changed_input_content_is_not_skipped(tmp_path):
+    src = tmp_path / "d.csv"
+    src.write_text("English,LaTeX\none,1\n")
+    first = convert([str(src)], tmp_path / "o", template="latex")
+    src.write_text("English,LaTeX\none,1\ntwo,2\n")
+    second = convert([str(src)], tmp_path / "o", template="latex")
+    assert "skipped" not in second and second["fingerprint"] != first["fingerprint"]
+    assert second["counts"]["out"] == 2
+
+
+def test_failed_write_leaves_no_output(tmp_path, monkeypatch):
+    def boom(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", boom)
+    with pytest.raises(KeyboardInterrupt):
+        convert([DEMO], tmp_path / "o", template="latex")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_rerun_keeps_the_previous_output(tmp_path, monkeypatch):
+    convert([DEMO], tmp_path / "o", template="latex")
+    before = (tmp_path / "o" / "records.parquet").read_bytes()
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("disk full")))
+    with pytest.raises(RuntimeError):
+        convert([DEMO], tmp_path / "o", template="latex", force=True)
+    assert (tmp_path / "o" / "records.parquet").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
+
+
+def test_custom_format_string_uses_any_column(tmp_path, runner, shared_data):
+    out = tmp_path / "o"
+    result = runner.invoke(cli, ["convert", str(shared_data / "anime_with_synopsis.csv"), "--template",
+                                 "Title: {Name}\\nGenres: {Genres}\\nSynopsis:", "--map", "output=synopsis",
+                                 "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    rec = pl.read_parquet(out / "records.parquet").row(0, named=True)
+    assert rec["prompt"] == "Title: Cowboy Bebop\nGenres: Action, Adventure, Comedy, Drama, Sci-Fi, Space\nSynopsis:"
+    assert rec["completion"].startswith("In the year 2071") and rec["instruction"] is None
+
+
+def test_template_file(tmp_path):
+    f = tmp_path / "qa.yaml"
+    f.write_text('with_input: "Q: {instruction}\\nContext: {input}\\nA:"\nwithout_input: "Q: {instruction}\\nA:"\n'
+                 'completion_prefix: " "\n')
+    t = get_template(str(f))
+    assert render_prompt({"instruction": "Why?", "input": ""}, t) == "Q: Why?\nA:"
+    assert render_prompt({"instruction": "Why?", "input": "sky"}, t) == "Q: Why?\nContext: sky\nA:"
+    src = tmp_path / "d.jsonl"
+    src.write_text('{"instruction": "Why?", "input": "sky", "output": "Rayleigh"}\n')
+    convert([str(src)], tmp_path / "o", template=str(f))
+    rec = pl.read_parquet(tmp_path / "o" / "records.parquet").row(0, named=True)
+    assert (rec["prompt"], rec["completion"]) == ("Q: Why?\nContext: sky\nA:", " Rayleigh")
+
+
+def test_render_prompt_matches_the_vectorised_prompts(tmp_path, shared_data):
+    convert([str(shared_data / "alpaca_en_demo.json")], tmp_path / "o", template="alpaca")
+    df = pl.read_parquet(tmp_path / "o" / "records.parquet")
+    assert all(render_prompt(r, TEMPLATES["alpaca"]) == r["prompt"] for r in df.head(50).iter_rows(named=True))
+
+
+def test_literal_braces_in_a_template():
+    assert render_prompt({"instruction": "x"}, "Wrap {instruction} in {{braces}}") == "Wrap x in {braces}"
+
+
+def test_row_fn_from_a_file(tmp_path, runner, shared_data):
+    fn = tmp_path / "piqa_like.py"
+    fn.write_text("def to_sft(row):\n"
+                  "    if 'Fantasy' in row['Genres']:\n        raise ValueError('no fantasy today')\n"
+                  "    return {'instruction': 'Describe ' + row['Name'], 'output': row['synopsis']}\n")
+    out = tmp_path / "o"
+    result = runner.invoke(cli, ["convert", str(shared_data / "anime_with_synopsis.csv"), "--row-fn",
+                                 f"{fn}:to_sft", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    m = json.loads((out / "manifest.json").read_text())
+    n_fantasy = pl.read_csv(shared_data / "anime_with_synopsis.csv")["Genres"].str.contains("Fantasy").sum()
+    assert m["counts"]["rejected_by_reason"] == {"row-fn error: no fantasy today": n_fantasy}
+    assert m["counts"]["out"] == 269 - n_fantasy and m["config"]["row_fn"]["sha256"]
+    rec = pl.read_parquet(out / "records.parquet").row(0, named=True)
+    assert rec["instruction"] == "Describe Cowboy Bebop" and rec["row"] == 0
+
+
+def test_bad_map_syntax(runner, tmp_path):
+    result = runner.invoke(cli, ["convert", DEMO, "--map", "instruction", "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "FIELD=COLUMN" in result.output and not (tmp_path / "o").exists()

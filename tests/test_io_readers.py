@@ -1,0 +1,97 @@
+"""Input readers: every format, encodings, delimiters, several sources with provenance."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import polars as pl
+import pytest
+
+from dataprep import io
+from dataprep.io import read_sources, read_table
+from tests.conftest import REPO
+
+ASSETS = REPO / "tests" / "assets"
+ROWS = [{"instruction": "Add 1 and 1", "input": "", "output": "2"}, {"instruction": "Spell cat", "input": "", "output": "c-a-t"}]
+
+
+def test_cp949_csv_is_detected():
+    df = read_table(str(ASSETS / "ko_cp949.csv"))
+    assert df.rows() == [("한국의 수도는 어디인가요?", None, "서울입니다."), ("다음 문장을 영어로 번역하세요.", "안녕하세요", "Hello.")]
+
+
+def test_cp949_with_explicit_encoding_matches_detection():
+    assert read_table(str(ASSETS / "ko_cp949.csv"), encoding="cp949").equals(read_table(str(ASSETS / "ko_cp949.csv")))
+
+
+def test_latin1_csv_is_detected():
+    assert read_table(str(ASSETS / "latin1.csv"))["text"].to_list() == ["café crème", "naïve façade"]
+
+
+def test_utf8_bom_and_semicolon_delimiter():
+    df = read_table(str(ASSETS / "bom_semicolon.csv"))
+    assert df.columns == ["instruction", "input", "output"]
+    assert df["instruction"].to_list() == ["Add 2 and 3", "Name a colour, any colour"]
+
+
+def test_no_header_names_columns_from_one(tmp_path):
+    p = tmp_path / "x.tsv"
+    p.write_text('say "hi"\t1\nbye\t2\n')
+    df = read_table(str(p), has_header=False)
+    assert df.columns == ["column_1", "column_2"] and df["column_1"].to_list() == ['say "hi"', "bye"]
+
+
+@pytest.mark.parametrize("name", ["d.json", "d.jsonl", "d.json.gz", "d.jsonl.gz", "d.parquet", "d.csv.gz"])
+def test_each_format_reads_the_same_rows(tmp_path, name):
+    p = tmp_path / name
+    if name.startswith("d.parquet"):
+        pl.DataFrame(ROWS).write_parquet(p)
+    else:
+        text = (json.dumps(ROWS) if ".json." in name or name.endswith(".json")
+                else "".join(json.dumps(r) + "\n" for r in ROWS) if "jsonl" in name
+                else "instruction,input,output\nAdd 1 and 1,,2\nSpell cat,,c-a-t\n")
+        p.write_bytes(gzip.compress(text.encode()) if name.endswith(".gz") else text.encode())
+    df = read_table(str(p))
+    assert df.select("instruction", "output").rows() == [("Add 1 and 1", "2"), ("Spell cat", "c-a-t")]
+
+
+def test_json_keeps_wrong_types_visible():
+    df = read_table(str(ASSETS / "sft_bad.jsonl"))
+    assert df.schema["instruction"] == pl.String and df.schema["output"] == pl.Object
+    assert df["output"].to_list()[2] == 3
+
+
+def test_several_sources_keep_source_and_row(tmp_path, shared_data):
+    a = str(shared_data / "english_to_latex.csv")
+    b = tmp_path / "more.jsonl"
+    b.write_text(json.dumps({"English": "x squared", "LaTeX": "x^2", "note": "extra column"}) + "\n")
+    df = read_sources([a, str(b)])
+    assert df.height == 51
+    assert df.select("source", "row").rows()[49:] == [(a, 49), (str(b), 0)]
+    assert df["note"].to_list()[-2:] == [None, "extra column"]
+
+
+def test_datasets_directory_and_hub_share_one_path(tmp_path, monkeypatch):
+    import datasets
+
+    ds = datasets.Dataset.from_list(ROWS)
+    datasets.DatasetDict({"train": ds, "test": ds.select([0])}).save_to_disk(tmp_path / "dd")
+    from_disk = read_table(str(tmp_path / "dd"))
+    assert from_disk.rows() == [tuple(r.values()) for r in ROWS]
+    assert read_table(str(tmp_path / "dd"), split="test").height == 1
+    calls = []
+
+    def fake_load_dataset(name, split=None):
+        calls.append((name, split))
+        return datasets.load_from_disk(str(tmp_path / "dd"))[split]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    assert read_sources(["hub:me/alpaca-mini:train"]).drop("source", "row").equals(from_disk)
+    assert calls == [("me/alpaca-mini", "train")]
+    assert read_sources(["hub:me/alpaca-mini:train"])["source"][0] == "hub:me/alpaca-mini:train"
+
+
+def test_looks_utf8_tolerates_a_cut_character():
+    data = "가나다".encode()
+    assert io._looks_utf8(data[:-1]) and not io._looks_utf8("가".encode("cp949") + b"abcdef")
