@@ -233,8 +233,9 @@ def _split_rejects(frame):
     if frame["_reason"].null_count() == frame.height:  # nothing rejected: skip copying every string
         return frame.drop(helpers), []
     bad = frame.filter(pl.col("_reason").is_not_null())
-    rejects = [{"source": s, "row": r, "reason": why, "detail": None}
-               for s, r, why in bad.select("source", "row", "_reason").iter_rows()]
+    detail = pl.col("_detail") if "_detail" in frame.columns else pl.lit(None, dtype=pl.String)
+    rejects = [{"source": s, "row": r, "reason": why, "detail": d}
+               for s, r, why, d in bad.select("source", "row", "_reason", detail).iter_rows()]
     return frame.filter(pl.col("_reason").is_null()).drop(helpers), rejects
 
 
@@ -308,10 +309,14 @@ def _classify(work, label_names: list[str] | None, sep: str):
     import polars as pl
 
     good, rejects = _checked(work, ("text",))
-    parsed = [parse_labels(v, label_names, sep) for v in good["labels"].to_list()]
+    values = good["labels"].to_list()
+    parsed = [parse_labels(v, label_names, sep) for v in values]
     good = good.with_columns(
         pl.Series("labels", [p[0] for p in parsed], dtype=pl.List(pl.String)),
         pl.Series("_reason", [p[1] for p in parsed], dtype=pl.String),
+        # the raw labels of a rejected row, so the reject says which id or name was wrong
+        pl.Series("_detail", [None if p[1] is None or v is None else repr(v)[:200] for p, v in zip(parsed, values, strict=True)],
+                  dtype=pl.String),
     )
     good, more = _split_rejects(good)
     return good, rejects + more

@@ -440,7 +440,14 @@ def _read_csv(path: Path, *, delimiter, encoding, has_header, quote_char, gz):
     if quote_char == '"' and sep == "\t" and delimiter is None and name.endswith((".tsv", ".tab")):
         quote_char = None  # TSV has no quoting (IANA); quotes inside text (GoEmotions) are literal
     try:
-        frame = pl.read_csv(source, separator=sep, has_header=has_header, infer_schema=False, quote_char=quote_char)
+        try:
+            frame = pl.read_csv(source, separator=sep, has_header=has_header, infer_schema=False, quote_char=quote_char)
+        except pl.exceptions.ComputeError as exc:
+            if "utf-8" not in str(exc).lower() or encoding or not isinstance(source, Path):
+                raise
+            # the sample was UTF-8 but a later line is not: decode the whole file and read again
+            source = _decode(path.read_bytes(), path, None).encode("utf-8")
+            frame = pl.read_csv(source, separator=sep, has_header=has_header, infer_schema=False, quote_char=quote_char)
     except pl.exceptions.PolarsError as exc:
         line = _bad_csv_line(source, sep, quote_char)
         where = f" at line {line}" if line else ""

@@ -44,8 +44,8 @@ def test_classify_unknown_label_id_and_empty_labels(tmp_path):
     m = convert([str(src)], tmp_path / "o", kind="classify", has_header=False, label_names=str(names),
                 mapping={"text": "column_1", "labels": "column_2"})
     assert m["counts"]["out"] == 3 and m["label_names"] == ["joy", "anger", "fear"]
-    assert [(r["row"], r["reason"]) for r in _rejects(tmp_path / "o")] == [
-        (2, "unknown label id"), (3, "missing labels"), (5, "missing text")]
+    assert [(r["row"], r["reason"], r["detail"]) for r in _rejects(tmp_path / "o")] == [
+        (2, "unknown label id", "'7'"), (3, "missing labels", None), (5, "missing text", None)]
     df = pl.read_parquet(tmp_path / "o" / "records.parquet")
     assert df["labels"].to_list() == [["joy"], ["anger", "joy"], ["fear"]]
 

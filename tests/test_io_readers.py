@@ -95,3 +95,10 @@ def test_datasets_directory_and_hub_share_one_path(tmp_path, monkeypatch):
 def test_looks_utf8_tolerates_a_cut_character():
     data = "가나다".encode()
     assert io._looks_utf8(data[:-1]) and not io._looks_utf8("가".encode("cp949") + b"abcdef")
+
+
+def test_non_utf8_after_the_sniffed_sample(tmp_path):
+    p = tmp_path / "late.csv"
+    p.write_bytes(b"a,b\n" + b"x,y\n" * 20000 + "가,나\n".encode("cp949"))
+    df = read_table(str(p))
+    assert df.height == 20001 and df.row(-1) == ("가", "나")
