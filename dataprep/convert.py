@@ -612,6 +612,8 @@ def convert(sources: list[str], out: str, *, kind: str = "sft", template: str | 
         return {**existing, "skipped": True}
     with timer("read"):
         frame = read_sources([str(p) for p in sources], **reader_options)
+    if frame.height == 0:
+        raise DataprepError(f"{', '.join(map(str, sources))}: no rows to convert; check the input (and --no-header)")
     with timer("convert"):
         records, reject_rows = convert_frame(frame, kind, template=tmpl, mapping=mapping, row_fn=fn,
                                              label_names=names, label_sep=label_sep)

@@ -107,3 +107,9 @@ def test_hub_offline_is_one_clear_line(runner, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache: nothing to fall back on
     _fails(runner, tmp_path, ["hub:dataprep-test/not-cached:train"], "cannot load Hub dataset dataprep-test/not-cached")
+
+
+def test_empty_input(runner, tmp_path):
+    empty = tmp_path / "empty.json"
+    empty.write_text("[]")
+    _fails(runner, tmp_path, [empty], "no rows to convert")
