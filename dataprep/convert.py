@@ -622,6 +622,8 @@ def convert(sources: list[str], out: str, *, kind: str = "sft", template: str | 
     extra: dict[str, Any] = {"kind": kind, "format": fmt, "columns": records.columns}
     if kind == "classify":
         extra["label_names"] = names or sorted(set(records["labels"].explode().drop_nulls().to_list()))
+        extra["label_counts"] = label_counts(records, extra["label_names"])
+    extra["length_stats"] = length_stats(records, kind)
     with atomic_dir(out) as tmp:
         with timer("write"):
             if fmt == "parquet":
@@ -633,6 +635,35 @@ def convert(sources: list[str], out: str, *, kind: str = "sft", template: str | 
                                  timer.seconds, **extra)
         write_json(tmp / "manifest.json", manifest)
     return manifest
+
+
+STAT_COLUMNS = {"sft": ("prompt", "completion"), "text": ("text",), "classify": ("text",),
+                "preference": ("prompt", "chosen", "rejected")}
+
+
+def length_stats(records, kind: str) -> dict[str, dict[str, float]]:
+    """Character lengths of the text columns (chat: turns and characters per conversation):
+    min, mean, p50, p95, max, to help choose a max length before tokenizing."""
+    import polars as pl
+
+    if kind == "chat":
+        exprs = {"turns": pl.col("messages").list.len(),
+                 "chars": pl.col("messages").list.eval(pl.element().struct.field("content").str.len_chars()).list.sum()}
+    else:
+        exprs = {c: pl.col(c).str.len_chars() for c in STAT_COLUMNS[kind]}
+    if records.height == 0:
+        return {}
+    lengths = records.select(**exprs)
+    return {name: {"min": int(lengths[name].min()), "mean": round(float(lengths[name].mean()), 1),
+                   "p50": float(lengths[name].quantile(0.5)), "p95": float(lengths[name].quantile(0.95)),
+                   "max": int(lengths[name].max())} for name in exprs}
+
+
+def label_counts(records, names: list[str]) -> dict[str, int]:
+    """How many records carry each label, in vocabulary order (zero for labels never seen)."""
+    seen = records["labels"].explode().drop_nulls().value_counts()
+    counts = dict(zip(seen["labels"].to_list(), seen["count"].to_list(), strict=True))
+    return {name: counts.get(name, 0) for name in names}
 
 
 def _config(kind, tmpl, mapping, row_fn, fmt, label_names, label_sep, reader_options) -> dict:

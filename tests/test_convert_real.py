@@ -62,6 +62,8 @@ def test_english_to_latex(shared_data, tmp_path):
     assert rec["prompt"] == "Convert English to LaTeX\nEnglish: integral from a to b of x squared\nLaTeX:"
     assert rec["completion"] == " \\int_{a}^{b} x^2 \\,dx"
     assert rec["output"] == "\\int_{a}^{b} x^2 \\,dx"
+    assert m["length_stats"]["prompt"]["min"] == len("Convert English to LaTeX\nEnglish: \nLaTeX:") + min(
+        len(e) for e in pl.read_csv(shared_data / "english_to_latex.csv")["English"])
 
 
 def test_anime_genres_as_classify(shared_data, tmp_path):
@@ -81,6 +83,9 @@ def test_goemotions_ids_with_names_file(shared_data, tmp_path):
                 mapping={"text": "column_1", "labels": "column_2"})
     assert m["counts"] == {"in": 43410, "out": 43410, "rejected": 0, "rejected_by_reason": {}}
     assert m["label_names"] == names.read_text().split()
+    col = [line.split("\t")[1].split(",") for line in src.read_text(encoding="utf-8").splitlines()]
+    assert m["label_counts"]["neutral"] == sum("27" in ids for ids in col)
+    assert m["label_counts"]["grief"] == sum("16" in ids for ids in col)
     df = _records(tmp_path / "o")
     lines = src.read_text(encoding="utf-8").splitlines()
     assert df["labels"][0].to_list() == ["neutral"]  # id 27
@@ -121,6 +126,8 @@ def test_glaive_toolcalls_as_chat(shared_data, tmp_path):
     assert [t["content"] for t in rec["messages"]] == [t["value"] for t in raw[0]["conversations"]]
     assert rec["messages"][3]["content"].startswith('{"name": "search_recipes", "arguments"')
     assert rec["tools"] == raw[0]["tools"]
+    turns = sorted(len(r["conversations"]) for r in raw)
+    assert m["length_stats"]["turns"]["min"] == turns[0] and m["length_stats"]["turns"]["max"] == turns[-1]
 
 
 def test_demo_data_has_the_documented_duplicates(tmp_path):

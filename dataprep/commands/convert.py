@@ -56,5 +56,9 @@ def command(sources, out, kind, template, mapping, row_fn, fmt, label_names, lab
         secs = sum(manifest["timings"].values())
         click.echo(f"convert ({kind}): {counts_line(manifest['counts'])} in {secs:.1f}s")
         click.echo(f"wrote {out}/records.{fmt}, rejects.jsonl, manifest.json")
+    stats = manifest.get("length_stats") or {}
+    if stats:
+        parts = ", ".join(f"{k} {v['p50']:.0f}/{v['p95']:.0f}/{v['max']}" for k, v in stats.items())
+        click.echo(f"lengths (p50/p95/max; chat: turns, chars): {parts}")
     if "label_names" in manifest:
         click.echo(f"{len(manifest['label_names'])} labels")
