@@ -271,8 +271,9 @@ def read_table(
 ):
     """Read one source into a polars frame (no provenance columns).
 
-    CSV/TSV (delimiter and encoding detected unless given), JSON array, JSONL, gzip of any
-    of these, Parquet, a `datasets` save_to_disk directory, or `hub:NAME[:split]`.
+    CSV/TSV (delimiter and encoding detected unless given), JSON array, JSONL, plain text
+    (.txt: one row per line, column `text`), gzip of any of these, Parquet, a `datasets`
+    save_to_disk directory, or `hub:NAME[:split]`.
     """
     import polars as pl
 
@@ -292,11 +293,13 @@ def read_table(
             return _read_json(p, raw_opener)
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise DataprepError(f"cannot read {path}: {_first_line(exc)}; check that the file is complete and in that format") from None
-    if name.endswith((".csv", ".tsv", ".txt", ".tab")):
+    if name.endswith(".txt"):
+        return _read_lines(p, raw_opener, encoding)
+    if name.endswith((".csv", ".tsv", ".tab")):
         return _read_csv(p, delimiter=delimiter, encoding=encoding, has_header=has_header,
                          quote_char=quote_char, gz=raw_opener is not None)
     raise DataprepError(
-        f"cannot tell the format of {path}; use one of .csv .tsv .json .jsonl .parquet (optionally .gz) or a datasets directory"
+        f"cannot tell the format of {path}; use one of .csv .tsv .json .jsonl .txt .parquet (optionally .gz) or a datasets directory"
     )
 
 
@@ -403,6 +406,14 @@ def _rows_to_frame(rows: list, path: Path):
         else:
             columns.append(pl.Series(name, values, dtype=pl.Object))
     return pl.DataFrame(columns, height=len(rows)) if columns else pl.DataFrame(height=len(rows))
+
+
+def _read_lines(path: Path, opener, encoding: str | None):
+    """A plain text file: one row per line, in a `text` column (blank lines are kept, and rejected later)."""
+    import polars as pl
+
+    text = _decode(_read_bytes(path, opener), path, encoding)
+    return pl.DataFrame({"text": text.splitlines()}, schema={"text": pl.String})
 
 
 def _sniff_delimiter(sample: str, name: str) -> str:

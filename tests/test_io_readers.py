@@ -102,3 +102,14 @@ def test_non_utf8_after_the_sniffed_sample(tmp_path):
     p.write_bytes(b"a,b\n" + b"x,y\n" * 20000 + "가,나\n".encode("cp949"))
     df = read_table(str(p))
     assert df.height == 20001 and df.row(-1) == ("가", "나")
+
+
+def test_text_file_is_one_row_per_line(tmp_path):
+    from dataprep.convert import convert
+
+    p = tmp_path / "corpus.txt"
+    p.write_text("first line, with a comma\n\nthird line\n")
+    m = convert([str(p)], tmp_path / "o", kind="text")
+    assert m["counts"] == {"in": 3, "out": 2, "rejected": 1, "rejected_by_reason": {"empty text": 1}}
+    assert pl.read_parquet(tmp_path / "o" / "records.parquet").select("text", "row").rows() == [
+        ("first line, with a comma", 0), ("third line", 2)]
