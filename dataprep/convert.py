@@ -44,7 +44,7 @@ KIND_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "chat": (("messages",), ("tools", "system")),
     "text": (("text",), ()),
     "classify": (("text", "labels"), ()),
-    "preference": (("chosen", "rejected"), ("prompt",)),
+    "preference": (("chosen", "rejected"), ("prompt", "input")),
 }
 
 # canonical field -> source column names tried in order (case-insensitive) when not mapped
@@ -369,6 +369,8 @@ def to_message(turn: Any) -> dict[str, str]:
         content = json.dumps(turn["tool_calls"], ensure_ascii=False)
     if content is None:
         raise RowError("missing message content")
+    if isinstance(content, list) and content and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
+        content = "".join(str(p.get("text", "")) for p in content)  # OpenAI content parts, text only
     if not isinstance(content, str):
         raise RowError("non-string message content")
     return {"role": role, "content": content}
@@ -432,6 +434,9 @@ def _preference_record(row: dict) -> dict:
         if messages is None:
             if not isinstance(prompt, str):
                 raise RowError("non-string prompt")
+            extra = row.get("input")
+            if isinstance(extra, str) and extra.strip():  # alpaca-style pairs: instruction + "\n" + input
+                prompt = f"{prompt}\n{extra}"
             messages = [{"role": "user", "content": prompt}]
         chosen, rejected = _last_text(chosen, "chosen"), _last_text(rejected, "rejected")
     users = [m["content"] for m in messages if m["role"] == "user"]
@@ -608,7 +613,8 @@ def convert(sources: list[str], out: str, *, kind: str = "sft", template: str | 
     inputs = describe_inputs([str(p) for p in sources])
     config = _config(kind, tmpl, mapping, row_fn, fmt, label_names, label_sep, reader_options)
     fp = stage_fingerprint("convert", inputs, config)
-    if not force and (existing := current_manifest(out, fp)):
+    existing = current_manifest(out, fp)
+    if not force and existing and (Path(out) / f"records.{fmt}").is_file():
         return {**existing, "skipped": True}
     with timer("read"):
         frame = read_sources([str(p) for p in sources], **reader_options)

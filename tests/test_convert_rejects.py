@@ -120,15 +120,26 @@ def test_openai_messages_pass_through_with_system_and_tools():
     assert json.loads(rec["tools"]) == tools
 
 
+def test_openai_text_content_parts_are_joined():
+    msgs = [{"role": "user", "content": [{"type": "text", "text": "Hello, "}, {"type": "text", "text": "there"}]},
+            {"role": "assistant", "content": "Hi"}]
+    image = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]},
+             {"role": "assistant", "content": "A cat"}]
+    records, rejects = convert_frame(_frame([{"messages": msgs}, {"messages": image}]), "chat")
+    assert records["messages"][0].to_list()[0] == {"role": "user", "content": "Hello, there"}
+    assert [(r["row"], r["reason"]) for r in rejects] == [(1, "non-string message content")]
+
+
 def test_preference_rejects_and_plain_columns():
     frame = _frame([
         {"prompt": "2+2?", "chosen": "4", "rejected": "5"},
         {"prompt": "2+2?", "chosen": "4", "rejected": "4"},
         {"prompt": "2+2?", "chosen": "", "rejected": "5"},
         {"prompt": "2+2?", "chosen": 4, "rejected": "5"},
+        {"prompt": "Add", "input": "2 and 2", "chosen": "4", "rejected": "22"},
     ])
     records, rejects = convert_frame(frame, "preference")
-    assert records.select("prompt", "chosen", "rejected").rows() == [("2+2?", "4", "5")]
+    assert records.select("prompt", "chosen", "rejected").rows() == [("2+2?", "4", "5"), ("Add\n2 and 2", "4", "22")]
     assert records["messages"][0].to_list() == [{"role": "user", "content": "2+2?"}]
     assert [(r["row"], r["reason"]) for r in rejects] == [
         (1, "chosen equals rejected"), (2, "empty chosen"), (3, "non-string chosen")]

@@ -29,6 +29,9 @@ def test_manifest_and_rerun_skip_and_force(tmp_path, runner):
     assert "up to date" in again.output and "skipped" in again.output
     forced = runner.invoke(cli, ["convert", DEMO, "--template", "latex", "-o", str(out), "--force"])
     assert "in 62 = out 62" in forced.output
+    (out / "records.parquet").unlink()  # a manifest without its data is not up to date
+    redone = runner.invoke(cli, ["convert", DEMO, "--template", "latex", "-o", str(out)])
+    assert "in 62 = out 62" in redone.output and (out / "records.parquet").is_file()
     other = runner.invoke(cli, ["convert", DEMO, "--template", "latex", "-o", str(out), "--format", "jsonl"])
     assert "in 62" in other.output and (out / "records.jsonl").is_file() and not (out / "records.parquet").exists()
 
