@@ -479,22 +479,24 @@ def _looks_utf8(head: bytes) -> bool:
 
 
 def _bad_csv_line(source, sep: str, quote_char: str | None) -> int | None:
-    """1-based line number of the first row whose field count differs from the header's."""
+    """1-based line where the first row whose field count differs from the header's starts
+    (an unclosed quote swallows the rest of the file into one field, so it shows up here too)."""
     import csv
     import io as _io
 
     text = source.decode("utf-8", errors="replace") if isinstance(source, bytes) else Path(source).read_text(errors="replace")
     reader = csv.reader(_io.StringIO(text), delimiter=sep, quotechar=quote_char or '"',
                         quoting=csv.QUOTE_MINIMAL if quote_char else csv.QUOTE_NONE)
-    width = None
+    width, start = None, 1
     try:
         for row in reader:
             if width is None:
                 width = len(row)
             elif row and len(row) != width:
-                return reader.line_num
+                return start
+            start = reader.line_num + 1
     except csv.Error:
-        return reader.line_num
+        return start
     return None
 
 

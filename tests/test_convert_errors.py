@@ -47,6 +47,12 @@ def test_ragged_csv_names_line(runner, tmp_path):
     _fails(runner, tmp_path, [bad], "cannot parse", "at line 4")
 
 
+def test_unclosed_quote_names_the_line_it_opens(runner, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text('instruction,output\na,b\n"c,d\ne,f\n')
+    _fails(runner, tmp_path, [bad], "cannot parse", "at line 3")
+
+
 def test_mapped_column_missing_lists_columns(runner, tmp_path, shared_data):
     _fails(runner, tmp_path, [shared_data / "english_to_latex.csv", "--map", "instruction=goal"],
            "no column 'goal'", "columns are: English, LaTeX")
