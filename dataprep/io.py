@@ -288,9 +288,9 @@ def read_table(
         if name.endswith(".parquet"):
             return pl.read_parquet(p)
         if name.endswith((".jsonl", ".ndjson")):
-            return _read_json_lines(p, raw_opener)
+            return _read_json_lines(p, raw_opener, encoding)
         if name.endswith(".json"):
-            return _read_json(p, raw_opener)
+            return _read_json(p, raw_opener, encoding)
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise DataprepError(f"cannot read {path}: {_first_line(exc)}; check that the file is complete and in that format") from None
     if name.endswith(".txt"):
@@ -352,8 +352,8 @@ def _json_error(path: Path, exc: json.JSONDecodeError, line: int | None = None) 
     )
 
 
-def _read_json(path: Path, opener):
-    text = _decode(_read_bytes(path, opener), path, None)
+def _read_json(path: Path, opener, encoding: str | None = None):
+    text = _decode(_read_bytes(path, opener), path, encoding)
     stripped = text.lstrip()
     if stripped and stripped[0] == "{" and "\n" in stripped.strip():
         # several objects, one per line: JSON Lines with a .json suffix
@@ -372,8 +372,8 @@ def _read_json(path: Path, opener):
     return _rows_to_frame(data, path)
 
 
-def _read_json_lines(path: Path, opener):
-    text = _decode(_read_bytes(path, opener), path, None)
+def _read_json_lines(path: Path, opener, encoding: str | None = None):
+    text = _decode(_read_bytes(path, opener), path, encoding)
     return _rows_to_frame(_parse_json_lines(text, path), path)
 
 

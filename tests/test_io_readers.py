@@ -113,3 +113,11 @@ def test_text_file_is_one_row_per_line(tmp_path):
     assert m["counts"] == {"in": 3, "out": 2, "rejected": 1, "rejected_by_reason": {"empty text": 1}}
     assert pl.read_parquet(tmp_path / "o" / "records.parquet").select("text", "row").rows() == [
         ("first line, with a comma", 0), ("third line", 2)]
+
+
+@pytest.mark.parametrize("encoding", [None, "euc-kr"])
+def test_euc_kr_json_lines(tmp_path, encoding):
+    p = tmp_path / "ko.jsonl"
+    p.write_bytes("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n"
+                          for t in ["안녕하세요, 반갑습니다.", "오늘 날씨가 좋네요."]).encode("euc-kr"))
+    assert read_table(str(p), encoding=encoding)["text"].to_list() == ["안녕하세요, 반갑습니다.", "오늘 날씨가 좋네요."]
