@@ -26,6 +26,7 @@ from dataprep.io import (
     atomic_dir,
     current_manifest,
     describe_inputs,
+    frame_from_rows,
     make_manifest,
     read_sources,
     sha256_path,
@@ -549,8 +550,6 @@ def apply_row_fn(frame, fn: Callable[[dict], dict], kind: str, batch_size: int =
     import polars as pl
     from tqdm import tqdm
 
-    from dataprep.io import _rows_to_frame
-
     required, optional = KIND_FIELDS[kind]
     fields = set(required + optional)
     out, provenance, rejects = [], [], []
@@ -574,7 +573,7 @@ def apply_row_fn(frame, fn: Callable[[dict], dict], kind: str, batch_size: int =
                     out.append(rec)
                     provenance.append((row["source"], row["row"]))
             bar.update(batch.height)
-    result = _rows_to_frame(out, Path("row-fn output"))
+    result = frame_from_rows(out, "row-fn output")
     result = result.with_columns(
         [pl.lit(None, dtype=pl.String).alias(f) for f in required if f not in result.columns]
         + [pl.Series("source", [p[0] for p in provenance], dtype=pl.String),

@@ -360,7 +360,7 @@ def _read_json(path: Path, opener, encoding: str | None = None):
         try:
             json.loads(stripped)
         except json.JSONDecodeError:
-            return _rows_to_frame(_parse_json_lines(text, path), path)
+            return frame_from_rows(_parse_json_lines(text, path), path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -369,12 +369,12 @@ def _read_json(path: Path, opener, encoding: str | None = None):
         data = [data]
     if not isinstance(data, list):
         raise DataprepError(f"{path} holds a JSON {type(data).__name__}; expected an array of objects or JSON Lines")
-    return _rows_to_frame(data, path)
+    return frame_from_rows(data, path)
 
 
 def _read_json_lines(path: Path, opener, encoding: str | None = None):
     text = _decode(_read_bytes(path, opener), path, encoding)
-    return _rows_to_frame(_parse_json_lines(text, path), path)
+    return frame_from_rows(_parse_json_lines(text, path), path)
 
 
 def _parse_json_lines(text: str, path: Path) -> list:
@@ -388,9 +388,10 @@ def _parse_json_lines(text: str, path: Path) -> list:
     return rows
 
 
-def _rows_to_frame(rows: list, path: Path):
-    """Column-wise frame from JSON objects. All-string columns are String; any other column keeps the
-    Python values as an Object column, so a wrong type is still visible (and rejected) per row later."""
+def frame_from_rows(rows: list, path: str | os.PathLike = "rows"):
+    """Column-wise frame from dicts (JSON objects). All-string columns are String; any other column keeps
+    the Python values as an Object column, so a wrong type is still visible (and rejected) per row later.
+    `path` only names the rows in errors."""
     import polars as pl
 
     names: dict[str, None] = {}

@@ -18,9 +18,9 @@ def _rejects(out) -> list[dict]:
 
 
 def _frame(rows: list[dict], source: str = "mem") -> pl.DataFrame:
-    from dataprep.io import _rows_to_frame
+    from dataprep.io import frame_from_rows
 
-    return _rows_to_frame(rows, source).with_columns(source=pl.lit(source), row=pl.int_range(pl.len(), dtype=pl.Int64))
+    return frame_from_rows(rows, source).with_columns(source=pl.lit(source), row=pl.int_range(pl.len(), dtype=pl.Int64))
 
 
 def test_sft_rejects_with_reason_and_row(tmp_path):
