@@ -121,3 +121,13 @@ def test_row_fn_from_a_file(tmp_path, runner, shared_data):
 def test_bad_map_syntax(runner, tmp_path):
     result = runner.invoke(cli, ["convert", DEMO, "--map", "instruction", "-o", str(tmp_path / "o")])
     assert result.exit_code == 2 and "FIELD=COLUMN" in result.output and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("kind, src", [("chat", "glaive_toolcall_en_demo.json"), ("preference", "dpo_en_demo.json")])
+def test_jsonl_and_parquet_read_back_the_same(tmp_path, shared_data, kind, src):
+    from dataprep.io import read_records
+
+    convert([str(shared_data / src)], tmp_path / "j", kind=kind, fmt="jsonl")
+    convert([str(shared_data / src)], tmp_path / "p", kind=kind)
+    (a, ma), (b, mb) = read_records(tmp_path / "j"), read_records(tmp_path / "p")
+    assert a.equals(b) and ma["kind"] == mb["kind"] == kind and a.height == 300
