@@ -102,8 +102,26 @@ def resolve_columns(columns: list[str], kind: str, mapping: dict[str, str] | Non
             mapping[field] = found
             used.add(found)
         elif field in required:
-            raise DataprepError(f"no column for {kind} field {field!r}; columns are: {listed}; pass --map {field}=COLUMN")
+            guess = guess_kind(columns)
+            hint = f" (these columns look like --kind {guess})" if guess and guess != kind else ""
+            raise DataprepError(
+                f"no column for {kind} field {field!r}; columns are: {listed}; pass --map {field}=COLUMN{hint}"
+            )
     return mapping
+
+
+def guess_kind(columns: list[str]) -> str | None:
+    """The record kind a set of column names suggests, for error hints (never applied silently)."""
+    names = {c.lower() for c in columns}
+    if {"chosen", "rejected"} <= names:
+        return "preference"
+    if names & {"messages", "conversations", "conversation"}:
+        return "chat"
+    if names & set(DEFAULT_ALIASES["instruction"]) and names & set(DEFAULT_ALIASES["output"]):
+        return "sft"
+    if names & set(DEFAULT_ALIASES["text"]):
+        return "classify" if names & set(DEFAULT_ALIASES["labels"]) else "text"
+    return None
 
 
 # ---------------------------------------------------------------------------------------

@@ -119,3 +119,9 @@ def test_empty_input(runner, tmp_path):
     empty = tmp_path / "empty.json"
     empty.write_text("[]")
     _fails(runner, tmp_path, [empty], "no rows to convert")
+
+
+def test_wrong_kind_gets_a_hint(runner, tmp_path, shared_data):
+    _fails(runner, tmp_path, [shared_data / "glaive_toolcall_en_demo.json"],
+           "no column for sft field 'instruction'", "look like --kind chat")
+    _fails(runner, tmp_path, [shared_data / "dpo_en_demo.json", "--kind", "text"], "look like --kind preference")
