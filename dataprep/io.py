@@ -266,12 +266,13 @@ def read_table(
     delimiter: str | None = None,
     encoding: str | None = None,
     has_header: bool = True,
-    quote_char: str | None = '"',
+    quote_char: str | None = "auto",
     split: str | None = None,
 ):
     """Read one source into a polars frame (no provenance columns).
 
-    CSV/TSV (delimiter and encoding detected unless given), JSON array, JSONL, plain text
+    CSV/TSV (delimiter and encoding detected unless given; `quote_char` "auto" is `"` for
+    CSV and none for .tsv files, None turns quoting off), JSON array, JSONL, plain text
     (.txt: one row per line, column `text`), gzip of any of these, Parquet, a `datasets`
     save_to_disk directory, or `hub:NAME[:split]`.
     """
@@ -449,8 +450,8 @@ def _read_csv(path: Path, *, delimiter, encoding, has_header, quote_char, gz):
         source = _decode(data if data is not None else path.read_bytes(), path, None).encode("utf-8")
     sample = (source[:SNIFF_BYTES] if isinstance(source, bytes) else head).decode("utf-8", errors="ignore")
     sep = delimiter or _sniff_delimiter(sample, name)
-    if quote_char == '"' and sep == "\t" and delimiter is None and name.endswith((".tsv", ".tab")):
-        quote_char = None  # TSV has no quoting (IANA); quotes inside text (GoEmotions) are literal
+    if quote_char == "auto":  # TSV has no quoting (IANA); quotes inside text (GoEmotions) are literal
+        quote_char = None if sep == "\t" and name.endswith((".tsv", ".tab")) else '"'
     try:
         try:
             frame = pl.read_csv(source, separator=sep, has_header=has_header, infer_schema=False, quote_char=quote_char)

@@ -121,3 +121,10 @@ def test_euc_kr_json_lines(tmp_path, encoding):
     p.write_bytes("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n"
                           for t in ["안녕하세요, 반갑습니다.", "오늘 날씨가 좋네요."]).encode("euc-kr"))
     assert read_table(str(p), encoding=encoding)["text"].to_list() == ["안녕하세요, 반갑습니다.", "오늘 날씨가 좋네요."]
+
+
+def test_quoting_is_off_for_tsv_unless_asked(tmp_path):
+    p = tmp_path / "q.tsv"
+    p.write_text('"quoted\tcell"\tx\n')
+    assert read_table(str(p), has_header=False).row(0) == ('"quoted', 'cell"', "x")
+    assert read_table(str(p), has_header=False, quote_char='"').row(0) == ("quoted\tcell", "x")
