@@ -45,7 +45,7 @@ KIND_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "chat": (("messages",), ("tools", "system")),
     "text": (("text",), ()),
     "classify": (("text", "labels"), ()),
-    "preference": (("chosen", "rejected"), ("prompt", "input")),
+    "preference": (("chosen", "rejected"), ("prompt", "input", "system")),
 }
 
 # canonical field -> source column names tried in order (case-insensitive) when not mapped
@@ -406,11 +406,15 @@ def to_messages(value: Any, field: str = "messages") -> list[dict[str, str]]:
     return [to_message(t) for t in value]
 
 
-def _chat_record(row: dict) -> dict:
-    messages = to_messages(row["messages"])
-    system = row.get("system")
+def _with_system(messages: list[dict[str, str]], system: Any) -> list[dict[str, str]]:
+    """Prepend a separate `system` column (LLaMA-Factory sharegpt) unless the turns start with one."""
     if isinstance(system, str) and system.strip() and messages[0]["role"] != "system":
-        messages = [{"role": "system", "content": system}] + messages
+        return [{"role": "system", "content": system}] + messages
+    return messages
+
+
+def _chat_record(row: dict) -> dict:
+    messages = _with_system(to_messages(row["messages"]), row.get("system"))
     if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
         raise RowError("no assistant turn")
     return {"messages": messages, "tools": _tools_json(row.get("tools"))}
@@ -458,6 +462,7 @@ def _preference_record(row: dict) -> dict:
                 prompt = f"{prompt}\n{extra}"
             messages = [{"role": "user", "content": prompt}]
         chosen, rejected = _last_text(chosen, "chosen"), _last_text(rejected, "rejected")
+    messages = _with_system(messages, row.get("system"))
     users = [m["content"] for m in messages if m["role"] == "user"]
     if not users:
         raise RowError("no user turn in prompt")

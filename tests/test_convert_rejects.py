@@ -136,11 +136,13 @@ def test_preference_rejects_and_plain_columns():
         {"prompt": "2+2?", "chosen": "4", "rejected": "4"},
         {"prompt": "2+2?", "chosen": "", "rejected": "5"},
         {"prompt": "2+2?", "chosen": 4, "rejected": "5"},
-        {"prompt": "Add", "input": "2 and 2", "chosen": "4", "rejected": "22"},
+        {"prompt": "Add", "input": "2 and 2", "chosen": "4", "rejected": "22", "system": "Be exact."},
     ])
     records, rejects = convert_frame(frame, "preference")
     assert records.select("prompt", "chosen", "rejected").rows() == [("2+2?", "4", "5"), ("Add\n2 and 2", "4", "22")]
     assert records["messages"][0].to_list() == [{"role": "user", "content": "2+2?"}]
+    assert records["messages"][1].to_list() == [{"role": "system", "content": "Be exact."},
+                                                {"role": "user", "content": "Add\n2 and 2"}]
     assert [(r["row"], r["reason"]) for r in rejects] == [
         (1, "chosen equals rejected"), (2, "empty chosen"), (3, "non-string chosen")]
 
