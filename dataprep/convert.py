@@ -11,10 +11,12 @@ String work (templates, checks) is vectorised with polars expressions; nested da
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import json
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,8 +29,8 @@ from dataprep.io import (
     current_manifest,
     describe_inputs,
     frame_from_rows,
+    iter_batches,
     make_manifest,
-    read_sources,
     sha256_path,
     stage_fingerprint,
     write_json,
@@ -611,11 +613,13 @@ def apply_row_fn(frame, fn: Callable[[dict], dict], kind: str, batch_size: int =
 
 def convert(sources: list[str], out: str, *, kind: str = "sft", template: str | None = None,
             mapping: dict[str, str] | None = None, row_fn: str | Callable | None = None, fmt: str = "parquet",
-            force: bool = False, label_names: str | None = None, label_sep: str = ",", **reader_options: Any) -> dict:
+            force: bool = False, label_names: str | None = None, label_sep: str = ",", batch_rows: int = 50_000,
+            **reader_options: Any) -> dict:
     """Convert `sources` into canonical records of `kind` in directory `out`.
 
     Writes OUT/records.parquet (or .jsonl), OUT/rejects.jsonl and OUT/manifest.json
-    atomically, and returns the manifest. If OUT already holds a conversion with the same
+    atomically, and returns the manifest. Works in batches of `batch_rows` rows (CSV and Parquet
+    are also read in batches), so memory does not grow with the input. If OUT already holds a conversion with the same
     fingerprint (inputs' contents, options, version) the work is skipped and the existing
     manifest is returned with `"skipped": True`, unless `force`.
     """
@@ -638,60 +642,119 @@ def convert(sources: list[str], out: str, *, kind: str = "sft", template: str | 
     existing = current_manifest(out, fp)
     if not force and existing and (Path(out) / f"records.{fmt}").is_file():
         return {**existing, "skipped": True}
-    with timer("read"):
-        frame = read_sources([str(p) for p in sources], **reader_options)
-    if frame.height == 0:
-        raise DataprepError(f"{', '.join(map(str, sources))}: no rows to convert; check the input (and --no-header)")
-    with timer("convert"):
-        records, reject_rows = convert_frame(frame, kind, template=tmpl, mapping=mapping, row_fn=fn,
-                                             label_names=names, label_sep=label_sep)
-    rejects = Rejects()
-    rejects.extend(reject_rows)
-    extra: dict[str, Any] = {"kind": kind, "format": fmt, "columns": records.columns}
-    if kind == "classify":
-        extra["label_names"] = names or sorted(set(records["labels"].explode().drop_nulls().to_list()))
-        extra["label_counts"] = label_counts(records, extra["label_names"])
-    extra["length_stats"] = length_stats(records, kind)
+    batches = iter_batches([str(p) for p in sources], batch_rows=batch_rows, **reader_options)
     with atomic_dir(out) as tmp:
+        summary = _convert_batches(batches, tmp / f"records.{fmt}", kind, timer, template=tmpl, mapping=mapping,
+                                   row_fn=fn, label_names=names, label_sep=label_sep)
+        if summary.n_in == 0:
+            raise DataprepError(f"{', '.join(map(str, sources))}: no rows to convert; check the input (and --no-header)")
+        rejects = Rejects()
+        rejects.extend(summary.rejects)
         with timer("write"):
-            if fmt == "parquet":
-                records.write_parquet(tmp / "records.parquet")
-            else:
-                records.write_ndjson(tmp / "records.jsonl")
             rejects.write(tmp)
-        manifest = make_manifest("convert", fp, inputs, config, frame.height, records.height, rejects.counts(),
+        extra: dict[str, Any] = {"kind": kind, "format": fmt, "columns": list(SCHEMAS[kind].names)}
+        if kind == "classify":
+            extra["label_names"] = names or sorted(summary.labels)
+            extra["label_counts"] = {name: summary.labels.get(name, 0) for name in extra["label_names"]}
+        extra["length_stats"] = summarize_lengths(summary.lengths)
+        manifest = make_manifest("convert", fp, inputs, config, summary.n_in, summary.n_out, rejects.counts(),
                                  timer.seconds, **extra)
         write_json(tmp / "manifest.json", manifest)
     return manifest
+
+
+@dataclasses.dataclass
+class _Summary:
+    """What the batches add up to: row counts, rejects, text lengths, label frequencies."""
+
+    n_in: int = 0
+    n_out: int = 0
+    rejects: list[dict] = dataclasses.field(default_factory=list)
+    lengths: list = dataclasses.field(default_factory=list)
+    labels: Counter = dataclasses.field(default_factory=Counter)
+
+
+def _convert_batches(batches, path: Path, kind: str, timer: Timer, **options: Any) -> _Summary:
+    """Convert and write batch by batch, so memory stays bounded by the batch size."""
+    from tqdm import tqdm
+
+    summary = _Summary()
+    writer = RecordWriter(path, kind)
+    with writer, tqdm(desc=f"convert {kind}", unit="row", disable=None, leave=False) as bar:
+        while True:
+            with timer("read"):
+                frame = next(batches, None)
+            if frame is None:
+                break
+            with timer("convert"):
+                records, rejects = convert_frame(frame, kind, **options)
+                summary.lengths.append(records.select(**length_exprs(kind)))
+                if kind == "classify":
+                    summary.labels.update(records["labels"].explode().drop_nulls().to_list())
+            with timer("write"):
+                writer.write(records)
+            summary.n_in += frame.height
+            summary.n_out += records.height
+            summary.rejects.extend(rejects)
+            bar.update(frame.height)
+    return summary
+
+
+class RecordWriter:
+    """Appends record batches to OUT/records.parquet (one row group per batch) or records.jsonl."""
+
+    def __init__(self, path: Path, kind: str) -> None:
+        self.path, self.kind = Path(path), kind
+        self.schema = SCHEMAS[kind]
+        self._parquet = None
+        self._fh = None
+
+    def __enter__(self) -> RecordWriter:
+        if self.path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            self._parquet = pq.ParquetWriter(self.path, self.schema)
+        else:
+            self._fh = open(self.path, "wb")
+        return self
+
+    def write(self, records) -> None:
+        if self._parquet is not None:
+            self._parquet.write_table(records.to_arrow().cast(self.schema))
+        elif records.height:
+            records.write_ndjson(self._fh)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+        if self._fh is not None:
+            self._fh.close()
 
 
 STAT_COLUMNS = {"sft": ("prompt", "completion"), "text": ("text",), "classify": ("text",),
                 "preference": ("prompt", "chosen", "rejected")}
 
 
-def length_stats(records, kind: str) -> dict[str, dict[str, float]]:
-    """Character lengths of the text columns (chat: turns and characters per conversation):
-    min, mean, p50, p95, max, to help choose a max length before tokenizing."""
+def length_exprs(kind: str) -> dict:
+    """Per-record lengths to summarise: characters of the text columns; chat: turns and characters."""
     import polars as pl
 
     if kind == "chat":
-        exprs = {"turns": pl.col("messages").list.len(),
-                 "chars": pl.col("messages").list.eval(pl.element().struct.field("content").str.len_chars()).list.sum()}
-    else:
-        exprs = {c: pl.col(c).str.len_chars() for c in STAT_COLUMNS[kind]}
-    if records.height == 0:
+        return {"turns": pl.col("messages").list.len(),
+                "chars": pl.col("messages").list.eval(pl.element().struct.field("content").str.len_chars()).list.sum()}
+    return {c: pl.col(c).str.len_chars() for c in STAT_COLUMNS[kind]}
+
+
+def summarize_lengths(frames: list) -> dict[str, dict[str, float]]:
+    """min, mean, p50, p95, max of each length column, to help choose a max length before tokenizing."""
+    import polars as pl
+
+    lengths = pl.concat(frames) if frames else pl.DataFrame()
+    if lengths.height == 0:
         return {}
-    lengths = records.select(**exprs)
     return {name: {"min": int(lengths[name].min()), "mean": round(float(lengths[name].mean()), 1),
                    "p50": float(lengths[name].quantile(0.5)), "p95": float(lengths[name].quantile(0.95)),
-                   "max": int(lengths[name].max())} for name in exprs}
-
-
-def label_counts(records, names: list[str]) -> dict[str, int]:
-    """How many records carry each label, in vocabulary order (zero for labels never seen)."""
-    seen = records["labels"].explode().drop_nulls().value_counts()
-    counts = dict(zip(seen["labels"].to_list(), seen["count"].to_list(), strict=True))
-    return {name: counts.get(name, 0) for name in names}
+                   "max": int(lengths[name].max())} for name in lengths.columns}
 
 
 def _config(kind, tmpl, mapping, row_fn, fmt, label_names, label_sep, reader_options) -> dict:

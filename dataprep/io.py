@@ -243,6 +243,47 @@ def read_sources(paths: list[str], **options: Any):
     return _concat_sources(frames)
 
 
+def iter_batches(paths: list[str], batch_rows: int = 50_000, **options: Any) -> Iterator:
+    """Yield the rows of several sources as polars frames of at most `batch_rows` rows, with the
+    same `source`/`row` columns as `read_sources`. UTF-8 CSV/TSV files and Parquet are scanned in
+    batches, so memory stays bounded whatever the file size; other formats are read whole, then sliced.
+    """
+    import polars as pl
+
+    if not paths:
+        raise DataprepError("no input given; pass one or more files, directories or hub:NAME ids")
+    for p in paths:
+        if not p.startswith(HUB_PREFIX) and not Path(p).exists():
+            raise DataprepError(f"input {p} does not exist; check the path")
+    for p in paths:
+        offset = 0
+        for batch in _source_batches(p, batch_rows, **options):
+            yield batch.with_columns(source=pl.lit(str(p)),
+                                     row=pl.int_range(offset, offset + pl.len(), dtype=pl.Int64))
+            offset += batch.height
+
+
+def _source_batches(path: str, batch_rows: int, **options: Any) -> Iterator:
+    import polars as pl
+
+    p = Path(path)
+    name = p.name.lower()
+    if not path.startswith(HUB_PREFIX) and p.is_file() and name.endswith((".csv", ".tsv", ".tab")):
+        source, sep, quote = _csv_plan(p, delimiter=options.get("delimiter"), encoding=options.get("encoding"),
+                                       quote_char=options.get("quote_char", "auto"), gz=False, whole_file_utf8=True)
+        try:
+            yield from _scan_csv(source, sep, options.get("has_header", True), quote).collect_batches(chunk_size=batch_rows)
+        except pl.exceptions.PolarsError as exc:
+            raise _csv_error(p, source, sep, quote, exc) from None
+    elif not path.startswith(HUB_PREFIX) and p.is_file() and name.endswith(".parquet"):
+        try:
+            yield from pl.scan_parquet(p).collect_batches(chunk_size=batch_rows)
+        except pl.exceptions.PolarsError as exc:
+            raise DataprepError(f"cannot read {path}: {_first_line(exc)}; check that the file is complete") from None
+    else:
+        yield from read_table(path, **options).iter_slices(batch_rows)
+
+
 def _concat_sources(frames: list):
     """Concatenate frames whose columns may differ; a column typed differently across sources becomes Object."""
     import polars as pl
@@ -430,11 +471,9 @@ def _sniff_delimiter(sample: str, name: str) -> str:
         return ","
 
 
-def _read_csv(path: Path, *, delimiter, encoding, has_header, quote_char, gz):
-    """CSV/TSV via polars, all columns as strings. UTF-8 files are read from disk directly (fast, low
-    memory); other encodings are decoded first. Parse errors name the first bad line."""
-    import polars as pl
-
+def _csv_plan(path: Path, *, delimiter, encoding, quote_char, gz, whole_file_utf8: bool = False):
+    """(source, separator, quote_char) for polars: the path itself when the file is UTF-8 (fast, low
+    memory), else the decoded bytes. `whole_file_utf8` checks every byte, not just the sniffed head."""
     name = path.name.lower().removesuffix(".gz")
     if gz:
         data: bytes | None = _open_gzip(path)
@@ -446,30 +485,64 @@ def _read_csv(path: Path, *, delimiter, encoding, has_header, quote_char, gz):
     source: Any = path if data is None else data
     if encoding and encoding.lower().replace("-", "").replace("_", "") not in ("utf8", "utf8sig"):
         source = _decode(data if data is not None else path.read_bytes(), path, encoding).encode("utf-8")
-    elif not encoding and not _looks_utf8(head):
+    elif not encoding and not (_is_utf8_file(path) if whole_file_utf8 and data is None else _looks_utf8(head)):
         source = _decode(data if data is not None else path.read_bytes(), path, None).encode("utf-8")
     sample = (source[:SNIFF_BYTES] if isinstance(source, bytes) else head).decode("utf-8", errors="ignore")
     sep = delimiter or _sniff_delimiter(sample, name)
     if quote_char == "auto":  # TSV has no quoting (IANA); quotes inside text (GoEmotions) are literal
         quote_char = None if sep == "\t" and name.endswith((".tsv", ".tab")) else '"'
+    return source, sep, quote_char
+
+
+def _scan_csv(source, sep: str, has_header: bool, quote_char: str | None):
+    """A lazy CSV scan, every column a string; without a header the columns are column_1, column_2, ..."""
+    import polars as pl
+
+    return pl.scan_csv(source, separator=sep, has_header=has_header, infer_schema=False, quote_char=quote_char,
+                       with_column_names=None if has_header else _numbered_columns)
+
+
+def _numbered_columns(columns: list[str]) -> list[str]:
+    return [f"column_{i}" for i in range(1, len(columns) + 1)]
+
+
+def _csv_error(path: Path, source, sep: str, quote_char: str | None, exc: BaseException) -> DataprepError:
+    line = _bad_csv_line(source, sep, quote_char)
+    where = f" at line {line}" if line else ""
+    return DataprepError(f"cannot parse {path}{where}: {_first_line(exc)}; fix that line, or pass --delimiter/--encoding")
+
+
+def _read_csv(path: Path, *, delimiter, encoding, has_header, quote_char, gz):
+    """CSV/TSV via polars, all columns as strings. Parse errors name the first bad line."""
+    import polars as pl
+
+    source, sep, quote_char = _csv_plan(path, delimiter=delimiter, encoding=encoding, quote_char=quote_char, gz=gz)
     try:
         try:
-            frame = pl.read_csv(source, separator=sep, has_header=has_header, infer_schema=False, quote_char=quote_char)
+            return _scan_csv(source, sep, has_header, quote_char).collect()
         except pl.exceptions.ComputeError as exc:
             if "utf-8" not in str(exc).lower() or encoding or not isinstance(source, Path):
                 raise
             # the sample was UTF-8 but a later line is not: decode the whole file and read again
             source = _decode(path.read_bytes(), path, None).encode("utf-8")
-            frame = pl.read_csv(source, separator=sep, has_header=has_header, infer_schema=False, quote_char=quote_char)
+            return _scan_csv(source, sep, has_header, quote_char).collect()
     except pl.exceptions.PolarsError as exc:
-        line = _bad_csv_line(source, sep, quote_char)
-        where = f" at line {line}" if line else ""
-        raise DataprepError(
-            f"cannot parse {path}{where}: {_first_line(exc)}; fix that line, or pass --delimiter/--encoding"
-        ) from None
-    if not has_header:  # stable 1-based names whatever polars' default is: column_1, column_2, ...
-        frame.columns = [f"column_{i}" for i in range(1, frame.width + 1)]
-    return frame
+        raise _csv_error(path, source, sep, quote_char, exc) from None
+
+
+def _is_utf8_file(path: Path) -> bool:
+    """Whether every byte of the file is valid UTF-8, in 4 MB blocks (so streaming never meets a bad byte late)."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                decoder.decode(block)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _looks_utf8(head: bytes) -> bool:

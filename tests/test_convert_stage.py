@@ -8,7 +8,8 @@ import polars as pl
 import pytest
 
 from dataprep.cli import cli
-from dataprep.convert import convert
+from dataprep.convert import RecordWriter, convert
+from dataprep.errors import DataprepError
 from dataprep.templates import TEMPLATES, get_template, render_prompt
 from tests.conftest import REPO
 
@@ -50,7 +51,7 @@ def test_failed_write_leaves_no_output(tmp_path, monkeypatch):
     def boom(self, *args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pl.DataFrame, "write_parquet", boom)
+    monkeypatch.setattr(RecordWriter, "write", boom)
     with pytest.raises(KeyboardInterrupt):
         convert([DEMO], tmp_path / "o", template="latex")
     assert list(tmp_path.iterdir()) == []
@@ -59,7 +60,7 @@ def test_failed_write_leaves_no_output(tmp_path, monkeypatch):
 def test_failed_rerun_keeps_the_previous_output(tmp_path, monkeypatch):
     convert([DEMO], tmp_path / "o", template="latex")
     before = (tmp_path / "o" / "records.parquet").read_bytes()
-    monkeypatch.setattr(pl.DataFrame, "write_parquet", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("disk full")))
+    monkeypatch.setattr(RecordWriter, "write", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("disk full")))
     with pytest.raises(RuntimeError):
         convert([DEMO], tmp_path / "o", template="latex", force=True)
     assert (tmp_path / "o" / "records.parquet").read_bytes() == before
@@ -131,3 +132,35 @@ def test_jsonl_and_parquet_read_back_the_same(tmp_path, shared_data, kind, src):
     convert([str(shared_data / src)], tmp_path / "p", kind=kind)
     (a, ma), (b, mb) = read_records(tmp_path / "j"), read_records(tmp_path / "p")
     assert a.equals(b) and ma["kind"] == mb["kind"] == kind and a.height == 300
+
+
+@pytest.mark.parametrize("src, kind", [("alpaca_en_demo.json", "sft"), ("english_to_latex.csv", "sft"),
+                                       ("anime_with_synopsis.csv", "classify")])
+def test_small_batches_give_the_same_output(tmp_path, shared_data, src, kind):
+    import pyarrow.parquet as pq
+
+    opts = {"template": "latex"} if src.endswith("latex.csv") else {}
+    if kind == "classify":
+        opts = {"mapping": {"text": "synopsis", "labels": "Genres"}}
+    whole = convert([str(shared_data / src)], tmp_path / "a", kind=kind, **opts)
+    batched = convert([str(shared_data / src)], tmp_path / "b", kind=kind, batch_rows=7, **opts)
+    a, b = (pl.read_parquet(tmp_path / d / "records.parquet") for d in "ab")
+    assert a.equals(b) and b["row"].to_list() == list(range(b.height))
+    assert pq.ParquetFile(tmp_path / "b" / "records.parquet").num_row_groups == -(-b.height // 7)
+    for key in ("counts", "length_stats", "label_names", "label_counts"):
+        assert whole.get(key) == batched.get(key)
+
+
+def test_rejects_keep_their_rows_across_batches(tmp_path):
+    src = str(REPO / "tests" / "assets" / "sft_bad.jsonl")
+    m = convert([src], tmp_path / "o", batch_rows=2)
+    rejects = [json.loads(line) for line in (tmp_path / "o" / "rejects.jsonl").read_text().splitlines()]
+    assert [r["row"] for r in rejects] == [1, 2, 3, 4, 6] and m["counts"]["out"] == 2
+
+
+def test_csv_error_after_the_first_batch_leaves_no_output(tmp_path):
+    src = tmp_path / "d.csv"
+    src.write_text("English,LaTeX\n" + "x squared,x^2\n" * 300 + "bad,row,here\n")
+    with pytest.raises(DataprepError, match="at line 302"):
+        convert([str(src)], tmp_path / "o", template="latex", batch_rows=10)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv"]

@@ -128,3 +128,15 @@ def test_quoting_is_off_for_tsv_unless_asked(tmp_path):
     p.write_text('"quoted\tcell"\tx\n')
     assert read_table(str(p), has_header=False).row(0) == ('"quoted', 'cell"', "x")
     assert read_table(str(p), has_header=False, quote_char='"').row(0) == ("quoted\tcell", "x")
+
+
+def test_iter_batches_matches_read_sources(tmp_path, shared_data):
+    from dataprep.io import iter_batches
+
+    parquet = tmp_path / "a.parquet"
+    pl.read_csv(shared_data / "english_to_latex.csv").write_parquet(parquet)
+    srcs = [str(shared_data / "english_to_latex.csv"), str(parquet), str(ASSETS / "ko_cp949.csv")]
+    batches = list(iter_batches(srcs[:2], batch_rows=16))
+    assert [b.height for b in batches] == [16, 16, 16, 2, 16, 16, 16, 2]
+    assert pl.concat(batches).equals(read_sources(srcs[:2]))
+    assert pl.concat(list(iter_batches(srcs[2:], batch_rows=1))).equals(read_sources(srcs[2:]))
