@@ -140,3 +140,17 @@ def test_iter_batches_matches_read_sources(tmp_path, shared_data):
     assert [b.height for b in batches] == [16, 16, 16, 2, 16, 16, 16, 2]
     assert pl.concat(batches).equals(read_sources(srcs[:2]))
     assert pl.concat(list(iter_batches(srcs[2:], batch_rows=1))).equals(read_sources(srcs[2:]))
+
+
+def test_large_file_with_late_non_utf8_names_the_encoding(tmp_path, monkeypatch):
+    from dataprep.errors import DataprepError
+    from dataprep.io import iter_batches
+
+    monkeypatch.setattr(io, "FULL_UTF8_CHECK_BYTES", 1000)  # as if the file were large
+    p = tmp_path / "late.csv"
+    p.write_bytes(b"a,b\n" + b"x,y\n" * 20000 + "가나다라,마바사\n".encode("cp949") * 50)
+    with pytest.raises(DataprepError, match="starts as UTF-8 but has other bytes further on; pass --encoding cp949"):
+        list(iter_batches([str(p)], batch_rows=1000))
+    assert pl.concat(list(iter_batches([str(p)], encoding="cp949")))["a"][-1] == "가나다라"
+    monkeypatch.setattr(io, "FULL_UTF8_CHECK_BYTES", 64 << 20)
+    assert pl.concat(list(iter_batches([str(p)])))["a"][-1] == "가나다라"
