@@ -2,8 +2,9 @@
 
 `convert_frame` is the pure per-batch step: a polars frame with `source`/`row` columns in,
 (records frame, reject dicts) out, no global state, so an engine can map it over
-partitions. `convert` is the whole stage: read sources, convert, write records, rejects
-and manifest atomically, skip when the fingerprint matches.
+partitions. `convert` is the whole stage: stream the sources in batches through
+`convert_frame`, append each batch to the records file, then write rejects and the
+manifest, all inside one atomic output directory; skip when the fingerprint matches.
 
 String work (templates, checks) is vectorised with polars expressions; nested data
 (conversations, preference pairs, label lists) goes through small Python functions.

@@ -39,9 +39,11 @@ def _parse_map(values: tuple[str, ...]) -> dict[str, str]:
               help='CSV/TSV quote character, or "none"; auto: " for CSV, none for .tsv.')
 @click.option("--no-header", is_flag=True, help="CSV/TSV has no header row; columns are column_1, column_2, ...")
 @click.option("--split", help="Split of a datasets directory or hub: id (default: train).")
+@click.option("--batch-rows", type=click.IntRange(min=1), default=50_000, show_default=True,
+              help="Rows converted and written at a time; bounds memory.")
 @click.option("--force", is_flag=True, help="Redo the work even if OUT is up to date.")
 def command(sources, out, kind, template, mapping, row_fn, fmt, label_names, label_sep, delimiter, encoding,
-            quote_char, no_header, split, force):
+            quote_char, no_header, split, batch_rows, force):
     """Convert CSV/TSV, JSON, JSONL, Parquet, datasets directories or hub:NAME[:split] ids into canonical
     records of one kind. Writes OUT/records.parquet (or .jsonl), OUT/rejects.jsonl and OUT/manifest.json."""
     from dataprep.convert import convert
@@ -50,8 +52,8 @@ def command(sources, out, kind, template, mapping, row_fn, fmt, label_names, lab
     if delimiter == "\\t":
         delimiter = "\t"
     manifest = convert(list(sources), out, kind=kind, template=template, mapping=_parse_map(mapping), row_fn=row_fn,
-                       fmt=fmt, force=force, label_names=label_names, label_sep=label_sep, delimiter=delimiter,
-                       encoding=encoding, has_header=not no_header, split=split,
+                       fmt=fmt, force=force, batch_rows=batch_rows, label_names=label_names, label_sep=label_sep,
+                       delimiter=delimiter, encoding=encoding, has_header=not no_header, split=split,
                        quote_char=None if quote_char.lower() == "none" else quote_char)
     if manifest.get("skipped"):
         click.echo(f"{out} is up to date (fingerprint {manifest['fingerprint']}); skipped. Use --force to redo.")
