@@ -86,7 +86,7 @@ def summary_table(results: list[StageResult]) -> str:
             "cached" if r.skipped else f"{r.seconds:.1f}s",
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
 def _notes(manifest: dict[str, Any]) -> str:

@@ -59,16 +59,29 @@ def stage_function(stage: str):
     return getattr(importlib.import_module(module), func)
 
 
-def stage_parameters(stage: str) -> dict[str, inspect.Parameter]:
-    """The options a recipe may set for `stage`: the stage function's parameters after its input."""
+def stage_parameters(stage: str, section: dict | None = None) -> dict[str, inspect.Parameter]:
+    """The options a recipe may set for `stage`: the stage function's keyword parameters after
+    its input, plus, when it takes `**options`, the fields of its config dataclass (named by the
+    function's `config_class`, a dataclass or a function of the recipe section that returns one)."""
     func = stage_function(stage)
-    params = list(inspect.signature(func).parameters.values())
     hints = typing.get_type_hints(func)
     out = {}
-    for p in params[1:]:
+    takes_options = False
+    for p in list(inspect.signature(func).parameters.values())[1:]:
+        takes_options |= p.kind == p.VAR_KEYWORD
         if p.name in RUNNER_OWNED or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
         out[p.name] = p.replace(annotation=hints.get(p.name, Any))
+    config_class = getattr(func, "config_class", None)
+    if takes_options and config_class is not None:
+        if not dataclasses.is_dataclass(config_class):
+            config_class = config_class(section or {})
+        hints = typing.get_type_hints(config_class)
+        for f in dataclasses.fields(config_class):
+            default = f.default if f.default is not dataclasses.MISSING else (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else inspect.Parameter.empty)
+            out[f.name] = inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                            annotation=hints.get(f.name, Any))
     return out
 
 
@@ -186,8 +199,8 @@ def _stage_config(stage: str, section: Any, where) -> StageConfig:
         section = {}
     if not isinstance(section, dict):
         raise DataprepError(f"{where(stage)}: {stage} must be a mapping of options")
-    params = stage_parameters(stage)
     section = dict(section)
+    params = stage_parameters(stage, section)
     explicit_input = section.pop("input", None)
     if explicit_input is not None and not isinstance(explicit_input, (str, list)):
         raise DataprepError(f"{where(stage, 'input')}: {stage}.input must be a path")

@@ -101,3 +101,25 @@ def test_bad_yaml_names_line(tmp_path):
     path = write(tmp_path, "convert:\n  input: [a\n")
     with pytest.raises(DataprepError, match=r"r.yaml:\d+: not valid YAML"):
         load_recipe(path)
+
+
+def test_options_from_a_config_dataclass(tmp_path, monkeypatch):
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Cfg:
+        threshold: float = 0.9
+        methods: tuple[str, ...] = ("exact",)
+
+    def dedupe(path: str, out: str, *, force: bool = False, **options) -> dict:
+        return {}
+
+    dedupe.config_class = Cfg
+    sys.modules["fake_stages"].dedupe = dedupe
+    monkeypatch.setattr(recipe_mod, "STAGE_FUNCTIONS", {**recipe_mod.STAGE_FUNCTIONS, "dedupe": "fake_stages:dedupe"})
+    monkeypatch.setattr(recipe_mod, "STAGES", ("convert", "dedupe", "tokenize"))
+    path = write(tmp_path, GOOD + "dedupe:\n  threshold: 0.95\n  methods: [exact, near]\n")
+    assert dict(load_recipe(path).stage("dedupe").options) == {"threshold": 0.95, "methods": ["exact", "near"]}
+    path.write_text(GOOD + "dedupe:\n  threshold: high\n")
+    with pytest.raises(DataprepError, match=r"r.yaml:11: dedupe.threshold = 'high' has the wrong type"):
+        load_recipe(path)
