@@ -580,7 +580,8 @@ def tokenize(
                 label_names=label_names, shards=shards, events=dict(events),
                 template=generation_template(kind, in_manifest),
                 prompt_template=((in_manifest or {}).get("config") or {}).get("template"),
-                token_stats=_token_stats(lengths_np, trainable), packing=packing_info,
+                token_stats=_token_stats(lengths_np, packing_info["trainable"] if pack else trainable),
+                packing=packing_info,
                 columns=list(_new_columns(kind)) + (["position_ids", "seq_lens"] if pack else []),
             )
             rejects.write(tmp)
@@ -626,20 +627,25 @@ def _count_trainable(kind: str, cols: dict[str, list]) -> int:
 
 def _pack_file(rows_file: Path, lengths: np.ndarray, max_len: int, work: Path) -> tuple[Path, dict[str, Any]]:
     """Pack the tokenized rows into `max_len` bins; returns the packed file and packing figures."""
+    import pyarrow.compute as pc
+
     from dataprep.packing import PACKED_SCHEMA, pack, packed_table, packing_efficiency
 
     with pa.memory_map(str(rows_file)) as src:
         table = pa.ipc.open_stream(src).read_all()
         bins, algorithm = pack(lengths.tolist(), max_len)
         packed_file = work / "packed.arrow"
+        trainable = 0  # recounted: packing masks the first label of every sequence
         with pa.ipc.new_stream(str(packed_file), PACKED_SCHEMA) as writer:
             step = 1000  # bins per write, so the packed copy is built in bounded pieces
             for start in range(0, len(bins), step):
-                writer.write_table(packed_table(table, bins[start : start + step]))
+                part = packed_table(table, bins[start : start + step])
+                trainable += int(np.count_nonzero(pc.list_flatten(part.column("labels")).to_numpy() != IGNORE_INDEX))
+                writer.write_table(part)
     eff = packing_efficiency(lengths.tolist(), len(bins), max_len)
     return packed_file, {"bins": len(bins), "sequences": int(len(lengths)), "capacity": max_len,
                          "efficiency": round(eff, 5), "algorithm": algorithm,
-                         "lower_bound_bins": -(-int(lengths.sum()) // max_len)}
+                         "lower_bound_bins": -(-int(lengths.sum()) // max_len), "trainable": trainable}
 
 
 def _save_shards(rows_file: Path, out: Path, num_shards: int | None, shard_size: str | None) -> list[str]:
