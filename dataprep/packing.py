@@ -32,31 +32,34 @@ def pack_bfd(lengths: Sequence[int], capacity: int) -> list[list[int]]:
     (at most capacity + 1 of them), so each placement is a bisect. Bins come out ordered by
     their first (longest) item; within a bin, items are in placement order.
     """
-    if any(n > capacity for n in lengths):
+    if len(lengths) and max(lengths) > capacity:
         raise ValueError(f"a sequence is longer than the bin capacity {capacity}")
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    sizes = np.asarray(lengths, dtype=np.int64)
+    order = np.argsort(-sizes, kind="stable")
     bins: list[list[int]] = []
     room_values: list[int] = []  # sorted distinct remaining-room values of open bins
     by_room: dict[int, list[int]] = {}  # room -> bin ids with that room
-    for i in order:
-        n = lengths[i]
-        j = bisect.bisect_left(room_values, n)
+    bisect_left, insort = bisect.bisect_left, bisect.insort
+    for i, n in zip(order.tolist(), sizes[order].tolist(), strict=True):
+        j = bisect_left(room_values, n)
         if j < len(room_values):
             room = room_values[j]
-            b = by_room[room].pop()
-            if not by_room[room]:
+            same = by_room[room]
+            b = same.pop()
+            if not same:
                 del by_room[room]
-                room_values.pop(j)
+                del room_values[j]
         else:
             b, room = len(bins), capacity
             bins.append([])
         bins[b].append(i)
         left = room - n
         if left > 0:  # a full bin is closed for good
-            if left not in by_room:
-                by_room[left] = []
-                bisect.insort(room_values, left)
-            by_room[left].append(b)
+            if left in by_room:
+                by_room[left].append(b)
+            else:
+                by_room[left] = [b]
+                insort(room_values, left)
     return bins
 
 
