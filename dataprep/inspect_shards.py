@@ -100,15 +100,56 @@ def mark_trained(tok, ids: list[int], labels: list[int], color: bool) -> str:
     """
     import click
 
+    def mark(text: str) -> str:
+        return click.style(text, fg="green", bold=True) if color else f"[[{text}]]"
+
+    return "".join(mark(text) if trained else text for text, trained in _runs(tok, ids, labels))
+
+
+def _runs(tok, ids: list[int], labels: list[int]) -> list[tuple[str, bool]]:
+    """(decoded text, trained?) for each run of consecutive tokens with the same mask."""
     out, start = [], 0
     for i in range(1, len(ids) + 1):
         if i == len(ids) or (labels[i] != IGNORE_INDEX) != (labels[start] != IGNORE_INDEX):
-            text = tok.decode(ids[start:i], skip_special_tokens=False)
-            if labels[start] != IGNORE_INDEX:
-                text = click.style(text, fg="green", bold=True) if color else f"[[{text}]]"
-            out.append(text)
+            out.append((tok.decode(ids[start:i], skip_special_tokens=False), labels[start] != IGNORE_INDEX))
             start = i
-    return "".join(out)
+    return out
+
+
+HTML_HEAD = """<!doctype html><meta charset="utf-8"><title>{title}</title>
+<style>body{{font:14px system-ui;margin:2em}} pre{{white-space:pre-wrap;background:#f7f7f7;padding:.6em;
+border-radius:4px}} .t{{background:#c8f7c5;outline:1px solid #7bc47f}} h2{{font-size:15px;margin-top:2em}}
+.seq{{color:#666;font-size:12px}}</style>
+<h1>{title}</h1><p>Trained tokens (label &ne; -100) are <span class="t">green</span>; the rest is context only.</p>
+"""
+
+
+def write_html(path: str | os.PathLike, html_path: str | os.PathLike, rows: list[int]) -> Path:
+    """A page with the given rows decoded and their trained tokens highlighted, to browse masks."""
+    import html
+
+    ds, manifest = load_shards(path)
+    if manifest["kind"] in ("classify", "preference"):
+        raise DataprepError(f"--html shows sft/chat/text masks; {path} holds {manifest['kind']} rows (use --row)")
+    tok = _load_tokenizer(manifest)
+    parts = [HTML_HEAD.format(title=html.escape(f"dataprep inspect {path}"))]
+    for n in rows:
+        if not 0 <= n < len(ds):
+            continue
+        row = ds[n]
+        trained = sum(x != IGNORE_INDEX for x in row["labels"])
+        parts.append(f"<h2>row {n}: {row['length']} tokens, {trained} trained</h2>")
+        seq_lens, start = row.get("seq_lens") or [len(row["input_ids"])], 0
+        for j, m in enumerate(seq_lens):
+            if len(seq_lens) > 1:
+                parts.append(f'<div class="seq">sequence {j + 1}/{len(seq_lens)}, {m} tokens</div>')
+            runs = _runs(tok, row["input_ids"][start : start + m], row["labels"][start : start + m])
+            body = "".join(f'<span class="t">{html.escape(t)}</span>' if on else html.escape(t) for t, on in runs)
+            parts.append(f"<pre>{body}</pre>")
+            start += m
+    Path(html_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(html_path).write_text("\n".join(parts), encoding="utf-8")
+    return Path(html_path)
 
 
 def token_table(tok, ids: list[int], labels: list) -> str:

@@ -85,6 +85,15 @@ def test_cli_tokenize_stats_inspect(records, tmp_path, runner):
     assert r.exit_code == 0 and "p50" in r.output and png.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_html_page_highlights_trained_tokens(packed, tmp_path, runner):
+    page = tmp_path / "masks.html"
+    r = runner.invoke(cli, ["inspect", str(packed), "--html", str(page)])
+    assert r.exit_code == 0, r.output
+    text = page.read_text()
+    assert '<pre>###답변:<span class="t">서울&lt;|im_end|&gt;</span></pre>' in text
+    assert "sequence 2/2" in text and text.count("<h2>") == 1
+
+
 def test_cli_inspect_wrong_directory(records, runner):
     r = runner.invoke(cli, ["inspect", str(records)])
     assert r.exit_code == 1 and "not a `dataprep tokenize` output" in r.output
