@@ -12,6 +12,7 @@ from dataprep.errors import DataprepError
 # command name -> module in dataprep.commands that defines `command`
 COMMANDS = {
     "convert": "convert",
+    "dedupe": "dedupe",
 }
 
 
