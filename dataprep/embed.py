@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import uuid
 from pathlib import Path
@@ -69,6 +70,12 @@ class Encoder:
 
     @property
     def max_tokens(self) -> int:
+        """The model's window in tokens, read from its config when the model is not loaded yet."""
+        config = Path(self.path) / "sentence_bert_config.json"
+        if self._model is None and config.is_file():
+            value = json.loads(config.read_text()).get("max_seq_length")
+            if value:
+                return int(value)
         return int(self.model.max_seq_length or 512)
 
     @property
