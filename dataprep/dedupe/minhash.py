@@ -9,7 +9,11 @@ Everything runs on whole numpy arrays rather than per document:
   candidates;
 - every candidate is checked with its true Jaccard similarity, so no false positive is kept.
 The (bands, rows) split minimises the weighted false positive + false negative area for the
-threshold, the same rule as datasketch's MinHashLSH.
+threshold, the rule of datasketch's MinHashLSH, but weighted 0.05 / 0.95 instead of 0.5 / 0.5:
+every candidate is checked exactly anyway, so a false candidate costs a little time while a
+missed pair is a duplicate left in the data. At threshold 0.8 with 128 permutations this gives
+16 bands of 8 rows, which finds a pair of Jaccard 0.8 with probability 0.95 (0.99 at 0.85);
+datasketch's default 9 × 13 finds it with probability 0.40.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dataprep.dedupe.exact import normalize_text
 
 _MASK32 = np.uint64(0xFFFFFFFF)
 _PRIME = np.uint64(1099511628211)  # FNV prime: the base of the rolling n-gram hash
+RECALL_WEIGHTS = (0.05, 0.95)  # (false positive, false negative) weights for choosing bands
 
 
 @dataclass
@@ -71,9 +76,38 @@ def doc_shingles(text: str, ngram: int = 5, unit: str = "char") -> np.ndarray:
 
 
 def shingle_all(texts: list[str], ngram: int = 5, unit: str = "char") -> Shingles:
+    """The shingles of every text. Character n-grams are hashed for all texts in one vectorised pass."""
     if unit not in ("char", "word"):
         raise ValueError(f"unit must be 'char' or 'word', not {unit!r}")
-    docs = [doc_shingles(t, ngram, unit) for t in texts]
+    if unit == "word":
+        return _pack([doc_shingles(t, ngram, unit) for t in texts])
+    norms = [normalize_text(t) for t in texts]
+    lengths = np.array([len(t) for t in norms], dtype=np.int64)
+    units = np.frombuffer("".join(norms).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    starts = np.zeros(len(norms) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=starts[1:])
+    if len(units) < ngram:
+        return _pack([doc_shingles(t, ngram, unit) for t in texts])
+    hashes = _ngram_hashes(units, ngram)  # every window of the concatenation
+    doc = np.repeat(np.arange(len(norms)), lengths)[: len(hashes)]
+    pos = np.arange(len(hashes))
+    valid = pos + ngram <= starts[doc + 1]  # windows that do not cross into the next text
+    keys = np.sort((doc[valid].astype(np.uint64) << np.uint64(32)) | hashes[valid].astype(np.uint64))
+    keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])]  # unique (np.unique hashes: slower here)
+    key_doc = (keys >> np.uint64(32)).astype(np.int64)
+    values = (keys & _MASK32).astype(np.uint32)
+    short = np.flatnonzero((lengths > 0) & (lengths < ngram))  # shorter than one n-gram: one shingle each
+    if len(short):
+        extra_doc = short
+        extra = np.array([doc_shingles(norms[i], ngram, unit)[0] for i in short], dtype=np.uint32)
+        order = np.lexsort((np.concatenate([values, extra]), np.concatenate([key_doc, extra_doc])))
+        key_doc = np.concatenate([key_doc, extra_doc])[order]
+        values = np.concatenate([values, extra])[order]
+    offsets = np.searchsorted(key_doc, np.arange(len(norms) + 1)).astype(np.int64)
+    return Shingles(values, offsets)
+
+
+def _pack(docs: list[np.ndarray]) -> Shingles:
     offsets = np.zeros(len(docs) + 1, dtype=np.int64)
     np.cumsum([len(d) for d in docs], out=offsets[1:])
     values = np.concatenate(docs) if docs else np.empty(0, dtype=np.uint32)
@@ -104,9 +138,12 @@ def signatures(sh: Shingles, num_perm: int = 128, seed: int = 1, chunk: int = 1 
         docs = nonempty[start:stop]
         x = sh.values[lo : sh.offsets[docs[-1] + 1]].astype(np.uint64)
         starts = sh.offsets[docs] - lo
-        for p in range(num_perm):
-            hv = ((a[p] * x + b[p]) >> np.uint64(32)).astype(np.uint32)
-            sig[docs, p] = np.minimum.reduceat(hv, starts)
+        buf = np.empty_like(x)
+        for p in range(num_perm):  # in place: one buffer, no temporaries per permutation
+            np.multiply(x, a[p], out=buf)
+            buf += b[p]
+            buf >>= np.uint64(32)
+            sig[docs, p] = np.minimum.reduceat(buf, starts)
         start = stop
     return sig
 
@@ -126,26 +163,40 @@ def optimal_bands(threshold: float, num_perm: int, fp_weight: float = 0.5, fn_we
     return best
 
 
+def _pairs_within(groups: np.ndarray, members: np.ndarray, n: int) -> np.ndarray:
+    """Codes i*n+j (i < j) of every pair of members sharing a group; `groups` sorted, `members` aligned."""
+    out = []
+    d = 1
+    while d < len(members):
+        same = groups[d:] == groups[:-d]
+        if not same.any():
+            break
+        i, j = members[:-d][same], members[d:][same]
+        out.append(np.minimum(i, j) * n + np.maximum(i, j))
+        d += 1
+    return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
+
+
 def lsh_candidates(sig: np.ndarray, bands: int, rows: int, valid: np.ndarray | None = None) -> np.ndarray:
     """Unique candidate pairs (k × 2, i < j) of documents that share a bucket in at least one band."""
     n = sig.shape[0]
     idx = np.arange(n) if valid is None else np.flatnonzero(valid)
     found = []
     for band in range(bands):
-        block = np.ascontiguousarray(sig[idx, band * rows : (band + 1) * rows])
-        keys = block.view(np.dtype((np.void, block.dtype.itemsize * rows))).ravel()
-        _, bucket = np.unique(keys, return_inverse=True)
-        order = np.argsort(bucket, kind="stable")
-        sorted_bucket = bucket[order]
-        bounds = np.flatnonzero(np.diff(sorted_bucket)) + 1
-        for members in np.split(order, bounds):
-            if len(members) > 1:
-                m = idx[members]
-                i, j = np.triu_indices(len(m), k=1)
-                found.append(m[i] * n + m[j])
-    if not found:
-        return np.empty((0, 2), dtype=np.int64)
-    codes = np.unique(np.concatenate(found))
+        # one 64-bit key per document for the band's rows: equal rows give equal keys, and a rare
+        # collision of different rows only adds a candidate that the Jaccard check then drops
+        key = np.zeros(len(idx), dtype=np.uint64)
+        for col in sig[idx, band * rows : (band + 1) * rows].T:
+            key = key * _PRIME + col.astype(np.uint64)
+        order = np.argsort(key, kind="stable")
+        k = key[order]
+        same_as_next = k[1:] == k[:-1]
+        shared = np.zeros(len(k), dtype=bool)  # most documents are alone in their bucket
+        shared[1:] |= same_as_next
+        shared[:-1] |= same_as_next
+        group = np.cumsum(np.concatenate([[0], ~same_as_next]))
+        found.append(_pairs_within(group[shared], idx[order[shared]], n))
+    codes = np.unique(np.concatenate(found)) if found else np.empty(0, dtype=np.int64)
     return np.stack([codes // n, codes % n], axis=1)
 
 
@@ -177,7 +228,7 @@ def near_pairs(
     """Pairs with true Jaccard ≥ threshold among the LSH candidates (documents without shingles never match)."""
     sh = shingle_all(texts, ngram, unit)
     sig = signatures(sh, num_perm, seed)
-    bands, rows = optimal_bands(threshold, num_perm)
+    bands, rows = optimal_bands(threshold, num_perm, *RECALL_WEIGHTS)
     cand = lsh_candidates(sig, bands, rows, valid=sh.sizes() > 0)
     score = jaccard(sh, cand[:, 0], cand[:, 1])
     keep = score >= threshold
