@@ -163,6 +163,28 @@ class EmbeddingCache:
         os.replace(tmp, self.dir / f"{name}.npz")
 
 
+CHUNK = 8192  # texts embedded (and cached) at a time: a killed run keeps what it finished
+
+
+def _encode_chunks(texts, first, todo, uniq_keys, uniq_vecs, truncated, encoder, cache, batch_size, progress) -> None:
+    """Embed the unique texts `todo` longest first, in chunks that are cached as they finish."""
+    from tqdm.auto import tqdm
+
+    todo = todo[np.argsort([-len(texts[first[u]]) for u in todo], kind="stable")]
+    with tqdm(total=len(todo), desc="embed", unit="text", disable=not progress) as bar:
+        for start in range(0, len(todo), CHUNK):
+            part = todo[start : start + CHUNK]
+            part_texts = [texts[i] for i in first[part]]
+            truncated[part] = truncated_mask(part_texts, encoder)
+            uniq_vecs[part] = encoder.model.encode(
+                part_texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                show_progress_bar=False,
+            ).astype(np.float32)
+            if cache:
+                cache.add(uniq_keys[part], uniq_vecs[part], truncated[part])
+            bar.update(len(part))
+
+
 def default_cache_root() -> Path:
     return cache_dir() / "embeddings"
 
@@ -194,14 +216,7 @@ def embed_texts(
         if found.any():
             uniq_vecs[found], truncated[found] = cache.vecs[pos[found]], cache.truncated[pos[found]]
         if len(todo):
-            todo_texts = [texts[i] for i in first[todo]]
-            truncated[todo] = truncated_mask(todo_texts, encoder)
-            uniq_vecs[todo] = encoder.model.encode(
-                todo_texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-                show_progress_bar=progress,
-            ).astype(np.float32)
-            if cache:
-                cache.add(uniq_keys[todo], uniq_vecs[todo], truncated[todo])
+            _encode_chunks(texts, first, todo, uniq_keys, uniq_vecs, truncated, encoder, cache, batch_size, progress)
     encoder.stats["embedded"] += int(len(todo))
     encoder.stats["cached"] += int(found.sum())
     encoder.stats["truncated"] += int(truncated.sum())

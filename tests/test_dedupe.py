@@ -66,7 +66,7 @@ def test_normalize_text_nfkc_casefold_whitespace():
 
 def test_exact_pairs_link_each_copy_to_the_first():
     a, b, s = exact_pairs(["Hello world", "x", "hello   WORLD", "", "  ", "ＨＥＬＬＯ world"])
-    assert list(zip(a.tolist(), b.tolist())) == [(0, 2), (3, 4), (0, 5)]
+    assert list(zip(a.tolist(), b.tolist(), strict=False)) == [(0, 2), (3, 4), (0, 5)]
     assert s.tolist() == [1.0, 1.0, 1.0]
 
 
@@ -132,9 +132,9 @@ def test_near_pairs_are_checked_and_complete(shared_data):
     texts = alpaca_frame(shared_data, 300)["output"].to_list()
     texts += [texts[10].replace(" the ", " a ", 1), texts[20] + " Thanks.", texts[30][: len(texts[30]) // 2]]
     res = near_pairs(texts, 0.8)
-    found = set(zip(res.a.tolist(), res.b.tolist()))
+    found = set(zip(res.a.tolist(), res.b.tolist(), strict=False))
     # no false positive: every pair's true Jaccard (reference implementation) is at or above 0.8
-    for (i, j), s in zip(found, res.score.tolist()):
+    for (i, j), s in zip(found, res.score.tolist(), strict=False):
         assert s == pytest.approx(char_jaccard(texts[i], texts[j]), abs=1e-6)
     assert all(char_jaccard(texts[i], texts[j]) >= 0.8 for i, j in found)
     # recall: every pair at Jaccard ≥ 0.9 in the brute-force all-pairs check is found
@@ -145,7 +145,7 @@ def test_near_pairs_are_checked_and_complete(shared_data):
 
 def test_near_skips_empty_texts():
     res = near_pairs(["", "  ", "same text here", "same text here!"], 0.8)
-    assert list(zip(res.a.tolist(), res.b.tolist())) == [(2, 3)]
+    assert list(zip(res.a.tolist(), res.b.tolist(), strict=False)) == [(2, 3)]
 
 
 # ---------------------------------------------------------------- semantic search
@@ -163,7 +163,7 @@ def planted_vectors(n=400, d=16, seed=0):
 def brute_pairs(x, threshold):
     sims = x @ x.T
     i, j = np.nonzero(np.triu(sims >= threshold, k=1))
-    return set(zip(i.tolist(), j.tolist())), sims
+    return set(zip(i.tolist(), j.tolist(), strict=False)), sims
 
 
 @pytest.mark.parametrize("block", [7, 64, None])
@@ -171,7 +171,7 @@ def test_blocked_search_equals_brute_force(block):
     x = planted_vectors()
     expected, sims = brute_pairs(x, 0.8)
     res = semantic_pairs(x, 0.8, block=block, margin=0.1)
-    assert set(zip(res.a.tolist(), res.b.tolist())) == expected
+    assert set(zip(res.a.tolist(), res.b.tolist(), strict=False)) == expected
     assert {(10, 50), (10, 51), (50, 51), (0, 399)} <= expected
     np.testing.assert_allclose(res.score, sims[res.a, res.b], atol=1e-5)
     np.fill_diagonal(sims, -2)
@@ -186,7 +186,7 @@ def test_cluster_search_finds_a_subset_and_reports_recall():
     x = planted_vectors()
     expected, _ = brute_pairs(x, 0.8)
     res = cluster_pairs(x, 0.8, 4, recall_sample=400)
-    found = set(zip(res.a.tolist(), res.b.tolist()))
+    found = set(zip(res.a.tolist(), res.b.tolist(), strict=False))
     assert found <= expected
     # with every row sampled, recall is exactly the share of exact pairs found
     assert res.stats["recall"] == pytest.approx(len(found) / len(expected))
@@ -236,7 +236,7 @@ def test_alpaca_planted_duplicates_found_by_the_right_method(shared_data, tmp_pa
     assert kept.schema == pl.read_parquet(path).schema
     pairs = pl.read_parquet(out / "pairs.parquet")
     assert pairs.columns == ["id_a", "id_b", "score", "method"]
-    assert {(3, n), (7, n + 1), (12, n + 2)} <= set(zip(pairs["id_a"], pairs["id_b"]))
+    assert {(3, n), (7, n + 1), (12, n + 2)} <= set(zip(pairs["id_a"], pairs["id_b"], strict=False))
     report = json.loads((out / "report.json").read_text())
     assert report["methods"]["exact"]["removed"] + report["methods"]["near"]["removed"] == removed.height
     assert set(report["timings"]) >= {"read", "exact", "near", "group", "write"}
@@ -419,7 +419,7 @@ def test_report_html_renders_groups_in_chromium(shared_data, tmp_path):
     html = dom.stdout
     assert f"in {n + 3} = kept" in html
     assert html.count('class="group"') >= 3
-    assert f"kept #3</h3>" in html and f"removed #{n} · score 1.000" in html
+    assert "kept #3</h3>" in html and f"removed #{n} · score 1.000" in html
     assert "just below the threshold 0.8" in html
     shot = tmp_path / "report.png"
     subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1300,1800", page.as_uri()],

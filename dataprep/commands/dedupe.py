@@ -9,7 +9,7 @@ KEEP = ("first", "longest", "shortest", "random", "centroid")
 
 @click.command(
     "dedupe",
-    epilog="Example: dataprep dedupe out/alpaca -o out/alpaca-dedup --methods exact,near,semantic --threshold 0.9",
+    epilog="Example: dataprep dedupe out/alpaca -o out/alpaca-dedup --methods exact,near,semantic --threshold 0.85",
 )
 @click.argument("input_path", metavar="INPUT", type=click.Path())
 @click.option("-o", "--out", type=click.Path(), help="Output directory (required unless --sweep).")
@@ -23,7 +23,7 @@ KEEP = ("first", "longest", "shortest", "random", "centroid")
 @click.option("--ngram-unit", type=click.Choice(("char", "word")), default="char", show_default=True)
 @click.option("--num-perm", type=int, default=128, show_default=True, help="MinHash permutations.")
 @click.option("--threshold", type=float, default=None,
-              help="Cosine threshold for semantic [default: 0.9, chosen on STS-B; see README].")
+              help="Cosine threshold for semantic [default: 0.85, chosen on STS-B; see README].")
 @click.option("--model", default="minilm", show_default=True, help="Sentence-transformers model: name, path or Hub id.")
 @click.option("--device", default="auto", show_default=True, help="auto, cuda, mps or cpu.")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Embedding batch size.")

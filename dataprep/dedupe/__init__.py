@@ -45,7 +45,7 @@ __all__ = [
 
 METHODS = ("exact", "near", "semantic")
 # Chosen from the STS-B precision/recall curve (benchmarks/stsb_threshold.py, benchmarks/RESULTS.md).
-DEFAULT_THRESHOLD = 0.9
+DEFAULT_THRESHOLD = 0.85
 EXTRA_COLUMNS = ("id", "kept_id", "method", "score")
 
 

@@ -36,12 +36,28 @@ class Groups:
 
 def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Connected-component label of each of n rows, given edges (a[k], b[k])."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
+    try:
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+    except ImportError:  # a minimal GPU image: plain numpy min-label propagation
+        return _components_numpy(n, np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64))
     graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
     return labels
+
+
+def _components_numpy(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Every node takes the smallest label among its neighbours, with pointer jumping, until stable."""
+    label = np.arange(n)
+    while True:
+        old = label.copy()
+        low = np.minimum(label[a], label[b])
+        np.minimum.at(label, a, low)
+        np.minimum.at(label, b, low)
+        label = label[label]  # pointer jumping: follow labels to their own labels
+        if np.array_equal(label, old):
+            break
+    return np.unique(label, return_inverse=True)[1].reshape(-1)
 
 
 def _rank(policy: str, n: int, a, b, score, lengths, seed, embeddings, labels) -> np.ndarray:

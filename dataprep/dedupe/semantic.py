@@ -63,24 +63,24 @@ def semantic_pairs(emb, threshold: float, *, device: str = "cpu", block: int | N
     with torch.inference_mode():
         for s in tqdm(range(0, n, rows), desc="search", unit="block", disable=not progress):
             e = min(s + rows, n)
-            sims = (x[s:e] @ x[s:].T).float()  # block × (n - s): this block against itself and later rows
+            sims = x[s:e] @ x[s:].T  # block × (n - s): this block against itself and later rows (fp16 on GPU)
             # the diagonal and the lower triangle of the square part are not pairs (or are counted elsewhere)
             tri = torch.ones(e - s, e - s, dtype=torch.bool, device=device).tril()
             sims[:, : e - s].masked_fill_(tri, -2.0)
-            nearest[s:e] = torch.maximum(nearest[s:e], sims.max(dim=1).values)
-            nearest[s:] = torch.maximum(nearest[s:], sims.max(dim=0).values)
+            nearest[s:e] = torch.maximum(nearest[s:e], sims.max(dim=1).values.float())
+            nearest[s:] = torch.maximum(nearest[s:], sims.max(dim=0).values.float())
             hit = sims >= threshold
             r, c = hit.nonzero(as_tuple=True)
-            found.append(torch.stack([r + s, c + s, sims[r, c]], dim=1).cpu() if len(r) else None)
+            if len(r):
+                found.append(torch.stack([(r + s).double(), (c + s).double(), sims[r, c].double()], dim=1).cpu())
             if borderline:
                 band = (sims >= threshold - margin) & ~hit
                 br, bc = band.nonzero(as_tuple=True)
                 if len(br):
-                    vals = sims[br, bc]
+                    vals = sims[br, bc].double()
                     top = torch.topk(vals, min(borderline, len(vals))).indices
-                    near_miss.append(torch.stack([br[top] + s, bc[top] + s, vals[top]], dim=1).cpu())
-    found = [f for f in found if f is not None]
-    pairs = torch.cat(found).double().numpy() if found else np.empty((0, 3))
+                    near_miss.append(torch.stack([(br[top] + s).double(), (bc[top] + s).double(), vals[top]], dim=1).cpu())
+    pairs = torch.cat(found).numpy() if found else np.empty((0, 3))
     result = SearchResult(
         pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64), pairs[:, 2].astype(np.float32),
         nearest.cpu().numpy(),
