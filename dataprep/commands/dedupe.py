@@ -9,7 +9,7 @@ KEEP = ("first", "longest", "shortest", "random", "centroid")
 
 @click.command(
     "dedupe",
-    epilog="Example: dataprep dedupe out/alpaca -o out/alpaca-dedup --methods exact,near,semantic --threshold 0.85",
+    epilog="Example: dataprep dedupe out/alpaca -o out/alpaca-dedup --keep longest",
 )
 @click.argument("input_path", metavar="INPUT", type=click.Path())
 @click.option("-o", "--out", type=click.Path(), help="Output directory (required unless --sweep).")
