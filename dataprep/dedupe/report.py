@@ -273,10 +273,15 @@ table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ddd;paddin
 """
 
 
+def _sizes(histogram: dict[str, int]) -> str:
+    """`{"2": 5, "3": 1}` → `5 of 2 rows, 1 of 3 rows`."""
+    return ", ".join(f"{count} of {size} rows" for size, count in histogram.items()) or "none"
+
+
 def render_html(report: dict[str, Any], texts, results, nearest, cfg) -> str:
     summary = "".join(
         f"<tr><td>{m}</td><td>{v['threshold']}</td><td>{v['pairs']}</td><td>{v['groups']}</td><td>{v['removed']}</td>"
-        f"<td>{html.escape(str(v['group_size_histogram']))}</td></tr>"
+        f"<td>{_sizes(v['group_size_histogram'])}</td></tr>"
         for m, v in report["methods"].items()
     )
     warnings = "".join(f"<p class='warn'>{html.escape(w)}</p>" for w in report["warnings"])
