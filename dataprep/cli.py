@@ -14,6 +14,7 @@ COMMANDS = {
     "convert": "convert",
     "run": "run",
     "validate": "validate",
+    "dedupe": "dedupe",
     "tokenize": "tokenize",
     "stats": "stats",
     "inspect": "inspect",
