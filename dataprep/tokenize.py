@@ -579,7 +579,7 @@ def tokenize(
                             "vocab_size": len(tok), "eos_label_kept": True},
                 label_names=label_names, shards=shards, events=dict(events),
                 template=generation_template(kind, in_manifest),
-                prompt_template=((in_manifest or {}).get("config") or {}).get("template"),
+                prompt_template=upstream_template(in_manifest),
                 token_stats=_token_stats(lengths_np, packing_info["trainable"] if pack else trainable),
                 packing=packing_info,
                 columns=list(_new_columns(kind)) + (["position_ids", "seq_lens"] if pack else []),
@@ -596,11 +596,27 @@ def generation_template(kind: str, in_manifest: dict[str, Any] | None) -> str | 
     records, else convert's no-input template as a format string with `{prompt}` (None if unknown)."""
     if kind == "chat":
         return "chat"
-    template = ((in_manifest or {}).get("config") or {}).get("template")
+    template = upstream_template(in_manifest)
     text = template.get("without_input") if isinstance(template, dict) else None
     if kind != "sft" or not isinstance(text, str) or "{instruction}" not in text:
         return None
     return text.replace("{instruction}", "{prompt}")
+
+
+def upstream_template(manifest: dict[str, Any] | None, depth: int = 3) -> Any:
+    """convert's prompt template, from the input manifest or, through stages that do not carry
+    it (dedupe), from the manifests of their inputs."""
+    if not manifest or depth == 0:
+        return None
+    template = (manifest.get("config") or {}).get("template")
+    if template is not None:
+        return template
+    for inp in manifest.get("inputs") or []:
+        path = Path(str(inp.get("path", "")))
+        found = upstream_template(io.read_manifest(path if path.is_dir() else path.parent), depth - 1)
+        if found is not None:
+            return found
+    return None
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "vocab.txt",

@@ -423,3 +423,13 @@ def test_chat_header_after_assistant_is_not_trained(smol):
     assert rejects == []
     # EOS is appended after the last turn (the text does not end with it) and trained on
     assert trained_runs(tok, cols["input_ids"][0], cols["labels"][0]) == ["Hello", "Ciao<|im_end|>"]
+
+
+def test_generation_template_through_a_stage_that_drops_it(tmp_path):
+    from dataprep.tokenize import generation_template
+
+    conv = tmp_path / "convert"
+    conv.mkdir()
+    (conv / "manifest.json").write_text(json.dumps({"config": {"template": {"without_input": "Q: {instruction}\nA:"}}}))
+    dedupe = {"config": {"threshold": 0.9}, "inputs": [{"path": str(conv / "records.parquet"), "sha256": "x"}]}
+    assert generation_template("sft", dedupe) == "Q: {prompt}\nA:"
