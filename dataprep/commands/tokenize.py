@@ -54,8 +54,8 @@ def command(records, out, tokenizer, max_len, overflow, train_on, train_on_input
         click.echo("overflow: " + ", ".join(f"{k} {v}" for k, v in sorted(m["events"].items())))
     if m["packing"]:
         p = m["packing"]
-        click.echo(f"packed {p['sequences']:,} sequences into {p['bins']:,} bins of {p['capacity']}: "
-                   f"efficiency {p['efficiency']:.2%}")
+        click.echo(f"packed {p['sequences']:,} sequences into {p['bins']:,} bin(s) of {p['capacity']} "
+                   f"(lower bound {p['lower_bound_bins']:,}, {p['algorithm']}): efficiency {p['efficiency']:.2%}")
     pad = m["pad_policy"]
     click.echo(f"pad id {pad['pad_token_id']} ({pad['pad_token']}, {pad['source']}), eos id {m['eos_token_id']}")
     click.echo(f"wrote {out}: {len(m['shards'])} shard(s), manifest.json, rejects.jsonl")
