@@ -545,8 +545,8 @@ def tokenize(
         with io.atomic_dir(out) as tmp:
             rows_file = work / "rows.arrow"
             writer = None
-            bar = tqdm(total=n_rows, desc="tokenize", unit="row", disable=not progress)
-            with timer("tokenize"):
+            bar = tqdm(total=n_rows, desc="tokenize", unit="row", disable=not progress, leave=False)
+            with bar, timer("tokenize"):  # the bar is cleared before an error is printed
                 batches = _read_batches(data, columns, batch_size)
                 for cols, rej, ev in _map_batches(batches, tok, kind, opts, specials, label_names, num_proc):
                     rb = _arrow_batch(kind, cols)
@@ -557,7 +557,6 @@ def tokenize(
                     lengths.extend(cols["length"])
                     trainable += _count_trainable(kind, cols)
                     bar.update(len(cols["length"]) + len(rej))
-                bar.close()
                 if writer is None:  # no batches at all: an empty input
                     rb = _arrow_batch(kind, _new_columns(kind))
                     writer = pa.ipc.new_stream(str(rows_file), rb.schema)
