@@ -390,6 +390,15 @@ def test_semantic_method_groups_and_keeps_longest(tmp_path, fake_encoder):
     assert set(report["timings"]) >= {"embed", "search", "group"}
 
 
+def test_clusters_mode_reports_its_recall(tmp_path, fake_encoder):
+    path = text_table(tmp_path, SEM_TEXTS)
+    manifest = dd.dedupe(path, tmp_path / "out", methods=("semantic",), threshold=0.99, clusters=1)
+    assert manifest["counts"]["rejected_by_reason"] == {"semantic": 3}  # one cluster: the same as exact search
+    assert any("--clusters 1: recall against exact search 1.000" in w for w in manifest["warnings"])
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["methods"]["semantic"]["recall"] == 1.0
+
+
 def test_sweep_counts_rows_removed_per_threshold_and_writes_only_a_plot(tmp_path, fake_encoder):
     path = text_table(tmp_path, SEM_TEXTS + ["abd"])
     plot = tmp_path / "sweep.png"
