@@ -363,6 +363,7 @@ def fake_embed(texts, encoder, **kwargs):
             x[i, ord(ch) - 97 if "a" <= ch <= "z" else 26] += 1
         x[i, 26] += 0.01
     encoder.stats["embedded"] += len(texts)
+    encoder.stats["truncated"] += sum(len(t) > encoder.max_tokens for t in texts)  # 1 char = 1 "token" here
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
@@ -397,6 +398,24 @@ def test_clusters_mode_reports_its_recall(tmp_path, fake_encoder):
     assert any("--clusters 1: recall against exact search 1.000" in w for w in manifest["warnings"])
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["methods"]["semantic"]["recall"] == 1.0
+
+
+def test_long_texts_are_counted_in_a_warning(tmp_path, fake_encoder):
+    path = text_table(tmp_path, ["short", "a much longer text", "another long text here"])
+    manifest = dd.dedupe(path, tmp_path / "out", methods=("semantic",))
+    assert "2 texts are longer than the model's 8-token window: embedded truncated" in " ".join(manifest["warnings"])
+    assert manifest["counts"]["in"] == 3
+
+
+def test_sweep_from_the_cli(tmp_path, runner, fake_encoder):
+    path = text_table(tmp_path, SEM_TEXTS)
+    plot = tmp_path / "plot.png"
+    result = runner.invoke(cli, ["dedupe", str(path), "--sweep", "0.90:0.99:0.09", "--sweep-plot", str(plot),
+                                 "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[:3] == ["threshold  removed  kept", "    0.900        3     3",
+                                              "    0.990        3     3"]
+    assert plot.is_file()
 
 
 def test_sweep_counts_rows_removed_per_threshold_and_writes_only_a_plot(tmp_path, fake_encoder):
