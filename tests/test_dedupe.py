@@ -275,7 +275,9 @@ def test_empty_file(tmp_path, runner):
         assert "in 0 = out 0 + removed 0" in result.output
         assert pl.read_parquet(tmp_path / "out" / "records.parquet").height == 0
     result = runner.invoke(cli, ["dedupe", str(path), "-o", str(tmp_path / "out2"), "--no-progress"])
-    assert result.exit_code != 0 and "Traceback" not in result.output and "Error:" in result.output
+    assert result.exit_code == 1 and result.output.strip().splitlines() == [
+        f"Error: {path} is empty (0 bytes): there are no rows to dedupe; check the path or the previous stage"
+    ]
     assert not (tmp_path / "out2").exists()
 
 
@@ -301,9 +303,7 @@ def test_missing_on_column_lists_the_columns(tmp_path, runner):
         dd.dedupe(path, tmp_path / "out", on=("body",))
     result = runner.invoke(cli, ["dedupe", str(path), "-o", str(tmp_path / "out"), "--on", "body"])
     assert result.exit_code == 1
-    assert result.output.strip() == "Error: --on column(s) body not in the input; columns are: text; pass --on COLUMN" or (
-        "columns are: text" in result.output and "Traceback" not in result.output
-    )
+    assert result.output.strip() == "Error: --on column(s) body not in the input; columns are: text"
     assert not (tmp_path / "out").exists()
 
 
