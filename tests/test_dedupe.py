@@ -457,3 +457,17 @@ def test_report_html_renders_groups_in_chromium(shared_data, tmp_path):
     subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1300,1800", page.as_uri()],
                    capture_output=True, timeout=120, check=True)
     assert shot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_chat_records_compare_their_messages(tmp_path):
+    msgs = [
+        [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello!"}],
+        [{"role": "user", "content": "hi  THERE"}, {"role": "assistant", "content": "hello!"}],
+        [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Bye."}],
+    ]
+    path = tmp_path / "chat.parquet"
+    pl.DataFrame({"messages": msgs, "tools": [None] * 3}).write_parquet(path)
+    assert dd.record_texts(pl.read_parquet(path), ("messages",))[0] == "user: Hi there\nassistant: Hello!"
+    manifest = dd.dedupe(path, tmp_path / "out", methods=("exact",))
+    assert manifest["kind"] == "chat" and manifest["text_fields"] == ["messages"]
+    assert pl.read_parquet(tmp_path / "out" / "removed.parquet").select("id", "kept_id").rows() == [(1, 0)]
