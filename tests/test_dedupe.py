@@ -147,6 +147,17 @@ def test_near_pairs_are_checked_and_complete(shared_data):
     assert (30, 152) not in found  # half a text is not a near duplicate (Jaccard ≈ 0.5)
 
 
+def test_shingles_are_the_same_in_chunks_and_per_document():
+    from dataprep.dedupe.minhash import doc_shingles, shingle_all
+
+    texts = [f"Row {i}: some text" for i in range(30)] + ["", "ab", "ＡＢＣＤＥＦ  gh"] * 4
+    whole, chunked = shingle_all(texts), shingle_all(texts, chunk=7)
+    np.testing.assert_array_equal(whole.offsets, chunked.offsets)
+    np.testing.assert_array_equal(whole.values, chunked.values)
+    for i, t in enumerate(texts):
+        np.testing.assert_array_equal(whole.doc(i), doc_shingles(t))
+
+
 def test_near_skips_empty_texts():
     res = near_pairs(["", "  ", "same text here", "same text here!"], 0.8)
     assert list(zip(res.a.tolist(), res.b.tolist(), strict=False)) == [(2, 3)]
