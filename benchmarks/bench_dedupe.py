@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -98,6 +97,8 @@ class PeakRSS:
     """Peak resident memory above the level at entry, sampled every 5 ms in a thread."""
 
     def __enter__(self):
+        import psutil  # bench extra; imported here so bench_dedupe_gpu.py can reuse bench_texts without it
+
         self.proc = psutil.Process(os.getpid())
         self.base = self.peak = self.proc.memory_info().rss
         self.running = True

@@ -208,8 +208,11 @@ def run_semantic(texts, alive, cfg: DedupeConfig, timer, *, cache: bool, progres
 
 
 def _read(path, cfg: DedupeConfig):
-    from dataprep.io import read_records
+    from dataprep.io import find_data_file, read_records
 
+    data = find_data_file(path)
+    if data.stat().st_size == 0:
+        raise DataprepError(f"{data} is empty (0 bytes): there are no rows to dedupe; check the path or the previous stage")
     frame, manifest_in = read_records(path)
     kind = (manifest_in or {}).get("kind") or infer_kind(frame.columns)
     fields = text_fields(frame.columns, kind, cfg.on)

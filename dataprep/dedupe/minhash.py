@@ -75,12 +75,18 @@ def doc_shingles(text: str, ngram: int = 5, unit: str = "char") -> np.ndarray:
     return np.unique(_ngram_hashes(units, ngram))
 
 
-def shingle_all(texts: list[str], ngram: int = 5, unit: str = "char") -> Shingles:
-    """The shingles of every text. Character n-grams are hashed for all texts in one vectorised pass."""
+def shingle_all(texts: list[str], ngram: int = 5, unit: str = "char", chunk: int = 20_000) -> Shingles:
+    """The shingles of every text. Character n-grams are hashed a chunk of texts at a time, vectorised."""
     if unit not in ("char", "word"):
         raise ValueError(f"unit must be 'char' or 'word', not {unit!r}")
     if unit == "word":
         return _pack([doc_shingles(t, ngram, unit) for t in texts])
+    if len(texts) > chunk:  # bounded temporaries: about 40 bytes per character of a chunk
+        parts = [shingle_all(texts[i : i + chunk], ngram, unit, chunk) for i in range(0, len(texts), chunk)]
+        sizes = np.concatenate([np.diff(p.offsets) for p in parts])
+        offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        return Shingles(np.concatenate([p.values for p in parts]), offsets)
     norms = [normalize_text(t) for t in texts]
     lengths = np.array([len(t) for t in norms], dtype=np.int64)
     units = np.frombuffer("".join(norms).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)

@@ -268,7 +268,7 @@ h3{font-size:14px;margin:16px 0 6px}
 .row{display:flex;gap:12px}.kept{flex:1;background:#eef6ee;padding:8px;border-radius:4px;white-space:pre-wrap}
 .others{flex:1;display:flex;flex-direction:column;gap:6px}
 .removed{background:#fbeeee;padding:8px;border-radius:4px;white-space:pre-wrap}
-table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ddd;padding:6px;vertical-align:top;white-space:pre-wrap}
+table{border-collapse:collapse;font-size:13px}.pairs{width:100%}.pairs td:not(:first-child){width:48%}td,th{border:1px solid #ddd;padding:6px;vertical-align:top;white-space:pre-wrap}
 .warn{background:#fff7e0;padding:6px 10px;border-radius:4px}
 """
 
