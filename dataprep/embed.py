@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -176,13 +177,78 @@ def _encode_chunks(texts, first, todo, uniq_keys, uniq_vecs, truncated, encoder,
             part = todo[start : start + CHUNK]
             part_texts = [texts[i] for i in first[part]]
             truncated[part] = truncated_mask(part_texts, encoder)
-            uniq_vecs[part] = encoder.model.encode(
-                part_texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-                show_progress_bar=False,
-            ).astype(np.float32)
+            uniq_vecs[part] = encode(encoder.model, part_texts, batch_size)
             if cache:
                 cache.add(uniq_keys[part], uniq_vecs[part], truncated[part])
             bar.update(len(part))
+
+
+def encode(model, texts: list[str], batch_size: int = 64) -> np.ndarray:
+    """L2-normalised float32 embeddings, as `model.encode(..., normalize_embeddings=True)` gives.
+
+    sentence-transformers tokenizes each batch through the Python tokenizer wrapper, which on a
+    GPU costs far more than the model (measured on an H100: 3,654 rows/s, ~90% of it tokenizing).
+    Here the Rust tokenizer encodes all texts in one parallel call, batches are length-sorted and
+    padded with numpy, and the model's own modules (transformer, pooling, normalize) run on them.
+    Models without a fast tokenizer fall back to `model.encode`.
+    """
+    import torch
+
+    backend = getattr(model.tokenizer, "backend_tokenizer", None)
+    if backend is None or not texts:
+        return model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                            show_progress_bar=False).astype(np.float32)
+    ids = _token_ids(backend, texts, int(model.max_seq_length or 512))
+    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+    order = np.argsort(-lengths, kind="stable")
+    pad_id = model.tokenizer.pad_token_id or 0
+    with_types = "token_type_ids" in model.tokenizer.model_input_names
+    dim = (getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)()
+    out = np.empty((len(texts), dim), dtype=np.float32)
+    with torch.inference_mode(), _fast_attention(model.device):
+        for start in range(0, len(texts), batch_size):
+            rows = order[start : start + batch_size]
+            width = int(lengths[rows[0]])
+            batch = np.full((len(rows), width), pad_id, dtype=np.int64)
+            for r, i in enumerate(rows):
+                batch[r, : lengths[i]] = ids[i]
+            input_ids = torch.from_numpy(batch).to(model.device, non_blocking=True)
+            mask = np.arange(width)[None, :] < lengths[rows][:, None]
+            features = {"input_ids": input_ids,
+                        "attention_mask": torch.from_numpy(mask).to(model.device, dtype=torch.long, non_blocking=True)}
+            if with_types:
+                features["token_type_ids"] = torch.zeros_like(input_ids)
+            emb = model(features)["sentence_embedding"]
+            out[rows] = torch.nn.functional.normalize(emb.float(), dim=-1).cpu().numpy()
+    return out
+
+
+@contextlib.contextmanager
+def _fast_attention(device):
+    """On CUDA, keep SDPA off the cuDNN backend: it builds a plan per new shape, and every
+    length-sorted batch has a new shape (the H100 profile showed ~2.8 ms CPU per attention call)."""
+    import torch
+
+    if getattr(device, "type", str(device)) != "cuda":
+        yield
+        return
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    torch.backends.cuda.enable_cudnn_sdp(False)
+    try:
+        yield
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(before)
+
+
+def _token_ids(backend, texts: list[str], max_len: int) -> list[list[int]]:
+    """Token ids of every text, truncated to `max_len`, from one parallel Rust call."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_str(backend.to_str())  # a copy: truncation/padding settings are per object
+    tok.no_padding()
+    tok.enable_truncation(max_len)
+    encode_batch = getattr(tok, "encode_batch_fast", tok.encode_batch)  # no offsets: faster
+    return [e.ids for e in encode_batch(texts, add_special_tokens=True)]
 
 
 def default_cache_root() -> Path:

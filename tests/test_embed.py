@@ -49,3 +49,18 @@ def test_minilm_embeddings_cache_and_truncation(tmp_path):
     enc3 = load_encoder("minilm", "cpu")
     embed_texts(texts + ["Something new."], enc3, cache_root=tmp_path)
     assert enc3.stats["embedded"] == 1 and enc3.stats["cached"] == 4
+
+
+@pytest.mark.slow
+def test_fast_encode_matches_sentence_transformers():
+    from sentence_transformers import SentenceTransformer
+
+    from dataprep.embed import encode
+    from dataprep.models import resolve_model
+
+    model = SentenceTransformer(resolve_model("minilm"), device="cpu")
+    texts = ["A man plays a guitar.", "", "short", "word " * 400, "서울은 한국의 수도입니다.", "A man plays a guitar."]
+    ours = encode(model, texts, batch_size=4)
+    theirs = model.encode(texts, batch_size=4, normalize_embeddings=True, convert_to_numpy=True)
+    assert ours.shape == theirs.shape == (6, 384)
+    np.testing.assert_allclose(ours, theirs, atol=2e-5)
