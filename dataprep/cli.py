@@ -12,6 +12,9 @@ from dataprep.errors import DataprepError
 # command name -> module in dataprep.commands that defines `command`
 COMMANDS = {
     "convert": "convert",
+    "train": "train",
+    "merge": "merge",
+    "generate": "generate",
 }
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from dataprep import io
 from dataprep.errors import DataprepError
 from training import data, metrics
-from training.loop import LoopConfig, Logger, device, peak_memory_gb, plot_losses, to_device, train_loop
+from training.loop import Logger, LoopConfig, device, peak_memory_gb, plot_losses, to_device, train_loop
 
 
 @dataclass(frozen=True)

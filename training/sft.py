@@ -14,14 +14,13 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from dataprep import io
 from dataprep.errors import DataprepError
 from dataprep.records import IGNORE_INDEX
 from training import data
-from training.loop import LoopConfig, Logger, device, peak_memory_gb, plot_losses, train_loop
+from training.loop import Logger, LoopConfig, device, peak_memory_gb, plot_losses, train_loop
 
 
 @dataclass(frozen=True)
