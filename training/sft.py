@@ -125,7 +125,8 @@ def causal_lm_loss_sum(model, batch: dict[str, Any]):
     keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
     targets = labels[:, 1:][keep[:, :-1]]
     inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids")}
-    logits = model(**inputs, logits_to_keep=keep).logits
+    # use_cache=False: with a cache, transformers skips detecting packed sequences from position_ids
+    logits = model(**inputs, logits_to_keep=keep, use_cache=False).logits
     logits = logits.reshape(-1, logits.shape[-1])
     loss = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
     return loss, int(targets.numel())
