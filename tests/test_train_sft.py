@@ -86,7 +86,7 @@ def test_packed_and_unpacked_batches_give_the_same_per_sequence_loss(tiny):
 def _train(tiny, shards, out, **kw):
     from training.sft import SFTConfig, train_sft
 
-    cfg = SFTConfig(model=str(tiny["model"]), micro_batch=8, lr=5e-3, max_steps=24, eval_steps=12, val_size=8,
+    cfg = SFTConfig(model=str(tiny["model"]), micro_batch=8, lr=5e-3, max_steps=12, eval_steps=6, val_size=8,
                     report_to="none", lora_dropout=0.0, warmup_ratio=0.0, **kw)
     return train_sft(str(tiny[shards]), str(out), cfg)
 
@@ -120,7 +120,7 @@ def _assert_merge_matches_adapter(adapter, tmp_path):
 @pytest.mark.parametrize("shards", ["packed", "unpacked"])
 def test_lora_sft_learns_saves_and_merges(tiny, tmp_path, shards):
     out = tmp_path / "adapter"
-    metrics = _train(tiny, shards, out, gradient_checkpointing=shards == "packed")
+    metrics = _train(tiny, shards, out, gradient_checkpointing=False)
     _assert_learned(metrics)
     assert metrics["packed"] is (shards == "packed")
     for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "metrics.json", "loss.png"):
@@ -128,7 +128,7 @@ def test_lora_sft_learns_saves_and_merges(tiny, tmp_path, shards):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["task"] == "sft" and manifest["counts"]["in"] == {"packed": 14, "unpacked": 48}[shards]
     _assert_merge_matches_adapter(out, tmp_path)
-    assert _train(tiny, shards, out, gradient_checkpointing=shards == "packed").get("skipped") is True  # same inputs and options: nothing to redo
+    assert _train(tiny, shards, out, gradient_checkpointing=False).get("skipped") is True  # same inputs and options: nothing to redo
 
 
 @pytest.mark.slow
