@@ -48,30 +48,11 @@ def command(shards, task, model, out, force, **opts) -> None:
     Writes the adapter (or model) and tokenizer, metrics.json, loss.png, runs/ (TensorBoard)
     and manifest.json to OUT.
     """
-    common = dict(
-        micro_batch=opts["micro_batch"], grad_accum=opts["grad_accum"], scheduler=opts["scheduler"],
-        epochs=opts["epochs"], max_steps=opts["max_steps"], eval_steps=opts["eval_steps"], seed=opts["seed"],
-        report_to=opts["report_to"], eval_shards=opts["eval_shards"], lora_r=opts["lora_r"],
-        lora_alpha=opts["lora_alpha"], lora_dropout=opts["lora_dropout"], target_modules=opts["target_modules"],
-    )
-    common.update({k: opts[k] for k in ("lr", "warmup_ratio", "val_size") if opts[k] is not None})
-    if task == "sft":
-        from training.sft import SFTConfig, train_sft
+    from training.run import train
 
-        cfg = SFTConfig(
-            model=model or "smollm2-135m", quant=opts["quant"], group_by_length=opts["group_by_length"],
-            gradient_checkpointing=not opts["no_gradient_checkpointing"], bf16=opts["bf16"],
-            attn_implementation=opts["attn"], **common,
-        )
-        metrics = train_sft(shards, out, cfg, force=force)
-    else:
-        from training.classify import ClassifyConfig, train_classifier
-
-        cfg = ClassifyConfig(
-            model=model or "minilm", test_shards=opts["test_shards"], per_label_threshold=opts["per_label_threshold"],
-            freeze_layers=opts["freeze_layers"], lora=opts["use_lora"], **common,
-        )
-        metrics = train_classifier(shards, out, cfg, force=force)
+    opts["gradient_checkpointing"] = not opts.pop("no_gradient_checkpointing")
+    opts["lora"] = opts.pop("use_lora")
+    metrics = train(shards, out, task=task, model=model, force=force, **opts)
     click.echo(summary(task, out, metrics))
 
 
