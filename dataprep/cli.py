@@ -12,6 +12,8 @@ from dataprep.errors import DataprepError
 # command name -> module in dataprep.commands that defines `command`
 COMMANDS = {
     "convert": "convert",
+    "run": "run",
+    "validate": "validate",
     "train": "train",
     "merge": "merge",
     "generate": "generate",

@@ -212,3 +212,427 @@ def read_records(path: str | os.PathLike):
     except Exception as exc:  # polars raises several types for unreadable files
         raise DataprepError(f"cannot read records from {data}: {str(exc).splitlines()[0]}") from None
     return frame, manifest
+
+
+# ---------------------------------------------------------------------------------------
+# Input readers: any supported source → one polars frame with `source` and `row` columns.
+# ---------------------------------------------------------------------------------------
+
+HUB_PREFIX = "hub:"
+SNIFF_BYTES = 1 << 16
+FULL_UTF8_CHECK_BYTES = 64 << 20  # decoding to validate runs at ~200 MB/s on a busy core
+PREFERRED_ENCODINGS = ("utf_8", "cp949", "cp1252", "latin_1", "iso8859_15")
+
+
+def read_sources(paths: list[str], **options: Any):
+    """Read and concatenate several sources; each row keeps its `source` (as given) and 0-based `row`.
+
+    Options go to `read_table` (delimiter, encoding, has_header, quote_char, split).
+    Raises DataprepError before anything is written if a source is missing or unreadable.
+    """
+    import polars as pl
+
+    if not paths:
+        raise DataprepError("no input given; pass one or more files, directories or hub:NAME ids")
+    for p in paths:
+        if not p.startswith(HUB_PREFIX) and not Path(p).exists():
+            raise DataprepError(f"input {p} does not exist; check the path")
+    frames = []
+    for p in paths:
+        frame = read_table(p, **options)
+        frames.append(frame.with_columns(source=pl.lit(str(p)), row=pl.int_range(pl.len(), dtype=pl.Int64)))
+    return _concat_sources(frames)
+
+
+def iter_batches(paths: list[str], batch_rows: int = 50_000, **options: Any) -> Iterator:
+    """Yield the rows of several sources as polars frames of at most `batch_rows` rows, with the
+    same `source`/`row` columns as `read_sources`. UTF-8 CSV/TSV files and Parquet are scanned in
+    batches, so memory stays bounded whatever the file size; other formats are read whole, then sliced.
+    """
+    import polars as pl
+
+    if not paths:
+        raise DataprepError("no input given; pass one or more files, directories or hub:NAME ids")
+    for p in paths:
+        if not p.startswith(HUB_PREFIX) and not Path(p).exists():
+            raise DataprepError(f"input {p} does not exist; check the path")
+    for p in paths:
+        offset = 0
+        for batch in _source_batches(p, batch_rows, **options):
+            yield batch.with_columns(source=pl.lit(str(p)),
+                                     row=pl.int_range(offset, offset + pl.len(), dtype=pl.Int64))
+            offset += batch.height
+
+
+def _source_batches(path: str, batch_rows: int, **options: Any) -> Iterator:
+    import polars as pl
+
+    p = Path(path)
+    name = p.name.lower()
+    if not path.startswith(HUB_PREFIX) and p.is_file() and name.endswith((".csv", ".tsv", ".tab")):
+        source, sep, quote = _csv_plan(p, delimiter=options.get("delimiter"), encoding=options.get("encoding"),
+                                       quote_char=options.get("quote_char", "auto"), gz=False, whole_file_utf8=True)
+        try:
+            yield from _scan_csv(source, sep, options.get("has_header", True), quote).collect_batches(chunk_size=batch_rows)
+        except pl.exceptions.PolarsError as exc:
+            if "utf-8" in str(exc).lower() and isinstance(source, Path):
+                raise _late_encoding_error(p) from None
+            raise _csv_error(p, source, sep, quote, exc) from None
+    elif not path.startswith(HUB_PREFIX) and p.is_file() and name.endswith(".parquet"):
+        try:
+            yield from pl.scan_parquet(p).collect_batches(chunk_size=batch_rows)
+        except pl.exceptions.PolarsError as exc:
+            raise DataprepError(f"cannot read {path}: {_first_line(exc)}; check that the file is complete") from None
+    else:
+        yield from read_table(path, **options).iter_slices(batch_rows)
+
+
+def _concat_sources(frames: list):
+    """Concatenate frames whose columns may differ; a column typed differently across sources becomes Object."""
+    import polars as pl
+
+    if len(frames) == 1:
+        return frames[0]
+    dtypes: dict[str, set] = {}
+    for f in frames:
+        for name, dtype in f.schema.items():
+            dtypes.setdefault(name, set()).add(dtype)
+    mixed = [n for n, ds in dtypes.items() if len(ds) > 1]
+    if mixed:
+        frames = [f.with_columns(pl.Series(n, f[n].to_list(), dtype=pl.Object) for n in mixed if n in f.columns)
+                  for f in frames]
+    return pl.concat(frames, how="diagonal")
+
+
+def read_table(
+    path: str,
+    *,
+    delimiter: str | None = None,
+    encoding: str | None = None,
+    has_header: bool = True,
+    quote_char: str | None = "auto",
+    split: str | None = None,
+):
+    """Read one source into a polars frame (no provenance columns).
+
+    CSV/TSV (delimiter and encoding detected unless given; `quote_char` "auto" is `"` for
+    CSV and none for .tsv files, None turns quoting off), JSON array, JSONL, plain text
+    (.txt: one row per line, column `text`), gzip of any of these, Parquet, a `datasets`
+    save_to_disk directory, or `hub:NAME[:split]`.
+    """
+    import polars as pl
+
+    if path.startswith(HUB_PREFIX):
+        return _read_hub(path[len(HUB_PREFIX):], split)
+    p = Path(path)
+    if p.is_dir():
+        return _read_saved_dataset(p, split)
+    name = p.name.lower().removesuffix(".gz")
+    raw_opener = _open_gzip if p.name.lower().endswith(".gz") else None
+    try:
+        if name.endswith(".parquet"):
+            return pl.read_parquet(p)
+        if name.endswith((".jsonl", ".ndjson")):
+            return _read_json_lines(p, raw_opener, encoding)
+        if name.endswith(".json"):
+            return _read_json(p, raw_opener, encoding)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise DataprepError(f"cannot read {path}: {_first_line(exc)}; check that the file is complete and in that format") from None
+    if name.endswith(".txt"):
+        return _read_lines(p, raw_opener, encoding)
+    if name.endswith((".csv", ".tsv", ".tab")):
+        return _read_csv(p, delimiter=delimiter, encoding=encoding, has_header=has_header,
+                         quote_char=quote_char, gz=raw_opener is not None)
+    raise DataprepError(
+        f"cannot tell the format of {path}; use one of .csv .tsv .json .jsonl .txt .parquet (optionally .gz) or a datasets directory"
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _open_gzip(path: Path) -> bytes:
+    import gzip
+
+    try:
+        with gzip.open(path, "rb") as fh:
+            return fh.read()
+    except (OSError, EOFError) as exc:
+        raise DataprepError(f"cannot read {path}: not a complete gzip file ({_first_line(exc)})") from None
+
+
+def _read_bytes(path: Path, opener) -> bytes:
+    return opener(path) if opener else path.read_bytes()
+
+
+def _decode(data: bytes, path: Path, encoding: str | None) -> str:
+    """Decode with the given encoding, else UTF-8 (BOM allowed), else what charset-normalizer detects."""
+    if encoding:
+        try:
+            return data.decode(encoding)
+        except (UnicodeDecodeError, LookupError) as exc:
+            raise DataprepError(f"cannot decode {path} as {encoding}: {_first_line(exc)}; pass the right --encoding") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+
+    best = _best_match(from_bytes(data))
+    if best is None:
+        raise DataprepError(f"cannot detect the text encoding of {path}; pass --encoding (e.g. cp949, latin-1)")
+    return str(best)
+
+
+def _best_match(matches):
+    """charset-normalizer's best match; among equally good fits (short samples fit several code pages)
+    the common ones win: cp1252 is what "latin-1" files usually are, cp949 is a superset of euc-kr."""
+    best = matches.best()
+    if best is None:
+        return None
+    tied = {m.encoding: m for m in matches if (m.chaos, m.coherence) == (best.chaos, best.coherence)}
+    return next((tied[e] for e in PREFERRED_ENCODINGS if e in tied), best)
+
+
+def _json_error(path: Path, exc: json.JSONDecodeError, line: int | None = None) -> DataprepError:
+    return DataprepError(
+        f"{path} is not valid JSON at line {line or exc.lineno}, column {exc.colno}: {exc.msg}; fix or remove that line"
+    )
+
+
+def _read_json(path: Path, opener, encoding: str | None = None):
+    text = _decode(_read_bytes(path, opener), path, encoding)
+    stripped = text.lstrip()
+    if stripped and stripped[0] == "{" and "\n" in stripped.strip():
+        # several objects, one per line: JSON Lines with a .json suffix
+        try:
+            json.loads(stripped)
+        except json.JSONDecodeError:
+            return frame_from_rows(_parse_json_lines(text, path), path)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _json_error(path, exc) from None
+    if isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list):
+        raise DataprepError(f"{path} holds a JSON {type(data).__name__}; expected an array of objects or JSON Lines")
+    return frame_from_rows(data, path)
+
+
+def _read_json_lines(path: Path, opener, encoding: str | None = None):
+    text = _decode(_read_bytes(path, opener), path, encoding)
+    return frame_from_rows(_parse_json_lines(text, path), path)
+
+
+def _parse_json_lines(text: str, path: Path) -> list:
+    rows = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise _json_error(path, exc, lineno) from None
+    return rows
+
+
+def frame_from_rows(rows: list, path: str | os.PathLike = "rows"):
+    """Column-wise frame from dicts (JSON objects). All-string columns are String; any other column keeps
+    the Python values as an Object column, so a wrong type is still visible (and rejected) per row later.
+    `path` only names the rows in errors."""
+    import polars as pl
+
+    names: dict[str, None] = {}
+    for i, r in enumerate(rows):
+        if not isinstance(r, dict):
+            raise DataprepError(f"{path} row {i} is a JSON {type(r).__name__}, not an object; each row must be an object")
+        names.update(dict.fromkeys(r))
+    columns = []
+    for name in names:
+        values = [r.get(name) for r in rows]
+        if all(v is None or isinstance(v, str) for v in values):
+            columns.append(pl.Series(name, values, dtype=pl.String))
+        else:
+            columns.append(pl.Series(name, values, dtype=pl.Object))
+    return pl.DataFrame(columns, height=len(rows)) if columns else pl.DataFrame(height=len(rows))
+
+
+def _read_lines(path: Path, opener, encoding: str | None):
+    """A plain text file: one row per line, in a `text` column (blank lines are kept, and rejected later)."""
+    import polars as pl
+
+    text = _decode(_read_bytes(path, opener), path, encoding)
+    return pl.DataFrame({"text": text.splitlines()}, schema={"text": pl.String})
+
+
+def _sniff_delimiter(sample: str, name: str) -> str:
+    import csv
+
+    if name.endswith((".tsv", ".tab")):
+        return "\t"
+    lines = "\n".join(sample.splitlines()[:20])
+    try:
+        return csv.Sniffer().sniff(lines, delimiters=",\t;|").delimiter
+    except csv.Error:
+        return ","
+
+
+def _csv_plan(path: Path, *, delimiter, encoding, quote_char, gz, whole_file_utf8: bool = False):
+    """(source, separator, quote_char) for polars: the path itself when the file is UTF-8 (fast, low
+    memory), else the decoded bytes. `whole_file_utf8` checks every byte of files up to
+    FULL_UTF8_CHECK_BYTES, not just the sniffed head (a larger file is streamed; a bad byte late in
+    it stops the run with a one-line error that names the encoding to pass)."""
+    name = path.name.lower().removesuffix(".gz")
+    if gz:
+        data: bytes | None = _open_gzip(path)
+        head = data[:SNIFF_BYTES]
+    else:
+        data = None
+        with open(path, "rb") as fh:
+            head = fh.read(SNIFF_BYTES)
+    source: Any = path if data is None else data
+    if encoding and encoding.lower().replace("-", "").replace("_", "") not in ("utf8", "utf8sig"):
+        source = _decode(data if data is not None else path.read_bytes(), path, encoding).encode("utf-8")
+    elif not encoding and not (_is_utf8_file(path) if whole_file_utf8 and data is None and
+                               path.stat().st_size <= FULL_UTF8_CHECK_BYTES else _looks_utf8(head)):
+        source = _decode(data if data is not None else path.read_bytes(), path, None).encode("utf-8")
+    sample = (source[:SNIFF_BYTES] if isinstance(source, bytes) else head).decode("utf-8", errors="ignore")
+    sep = delimiter or _sniff_delimiter(sample, name)
+    if quote_char == "auto":  # TSV has no quoting (IANA); quotes inside text (GoEmotions) are literal
+        quote_char = None if sep == "\t" and name.endswith((".tsv", ".tab")) else '"'
+    return source, sep, quote_char
+
+
+def _scan_csv(source, sep: str, has_header: bool, quote_char: str | None):
+    """A lazy CSV scan, every column a string; without a header the columns are column_1, column_2, ..."""
+    import polars as pl
+
+    return pl.scan_csv(source, separator=sep, has_header=has_header, infer_schema=False, quote_char=quote_char,
+                       with_column_names=None if has_header else _numbered_columns)
+
+
+def _late_encoding_error(path: Path) -> DataprepError:
+    from charset_normalizer import from_path
+
+    best = _best_match(from_path(path))
+    guess = best.encoding.replace("_", "-") if best else "cp949"
+    return DataprepError(f"{path} starts as UTF-8 but has other bytes further on; pass --encoding {guess} "
+                         "(or the file's real encoding)")
+
+
+def _numbered_columns(columns: list[str]) -> list[str]:
+    return [f"column_{i}" for i in range(1, len(columns) + 1)]
+
+
+def _csv_error(path: Path, source, sep: str, quote_char: str | None, exc: BaseException) -> DataprepError:
+    line = _bad_csv_line(source, sep, quote_char)
+    where = f" at line {line}" if line else ""
+    return DataprepError(f"cannot parse {path}{where}: {_first_line(exc)}; fix that line, or pass --delimiter/--encoding")
+
+
+def _read_csv(path: Path, *, delimiter, encoding, has_header, quote_char, gz):
+    """CSV/TSV via polars, all columns as strings. Parse errors name the first bad line."""
+    import polars as pl
+
+    source, sep, quote_char = _csv_plan(path, delimiter=delimiter, encoding=encoding, quote_char=quote_char, gz=gz)
+    try:
+        try:
+            return _scan_csv(source, sep, has_header, quote_char).collect()
+        except pl.exceptions.ComputeError as exc:
+            if "utf-8" not in str(exc).lower() or encoding or not isinstance(source, Path):
+                raise
+            # the sample was UTF-8 but a later line is not: decode the whole file and read again
+            source = _decode(path.read_bytes(), path, None).encode("utf-8")
+            return _scan_csv(source, sep, has_header, quote_char).collect()
+    except pl.exceptions.PolarsError as exc:
+        raise _csv_error(path, source, sep, quote_char, exc) from None
+
+
+def _is_utf8_file(path: Path) -> bool:
+    """Whether every byte of the file is valid UTF-8, in 4 MB blocks (so streaming never meets a bad byte late)."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                decoder.decode(block)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _looks_utf8(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+        return True
+    except UnicodeDecodeError as exc:
+        return exc.start >= len(head) - 3  # a multi-byte character cut at the sample's end
+
+
+def _bad_csv_line(source, sep: str, quote_char: str | None) -> int | None:
+    """1-based line where the first row whose field count differs from the header's starts
+    (an unclosed quote swallows the rest of the file into one field, so it shows up here too)."""
+    import csv
+    import io as _io
+
+    text = source.decode("utf-8", errors="replace") if isinstance(source, bytes) else Path(source).read_text(errors="replace")
+    reader = csv.reader(_io.StringIO(text), delimiter=sep, quotechar=quote_char or '"',
+                        quoting=csv.QUOTE_MINIMAL if quote_char else csv.QUOTE_NONE)
+    width, start = None, 1
+    try:
+        for row in reader:
+            if width is None:
+                width = len(row)
+            elif row and len(row) != width:
+                return start
+            start = reader.line_num + 1
+    except csv.Error:
+        return start
+    return None
+
+
+def _dataset_to_frame(ds, what: str, split: str | None):
+    """A `datasets` Dataset (or one split of a DatasetDict) as a polars frame."""
+    import datasets
+
+    if isinstance(ds, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+        splits = list(ds)
+        pick = split or ("train" if "train" in ds else splits[0] if len(splits) == 1 else None)
+        if pick not in ds:
+            raise DataprepError(f"{what} has splits {', '.join(splits)}; name one, e.g. {what}:{splits[0]}")
+        ds = ds[pick]
+    return ds.to_polars()
+
+
+def _read_saved_dataset(path: Path, split: str | None):
+    import datasets
+
+    if not any((path / f).is_file() for f in ("dataset_info.json", "dataset_dict.json", "state.json")):
+        raise DataprepError(f"{path} is a directory but not a datasets save_to_disk directory; pass a file or such a directory")
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except Exception as exc:  # datasets raises many types for damaged directories
+        raise DataprepError(f"cannot load datasets directory {path}: {_first_line(exc)}") from None
+    return _dataset_to_frame(ds, str(path), split)
+
+
+def _read_hub(spec: str, split: str | None):
+    """`NAME[:split]` through datasets.load_dataset; then the same path as a save_to_disk directory."""
+    import datasets
+
+    name, _, spec_split = spec.partition(":")
+    split = spec_split or split
+    if not name:
+        raise DataprepError("hub: needs a dataset id, e.g. hub:tatsu-lab/alpaca:train")
+    try:
+        ds = datasets.load_dataset(name, split=split)
+    except Exception as exc:  # offline, unknown id, missing split: all one line for the user
+        raise DataprepError(
+            f"cannot load Hub dataset {name}: {_first_line(exc)}; check the id and network "
+            "(HF_HUB_OFFLINE=1 allows only cached datasets), or save it locally and pass the directory"
+        ) from None
+    return _dataset_to_frame(ds, f"hub:{name}", split)

@@ -1,0 +1,24 @@
+"""`dataprep validate RECIPE...`: check recipes without running them."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command(epilog="Example: dataprep validate recipes/*.yaml")
+@click.argument("recipes", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def command(recipes):
+    """Validate each recipe: unknown keys, wrong types and missing fields are named with their line."""
+    from dataprep.errors import DataprepError
+    from dataprep.recipe import load_recipe
+
+    failed = 0
+    for path in recipes:
+        try:
+            r = load_recipe(path)
+            click.echo(f"ok    {path}: {' → '.join(s.stage for s in r.stages)}")
+        except DataprepError as exc:
+            failed += 1
+            click.echo(f"error {exc}", err=True)
+    if failed:
+        raise SystemExit(1)

@@ -1,0 +1,100 @@
+"""Run a recipe: each stage reads the previous stage's output directory and writes its own.
+
+Stages skip themselves when their manifest fingerprint says the output is current, so a
+rerun after changing only the training options does not re-convert or re-tokenize.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+from dataprep.errors import DataprepError
+from dataprep.io import MANIFEST, read_manifest
+from dataprep.recipe import STAGES, Recipe, stage_function
+
+
+@dataclasses.dataclass
+class StageResult:
+    stage: str
+    out: str
+    skipped: bool
+    seconds: float
+    manifest: dict[str, Any]
+
+
+def select_stages(recipe: Recipe, start: str | None, until: str | None) -> list[str]:
+    names = [s.stage for s in recipe.stages]
+    for flag, value in (("--from", start), ("--until", until)):
+        if value is not None and value not in names:
+            raise DataprepError(f"{flag} {value}: the recipe's stages are {', '.join(names)}")
+    first = names.index(start) if start else 0
+    last = names.index(until) if until else len(names) - 1
+    return names[first : last + 1]
+
+
+def stage_input(recipe: Recipe, stage: str, workdir: Path) -> str | list[str]:
+    """The stage's explicit `input`, else the output directory of the recipe's previous stage."""
+    config = recipe.stage(stage)
+    if config.input is not None:
+        return config.input
+    earlier = [s.stage for s in recipe.stages if STAGES.index(s.stage) < STAGES.index(stage)]
+    if not earlier:
+        raise DataprepError(f"{recipe.path}: {stage} is the first stage, so it needs `input:` (a file or directory)")
+    previous = workdir / earlier[-1]
+    if not (previous / MANIFEST).is_file():
+        raise DataprepError(f"{stage} needs the output of {earlier[-1]} in {previous}; run without --from first")
+    return str(previous)
+
+
+def run_recipe(recipe: Recipe, *, start: str | None = None, until: str | None = None, force: bool = False,
+               workdir: str | None = None, on_stage=None) -> list[StageResult]:
+    """Run the selected stages in order; `on_stage(index, total, name)` is called before each."""
+    root = Path(workdir or recipe.workdir)
+    names = select_stages(recipe, start, until)
+    results = []
+    for i, name in enumerate(names):
+        if on_stage:
+            on_stage(i, len(names), name)
+        out = root / name
+        before = _manifest_mtime(out)
+        began = time.perf_counter()
+        stage_function(name)(stage_input(recipe, name, root), str(out), force=force, **recipe.stage(name).options)
+        skipped = before is not None and before == _manifest_mtime(out)
+        results.append(StageResult(name, str(out), skipped, time.perf_counter() - began, read_manifest(out) or {}))
+    return results
+
+
+def _manifest_mtime(out: Path) -> float | None:
+    path = out / MANIFEST
+    return path.stat().st_mtime_ns if path.is_file() else None
+
+
+def summary_table(results: list[StageResult]) -> str:
+    """One line per stage: rows in/out/rejected, tokens, training metrics, time."""
+    rows = [("stage", "in", "out", "dropped", "notes", "time")]
+    for r in results:
+        counts = r.manifest.get("counts", {})
+        rows.append((
+            r.stage,
+            str(counts.get("in", "")),
+            str(counts.get("out", "")),
+            str(counts.get("rejected", counts.get("removed", ""))),
+            _notes(r.manifest),
+            "cached" if r.skipped else f"{r.seconds:.1f}s",
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def _notes(manifest: dict[str, Any]) -> str:
+    notes = []
+    stats = manifest.get("token_stats") or {}
+    if "total" in stats:
+        notes.append(f"tokens {stats['total']}" + (f" (trainable {stats['trainable']})" if "trainable" in stats else ""))
+    for key, value in (manifest.get("metrics") or {}).items():
+        if isinstance(value, (int, float)):
+            notes.append(f"{key} {value:.4g}")
+    return ", ".join(notes)

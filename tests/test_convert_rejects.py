@@ -1,0 +1,164 @@
+"""Rows that cannot become records: each reject has a reason and its source/row; in = out + rejected."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+
+from dataprep.convert import convert, convert_frame, parse_labels, split_shared_prompt
+from tests.conftest import REPO
+
+ASSETS = REPO / "tests" / "assets"
+
+
+def _rejects(out) -> list[dict]:
+    return [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+
+
+def _frame(rows: list[dict], source: str = "mem") -> pl.DataFrame:
+    from dataprep.io import frame_from_rows
+
+    return frame_from_rows(rows, source).with_columns(source=pl.lit(source), row=pl.int_range(pl.len(), dtype=pl.Int64))
+
+
+def test_sft_rejects_with_reason_and_row(tmp_path):
+    src = str(ASSETS / "sft_bad.jsonl")
+    m = convert([src], tmp_path / "o", template="alpaca", fmt="jsonl")
+    assert m["counts"] == {"in": 7, "out": 2, "rejected": 5, "rejected_by_reason": {
+        "empty instruction": 2, "non-string output": 1, "missing instruction": 1, "empty output": 1}}
+    assert [(r["source"], r["row"], r["reason"]) for r in _rejects(tmp_path / "o")] == [
+        (src, 1, "empty instruction"), (src, 2, "non-string output"), (src, 3, "missing instruction"),
+        (src, 4, "empty instruction"), (src, 6, "empty output")]
+    out = [json.loads(line) for line in (tmp_path / "o" / "records.jsonl").read_text().splitlines()]
+    assert [r["row"] for r in out] == [0, 5]
+    assert out[1]["prompt"].endswith("### Instruction:\nEcho\n\n### Input:\na\n\n### Response:\n")
+
+
+def test_classify_unknown_label_id_and_empty_labels(tmp_path):
+    names = tmp_path / "names.txt"
+    names.write_text("joy\nanger\nfear\n")
+    src = tmp_path / "emo.tsv"
+    src.write_text("happy day\t0\nso mad\t1,0\nbad id\t7\nno label\t\nscared\tfear\n\t2\n")
+    m = convert([str(src)], tmp_path / "o", kind="classify", has_header=False, label_names=str(names),
+                mapping={"text": "column_1", "labels": "column_2"})
+    assert m["counts"]["out"] == 3 and m["label_names"] == ["joy", "anger", "fear"]
+    assert [(r["row"], r["reason"], r["detail"]) for r in _rejects(tmp_path / "o")] == [
+        (2, "unknown label id", "'7'"), (3, "missing labels", None), (5, "missing text", None)]
+    df = pl.read_parquet(tmp_path / "o" / "records.parquet")
+    assert df["labels"].to_list() == [["joy"], ["anger", "joy"], ["fear"]]
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("Action, Comedy,  Drama", (["Action", "Comedy", "Drama"], None)),
+    (["a", "b", "a"], (["a", "b"], None)),
+    ([3, 1], (["3", "1"], None)),
+    (" , ", (None, "empty labels")),
+    (1.5, (None, "non-string labels")),
+    (None, (None, "missing labels")),
+])
+def test_parse_labels_without_names(value, expected):
+    assert parse_labels(value) == expected
+
+
+def test_parse_labels_with_names():
+    names = ["joy", "anger"]
+    assert parse_labels("1,0", names) == (["anger", "joy"], None)
+    assert parse_labels([1, "joy"], names) == (["anger", "joy"], None)
+    assert parse_labels("2", names) == (None, "unknown label id")
+    assert parse_labels("calm", names) == (None, "unknown label")
+
+
+def test_row_fn_exceptions_and_bad_results_become_rejects():
+    def row_fn(row):
+        if row["q"] == "boom":
+            raise ValueError("cannot parse question")
+        if row["q"] == "none":
+            return None
+        if row["q"] == "extra":
+            return {"instruction": "x", "output": "y", "score": 1}
+        return {"instruction": row["q"], "output": row["a"]}
+
+    frame = _frame([{"q": "What?", "a": "That."}, {"q": "boom", "a": ""}, {"q": "none", "a": ""},
+                    {"q": "extra", "a": ""}, {"q": "Why?", "a": ""}])
+    records, rejects = convert_frame(frame, "sft", template="latex", row_fn=row_fn)
+    assert records.select("instruction", "completion", "row").rows() == [("What?", " That.", 0)]
+    assert [(r["row"], r["reason"]) for r in rejects] == [
+        (1, "row-fn error: cannot parse question"), (2, "bad row-fn result: NoneType, not a dict"),
+        (3, "bad row-fn result: unknown field score"), (4, "empty output")]
+
+
+def test_chat_rejects():
+    frame = _frame([
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
+        {"messages": [{"role": "user", "content": "hi"}]},
+        {"messages": [{"from": "narrator", "value": "once"}, {"from": "gpt", "value": "upon"}]},
+        {"messages": [{"role": "user", "content": 5}, {"role": "assistant", "content": "x"}]},
+        {"messages": []},
+        {"messages": "[not json"},
+        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "tools": "{bad"},
+    ])
+    records, rejects = convert_frame(frame, "chat")
+    assert records["row"].to_list() == [0]
+    assert [(r["row"], r["reason"]) for r in rejects] == [
+        (1, "no assistant turn"), (2, "unknown role"), (3, "non-string message content"), (4, "empty messages"),
+        (5, "messages is not valid JSON"), (6, "tools is not valid JSON")]
+
+
+def test_openai_messages_pass_through_with_system_and_tools():
+    msgs = [{"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": None, "tool_calls": [{"function": {"name": "w", "arguments": "{}"}}]},
+            {"role": "tool", "content": "sunny"}, {"role": "assistant", "content": "It is sunny."}]
+    tools = [{"type": "function", "function": {"name": "w"}}]
+    records, rejects = convert_frame(_frame([{"messages": msgs, "system": "Be brief.", "tools": tools}]), "chat")
+    assert rejects == []
+    rec = records.row(0, named=True)
+    assert rec["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert rec["messages"][2]["content"] == json.dumps(msgs[1]["tool_calls"])
+    assert [m["role"] for m in rec["messages"]] == ["system", "user", "assistant", "tool", "assistant"]
+    assert json.loads(rec["tools"]) == tools
+
+
+def test_openai_text_content_parts_are_joined():
+    msgs = [{"role": "user", "content": [{"type": "text", "text": "Hello, "}, {"type": "text", "text": "there"}]},
+            {"role": "assistant", "content": "Hi"}]
+    image = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]},
+             {"role": "assistant", "content": "A cat"}]
+    records, rejects = convert_frame(_frame([{"messages": msgs}, {"messages": image}]), "chat")
+    assert records["messages"][0].to_list()[0] == {"role": "user", "content": "Hello, there"}
+    assert [(r["row"], r["reason"]) for r in rejects] == [(1, "non-string message content")]
+
+
+def test_preference_rejects_and_plain_columns():
+    frame = _frame([
+        {"prompt": "2+2?", "chosen": "4", "rejected": "5"},
+        {"prompt": "2+2?", "chosen": "4", "rejected": "4"},
+        {"prompt": "2+2?", "chosen": "", "rejected": "5"},
+        {"prompt": "2+2?", "chosen": 4, "rejected": "5"},
+        {"prompt": "Add", "input": "2 and 2", "chosen": "4", "rejected": "22", "system": "Be exact."},
+    ])
+    records, rejects = convert_frame(frame, "preference")
+    assert records.select("prompt", "chosen", "rejected").rows() == [("2+2?", "4", "5"), ("Add\n2 and 2", "4", "22")]
+    assert records["messages"][0].to_list() == [{"role": "user", "content": "2+2?"}]
+    assert records["messages"][1].to_list() == [{"role": "system", "content": "Be exact."},
+                                                {"role": "user", "content": "Add\n2 and 2"}]
+    assert [(r["row"], r["reason"]) for r in rejects] == [
+        (1, "chosen equals rejected"), (2, "empty chosen"), (3, "non-string chosen")]
+
+
+def test_full_transcripts_share_their_prompt():
+    hh_chosen = "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Name a fruit.\n\nAssistant: An apple."
+    hh_rejected = "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Name a fruit.\n\nAssistant: A carrot."
+    messages, chosen, rejected = split_shared_prompt(hh_chosen, hh_rejected)
+    assert messages == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+                        {"role": "user", "content": "Name a fruit."}]
+    assert (chosen, rejected) == ("An apple.", "A carrot.")  # a shared first letter "A" stays in the answers
+    turns = [{"role": "user", "content": "Hi"}]
+    frame = _frame([{"chosen": turns + [{"role": "assistant", "content": "Hello"}],
+                     "rejected": turns + [{"role": "assistant", "content": "Go away"}]},
+                    {"chosen": hh_chosen, "rejected": hh_rejected}])
+    records, rejects = convert_frame(frame, "preference")
+    assert rejects == []
+    assert records.select("prompt", "chosen", "rejected").rows() == [
+        ("Hi", "Hello", "Go away"), ("Name a fruit.", "An apple.", "A carrot.")]

@@ -1,0 +1,166 @@
+"""The convert stage as a whole: manifest, fingerprint skip and --force, atomic writes, CLI options."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+
+from dataprep.cli import cli
+from dataprep.convert import RecordWriter, convert
+from dataprep.errors import DataprepError
+from dataprep.templates import TEMPLATES, get_template, render_prompt
+from tests.conftest import REPO
+
+DEMO = str(REPO / "recipes" / "data" / "demo_latex.csv")
+
+
+def test_manifest_and_rerun_skip_and_force(tmp_path, runner):
+    out = tmp_path / "o"
+    result = runner.invoke(cli, ["convert", DEMO, "--template", "latex", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "in 62 = out 62 + rejected 0" in result.output
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["stage"] == "convert" and m["kind"] == "sft" and m["counts"]["in"] == 62
+    assert m["inputs"][0]["path"] == DEMO and len(m["inputs"][0]["sha256"]) == 64
+    assert m["config"]["template"]["name"] == "latex" and set(m["timings"]) == {"read", "convert", "write"}
+    assert (out / "rejects.jsonl").read_text() == ""
+    again = runner.invoke(cli, ["convert", DEMO, "--template", "latex", "-o", str(out)])
+    assert "up to date" in again.output and "skipped" in again.output
+    forced = runner.invoke(cli, ["convert", DEMO, "--template", "latex", "-o", str(out), "--force"])
+    assert "in 62 = out 62" in forced.output
+    (out / "records.parquet").unlink()  # a manifest without its data is not up to date
+    redone = runner.invoke(cli, ["convert", DEMO, "--template", "latex", "-o", str(out)])
+    assert "in 62 = out 62" in redone.output and (out / "records.parquet").is_file()
+    other = runner.invoke(cli, ["convert", DEMO, "--template", "latex", "-o", str(out), "--format", "jsonl"])
+    assert "in 62" in other.output and (out / "records.jsonl").is_file() and not (out / "records.parquet").exists()
+
+
+def test_changed_input_content_is_not_skipped(tmp_path):
+    src = tmp_path / "d.csv"
+    src.write_text("English,LaTeX\none,1\n")
+    first = convert([str(src)], tmp_path / "o", template="latex")
+    src.write_text("English,LaTeX\none,1\ntwo,2\n")
+    second = convert([str(src)], tmp_path / "o", template="latex")
+    assert "skipped" not in second and second["fingerprint"] != first["fingerprint"]
+    assert second["counts"]["out"] == 2
+
+
+def test_failed_write_leaves_no_output(tmp_path, monkeypatch):
+    def boom(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(RecordWriter, "write", boom)
+    with pytest.raises(KeyboardInterrupt):
+        convert([DEMO], tmp_path / "o", template="latex")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_rerun_keeps_the_previous_output(tmp_path, monkeypatch):
+    convert([DEMO], tmp_path / "o", template="latex")
+    before = (tmp_path / "o" / "records.parquet").read_bytes()
+    monkeypatch.setattr(RecordWriter, "write", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("disk full")))
+    with pytest.raises(RuntimeError):
+        convert([DEMO], tmp_path / "o", template="latex", force=True)
+    assert (tmp_path / "o" / "records.parquet").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
+
+
+def test_custom_format_string_uses_any_column(tmp_path, runner, shared_data):
+    out = tmp_path / "o"
+    result = runner.invoke(cli, ["convert", str(shared_data / "anime_with_synopsis.csv"), "--template",
+                                 "Title: {Name}\\nGenres: {Genres}\\nSynopsis:", "--map", "output=synopsis",
+                                 "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    rec = pl.read_parquet(out / "records.parquet").row(0, named=True)
+    assert rec["prompt"] == "Title: Cowboy Bebop\nGenres: Action, Adventure, Comedy, Drama, Sci-Fi, Space\nSynopsis:"
+    assert rec["completion"].startswith("In the year 2071") and rec["instruction"] is None
+
+
+def test_template_file(tmp_path):
+    f = tmp_path / "qa.yaml"
+    f.write_text('with_input: "Q: {instruction}\\nContext: {input}\\nA:"\nwithout_input: "Q: {instruction}\\nA:"\n'
+                 'completion_prefix: " "\n')
+    t = get_template(str(f))
+    assert render_prompt({"instruction": "Why?", "input": ""}, t) == "Q: Why?\nA:"
+    assert render_prompt({"instruction": "Why?", "input": "sky"}, t) == "Q: Why?\nContext: sky\nA:"
+    src = tmp_path / "d.jsonl"
+    src.write_text('{"instruction": "Why?", "input": "sky", "output": "Rayleigh"}\n')
+    convert([str(src)], tmp_path / "o", template=str(f))
+    rec = pl.read_parquet(tmp_path / "o" / "records.parquet").row(0, named=True)
+    assert (rec["prompt"], rec["completion"]) == ("Q: Why?\nContext: sky\nA:", " Rayleigh")
+
+
+def test_render_prompt_matches_the_vectorised_prompts(tmp_path, shared_data):
+    convert([str(shared_data / "alpaca_en_demo.json")], tmp_path / "o", template="alpaca")
+    df = pl.read_parquet(tmp_path / "o" / "records.parquet")
+    assert all(render_prompt(r, TEMPLATES["alpaca"]) == r["prompt"] for r in df.head(50).iter_rows(named=True))
+
+
+def test_literal_braces_in_a_template():
+    assert render_prompt({"instruction": "x"}, "Wrap {instruction} in {{braces}}") == "Wrap x in {braces}"
+
+
+def test_row_fn_from_a_file(tmp_path, runner, shared_data):
+    fn = tmp_path / "piqa_like.py"
+    fn.write_text("def to_sft(row):\n"
+                  "    if 'Fantasy' in row['Genres']:\n        raise ValueError('no fantasy today')\n"
+                  "    return {'instruction': 'Describe ' + row['Name'], 'output': row['synopsis']}\n")
+    out = tmp_path / "o"
+    result = runner.invoke(cli, ["convert", str(shared_data / "anime_with_synopsis.csv"), "--row-fn",
+                                 f"{fn}:to_sft", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    m = json.loads((out / "manifest.json").read_text())
+    n_fantasy = pl.read_csv(shared_data / "anime_with_synopsis.csv")["Genres"].str.contains("Fantasy").sum()
+    assert m["counts"]["rejected_by_reason"] == {"row-fn error: no fantasy today": n_fantasy}
+    assert m["counts"]["out"] == 269 - n_fantasy and m["config"]["row_fn"]["sha256"]
+    rec = pl.read_parquet(out / "records.parquet").row(0, named=True)
+    assert rec["instruction"] == "Describe Cowboy Bebop" and rec["row"] == 0
+
+
+def test_bad_map_syntax(runner, tmp_path):
+    result = runner.invoke(cli, ["convert", DEMO, "--map", "instruction", "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "FIELD=COLUMN" in result.output and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("kind, src", [("chat", "glaive_toolcall_en_demo.json"), ("preference", "dpo_en_demo.json")])
+def test_jsonl_and_parquet_read_back_the_same(tmp_path, shared_data, kind, src):
+    from dataprep.io import read_records
+
+    convert([str(shared_data / src)], tmp_path / "j", kind=kind, fmt="jsonl")
+    convert([str(shared_data / src)], tmp_path / "p", kind=kind)
+    (a, ma), (b, mb) = read_records(tmp_path / "j"), read_records(tmp_path / "p")
+    assert a.equals(b) and ma["kind"] == mb["kind"] == kind and a.height == 300
+
+
+@pytest.mark.parametrize("src, kind", [("alpaca_en_demo.json", "sft"), ("english_to_latex.csv", "sft"),
+                                       ("anime_with_synopsis.csv", "classify")])
+def test_small_batches_give_the_same_output(tmp_path, shared_data, src, kind):
+    import pyarrow.parquet as pq
+
+    opts = {"template": "latex"} if src.endswith("latex.csv") else {}
+    if kind == "classify":
+        opts = {"mapping": {"text": "synopsis", "labels": "Genres"}}
+    whole = convert([str(shared_data / src)], tmp_path / "a", kind=kind, **opts)
+    batched = convert([str(shared_data / src)], tmp_path / "b", kind=kind, batch_rows=7, **opts)
+    a, b = (pl.read_parquet(tmp_path / d / "records.parquet") for d in "ab")
+    assert a.equals(b) and b["row"].to_list() == list(range(b.height))
+    assert pq.ParquetFile(tmp_path / "b" / "records.parquet").num_row_groups == -(-b.height // 7)
+    for key in ("counts", "length_stats", "label_names", "label_counts"):
+        assert whole.get(key) == batched.get(key)
+
+
+def test_rejects_keep_their_rows_across_batches(tmp_path):
+    src = str(REPO / "tests" / "assets" / "sft_bad.jsonl")
+    m = convert([src], tmp_path / "o", batch_rows=2)
+    rejects = [json.loads(line) for line in (tmp_path / "o" / "rejects.jsonl").read_text().splitlines()]
+    assert [r["row"] for r in rejects] == [1, 2, 3, 4, 6] and m["counts"]["out"] == 2
+
+
+def test_csv_error_after_the_first_batch_leaves_no_output(tmp_path):
+    src = tmp_path / "d.csv"
+    src.write_text("English,LaTeX\n" + "x squared,x^2\n" * 300 + "bad,row,here\n")
+    with pytest.raises(DataprepError, match="at line 302"):
+        convert([str(src)], tmp_path / "o", template="latex", batch_rows=10)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv"]

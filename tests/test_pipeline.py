@@ -1,0 +1,82 @@
+"""The recipe runner: stage order, inputs chained through output dirs, cache hits, --from/--until."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from dataprep import recipe as recipe_mod
+from dataprep.errors import DataprepError
+from dataprep.io import atomic_dir, current_manifest, stage_fingerprint, write_json
+from dataprep.pipeline import run_recipe, summary_table
+from dataprep.recipe import load_recipe
+
+CALLS: list[tuple[str, str]] = []
+
+
+def _stage(name):
+    def run(path: str | list[str], out: str, *, scale: int = 1, force: bool = False) -> dict:
+        fp = stage_fingerprint(name, [{"path": str(path)}], {"scale": scale})
+        if not force and (m := current_manifest(out, fp)):
+            return m
+        CALLS.append((name, str(path)))
+        n_in = 10 if name == "convert" else json.loads((Path(path) / "manifest.json").read_text())["counts"]["out"]
+        with atomic_dir(out) as tmp:
+            manifest = {"stage": name, "fingerprint": fp, "counts": {"in": n_in, "out": n_in - scale, "rejected": scale}}
+            write_json(tmp / "manifest.json", manifest)
+        return manifest
+
+    return run
+
+
+@pytest.fixture(autouse=True)
+def fake_stages(monkeypatch):
+    module = types.ModuleType("fake_pipeline_stages")
+    for name in ("convert", "dedupe", "tokenize"):
+        setattr(module, name, _stage(name))
+    monkeypatch.setitem(sys.modules, "fake_pipeline_stages", module)
+    monkeypatch.setattr(recipe_mod, "STAGE_FUNCTIONS", {s: f"fake_pipeline_stages:{s}" for s in ("convert", "dedupe", "tokenize")})
+    CALLS.clear()
+
+
+def recipe(tmp_path, extra=()):
+    path = tmp_path / "r.yaml"
+    path.write_text(f"name: t\nworkdir: {tmp_path / 'w'}\nconvert:\n  input: raw.csv\ndedupe: {{}}\ntokenize:\n  scale: 2\n")
+    return load_recipe(path, list(extra))
+
+
+def test_stages_chain_and_count(tmp_path):
+    results = run_recipe(recipe(tmp_path))
+    w = tmp_path / "w"
+    assert CALLS == [("convert", "raw.csv"), ("dedupe", str(w / "convert")), ("tokenize", str(w / "dedupe"))]
+    assert [r.manifest["counts"]["out"] for r in results] == [9, 8, 6]
+    table = summary_table(results)
+    assert table.splitlines()[0].split() == ["stage", "in", "out", "dropped", "notes", "time"]
+    assert table.splitlines()[3].split()[:4] == ["tokenize", "8", "6", "2"]
+
+
+def test_rerun_does_no_work_and_option_change_reruns_only_that_stage(tmp_path):
+    run_recipe(recipe(tmp_path))
+    CALLS.clear()
+    results = run_recipe(recipe(tmp_path))
+    assert CALLS == [] and all(r.skipped for r in results)
+    assert "cached" in summary_table(results)
+    results = run_recipe(recipe(tmp_path, ["tokenize.scale=3"]))
+    assert [c[0] for c in CALLS] == ["tokenize"]
+    assert [r.skipped for r in results] == [True, True, False]
+
+
+def test_from_and_until(tmp_path):
+    with pytest.raises(DataprepError, match="run without --from first"):
+        run_recipe(recipe(tmp_path), start="tokenize")
+    run_recipe(recipe(tmp_path), until="dedupe")
+    assert [c[0] for c in CALLS] == ["convert", "dedupe"]
+    CALLS.clear()
+    run_recipe(recipe(tmp_path), start="tokenize")
+    assert [c[0] for c in CALLS] == ["tokenize"]
+    with pytest.raises(DataprepError, match="the recipe's stages are"):
+        run_recipe(recipe(tmp_path), until="train")
