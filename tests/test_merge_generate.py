@@ -17,6 +17,8 @@ def test_render_templates():
     tok = tiny_tokenizer()
     latex = "Convert English to LaTeX\nEnglish: {prompt}\nLaTeX:"
     assert render("x squared", latex, tok) == "Convert English to LaTeX\nEnglish: x squared\nLaTeX:"
+    assert render("x squared", "latex", tok) == "Convert English to LaTeX\nEnglish: x squared\nLaTeX:"
+    assert render("x squared", {"name": "custom", "without_input": "Q: {instruction}\nA:"}, tok) == "Q: x squared\nA:"
     assert render("x squared", "raw", tok) == "x squared"
     assert render("x squared", None, tok) == "x squared"
     with pytest.raises(DataprepError, match="no chat template"):

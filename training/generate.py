@@ -2,8 +2,9 @@
 training data used, optionally next to the base model's output for the same prompt.
 
 Template resolution: an explicit `template`; else the one recorded in the train/tokenize
-manifest. A template is a format string with `{prompt}`, `chat` (the tokenizer's chat
-template, the prompt as one user turn) or `raw` (the prompt as is).
+manifest. A template is a registered name (`latex`, `alpaca`, `ko-alpaca`), a format string
+with `{prompt}` (or `{instruction}`), `chat` (the tokenizer's chat template, the prompt as one
+user turn) or `raw` (the prompt as is).
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from dataprep import io
 from dataprep.errors import DataprepError
 
 
-def render(prompt: str, template: str | None, tokenizer) -> str:
+def render(prompt: str, template, tokenizer) -> str:
+    """`prompt` rendered with `template`: raw/None, `chat`, a registered template name (`latex`,
+    `alpaca`, ...), a template config dict from a manifest, or a format string with `{prompt}`
+    or `{instruction}`."""
     if not template or template == "raw":
         return prompt
     if template == "chat":
@@ -23,9 +27,18 @@ def render(prompt: str, template: str | None, tokenizer) -> str:
             raise DataprepError("--template chat: this tokenizer has no chat template; pass a format string with {prompt}")
         messages = [{"role": "user", "content": prompt}]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    if "{prompt}" not in template:
-        raise DataprepError(f"--template {template!r} is not chat, raw, or a format string with {{prompt}}")
-    return template.replace("{prompt}", prompt)
+    if isinstance(template, dict):
+        template = template.get("without_input") or template.get("name")
+    from dataprep.templates import TEMPLATES
+
+    if template in TEMPLATES:
+        template = TEMPLATES[template].without_input
+    if "{prompt}" not in template and "{instruction}" not in template:
+        raise DataprepError(
+            f"--template {template!r} is not chat, raw, a template name ({', '.join(TEMPLATES)}) "
+            "or a format string with {prompt}"
+        )
+    return template.replace("{prompt}", prompt).replace("{instruction}", prompt).replace("{input}", "")
 
 
 def load_for_generation(path: str | Path):

@@ -14,7 +14,7 @@ import click
 @click.argument("model")
 @click.option("--prompt", "prompts", multiple=True, help="A prompt (repeatable).")
 @click.option("--prompts-file", type=click.File("r"), help="One prompt a line.")
-@click.option("--template", default=None, help="A format string with {prompt}, `chat` or `raw` "
+@click.option("--template", default=None, help="A template name (latex, alpaca, ...), a format string with {prompt}, `chat` or `raw` "
               "[default: the template recorded in the adapter's manifest].")
 @click.option("--max-new-tokens", type=int, default=128, show_default=True)
 @click.option("--compare-base", is_flag=True, help="Also show the base model's output (MODEL must be an adapter).")
