@@ -102,7 +102,8 @@ def random_model_dir(shape: str, root: Path) -> Path:
     return path
 
 
-def micro_batches(rows: list[dict], batching: str, rows_per_batch: int | None, budget: int, seed: int):
+def micro_batches(rows: list[dict], batching: str, rows_per_batch: int | None, budget: int, seed: int,
+                  static: bool = False):
     """Endless micro-batches: padded (n rows, padded to the longest) or flat (rows up to `budget` tokens)."""
     import random
 
@@ -120,7 +121,7 @@ def micro_batches(rows: list[dict], batching: str, rows_per_batch: int | None, b
         for j in order:
             n = len(rows[j]["input_ids"])
             if chunk and used + n > budget:
-                yield collate_flat(chunk)
+                yield {**collate_flat(chunk, pad_to=budget if static else None), "n_tokens": used}
                 chunk, used = [], 0
             chunk.append(rows[j])
             used += n
@@ -149,7 +150,8 @@ def run_variant(model, rows, name: str, budget: int, steps: int, warmup: int) ->
     model.set_attn_implementation(attn)
     loss_fn = full_logits_loss_sum if full else causal_lm_loss_sum
     optimizer, opt_name = make_optimizer(model, 2e-4, 0.0)
-    batches = micro_batches(rows, batching, n_rows, budget, seed=0)
+    # FlexAttention is compiled: a fixed flat length (one filler sequence) avoids a recompile per step
+    batches = micro_batches(rows, batching, n_rows, budget, seed=0, static=attn == "flex_attention")
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.empty_cache()
@@ -166,7 +168,7 @@ def run_variant(model, rows, name: str, budget: int, steps: int, warmup: int) ->
         for b in window:
             loss, _ = loss_fn(model, b)
             (loss / max(targets, 1)).backward()
-            tokens += int(b["attention_mask"].sum()) if "attention_mask" in b else b["input_ids"].numel()
+            tokens += int(b["attention_mask"].sum()) if "attention_mask" in b else b["n_tokens"]
             step_loss += float(loss) / max(targets, 1)
         losses.append(step_loss)
         trained += targets

@@ -34,7 +34,8 @@ def read_split(name: str) -> list[tuple[str, list[int]]]:
         return [(r[0], [int(x) for x in r[1].split(",")]) for r in csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)]
 
 
-def write_shards(out: Path, rows: list[tuple[str, list[int]]], names: list[str], tok, max_len: int) -> Path:
+def write_shards(out: Path, rows: list[tuple[str, list[int]]], names: list[str], tok, max_len: int,
+                 fingerprint: str) -> Path:
     from datasets import Dataset
 
     enc = tok([t for t, _ in rows], truncation=True, max_length=max_len)["input_ids"]
@@ -42,7 +43,7 @@ def write_shards(out: Path, rows: list[tuple[str, list[int]]], names: list[str],
     Dataset.from_dict({"input_ids": enc, "labels": labels, "length": [len(x) for x in enc]}).save_to_disk(str(out))
     manifest = {
         "stage": "tokenize", "kind": "classify", "label_names": names, "packed": False, "max_len": max_len,
-        "tokenizer": {"name": "minilm", "path": resolve_model("minilm"), "fingerprint": tokenizer_fingerprint(tok)},
+        "tokenizer": {"name": "minilm", "path": resolve_model("minilm"), "fingerprint": fingerprint},
         "pad_token_id": tok.pad_token_id, "eos_token_id": tok.sep_token_id,
         "counts": {"in": len(rows), "out": len(rows), "rejected": 0, "rejected_by_reason": {}},
     }
@@ -68,13 +69,14 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     names = [n.strip() for n in (DATA / "emotions.txt").read_text().splitlines() if n.strip()]
     tok = load_tokenizer("minilm")
+    fingerprint = tokenizer_fingerprint(tok)  # before encoding: truncation settings change the backend's JSON
     train = read_split("train")
     if args.train_rows:
         random.Random(0).shuffle(train)
         train = train[: args.train_rows]
     dirs = {}
     for split, rows in (("train", train), ("dev", read_split("dev")), ("test", read_split("test"))):
-        dirs[split] = write_shards(out / f"{split}_shards", rows, names, tok, args.max_len)
+        dirs[split] = write_shards(out / f"{split}_shards", rows, names, tok, args.max_len, fingerprint)
     cfg = ClassifyConfig(
         model="minilm", lr=args.lr, epochs=args.epochs, micro_batch=args.micro_batch, eval_shards=str(dirs["dev"]),
         test_shards=str(dirs["test"]), eval_steps=500, per_label_threshold=args.per_label_threshold,

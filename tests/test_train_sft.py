@@ -180,3 +180,10 @@ def test_4bit_without_bitsandbytes_fails_before_training(tiny, tmp_path, monkeyp
     with pytest.raises(DataprepError, match=r"^--quant 4bit needs bitsandbytes; pip install"):
         train_sft(str(tiny["packed"]), str(tmp_path / "out"), SFTConfig(model=str(tiny["model"]), quant="4bit"))
     assert not (tmp_path / "out").exists()
+
+
+def test_collate_flat_pad_to_appends_an_untrained_filler_sequence():
+    batch = collate_flat([{"input_ids": [5, 6, 7], "labels": [I, 6, 7]}], pad_to=6, pad_token_id=0)
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 0, 0, 0]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1, 2]]
+    assert batch["labels"].tolist() == [[I, 6, 7, I, I, I]]

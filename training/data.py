@@ -102,8 +102,12 @@ def _row_positions(row: dict[str, Any]) -> list[int]:
     return row["position_ids"] if row.get("position_ids") is not None else list(range(len(row["input_ids"])))
 
 
-def collate_flat(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Padding-free batch: every row concatenated into one row of shape (1, total tokens)."""
+def collate_flat(rows: list[dict[str, Any]], pad_to: int | None = None, pad_token_id: int = 0) -> dict[str, Any]:
+    """Padding-free batch: every row concatenated into one row of shape (1, total tokens).
+
+    `pad_to` appends one filler sequence (its own positions, no labels) up to that length, so a
+    compiled kernel (FlexAttention, torch.compile) sees one static shape instead of recompiling.
+    """
     import torch
 
     input_ids, labels, positions = [], [], []
@@ -116,6 +120,11 @@ def collate_flat(rows: list[dict[str, Any]]) -> dict[str, Any]:
         input_ids += row["input_ids"]
         labels += lab
         positions += pos
+    if pad_to and len(input_ids) < pad_to:
+        fill = pad_to - len(input_ids)
+        input_ids += [pad_token_id] * fill
+        labels += [IGNORE_INDEX] * fill
+        positions += list(range(fill))
     return {
         "input_ids": torch.tensor([input_ids], dtype=torch.long),
         "labels": torch.tensor([labels], dtype=torch.long),
