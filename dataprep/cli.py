@@ -18,6 +18,9 @@ COMMANDS = {
     "tokenize": "tokenize",
     "stats": "stats",
     "inspect": "inspect",
+    "train": "train",
+    "merge": "merge",
+    "generate": "generate",
 }
 
 

@@ -1,0 +1,270 @@
+"""QLoRA SFT throughput side by side: the seed recipe, padded micro-batch 8, and our padding-free
+packed path, on tokens from alpaca_en_demo.json, in one run per model shape.
+
+Models are random-weight Llama-shaped models built from config (throughput does not depend on
+the weight values): `1b` (Llama-3.2-1B shape), `8b` (Llama-3-8B shape), `toy` (2 layers, hidden
+64, for checking on a CPU). All: QLoRA r16 on all linear layers, NF4 + double quantisation, bf16,
+gradient checkpointing (use_reentrant=False), paged 8-bit AdamW on CUDA (AdamW on CPU),
+vocabulary 49,152 (the SmolLM2 tokenizer's).
+
+Variants (pick with --variants):
+  seed          micro-batch 1, grad accumulation 8, no packing, full logits (the seed recipe)
+  padded8       micro-batch 8, dynamic padding to the longest row, attention_mask, full logits
+  packed_sdpa   padding-free: rows flattened up to --budget tokens, position_ids restart per
+                sequence, SDPA with the block-diagonal mask transformers derives from them,
+                logits only at trained positions
+  packed_flex   the same with FlexAttention (block-sparse: no (T x T) mask is materialised)
+  packed_flex_full   packed_flex with full logits, to isolate what skipping them gives
+  packed_flex_2x     packed_flex with twice the token budget
+
+Reported per variant: tokens/s (non-pad tokens through the model), trained tokens/s (tokens
+with a label), peak GPU memory (torch.cuda.max_memory_allocated), or peak RSS on CPU.
+
+    python benchmarks/bench_train_gpu.py --shape toy --steps 3              # CPU check
+    python benchmarks/bench_train_gpu.py --shape 1b --shape 8b             # on the H100
+
+The tokenized rows are cached in --token-cache (JSON), so a GPU machine without the packaged
+SmolLM2 tokenizer can reuse rows tokenized elsewhere (carry the file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from dataprep.records import IGNORE_INDEX  # noqa: E402
+
+DATA = ROOT / ".." / "shared" / "data" / "alpaca_en_demo.json"
+VOCAB = 49152
+SHAPES = {
+    "toy": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
+    "1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+               num_key_value_heads=8, tie_word_embeddings=True),
+    "8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+               num_key_value_heads=8, tie_word_embeddings=False),
+}
+# name -> (batching, micro-batch rows or None for a token budget, grad accumulation, attention, full logits)
+VARIANTS = {
+    "seed": ("padded", 1, 8, "sdpa", True),
+    "padded8": ("padded", 8, 1, "sdpa", True),
+    "packed_sdpa": ("flat", None, 1, "sdpa", False),
+    "packed_flex": ("flat", None, 1, "flex_attention", False),
+    "packed_flex_full": ("flat", None, 1, "flex_attention", True),
+    "packed_flex_2x": ("flat", None, 1, "flex_attention", False),
+}
+ALPACA = "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
+
+
+def tokenized_rows(cache: Path, tokenizer: str) -> list[dict]:
+    """alpaca_en_demo rows as {input_ids, labels} (completion-only labels, EOS trained)."""
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    from dataprep.models import load_tokenizer
+
+    tok = load_tokenizer(tokenizer)
+    rows = []
+    for r in json.loads(DATA.read_text()):
+        inp = f"\n\n### Input:\n{r['input']}" if r.get("input") else ""
+        prompt = f"{ALPACA}### Instruction:\n{r['instruction']}{inp}\n\n### Response:\n"
+        p = tok(prompt, add_special_tokens=False)["input_ids"]
+        c = tok(r["output"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        ids = (p + c)[:2048]
+        rows.append({"input_ids": ids, "labels": ([IGNORE_INDEX] * len(p) + c)[:2048]})
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(rows))
+    return rows
+
+
+def random_model_dir(shape: str, root: Path) -> Path:
+    """A random-weight Llama of `shape`, saved once in bf16 (from_pretrained then quantises it)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    path = root / f"llama-{shape}-random"
+    if (path / "config.json").is_file():
+        return path
+    cfg = LlamaConfig(vocab_size=VOCAB, max_position_embeddings=8192, rope_theta=500000.0, **SHAPES[shape])
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    with torch.device(dev):
+        model = LlamaForCausalLM._from_config(cfg, dtype=torch.bfloat16)
+    model.save_pretrained(path)
+    del model
+    gc.collect()
+    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    return path
+
+
+def micro_batches(rows: list[dict], batching: str, rows_per_batch: int | None, budget: int, seed: int,
+                  static: bool = False):
+    """Endless micro-batches: padded (n rows, padded to the longest) or flat (rows up to `budget` tokens)."""
+    import random
+
+    from training.data import collate_flat, collate_padded
+
+    rng = random.Random(seed)
+    while True:
+        order = list(range(len(rows)))
+        rng.shuffle(order)
+        if batching == "padded":
+            for i in range(0, len(order) - rows_per_batch + 1, rows_per_batch):
+                yield collate_padded([rows[j] for j in order[i : i + rows_per_batch]], 0, multiple=1)
+            continue
+        chunk, used = [], 0
+        for j in order:
+            n = len(rows[j]["input_ids"])
+            if chunk and used + n > budget:
+                yield {**collate_flat(chunk, pad_to=budget if static else None), "n_tokens": used}
+                chunk, used = [], 0
+            chunk.append(rows[j])
+            used += n
+
+
+def full_logits_loss_sum(model, batch):
+    """The seed recipe's loss: full (tokens x vocabulary) logits, cross-entropy over labels."""
+    import torch
+
+    inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids")}
+    logits = model(**inputs, use_cache=False).logits
+    labels = batch["labels"][:, 1:]
+    loss = torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+                                             labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
+    return loss, int((labels != IGNORE_INDEX).sum())
+
+
+def run_variant(model, rows, name: str, budget: int, steps: int, warmup: int) -> dict:
+    import torch
+
+    from training.loop import make_optimizer, to_device
+    from training.sft import causal_lm_loss_sum
+
+    batching, n_rows, accum, attn, full = VARIANTS[name]
+    budget = budget * 2 if name.endswith("_2x") else budget
+    model.set_attn_implementation(attn)
+    loss_fn = full_logits_loss_sum if full else causal_lm_loss_sum
+    optimizer, opt_name = make_optimizer(model, 2e-4, 0.0)
+    # FlexAttention is compiled: a fixed flat length (one filler sequence) avoids a recompile per step
+    batches = micro_batches(rows, batching, n_rows, budget, seed=0, static=attn == "flex_attention")
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    tokens = trained = 0
+    losses = []
+    for step in range(warmup + steps):
+        if step == warmup:
+            torch.cuda.synchronize() if cuda else None
+            start, tokens, trained = time.perf_counter(), 0, 0
+        window = [to_device(next(batches)) for _ in range(accum)]
+        targets = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in window)
+        step_loss = 0.0
+        for b in window:
+            loss, _ = loss_fn(model, b)
+            (loss / max(targets, 1)).backward()
+            tokens += int(b["attention_mask"].sum()) if "attention_mask" in b else b["n_tokens"]
+            step_loss += float(loss) / max(targets, 1)
+        losses.append(step_loss)
+        trained += targets
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    torch.cuda.synchronize() if cuda else None
+    seconds = time.perf_counter() - start
+    from training.loop import peak_memory_gb
+
+    mem = peak_memory_gb()
+    del optimizer
+    gc.collect()
+    return {
+        "variant": name, "attn": attn, "full_logits": full, "optimizer": opt_name,
+        "micro_batch": f"{n_rows} rows" if n_rows else f"{budget} tokens", "grad_accum": accum,
+        "tokens_per_s": round(tokens / seconds, 1), "trained_tokens_per_s": round(trained / seconds, 1),
+        "peak_gpu_gb": mem.get("peak_gpu_gb"), "peak_rss_gb": mem["peak_rss_gb"], "timed_steps": steps,
+        "seconds": round(seconds, 2), "last_loss": round(losses[-1], 4),
+    }
+
+
+def bench_shape(shape: str, rows: list[dict], args) -> list[dict]:
+    import torch
+
+    from training.sft import add_lora, load_model
+
+    model_dir = random_model_dir(shape, Path(args.model_cache))
+    model = load_model(str(model_dir), "4bit", True, "sdpa", gradient_checkpointing=True)
+    if args.no_kbit_upcast:  # lever: keep non-quantised weights in bf16 instead of prepare_model_for_kbit_training's fp32
+        for p in model.parameters():
+            if p.dtype == torch.float32:
+                p.data = p.data.to(torch.bfloat16)
+
+    class Cfg:  # the LoRA options add_lora reads
+        lora_r, lora_alpha, lora_dropout, target_modules = 16, 32, 0.0, "all-linear"
+
+    model = add_lora(model, Cfg)
+    if args.compile:
+        model = torch.compile(model)
+    results = []
+    for name in args.variants:
+        try:
+            res = run_variant(model, rows, name, args.budget, args.steps, args.warmup)
+        except Exception as exc:  # one variant failing (e.g. out of memory) must not hide the others
+            res = {"variant": name, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        res["shape"] = shape
+        results.append(res)
+        print(json.dumps(res), flush=True)
+    del model
+    gc.collect()
+    return results
+
+
+def print_table(results: list[dict]) -> None:
+    print("\n| shape | variant | micro-batch | tokens/s | trained tok/s | peak GPU GB | peak RSS GB | x seed tok/s |")
+    print("|---|---|---|---|---|---|---|---|")
+    seed = {r["shape"]: r.get("tokens_per_s") for r in results if r["variant"] == "seed" and "error" not in r}
+    for r in results:
+        if "error" in r:
+            print(f"| {r['shape']} | {r['variant']} | failed: {r['error']} | | | | | |")
+            continue
+        ratio = f"{r['tokens_per_s'] / seed[r['shape']]:.2f}" if seed.get(r["shape"]) else "-"
+        print(f"| {r['shape']} | {r['variant']} | {r['micro_batch']} | {r['tokens_per_s']:,.0f} | "
+              f"{r['trained_tokens_per_s']:,.0f} | {r['peak_gpu_gb'] or '-'} | {r['peak_rss_gb']} | {ratio} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shape", action="append", choices=sorted(SHAPES), help="repeatable; default toy")
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--budget", type=int, default=8192, help="tokens per packed micro-batch")
+    ap.add_argument("--steps", type=int, default=10, help="timed optimizer steps per variant")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed optimizer steps first (compilation, allocator)")
+    ap.add_argument("--tokenizer", default="smollm2-135m")
+    ap.add_argument("--token-cache", default="out/bench_train/alpaca_tokens.json")
+    ap.add_argument("--model-cache", default=str(Path(tempfile.gettempdir()) / "dataprep-bench-models"))
+    ap.add_argument("--no-kbit-upcast", action="store_true", help="lever: bf16 instead of fp32 for non-quantised weights")
+    ap.add_argument("--compile", action="store_true", help="lever: torch.compile the model")
+    ap.add_argument("--json", default=None, help="also write the results to this file")
+    args = ap.parse_args()
+
+    import torch
+
+    rows = tokenized_rows(Path(args.token_cache), args.tokenizer)
+    lengths = [len(r["input_ids"]) for r in rows]
+    dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    print(f"{len(rows)} rows, mean {sum(lengths) / len(rows):.0f} tokens/row; device {dev}; torch {torch.__version__}")
+    results = []
+    for shape in args.shape or ["toy"]:
+        results += bench_shape(shape, rows, args)
+    print_table(results)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""`dataprep generate`: greedy generation with the training data's template, base vs tuned."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command(
+    "generate",
+    epilog="Example: dataprep generate out/adapter --prompt 'x plus 1' --compare-base",
+)
+@click.argument("model")
+@click.option("--prompt", "prompts", multiple=True, help="A prompt (repeatable).")
+@click.option("--prompts-file", type=click.File("r"), help="One prompt a line.")
+@click.option("--template", default=None, help="A template name (latex, alpaca, ...), a format string with {prompt}, `chat` or `raw` "
+              "[default: the template recorded in the adapter's manifest].")
+@click.option("--max-new-tokens", type=int, default=128, show_default=True)
+@click.option("--compare-base", is_flag=True, help="Also show the base model's output (MODEL must be an adapter).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of text.")
+def command(model, prompts, prompts_file, template, max_new_tokens, compare_base, as_json) -> None:
+    """Generate from MODEL (an adapter dir, a merged model dir or a model name) for each prompt."""
+    from dataprep.errors import DataprepError
+    from training.generate import generate
+
+    prompts = list(prompts) + ([line.rstrip("\n") for line in prompts_file if line.strip()] if prompts_file else [])
+    if not prompts:
+        raise DataprepError("no prompt given; pass --prompt TEXT or --prompts-file FILE")
+    for r in generate(model, prompts, template, max_new_tokens, compare_base):
+        if as_json:
+            click.echo(json.dumps(r, ensure_ascii=False))
+            continue
+        click.echo(f"### prompt\n{r['prompt']}")
+        if compare_base:
+            click.echo(f"--- base\n{r['base_output'].strip()}")
+        click.echo(f"--- tuned\n{r['output'].strip()}\n")

@@ -1,0 +1,18 @@
+"""`dataprep merge`: merge a LoRA adapter into its bf16 base and save a standalone model."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("merge", epilog="Example: dataprep merge out/adapter -o out/merged")
+@click.argument("adapter", type=click.Path(exists=True, file_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output model directory.")
+@click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default="bfloat16", show_default=True,
+              help="Precision of the base and the saved model (never 4-bit: merging into 4-bit rounds the adapter away).")
+def command(adapter, out, dtype) -> None:
+    """Merge ADAPTER (the output of `dataprep train`) into its base model and save it to OUT."""
+    from training.merge import merge_adapter
+
+    result = merge_adapter(adapter, out, dtype)
+    click.echo(f"merged {adapter} into its base ({result['params']:,} params, {dtype}); wrote {out}")

@@ -1,0 +1,95 @@
+"""Multi-label classification: a few steps on a tiny encoder, the saved model and thresholds
+reproduce the reported metrics, freezing and LoRA train what they should."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from dataprep.errors import DataprepError
+from tests.train_helpers import classify_rows, sft_rows, tiny_encoder, tiny_tokenizer, write_shards
+from training.classify import ClassifyConfig, train_classifier
+
+NAMES = ["a", "b", "c", "d"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cls")
+    tok = tiny_tokenizer()
+    return {
+        "model": tiny_encoder(d / "enc"),
+        "train": write_shards(d / "train", classify_rows(96, NAMES), "classify", tok, label_names=NAMES),
+        "test": write_shards(d / "test", classify_rows(32, NAMES, seed=1), "classify", tok, label_names=NAMES),
+        "tok": tok,
+    }
+
+
+def _config(tiny, **kw):
+    base = dict(model=str(tiny["model"]), micro_batch=16, lr=1e-2, max_steps=30, eval_steps=15, val_size=24,
+                test_shards=str(tiny["test"]), report_to="none", warmup_ratio=0.0)
+    return ClassifyConfig(**{**base, **kw})
+
+
+@pytest.mark.slow
+def test_classifier_learns_and_saved_model_reproduces_test_metrics(tiny, tmp_path):
+    import torch
+    from sklearn.metrics import f1_score, roc_auc_score
+    from transformers import AutoModelForSequenceClassification
+
+    from training.data import load_shards
+
+    out = tmp_path / "cls"
+    result = train_classifier(str(tiny["train"]), str(out), _config(tiny))
+    losses = [r["loss"] for r in result["train_loss"]]
+    assert np.mean(losses[-5:]) < losses[0] - 0.08, losses
+    assert result["eval_curve"][-1]["loss"] < result["eval_curve"][0]["loss"]
+
+    # reload what was saved and recompute the test metrics with scikit-learn
+    saved = json.loads((out / "thresholds.json").read_text())
+    assert saved["label_names"] == NAMES and saved["threshold"] == result["threshold"]
+    model = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    assert model.config.problem_type == "multi_label_classification"
+    assert [model.config.id2label[i] for i in range(4)] == NAMES
+    test, _ = load_shards(tiny["test"])
+    with torch.no_grad():
+        scores = np.concatenate([torch.sigmoid(model(input_ids=torch.tensor([r["input_ids"]])).logits).numpy()
+                                 for r in test])
+    y = np.array(test["labels"]).astype(int)
+    pred = (scores >= saved["threshold"]).astype(int)
+    assert result["test"]["f1_micro"] == pytest.approx(f1_score(y, pred, average="micro"), abs=1e-6)
+    assert result["test"]["f1_macro"] == pytest.approx(f1_score(y, pred, average="macro", zero_division=0), abs=1e-6)
+    assert result["test"]["roc_auc_micro"] == pytest.approx(roc_auc_score(y, scores, average="micro"), abs=1e-4)
+    assert result["test"]["subset_accuracy"] == pytest.approx(float((pred == y).all(1).mean()), abs=1e-6)
+    assert result["test"]["rows"] == 32
+    assert result["test"]["roc_auc_micro"] > 0.6  # learned something beyond chance
+
+
+@pytest.mark.slow
+def test_freeze_layers_and_lora_train_only_what_they_should(tiny):
+    from training.classify import setup_model
+
+    cfg = _config(tiny, freeze_layers=1)
+    model, trainable, total = setup_model(str(tiny["model"]), NAMES, cfg)
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any(n.startswith("bert.encoder.layer.1.") for n in names)
+    assert not any(n.startswith(("bert.encoder.layer.0.", "bert.embeddings.")) for n in names)
+    assert {"classifier.weight", "classifier.bias"} <= names
+    lora, lora_trainable, _ = setup_model(str(tiny["model"]), NAMES, _config(tiny, lora=True))
+    lora_names = [n for n, p in lora.named_parameters() if p.requires_grad]
+    assert all("lora_" in n or "classifier" in n for n in lora_names), lora_names
+    assert lora_trainable < trainable < total
+
+
+def test_classify_errors_before_training(tiny, tmp_path):
+    sft = write_shards(tmp_path / "sft", sft_rows(4), "sft", tiny["tok"])
+    with pytest.raises(DataprepError, match=r"kind 'sft' \(task sft\) but --task is classify"):
+        train_classifier(str(sft), str(tmp_path / "o1"), _config(tiny))
+    other = write_shards(tmp_path / "other", classify_rows(8, ["x", "y"]), "classify", tiny["tok"], label_names=["x", "y"])
+    with pytest.raises(DataprepError, match="label names of .* differ"):
+        train_classifier(str(tiny["train"]), str(tmp_path / "o2"), _config(tiny, test_shards=str(other)))
+    with pytest.raises(DataprepError, match="exceeds the model's 2 layers"):
+        train_classifier(str(tiny["train"]), str(tmp_path / "o3"), _config(tiny, freeze_layers=5))
+    assert not any((tmp_path / f"o{i}").exists() for i in (1, 2, 3))

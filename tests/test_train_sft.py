@@ -1,0 +1,189 @@
+"""SFT: collators token by token, isolation of packed sequences, LoRA and QLoRA training runs,
+adapter save/reload/merge, and the errors raised before training starts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dataprep.cli import cli
+from dataprep.errors import DataprepError
+from tests.train_helpers import pack, sft_rows, tiny_causal_lm, tiny_tokenizer, write_shards
+from training.data import collate_flat, collate_padded
+
+I = -100  # noqa: E741
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny Llama with the tiny tokenizer, and packed / unpacked shards of the same rows."""
+    d = tmp_path_factory.mktemp("sft")
+    tok = tiny_tokenizer()
+    rows = sft_rows(48)
+    return {
+        "dir": d,
+        "model": tiny_causal_lm(d / "model"),
+        "tok": tok,
+        "rows": rows,
+        "unpacked": write_shards(d / "unpacked", rows, "sft", tok),
+        "packed": write_shards(d / "packed", pack(rows, 40), "sft", tok, packed=True, max_len=40),
+    }
+
+
+def test_collate_flat_restarts_positions_and_masks_sequence_starts():
+    rows = [
+        {"input_ids": [5, 6, 7, 8, 9], "labels": [6, 7, I, 8, 9], "position_ids": [0, 1, 2, 0, 1]},
+        {"input_ids": [10, 11], "labels": [I, 11], "position_ids": [0, 1]},
+    ]
+    batch = collate_flat(rows)
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9, 10, 11]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1, 0, 1]]
+    # the first token of every sequence is never a target (its label would be predicted across the boundary)
+    assert batch["labels"].tolist() == [[I, 7, I, I, 9, I, 11]]
+    assert "attention_mask" not in batch
+
+
+def test_collate_padded_pads_to_multiple_of_8():
+    batch = collate_padded([{"input_ids": [1, 2, 3], "labels": [I, 2, 3]}, {"input_ids": [4] * 9, "labels": [4] * 9}], 0)
+    assert batch["input_ids"].shape == (2, 16)
+    assert batch["input_ids"][0].tolist() == [1, 2, 3] + [0] * 13
+    assert batch["attention_mask"].sum(1).tolist() == [3, 9]
+    assert batch["labels"][0].tolist() == [I, 2, 3] + [I] * 13
+
+
+def _per_sequence_losses(model, input_ids, labels, position_ids, seq_lens):
+    """Summed next-token CE per sequence, from one forward over the (1, T) flattened row."""
+    with torch.no_grad():
+        logits = model(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits[0]
+    ce = torch.nn.functional.cross_entropy(logits[:-1], labels[0, 1:], reduction="none", ignore_index=I)
+    out, start = [], 0
+    for n in seq_lens:
+        out.append(float(ce[start : start + n - 1].sum()))
+        start += n
+    return out
+
+
+def test_packed_and_unpacked_batches_give_the_same_per_sequence_loss(tiny):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny["model"], attn_implementation="sdpa").eval()
+    rows = tiny["rows"][:5]
+    alone = []
+    for r in rows:
+        ids = torch.tensor([r["input_ids"]])
+        alone += _per_sequence_losses(model, ids, torch.tensor([r["labels"]]), torch.arange(ids.shape[1])[None], [ids.shape[1]])
+    flat = collate_flat(pack(rows, 1000))
+    lens = [len(r["input_ids"]) for r in rows]
+    packed = _per_sequence_losses(model, flat["input_ids"], flat["labels"], flat["position_ids"], lens)
+    assert packed == pytest.approx(alone, rel=1e-5, abs=1e-5)
+    # control: the same flattened row without restarting positions lets sequences see each other
+    leaky = _per_sequence_losses(model, flat["input_ids"], flat["labels"], torch.arange(sum(lens))[None], lens)
+    assert leaky[1:] != pytest.approx(alone[1:], rel=1e-3)
+
+
+def _train(tiny, shards, out, **kw):
+    from training.sft import SFTConfig, train_sft
+
+    cfg = SFTConfig(model=str(tiny["model"]), micro_batch=8, lr=5e-3, max_steps=12, eval_steps=6, val_size=8,
+                    report_to="none", lora_dropout=0.0, warmup_ratio=0.0, **kw)
+    return train_sft(str(tiny[shards]), str(out), cfg)
+
+
+def _assert_learned(metrics):
+    losses = [r["loss"] for r in metrics["train_loss"]]
+    assert sum(losses[-4:]) / 4 < losses[0] - 0.2, losses
+    assert metrics["eval_loss"][-1]["loss"] < metrics["eval_loss"][0]["loss"]
+    assert 0 < metrics["trainable_params"] < metrics["total_params"]
+    assert metrics["trained_tokens"] > 0 and metrics["trained_tokens_per_s"] > 0
+
+
+def _assert_merge_matches_adapter(adapter, tmp_path):
+    """The merged model (float32 base) computes the same logits as base + adapter."""
+    from transformers import AutoModelForCausalLM
+
+    from training.merge import load_adapter_model, merge_adapter
+
+    merge_adapter(adapter, tmp_path / "merged", dtype="float32")
+    peft_model, _, _ = load_adapter_model(adapter, "float32")
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    ids = torch.tensor([[7, 8, 9, 10, 11]])
+    with torch.no_grad():
+        assert torch.allclose(peft_model(input_ids=ids).logits, merged(input_ids=ids).logits, atol=1e-4)
+        # and the adapter did change the model
+        with peft_model.disable_adapter():
+            assert not torch.allclose(peft_model(input_ids=ids).logits, merged(input_ids=ids).logits, atol=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shards", ["packed", "unpacked"])
+def test_lora_sft_learns_saves_and_merges(tiny, tmp_path, shards):
+    out = tmp_path / "adapter"
+    metrics = _train(tiny, shards, out, gradient_checkpointing=False)
+    _assert_learned(metrics)
+    assert metrics["packed"] is (shards == "packed")
+    for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "metrics.json", "loss.png"):
+        assert (out / name).is_file(), name
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["task"] == "sft" and manifest["counts"]["in"] == {"packed": 14, "unpacked": 48}[shards]
+    _assert_merge_matches_adapter(out, tmp_path)
+    assert _train(tiny, shards, out, gradient_checkpointing=False).get("skipped") is True  # same inputs and options: nothing to redo
+
+
+@pytest.mark.slow
+def test_qlora_4bit_on_cpu_learns_saves_and_merges(tiny, tmp_path):
+    import bitsandbytes  # noqa: F401
+
+    out = tmp_path / "qlora"
+    metrics = _train(tiny, "packed", out, quant="4bit")
+    _assert_learned(metrics)
+    assert metrics["quant"] == "4bit" and metrics["bf16"] is True
+    _assert_merge_matches_adapter(out, tmp_path)
+
+
+def test_task_mismatch_fails_before_training(tiny, tmp_path, runner):
+    names = ["a", "b"]
+    write_shards(tmp_path / "cls", [{"input_ids": [1, 2], "labels": [1.0, 0.0]}], "classify", tiny["tok"], label_names=names)
+    result = runner.invoke(cli, ["train", str(tmp_path / "cls"), "--task", "sft", "--model", str(tiny["model"]),
+                                 "-o", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        f"Error: shards in {tmp_path / 'cls'} are of kind 'classify' (task classify) but --task is sft; "
+        "pass --task classify or tokenize the right data"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_tokenizer_mismatch_fails_before_training(tiny, tmp_path):
+    from transformers import AutoTokenizer
+
+    from training.sft import SFTConfig, train_sft
+
+    other = tiny_tokenizer()
+    other.add_tokens(["extra"])  # one more token: a different vocabulary
+    shards = write_shards(tmp_path / "sh", tiny["rows"][:4], "sft", other, tokenizer_name="other-tok")
+    with pytest.raises(DataprepError, match=r"differs from the one the shards were tokenized with \(other-tok") as exc:
+        train_sft(str(shards), str(tmp_path / "out"), SFTConfig(model=str(tiny["model"]), report_to="none"))
+    assert "\n" not in str(exc.value)
+    assert not (tmp_path / "out").exists()
+    assert AutoTokenizer.from_pretrained(tiny["model"]).vocab_size == other.vocab_size  # only the added token differs
+
+
+def test_4bit_without_bitsandbytes_fails_before_training(tiny, tmp_path, monkeypatch):
+    import importlib.util
+
+    from training.sft import SFTConfig, train_sft
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
+    with pytest.raises(DataprepError, match=r"^--quant 4bit needs bitsandbytes; pip install"):
+        train_sft(str(tiny["packed"]), str(tmp_path / "out"), SFTConfig(model=str(tiny["model"]), quant="4bit"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_collate_flat_pad_to_appends_an_untrained_filler_sequence():
+    batch = collate_flat([{"input_ids": [5, 6, 7], "labels": [I, 6, 7]}], pad_to=6, pad_token_id=0)
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 0, 0, 0]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1, 2]]
+    assert batch["labels"].tolist() == [[I, 6, 7, I, I, I]]

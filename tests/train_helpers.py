@@ -1,0 +1,130 @@
+"""Tiny offline fixtures for the training tests: a word-level tokenizer, tiny models from config,
+and token shards written exactly per the tokenize stage's output contract."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from dataprep.records import IGNORE_INDEX
+
+WORDS = [f"w{i}" for i in range(40)]
+SPECIAL = ["<pad>", "<eos>", "<bos>", "<unk>", "[CLS]", "[SEP]"]
+
+
+def tiny_tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(SPECIAL + WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>",
+        cls_token="[CLS]", sep_token="[SEP]",
+    )
+
+
+def tiny_causal_lm(path: Path, seed: int = 0) -> Path:
+    """A 2-layer Llama (hidden 64) with the tiny tokenizer, saved to `path`."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    tok = tiny_tokenizer()
+    cfg = LlamaConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256, pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, tie_word_embeddings=False,
+    )
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def tiny_encoder(path: Path, seed: int = 0) -> Path:
+    """A 2-layer BERT (hidden 64) with the tiny tokenizer, saved to `path`."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    tok = tiny_tokenizer()
+    cfg = BertConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=128, pad_token_id=tok.pad_token_id,
+    )
+    BertModel(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def sft_rows(n: int, seed: int = 0) -> list[dict]:
+    """Rows whose completion is the prompt's words shifted by one (w3 -> w4), then EOS: learnable."""
+    tok = tiny_tokenizer()
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        k = rng.randint(2, 6)
+        prompt = [rng.randrange(0, 39) for _ in range(k)]
+        p_ids = tok.convert_tokens_to_ids([WORDS[i] for i in prompt])
+        c_ids = tok.convert_tokens_to_ids([WORDS[i + 1] for i in prompt]) + [tok.eos_token_id]
+        rows.append({"input_ids": p_ids + c_ids, "labels": [IGNORE_INDEX] * len(p_ids) + c_ids})
+    return rows
+
+
+def pack(rows: list[dict], max_len: int) -> list[dict]:
+    """Greedy packing in order; position_ids restart at 0 per sequence."""
+    bins: list[list[dict]] = [[]]
+    for r in rows:
+        if sum(len(x["input_ids"]) for x in bins[-1]) + len(r["input_ids"]) > max_len:
+            bins.append([])
+        bins[-1].append(r)
+    out = []
+    for b in bins:
+        out.append({
+            "input_ids": [t for r in b for t in r["input_ids"]],
+            "labels": [t for r in b for t in r["labels"]],
+            "position_ids": [p for r in b for p in range(len(r["input_ids"]))],
+            "seq_lens": [len(r["input_ids"]) for r in b],
+        })
+    return out
+
+
+def write_shards(out: Path, rows: list[dict], kind: str, tokenizer, *, packed: bool = False, max_len: int = 64,
+                 label_names: list[str] | None = None, tokenizer_name: str = "tiny") -> Path:
+    """A `datasets` save_to_disk directory plus manifest.json, as `dataprep tokenize` writes them."""
+    from datasets import Dataset
+
+    from dataprep.models import tokenizer_fingerprint
+
+    cols = {k: [r[k] for r in rows] for k in rows[0]}
+    cols["length"] = [len(r["input_ids"]) for r in rows]
+    Dataset.from_dict(cols).save_to_disk(str(out))
+    manifest = {
+        "stage": "tokenize",
+        "kind": kind,
+        "tokenizer": {"name": tokenizer_name, "path": tokenizer_name, "fingerprint": tokenizer_fingerprint(tokenizer)},
+        "packed": packed,
+        "max_len": max_len,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "counts": {"in": len(rows), "out": len(rows), "rejected": 0, "rejected_by_reason": {}},
+    }
+    if label_names:
+        manifest["label_names"] = label_names
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+def classify_rows(n: int, label_names: list[str], seed: int = 0) -> list[dict]:
+    """Label j is on iff word w{j} occurs in the text: learnable by a tiny encoder."""
+    tok = tiny_tokenizer()
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        words = [rng.randrange(0, 8) for _ in range(rng.randint(2, 6))]
+        ids = [tok.cls_token_id] + tok.convert_tokens_to_ids([WORDS[w] for w in words]) + [tok.sep_token_id]
+        labels = [1.0 if j in words else 0.0 for j in range(len(label_names))]
+        rows.append({"input_ids": ids, "labels": labels})
+    return rows

@@ -1,0 +1,228 @@
+"""Multi-label text classification on `classify` shards: an encoder (default: the packaged MiniLM
+BERT) with `problem_type="multi_label_classification"` (BCE-with-logits on float multi-hot labels).
+
+The decision threshold (one global, or one per label) is tuned on the validation split and saved
+with the model in `thresholds.json`; test metrics use the tuned threshold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dataprep import io
+from dataprep.errors import DataprepError
+from training import data, metrics
+from training.loop import Logger, LoopConfig, device, peak_memory_gb, plot_losses, to_device, train_loop
+
+
+@dataclass(frozen=True)
+class ClassifyConfig(LoopConfig):
+    model: str = "minilm"
+    lr: float = 5e-5
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    eval_shards: str | None = None
+    test_shards: str | None = None
+    val_size: float = 0.1
+    per_label_threshold: bool = False
+    freeze_layers: int = -1  # N >= 0: train only the top N encoder layers (and the head); -1: train all
+    lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: str = "all-linear"
+
+
+def load_classifier(path: str, label_names: list[str]):
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path,
+        num_labels=len(label_names),
+        problem_type="multi_label_classification",
+        id2label=dict(enumerate(label_names)),
+        label2id={n: i for i, n in enumerate(label_names)},
+    )
+    return model.to(device())
+
+
+def encoder_layers(model) -> list:
+    """The encoder's transformer blocks (BERT-family `encoder.layer`, or `layers`)."""
+    base = model.base_model
+    for attr in ("encoder.layer", "layers", "transformer.layer", "encoder.layers"):
+        obj = base
+        for part in attr.split("."):
+            obj = getattr(obj, part, None)
+        if obj is not None:
+            return list(obj)
+    raise DataprepError(f"--freeze-layers: cannot find the encoder layers of {type(model).__name__}; drop the option")
+
+
+def freeze_layers(model, top_n: int) -> None:
+    """Freeze the embeddings and every encoder layer except the top `top_n`; the head stays trainable."""
+    layers = encoder_layers(model)
+    if top_n > len(layers):
+        raise DataprepError(f"--freeze-layers {top_n} exceeds the model's {len(layers)} layers; pass at most {len(layers)}")
+    for p in model.base_model.parameters():
+        p.requires_grad = False
+    for layer in layers[len(layers) - top_n :]:
+        for p in layer.parameters():
+            p.requires_grad = True
+    pooler = getattr(model.base_model, "pooler", None)
+    for p in pooler.parameters() if pooler is not None else []:
+        p.requires_grad = True
+
+
+def classify_loss_sum(model, batch: dict[str, Any]):
+    """(BCE summed over rows, rows): the model's mean BCE times the row count, so accumulation
+    normalises per row."""
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+    n = batch["labels"].shape[0]
+    return out.loss * n, n
+
+
+def predict_scores(model, batches: list) -> tuple[np.ndarray, np.ndarray, float]:
+    """(labels, sigmoid scores, mean BCE per row) over the batches."""
+    import torch
+
+    model.eval()
+    ys, ps, loss = [], [], 0.0
+    with torch.no_grad():
+        for batch in batches:
+            batch = to_device(batch)
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+            loss += float(out.loss) * batch["labels"].shape[0]
+            ys.append(batch["labels"].cpu().numpy())
+            ps.append(torch.sigmoid(out.logits.float()).cpu().numpy())
+    y = np.concatenate(ys)
+    return y, np.concatenate(ps), loss / max(len(y), 1)
+
+
+def make_batcher(dataset, pad: int, micro_batch: int):
+    lengths = dataset["length"] if "length" in dataset.column_names else [len(x) for x in dataset["input_ids"]]
+    rows = dataset.with_format(None)
+
+    def make(seed: int) -> list:
+        return [
+            data.collate_padded([rows[i] for i in idx], pad, float_labels=True)
+            for idx in data.batch_indices(lengths, micro_batch, seed, group_by_length=False)
+        ]
+
+    return make
+
+
+def _prepare(shards: str, cfg: ClassifyConfig):
+    from dataprep.models import load_tokenizer, resolve_model
+
+    dataset, manifest = data.load_shards(shards)
+    data.check_task(manifest, "classify", shards)
+    label_names = manifest.get("label_names")
+    if not label_names:
+        raise DataprepError(f"manifest of {shards} has no label_names; re-run `dataprep tokenize` on classify records")
+    model_path = resolve_model(cfg.model)
+    tokenizer = load_tokenizer(model_path)
+    data.check_tokenizer(manifest, tokenizer, cfg.model)
+    splits = {}
+    for name, path in (("eval", cfg.eval_shards), ("test", cfg.test_shards)):
+        if path:
+            ds, m = data.load_shards(path)
+            data.check_task(m, "classify", path)
+            if m.get("label_names") != label_names:
+                raise DataprepError(f"label names of {path} differ from those of {shards}; tokenize all splits together")
+            splits[name] = ds
+    if "eval" not in splits:
+        dataset, splits["eval"] = data.split_eval(dataset, cfg.val_size, cfg.seed)
+    if splits["eval"] is None:
+        raise DataprepError("classification needs a validation split to tune the threshold; pass --eval-shards or --val-size")
+    return dataset, splits, manifest, label_names, tokenizer, model_path
+
+
+def setup_model(model_path: str, label_names: list[str], cfg: ClassifyConfig):
+    model = load_classifier(model_path, label_names)
+    if cfg.freeze_layers >= 0:
+        freeze_layers(model, cfg.freeze_layers)
+    if cfg.lora:
+        from training.sft import add_lora
+
+        model = add_lora(model, cfg, task_type="SEQ_CLS")
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return model, trainable, total
+
+
+def train_classifier(shards: str, out: str, config: ClassifyConfig, force: bool = False) -> dict[str, Any]:
+    """Train a multi-label classifier on `shards`; tune the threshold on validation; write the
+    model, tokenizer, thresholds.json, metrics.json and loss.png to `out`. Returns the metrics."""
+    train_set, splits, manifest, label_names, tokenizer, model_path = _prepare(shards, config)
+    inputs = io.describe_inputs([p for p in (shards, config.eval_shards, config.test_shards) if p])
+    fp = io.stage_fingerprint("train", inputs, dataclasses.asdict(config))
+    if not force and (existing := io.current_manifest(out, fp)):
+        return {**existing.get("metrics", {}), "skipped": True}
+    model, trainable, total = setup_model(model_path, label_names, config)
+    pad = manifest.get("pad_token_id") or 0
+    make_train = make_batcher(train_set, pad, config.micro_batch)
+    split_batches = {k: make_batcher(v, pad, config.micro_batch * 2)(config.seed) for k, v in splits.items()}
+
+    def evaluate() -> dict[str, float]:
+        y, p, loss = predict_scores(model, split_batches["eval"])
+        return {"loss": loss, "f1_micro@0.5": metrics.multilabel_metrics(y, p, 0.5)["f1_micro"]}
+
+    timer = io.Timer()
+    with io.atomic_dir(out) as tmp:
+        logger = Logger(config.report_to, tmp / "runs", dataclasses.asdict(config))
+        with timer("train"):
+            hist = train_loop(model, make_train, classify_loss_sum, evaluate, config, logger)
+        logger.close()
+        with timer("evaluate"):
+            result = _final_metrics(model, split_batches, label_names, config.per_label_threshold)
+        result.update({
+            "train_loss": hist.train,
+            "eval_curve": hist.eval,
+            "steps": len(hist.train),
+            "train_seconds": round(hist.seconds, 3),
+            "rows_per_s": round(len(hist.train) * config.micro_batch * config.grad_accum / max(hist.seconds, 1e-9), 1),
+            "trainable_params": int(trainable),
+            "total_params": int(total),
+            "device": device(),
+            **peak_memory_gb(),
+        })
+        _save(model, tokenizer, tmp, label_names, result, config)
+        plot_losses(hist, tmp / "loss.png", f"multi-label {config.model}")
+        n = len(train_set) + (len(splits["eval"]) if not config.eval_shards else 0)
+        io.write_json(tmp / io.MANIFEST, io.make_manifest(
+            "train", fp, inputs, dataclasses.asdict(config), n, n, {}, timer.seconds,
+            task="classify", base_model=config.model, base_model_path=model_path, label_names=label_names,
+            metrics={k: v for k, v in result.items() if k not in ("train_loss", "eval_curve")},
+        ))
+    return result
+
+
+def _final_metrics(model, split_batches: dict, label_names: list[str], per_label: bool) -> dict[str, Any]:
+    """Tune the threshold on validation; metrics on validation (at 0.5 and tuned) and on test."""
+    y, p, _ = predict_scores(model, split_batches["eval"])
+    threshold = metrics.tune_threshold(y, p, per_label=per_label)
+    result: dict[str, Any] = {
+        "threshold": threshold.tolist() if isinstance(threshold, np.ndarray) else threshold,
+        "val@0.5": metrics.multilabel_metrics(y, p, 0.5, label_names),
+        "val": metrics.multilabel_metrics(y, p, threshold, label_names),
+    }
+    if "test" in split_batches:
+        yt, pt, _ = predict_scores(model, split_batches["test"])
+        result["test@0.5"] = metrics.multilabel_metrics(yt, pt, 0.5, label_names)
+        result["test"] = metrics.multilabel_metrics(yt, pt, threshold, label_names)
+    return result
+
+
+def _save(model, tokenizer, out, label_names: list[str], result: dict[str, Any], config: ClassifyConfig) -> None:
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    io.write_json(out / "thresholds.json", {
+        "label_names": label_names,
+        "per_label": config.per_label_threshold,
+        "threshold": result["threshold"],
+    })
+    io.write_json(out / "metrics.json", result)

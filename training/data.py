@@ -1,0 +1,163 @@
+"""Load the token shards `dataprep tokenize` writes, and batch them for training.
+
+Two collators:
+- `collate_flat` (packed shards, padding-free): the micro-batch is flattened into one row and
+  `position_ids` restart at 0 for every sequence. transformers derives a block-diagonal causal
+  mask from such position_ids (sdpa/eager on CPU, FlexAttention on CUDA), so packed sequences
+  never attend to each other. The first label of every sequence is set to -100 so the last
+  token of one sequence is never trained to predict the first token of the next.
+- `collate_padded` (unpacked shards): dynamic padding to the longest row, rounded up to a
+  multiple of 8, with a plain attention_mask.
+
+This package never imports polars; it reads shards with `datasets` and the manifest as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from dataprep.errors import DataprepError
+from dataprep.records import IGNORE_INDEX
+
+MANIFEST = "manifest.json"
+
+
+def load_shards(path: str | Path):
+    """(datasets.Dataset, manifest dict) from a tokenize output directory."""
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise DataprepError(f"{path} has no manifest.json; pass the output directory of `dataprep tokenize`")
+    manifest = json.loads(manifest_path.read_text())
+    from datasets import load_from_disk
+
+    try:
+        dataset = load_from_disk(str(path))
+    except Exception as exc:  # datasets raises several types for a directory it cannot read
+        raise DataprepError(f"cannot read token shards from {path}: {str(exc).splitlines()[0]}") from None
+    missing = {"input_ids", "labels"} - set(dataset.column_names)
+    if missing:
+        raise DataprepError(f"shards in {path} lack column(s) {sorted(missing)}; re-run `dataprep tokenize`")
+    return dataset, manifest
+
+
+def check_task(manifest: dict[str, Any], task: str, path: str | Path) -> None:
+    """Fail early when the shards were tokenized for another task."""
+    kind = manifest.get("kind")
+    shard_task = "classify" if kind == "classify" else "sft"
+    if kind is None:
+        raise DataprepError(f"manifest of {path} has no `kind`; re-run `dataprep tokenize`")
+    if shard_task != task:
+        raise DataprepError(
+            f"shards in {path} are of kind {kind!r} (task {shard_task}) but --task is {task}; "
+            f"pass --task {shard_task} or tokenize the right data"
+        )
+
+
+def check_tokenizer(manifest: dict[str, Any], tokenizer, model_name: str) -> None:
+    """Fail early when the model's tokenizer is not the one the shards were tokenized with."""
+    from dataprep.models import tokenizer_fingerprint
+
+    expected = (manifest.get("tokenizer") or {}).get("fingerprint")
+    actual = tokenizer_fingerprint(tokenizer)
+    if expected and expected != actual:
+        shard_tok = (manifest.get("tokenizer") or {}).get("name", "?")
+        raise DataprepError(
+            f"tokenizer of {model_name} (fingerprint {actual}) differs from the one the shards were tokenized with "
+            f"({shard_tok}, {expected}); pass --model {shard_tok} or re-tokenize with this model"
+        )
+
+
+def split_eval(dataset, val_size: float, seed: int):
+    """(train, eval) where eval holds `val_size` (a fraction < 1 or a row count) of the rows."""
+    if not val_size:
+        return dataset, None
+    n_eval = int(val_size) if val_size >= 1 else max(1, round(len(dataset) * val_size))
+    if n_eval >= len(dataset):
+        raise DataprepError(f"--val-size {val_size} leaves no training rows out of {len(dataset)}; use a smaller value")
+    parts = dataset.train_test_split(test_size=n_eval, seed=seed, shuffle=True)
+    return parts["train"], parts["test"]
+
+
+def batch_indices(lengths: list[int], micro_batch: int, seed: int, group_by_length: bool) -> list[list[int]]:
+    """Shuffled micro-batches of row indices; grouped by length, rows of similar length share a batch
+    (less padding) while the order of batches stays random."""
+    rng = random.Random(seed)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    if group_by_length:
+        # sort within mega-batches of 50 micro-batches, as transformers' LengthGroupedSampler does
+        mega = micro_batch * 50
+        order = [i for s in range(0, len(order), mega) for i in sorted(order[s : s + mega], key=lambda i: -lengths[i])]
+    batches = [order[i : i + micro_batch] for i in range(0, len(order), micro_batch)]
+    if group_by_length:
+        rng.shuffle(batches)
+    return batches
+
+
+def _row_positions(row: dict[str, Any]) -> list[int]:
+    return row["position_ids"] if row.get("position_ids") is not None else list(range(len(row["input_ids"])))
+
+
+def collate_flat(rows: list[dict[str, Any]], pad_to: int | None = None, pad_token_id: int = 0) -> dict[str, Any]:
+    """Padding-free batch: every row concatenated into one row of shape (1, total tokens).
+
+    `pad_to` appends one filler sequence (its own positions, no labels) up to that length, so a
+    compiled kernel (FlexAttention, torch.compile) sees one static shape instead of recompiling.
+    """
+    import torch
+
+    input_ids, labels, positions = [], [], []
+    for row in rows:
+        pos = _row_positions(row)
+        lab = list(row["labels"])
+        for i, p in enumerate(pos):
+            if p == 0:
+                lab[i] = IGNORE_INDEX  # a sequence start is never a prediction target
+        input_ids += row["input_ids"]
+        labels += lab
+        positions += pos
+    if pad_to and len(input_ids) < pad_to:
+        fill = pad_to - len(input_ids)
+        input_ids += [pad_token_id] * fill
+        labels += [IGNORE_INDEX] * fill
+        positions += list(range(fill))
+    return {
+        "input_ids": torch.tensor([input_ids], dtype=torch.long),
+        "labels": torch.tensor([labels], dtype=torch.long),
+        "position_ids": torch.tensor([positions], dtype=torch.long),
+    }
+
+
+def collate_padded(rows: list[dict[str, Any]], pad_token_id: int, multiple: int = 8, float_labels: bool = False):
+    """Dynamic padding to the longest row (rounded up to `multiple`), with an attention mask.
+
+    `float_labels` is for classification: labels are one multi-hot vector per row, not per token.
+    """
+    import torch
+
+    longest = max(len(r["input_ids"]) for r in rows)
+    width = -(-longest // multiple) * multiple if multiple else longest
+    ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        n = len(r["input_ids"])
+        ids[i, :n] = torch.tensor(r["input_ids"], dtype=torch.long)
+        mask[i, :n] = 1
+    batch = {"input_ids": ids, "attention_mask": mask}
+    if float_labels:
+        batch["labels"] = torch.tensor([r["labels"] for r in rows], dtype=torch.float32)
+        return batch
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    for i, r in enumerate(rows):
+        labels[i, : len(r["labels"])] = torch.tensor(r["labels"], dtype=torch.long)
+    batch["labels"] = labels
+    return batch
+
+
+def trained_tokens(batch: dict[str, Any]) -> int:
+    """Tokens that contribute to the loss (a label at the next position)."""
+    return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())

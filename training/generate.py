@@ -1,0 +1,96 @@
+"""Generate from a tuned model (a merged model or an adapter) with the prompt template the
+training data used, optionally next to the base model's output for the same prompt.
+
+Template resolution: an explicit `template`; else the one recorded in the train/tokenize
+manifest. A template is a registered name (`latex`, `alpaca`, `ko-alpaca`), a format string
+with `{prompt}` (or `{instruction}`), `chat` (the tokenizer's chat template, the prompt as one
+user turn) or `raw` (the prompt as is).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dataprep import io
+from dataprep.errors import DataprepError
+
+
+def render(prompt: str, template, tokenizer) -> str:
+    """`prompt` rendered with `template`: raw/None, `chat`, a registered template name (`latex`,
+    `alpaca`, ...), a template config dict from a manifest, or a format string with `{prompt}`
+    or `{instruction}`."""
+    if not template or template == "raw":
+        return prompt
+    if template == "chat":
+        if not tokenizer.chat_template:
+            raise DataprepError("--template chat: this tokenizer has no chat template; pass a format string with {prompt}")
+        messages = [{"role": "user", "content": prompt}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if isinstance(template, dict):
+        template = template.get("without_input") or template.get("name")
+    from dataprep.templates import TEMPLATES
+
+    if template in TEMPLATES:
+        template = TEMPLATES[template].without_input
+    if "{prompt}" not in template and "{instruction}" not in template:
+        raise DataprepError(
+            f"--template {template!r} is not chat, raw, a template name ({', '.join(TEMPLATES)}) "
+            "or a format string with {prompt}"
+        )
+    return template.replace("{prompt}", prompt).replace("{instruction}", prompt).replace("{input}", "")
+
+
+def load_for_generation(path: str | Path):
+    """(model, tokenizer, manifest, is_adapter) from an adapter dir, a merged model dir or a model name."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from dataprep.models import resolve_model
+    from training.loop import device
+
+    dtype = "bfloat16" if device() == "cuda" else "float32"
+    if (Path(path) / "adapter_config.json").is_file():
+        from training.merge import load_adapter_model
+
+        model, tok, manifest = load_adapter_model(path, dtype)
+        return model.to(device()).eval(), tok, manifest, True
+    local = resolve_model(str(path))
+    model = AutoModelForCausalLM.from_pretrained(local, dtype=getattr(torch, dtype)).to(device()).eval()
+    return model, AutoTokenizer.from_pretrained(local), io.read_manifest(local) or {}, False
+
+
+def _generate(model, tokenizer, texts: list[str], max_new_tokens: int) -> list[str]:
+    import torch
+
+    tokenizer.padding_side = "left"  # decoder-only batch generation continues from the right edge
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    return tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def generate(path: str | Path, prompts: list[str], template: str | None = None, max_new_tokens: int = 128,
+             compare_base: bool = False, batch_size: int = 8, model=None) -> list[dict[str, Any]]:
+    """For each prompt: {prompt, rendered, output[, base_output]} (greedy decoding).
+
+    `model` may pass an already loaded (model, tokenizer, manifest, is_adapter) tuple.
+    """
+    model, tokenizer, manifest, is_adapter = model or load_for_generation(path)
+    template = template or manifest.get("template")
+    if compare_base and not is_adapter:
+        raise DataprepError("--compare-base needs an adapter directory (the output of `dataprep train`), not a merged model")
+    rendered = [render(p, template, tokenizer) for p in prompts]
+    results = [{"prompt": p, "rendered": r} for p, r in zip(prompts, rendered, strict=True)]
+    for start in range(0, len(rendered), batch_size):
+        chunk = rendered[start : start + batch_size]
+        for res, text in zip(results[start:], _generate(model, tokenizer, chunk, max_new_tokens), strict=False):
+            res["output"] = text
+        if compare_base:
+            with model.disable_adapter():
+                for res, text in zip(results[start:], _generate(model, tokenizer, chunk, max_new_tokens), strict=False):
+                    res["base_output"] = text
+    return results

@@ -1,0 +1,207 @@
+"""The training loop shared by SFT and classification: accumulation, schedule, eval, logging.
+
+Plain functions rather than a Trainer subclass, so that the padding-free batches and the
+loss over trained tokens only stay visible in a few lines.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dataprep.errors import DataprepError
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """What every training run shares."""
+
+    micro_batch: int = 8
+    grad_accum: int = 1
+    lr: float = 2e-4
+    scheduler: str = "cosine"
+    warmup_ratio: float = 0.03
+    epochs: float = 1.0
+    max_steps: int = -1
+    eval_steps: int = 50
+    seed: int = 42
+    report_to: str = "tensorboard"  # tensorboard | wandb | none
+    weight_decay: float = 0.0
+
+
+@dataclass
+class History:
+    train: list[dict[str, float]] = field(default_factory=list)
+    eval: list[dict[str, float]] = field(default_factory=list)
+    tokens: int = 0
+    trained_tokens: int = 0
+    seconds: float = 0.0
+
+
+def device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def make_optimizer(model, lr: float, weight_decay: float):
+    """paged 8-bit AdamW on CUDA (QLoRA's recipe), plain AdamW elsewhere."""
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if device() == "cuda":
+        try:
+            import bitsandbytes as bnb
+
+            return bnb.optim.PagedAdamW8bit(params, lr=lr, weight_decay=weight_decay), "paged_adamw_8bit"
+        except ImportError:
+            pass
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay), "adamw_torch"
+
+
+def total_steps(n_batches: int, cfg: LoopConfig) -> int:
+    if cfg.max_steps > 0:
+        return cfg.max_steps
+    return max(1, math.ceil(n_batches * cfg.epochs / cfg.grad_accum))
+
+
+class Logger:
+    """TensorBoard by default, W&B when asked, or nothing."""
+
+    def __init__(self, report_to: str, log_dir: Path, run_config: dict[str, Any]):
+        self.tb = self.wandb = None
+        if report_to == "tensorboard":
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(log_dir=str(log_dir))
+        elif report_to == "wandb":
+            try:
+                import wandb
+            except ImportError:
+                raise DataprepError("--report-to wandb needs the wandb package; pip install wandb") from None
+            self.wandb = wandb.init(config=run_config, dir=str(log_dir))
+        elif report_to != "none":
+            raise DataprepError(f"--report-to {report_to!r} is not one of tensorboard, wandb, none")
+
+    def log(self, values: dict[str, float], step: int) -> None:
+        if self.tb:
+            for k, v in values.items():
+                self.tb.add_scalar(k, v, step)
+        if self.wandb:
+            self.wandb.log(values, step=step)
+
+    def close(self) -> None:
+        if self.tb:
+            self.tb.close()
+        if self.wandb:
+            self.wandb.finish()
+
+
+def peak_memory_gb() -> dict[str, float]:
+    """Peak GPU memory allocated by torch (CUDA) and the process's peak resident memory."""
+    import torch
+
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = {"peak_rss_gb": round(rss_kb / (1 << 20) if sys.platform != "darwin" else rss_kb / (1 << 30), 3)}
+    if torch.cuda.is_available():
+        out["peak_gpu_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 3)
+    return out
+
+
+def epoch_batches(make_batches: Callable[[int], list], cfg: LoopConfig) -> Iterator[Any]:
+    """Micro-batches epoch after epoch (reshuffled with seed + epoch) until the caller stops."""
+    epoch = 0
+    while True:
+        yield from make_batches(cfg.seed + epoch)
+        epoch += 1
+
+
+def train_loop(
+    model,
+    make_batches: Callable[[int], list],
+    loss_sum: Callable[[Any, dict], tuple[Any, int]],
+    evaluate: Callable[[], dict[str, float]] | None,
+    cfg: LoopConfig,
+    logger: Logger,
+) -> History:
+    """Run `total_steps` optimizer steps. `loss_sum(model, batch)` -> (summed loss, #targets);
+    the loss of one step is normalised by the targets of all its micro-batches."""
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import get_scheduler
+
+    torch.manual_seed(cfg.seed)
+    n_batches = len(make_batches(cfg.seed))
+    steps = total_steps(n_batches, cfg)
+    optimizer, _ = make_optimizer(model, cfg.lr, cfg.weight_decay)
+    scheduler = get_scheduler(cfg.scheduler, optimizer, int(cfg.warmup_ratio * steps), steps)
+    hist = History()
+    if evaluate:
+        hist.eval.append({"step": 0, **evaluate()})
+    batches = epoch_batches(make_batches, cfg)
+    model.train()
+    start = time.perf_counter()
+    for step in tqdm(range(1, steps + 1), desc="train", unit="step", disable=None):
+        window = [to_device(next(batches)) for _ in range(cfg.grad_accum)]
+        targets = sum(count_targets(b) for b in window)
+        step_loss = 0.0
+        for batch in window:
+            loss, _ = loss_sum(model, batch)
+            (loss / max(targets, 1)).backward()
+            step_loss += float(loss.detach())
+            hist.tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+        hist.trained_tokens += targets
+        grad_norm = float(torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0))
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        row = {"step": step, "loss": step_loss / max(targets, 1), "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm}
+        hist.train.append(row)
+        logger.log({"train/loss": row["loss"], "train/lr": row["lr"]}, step)
+        if evaluate and (step % cfg.eval_steps == 0 or step == steps):
+            hist.seconds += time.perf_counter() - start
+            hist.eval.append({"step": step, **evaluate()})
+            logger.log({f"eval/{k}": v for k, v in hist.eval[-1].items() if k != "step"}, step)
+            model.train()
+            start = time.perf_counter()
+    hist.seconds += time.perf_counter() - start
+    return hist
+
+
+def count_targets(batch: dict[str, Any]) -> int:
+    labels = batch["labels"]
+    if labels.is_floating_point():  # classification: one target per row
+        return labels.shape[0]
+    return int((labels[:, 1:] != -100).sum())
+
+
+def to_device(batch: dict[str, Any]) -> dict[str, Any]:
+    dev = device()
+    return {k: v.to(dev) if hasattr(v, "to") else v for k, v in batch.items()}
+
+
+def plot_losses(hist: History, path: Path, title: str) -> None:
+    """loss.png: training loss per step and eval loss at each eval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([r["step"] for r in hist.train], [r["loss"] for r in hist.train], label="train loss", lw=1)
+    evals = [r for r in hist.eval if "loss" in r]
+    if evals:
+        ax.plot([r["step"] for r in evals], [r["loss"] for r in evals], "o-", label="eval loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,250 @@
+"""LoRA / QLoRA supervised fine-tuning on the shards of `dataprep tokenize`.
+
+QLoRA (`quant="4bit"`, the default on CUDA): NF4 with double quantisation, bf16 compute and
+bf16 quant storage, `prepare_model_for_kbit_training`, non-reentrant gradient checkpointing,
+paged 8-bit AdamW on CUDA. Packed shards train padding-free (see training/data.py). The loss
+projects only the hidden states of trained positions onto the vocabulary, so no
+full-vocabulary logits are ever built.
+
+Outputs in OUT: the adapter and tokenizer, metrics.json, loss.png, manifest.json, runs/ (TensorBoard).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from dataclasses import dataclass
+from typing import Any
+
+from dataprep import io
+from dataprep.errors import DataprepError
+from dataprep.records import IGNORE_INDEX
+from training import data
+from training.loop import Logger, LoopConfig, device, peak_memory_gb, plot_losses, train_loop
+
+
+@dataclass(frozen=True)
+class SFTConfig(LoopConfig):
+    model: str = "smollm2-135m"
+    quant: str = "auto"  # auto (4bit on CUDA, none elsewhere) | 4bit | none
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: str = "all-linear"  # or comma-separated module names
+    eval_shards: str | None = None
+    val_size: float = 0.0
+    group_by_length: bool = False
+    gradient_checkpointing: bool = True
+    bf16: str = "auto"  # auto (where supported) | yes | no
+    attn_implementation: str = "auto"  # auto: flex_attention for packed shards on CUDA, else sdpa
+
+
+def resolved_quant(cfg: SFTConfig) -> str:
+    quant = ("4bit" if device() == "cuda" else "none") if cfg.quant == "auto" else cfg.quant
+    if quant not in ("4bit", "none"):
+        raise DataprepError(f"--quant {quant!r} is not one of 4bit, none, auto")
+    if quant == "4bit" and importlib.util.find_spec("bitsandbytes") is None:
+        raise DataprepError("--quant 4bit needs bitsandbytes; pip install 'bitsandbytes>=0.45' or pass --quant none")
+    return quant
+
+
+def use_bf16(cfg: SFTConfig, quant: str) -> bool:
+    import torch
+
+    if cfg.bf16 in ("yes", "no"):
+        return cfg.bf16 == "yes"
+    return quant == "4bit" or (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+def attn_implementation(cfg: SFTConfig, packed: bool) -> str:
+    if cfg.attn_implementation != "auto":
+        return cfg.attn_implementation
+    return "flex_attention" if packed and device() == "cuda" else "sdpa"
+
+
+def load_model(path: str, quant: str, bf16: bool, attn: str, gradient_checkpointing: bool):
+    """The base causal LM, 4-bit quantised and prepared for k-bit training when asked."""
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": attn}
+    if quant == "4bit":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_quant_storage=torch.bfloat16,
+        )
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if device() == "cuda" and quant != "4bit":
+        model.to("cuda")
+    model.config.use_cache = False
+    gc_kwargs = {"use_reentrant": False}
+    if quant == "4bit":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=gradient_checkpointing, gradient_checkpointing_kwargs=gc_kwargs
+        )
+    elif gradient_checkpointing:
+        if hasattr(model, "activation_checkpointing_enable"):  # the newer name in transformers 5
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=gc_kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
+        model.enable_input_require_grads()
+    return model
+
+
+def add_lora(model, cfg: SFTConfig, task_type: str = "CAUSAL_LM", modules_to_save: list[str] | None = None):
+    from peft import LoraConfig, get_peft_model
+
+    targets: Any = cfg.target_modules if cfg.target_modules == "all-linear" else cfg.target_modules.split(",")
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=targets,
+        task_type=task_type,
+        modules_to_save=modules_to_save,
+    )
+    return get_peft_model(model, lora)
+
+
+def causal_lm_loss_sum(model, batch: dict[str, Any]):
+    """(summed cross-entropy over trained tokens, their count).
+
+    Only positions whose next label is trained reach the LM head (`logits_to_keep` as a boolean
+    mask), which avoids the (tokens x vocabulary) fp32 logits of a full forward.
+    """
+    import torch
+
+    labels = batch["labels"]
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    targets = labels[:, 1:][keep[:, :-1]]
+    inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids")}
+    # use_cache=False: with a cache, transformers skips detecting packed sequences from position_ids
+    logits = model(**inputs, logits_to_keep=keep, use_cache=False).logits
+    logits = logits.reshape(-1, logits.shape[-1])
+    loss = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
+    return loss, int(targets.numel())
+
+
+def make_batcher(dataset, manifest: dict[str, Any], micro_batch: int, group_by_length: bool):
+    """seed -> list of collated micro-batches (padding-free for packed shards, padded otherwise)."""
+    lengths = dataset["length"] if "length" in dataset.column_names else [len(x) for x in dataset["input_ids"]]
+    rows = dataset.with_format(None)
+    pad = manifest.get("pad_token_id")
+    pad = 0 if pad is None else pad
+
+    def make(seed: int) -> list:
+        out = []
+        for idx in data.batch_indices(lengths, micro_batch, seed, group_by_length):
+            chunk = [rows[i] for i in idx]
+            out.append(data.collate_flat(chunk) if manifest.get("packed") else data.collate_padded(chunk, pad))
+        return out
+
+    return make
+
+
+def eval_loss(model, batches: list) -> dict[str, float]:
+    """Mean cross-entropy per trained token over the eval batches."""
+    import torch
+
+    from training.loop import to_device
+
+    model.eval()
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for batch in batches:
+            loss, count = causal_lm_loss_sum(model, to_device(batch))
+            total, n = total + float(loss), n + count
+    return {"loss": total / max(n, 1), "tokens": n}
+
+
+def _prepare(shards: str, cfg: SFTConfig):
+    """Everything checked before any model loads: shards, task, tokenizer, eval split, quant."""
+    from dataprep.models import load_tokenizer, resolve_model
+
+    dataset, manifest = data.load_shards(shards)
+    data.check_task(manifest, "sft", shards)
+    quant = resolved_quant(cfg)
+    model_path = resolve_model(cfg.model)
+    tokenizer = load_tokenizer(model_path)
+    data.check_tokenizer(manifest, tokenizer, cfg.model)
+    if cfg.eval_shards:
+        eval_set, eval_manifest = data.load_shards(cfg.eval_shards)
+        data.check_task(eval_manifest, "sft", cfg.eval_shards)
+        train_set = dataset
+    else:
+        train_set, eval_set = data.split_eval(dataset, cfg.val_size, cfg.seed)
+    return train_set, eval_set, manifest, tokenizer, model_path, quant
+
+
+def train_sft(shards: str, out: str, config: SFTConfig, force: bool = False) -> dict[str, Any]:
+    """Fine-tune `config.model` with LoRA (or QLoRA) on the shards; write the adapter to `out`.
+
+    Returns the metrics dict (also in OUT/metrics.json), with `skipped: True` when an up-to-date
+    output already exists and `force` is false.
+    """
+    train_set, eval_set, manifest, tokenizer, model_path, quant = _prepare(shards, config)
+    inputs = io.describe_inputs([p for p in (shards, config.eval_shards) if p])
+    fp = io.stage_fingerprint("train", inputs, {**dataclasses.asdict(config), "quant": quant})
+    if not force and (existing := io.current_manifest(out, fp)):
+        return {**existing.get("metrics", {}), "skipped": True}
+    bf16 = use_bf16(config, quant)
+    attn = attn_implementation(config, bool(manifest.get("packed")))
+    model = load_model(model_path, quant, bf16, attn, config.gradient_checkpointing)
+    model = add_lora(model, config)
+    trainable, total = model.get_nb_trainable_parameters()
+    make_train = make_batcher(train_set, manifest, config.micro_batch, config.group_by_length)
+    eval_batches = make_batcher(eval_set, manifest, config.micro_batch, False)(config.seed) if eval_set else None
+    timer = io.Timer()
+    with io.atomic_dir(out) as tmp:
+        logger = Logger(config.report_to, tmp / "runs", dataclasses.asdict(config))
+        with timer("train"):
+            hist = train_loop(
+                model, make_train, causal_lm_loss_sum, (lambda: eval_loss(model, eval_batches)) if eval_batches else None,
+                config, logger,
+            )
+        logger.close()
+        metrics = {
+            "train_loss": hist.train,
+            "eval_loss": hist.eval,
+            "steps": len(hist.train),
+            "tokens": hist.tokens,
+            "trained_tokens": hist.trained_tokens,
+            "train_seconds": round(hist.seconds, 3),
+            "tokens_per_s": round(hist.tokens / max(hist.seconds, 1e-9), 1),
+            "trained_tokens_per_s": round(hist.trained_tokens / max(hist.seconds, 1e-9), 1),
+            "trainable_params": int(trainable),
+            "total_params": int(total),
+            "quant": quant,
+            "bf16": bf16,
+            "attn_implementation": attn,
+            "packed": bool(manifest.get("packed")),
+            "device": device(),
+            **peak_memory_gb(),
+        }
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        io.write_json(tmp / "metrics.json", metrics)
+        plot_losses(hist, tmp / "loss.png", f"SFT {config.model} ({'QLoRA' if quant == '4bit' else 'LoRA'} r{config.lora_r})")
+        n = len(train_set) + (len(eval_set) if eval_set is not None and not config.eval_shards else 0)
+        io.write_json(
+            tmp / io.MANIFEST,
+            io.make_manifest(
+                "train", fp, inputs, {**dataclasses.asdict(config), "quant": quant}, n, n, {}, timer.seconds,
+                task="sft", base_model=config.model, base_model_path=model_path, kind=manifest.get("kind"),
+                template=manifest.get("template"), shards_manifest=_shards_summary(manifest),
+                metrics={k: v for k, v in metrics.items() if k not in ("train_loss", "eval_loss")},
+            ),
+        )
+    return metrics
+
+
+def _shards_summary(manifest: dict[str, Any]) -> dict[str, Any]:
+    keys = ("kind", "tokenizer", "packed", "max_len", "pad_token_id", "eos_token_id", "template", "fingerprint")
+    return {k: manifest.get(k) for k in keys if k in manifest}
