@@ -665,6 +665,20 @@ def convert(sources: list[str], out: str, *, kind: str = "sft", template: str | 
 
 
 @dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
+class ReaderOptions:
+    """Options for reading sources (see io.read_table); a recipe's convert section may set them."""
+
+    delimiter: str | None = None
+    encoding: str | None = None
+    has_header: bool = True
+    quote_char: str | None = "auto"
+    split: str | None = None
+
+
+convert.config_class = ReaderOptions  # recipe schema for **reader_options (dataprep.recipe)
+
+
 class _Summary:
     """What the batches add up to: row counts, rejects, text lengths, label frequencies."""
 

@@ -246,6 +246,9 @@ def dedupe(path: str | Path, out: str | Path, *, force: bool = False, cache: boo
                          fp=fp, kind=kind, fields=fields, manifest_in=manifest_in, timer=timer)
 
 
+dedupe.config_class = DedupeConfig  # recipe schema for **options (dataprep.recipe)
+
+
 def _config(options: dict[str, Any]) -> DedupeConfig:
     unknown = set(options) - set(DedupeConfig.__dataclass_fields__)
     if unknown:
