@@ -664,7 +664,6 @@ def convert(sources: list[str], out: str, *, kind: str = "sft", template: str | 
     return manifest
 
 
-@dataclasses.dataclass
 @dataclasses.dataclass(frozen=True)
 class ReaderOptions:
     """Options for reading sources (see io.read_table); a recipe's convert section may set them."""
@@ -679,6 +678,7 @@ class ReaderOptions:
 convert.config_class = ReaderOptions  # recipe schema for **reader_options (dataprep.recipe)
 
 
+@dataclasses.dataclass
 class _Summary:
     """What the batches add up to: row counts, rejects, text lengths, label frequencies."""
 
