@@ -45,6 +45,9 @@ test-fast: setup
 ## CPU benchmarks, each side by side with its baseline; results go in benchmarks/RESULTS.md
 bench: $(BENCH_STAMP)
 	$(PY) benchmarks/bench_convert.py
+	$(PY) benchmarks/bench_dedupe.py --embed-rows 2000
+	$(PY) benchmarks/bench_tokenize.py
+	$(PY) benchmarks/bench_packing.py
 
 lint: setup
 	$(PY) -m ruff check dataprep training tests benchmarks

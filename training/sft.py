@@ -115,8 +115,9 @@ def add_lora(model, cfg: SFTConfig, task_type: str = "CAUSAL_LM", modules_to_sav
 def causal_lm_loss_sum(model, batch: dict[str, Any]):
     """(summed cross-entropy over trained tokens, their count).
 
-    Only positions whose next label is trained reach the LM head (`logits_to_keep` as a boolean
-    mask), which avoids the (tokens x vocabulary) fp32 logits of a full forward.
+    Only positions whose next label is trained reach the LM head, which avoids the
+    (tokens x vocabulary) fp32 logits of a full forward. The backbone and the head are called
+    separately (not `logits_to_keep=mask`, which transformers before 5.2x only takes as an int).
     """
     import torch
 
@@ -125,9 +126,11 @@ def causal_lm_loss_sum(model, batch: dict[str, Any]):
     keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
     targets = labels[:, 1:][keep[:, :-1]]
     inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids")}
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone = getattr(base, base.base_model_prefix)
     # use_cache=False: with a cache, transformers skips detecting packed sequences from position_ids
-    logits = model(**inputs, logits_to_keep=keep, use_cache=False).logits
-    logits = logits.reshape(-1, logits.shape[-1])
+    hidden = backbone(**inputs, use_cache=False).last_hidden_state
+    logits = base.get_output_embeddings()(hidden[keep])
     loss = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
     return loss, int(targets.numel())
 

@@ -1,0 +1,33 @@
+"""`dataprep inspect SHARDS --row N`: a decoded row with its trained tokens marked."""
+
+from __future__ import annotations
+
+import click
+
+EXAMPLE = "Example: dataprep inspect out/alpaca-tok --row 0"
+
+
+@click.command(epilog=EXAMPLE)
+@click.argument("shards", type=click.Path(exists=True, file_okay=False))
+@click.option("--row", "rows", type=int, multiple=True, help="Row number to show (repeatable; default 0).")
+@click.option("--color/--no-color", default=None, help="Colour trained tokens (default: when on a terminal; "
+              "otherwise trained text is put between [[ and ]]).")
+@click.option("--tokens", is_flag=True, help="Also list every token id, its text and its label.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False),
+              help="Also write a browsable HTML page of rows --first N (or the --row rows) with trained tokens highlighted.")
+@click.option("--first", type=int, default=50, show_default=True, help="Rows in the --html page when no --row is given.")
+def command(shards, rows, color, tokens, html_path, first):
+    """Decode rows of a tokenized output and mark the trained tokens, so the mask can be checked by eye.
+    Packed rows are shown sequence by sequence."""
+    import sys
+
+    from dataprep.inspect_shards import render_row, write_html
+
+    if html_path:
+        page = write_html(shards, html_path, list(rows) or list(range(first)))
+        click.echo(f"wrote {page}")
+        if not rows:
+            return
+    use_color = sys.stdout.isatty() if color is None else color
+    for n in rows or (0,):
+        click.echo(render_row(shards, n, color=use_color, tokens=tokens), color=use_color)

@@ -1,0 +1,66 @@
+"""The embedding layer: real MiniLM vectors, the cache by text hash, truncation counting, devices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dataprep.embed import EmbeddingCache, embed_texts, load_encoder, pick_device, text_keys
+from dataprep.errors import DataprepError
+
+
+def test_pick_device_cpu_and_errors():
+    assert pick_device("cpu") == "cpu"
+    assert pick_device("auto") in ("cpu", "cuda", "mps")
+    with pytest.raises(DataprepError, match="unknown --device"):
+        pick_device("tpu")
+
+
+def test_cache_round_trip_and_lookup(tmp_path):
+    cache = EmbeddingCache(tmp_path, "k")
+    keys = text_keys(["a", "b", "c"])
+    cache.add(keys[:2], np.eye(2, 3, dtype=np.float32), np.array([False, True]))
+    (tmp_path / "k" / "part-torn.npz").write_bytes(b"not a zip")  # a torn write is ignored
+    again = EmbeddingCache(tmp_path, "k")
+    found, pos = again.lookup(keys)
+    assert found.tolist() == [True, True, False]
+    np.testing.assert_array_equal(again.vecs[pos[:2]], np.eye(2, 3))
+    assert again.truncated[pos[:2]].tolist() == [False, True]
+
+
+@pytest.mark.slow
+def test_minilm_embeddings_cache_and_truncation(tmp_path):
+    enc = load_encoder("minilm", "cpu")
+    long_text = "word " * 400  # 400+ tokens, beyond MiniLM's 256-token window
+    texts = ["A plane is taking off.", "An air plane is taking off.", "A man is playing a flute.", long_text,
+             "A plane is taking off."]
+    vecs = embed_texts(texts, enc, cache_root=tmp_path)
+    assert vecs.shape == (5, 384) and vecs.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(vecs[0], vecs[4])  # the same text is embedded once
+    assert vecs[0] @ vecs[1] > 0.9 > vecs[0] @ vecs[2]
+    assert enc.stats == {"truncated": 1, "embedded": 4, "cached": 0}
+    # a second encoder finds every vector in the cache and never loads the model
+    enc2 = load_encoder("minilm", "cpu")
+    again = embed_texts(texts[::-1], enc2, cache_root=tmp_path)
+    np.testing.assert_array_equal(again, vecs[::-1])
+    assert enc2.stats == {"truncated": 1, "embedded": 0, "cached": 4} and enc2._model is None
+    # a new text next to cached ones: only it is embedded
+    enc3 = load_encoder("minilm", "cpu")
+    embed_texts(texts + ["Something new."], enc3, cache_root=tmp_path)
+    assert enc3.stats["embedded"] == 1 and enc3.stats["cached"] == 4
+
+
+@pytest.mark.slow
+def test_fast_encode_matches_sentence_transformers():
+    from sentence_transformers import SentenceTransformer
+
+    from dataprep.embed import encode
+    from dataprep.models import resolve_model
+
+    model = SentenceTransformer(resolve_model("minilm"), device="cpu")
+    texts = ["A man plays a guitar.", "", "short", "word " * 400, "서울은 한국의 수도입니다.", "A man plays a guitar."]
+    ours = encode(model, texts, batch_size=4)
+    theirs = model.encode(texts, batch_size=4, normalize_embeddings=True, convert_to_numpy=True)
+    assert ours.shape == theirs.shape == (6, 384)
+    np.testing.assert_allclose(ours, theirs, atol=2e-5)

@@ -1,0 +1,99 @@
+"""`dataprep stats` and `dataprep inspect`: exact rendered rows, marks, packed sequences, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+
+from dataprep.cli import cli
+from dataprep.errors import DataprepError
+from dataprep.inspect_shards import length_stats, render_row
+from dataprep.tokenize import tokenize
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    d = tmp_path_factory.mktemp("inspect") / "records"
+    d.mkdir()
+    pl.DataFrame({"prompt": ["###답변:", "Q: 2+2?\nA:"], "completion": ["서울", " 4"], "source": ["t", "t"],
+                  "row": [0, 1]}).write_parquet(d / "records.parquet")
+    (d / "manifest.json").write_text(json.dumps({"stage": "convert", "kind": "sft"}))
+    return d
+
+
+@pytest.fixture(scope="module")
+def shards(records):
+    out = records.parent / "tok"
+    tokenize(records, out, max_len=64, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def packed(records):
+    out = records.parent / "packed"
+    tokenize(records, out, max_len=64, pack=True, progress=False)
+    return out
+
+
+def test_render_row_brackets_trained_tokens(shards):
+    assert render_row(shards, 0) == "row 0: 14 tokens, 7 trained (trained tokens between [[ ]])\n###답변:[[서울<|im_end|>]]"
+    assert render_row(shards, 1).splitlines()[1] == "Q: 2+2?\nA:[[ 4<|im_end|>]]".splitlines()[0]
+    assert render_row(shards, 1).endswith("A:[[ 4<|im_end|>]]")
+
+
+def test_render_row_colour(shards):
+    text = render_row(shards, 0, color=True)
+    assert "\x1b[32m" in text and "[[" not in text and "서울<|im_end|>" in text
+
+
+def test_render_row_token_table(shards):
+    lines = render_row(shards, 0, tokens=True).splitlines()
+    assert lines[-1].split()[:3] == ["13", "2", "T"] and lines[2].split()[:3] == ["0", "3757", "."]
+
+
+def test_render_packed_row_per_sequence(packed):
+    text = render_row(packed, 0)
+    assert "--- sequence 1/2 (14 tokens, positions 0..13)" in text
+    assert "--- sequence 2/2" in text and "###답변:[[서울<|im_end|>]]" in text
+
+
+def test_render_row_out_of_range(shards):
+    with pytest.raises(DataprepError, match="out of range"):
+        render_row(shards, 5)
+
+
+def test_length_stats_packed_counts_sequences(packed, shards):
+    s, p = length_stats(shards), length_stats(packed)
+    assert (s["rows"], s["sequences"], p["rows"], p["sequences"]) == (2, 2, 1, 2)
+    assert s["length"]["max"] == p["length"]["max"] == 14 and s["tokens"] == p["tokens"]
+    assert s["fits"]["256"] == 1.0
+
+
+def test_cli_tokenize_stats_inspect(records, tmp_path, runner):
+    out = tmp_path / "tok"
+    r = runner.invoke(cli, ["tokenize", str(records), "-o", str(out), "--max-len", "64"])
+    assert r.exit_code == 0, r.output
+    assert "in 2 = out 2 + rejected 0" in r.output and "pad id 0 (<|endoftext|>" in r.output
+    again = runner.invoke(cli, ["tokenize", str(records), "-o", str(out), "--max-len", "64"])
+    assert "up to date" in again.output
+    r = runner.invoke(cli, ["inspect", str(out), "--row", "0"])
+    assert r.exit_code == 0 and "###답변:[[서울<|im_end|>]]" in r.output  # not a terminal: brackets
+    png = tmp_path / "len.png"
+    r = runner.invoke(cli, ["stats", str(out), "--plot", str(png)])
+    assert r.exit_code == 0 and "p50" in r.output and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_html_page_highlights_trained_tokens(packed, tmp_path, runner):
+    page = tmp_path / "masks.html"
+    r = runner.invoke(cli, ["inspect", str(packed), "--html", str(page)])
+    assert r.exit_code == 0, r.output
+    text = page.read_text()
+    assert '<pre>###답변:<span class="t">서울&lt;|im_end|&gt;</span></pre>' in text
+    assert "sequence 2/2" in text and text.count("<h2>") == 1
+
+
+def test_cli_inspect_wrong_directory(records, runner):
+    r = runner.invoke(cli, ["inspect", str(records)])
+    assert r.exit_code == 1 and "not a `dataprep tokenize` output" in r.output
