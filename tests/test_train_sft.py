@@ -187,3 +187,11 @@ def test_collate_flat_pad_to_appends_an_untrained_filler_sequence():
     assert batch["input_ids"].tolist() == [[5, 6, 7, 0, 0, 0]]
     assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1, 2]]
     assert batch["labels"].tolist() == [[I, 6, 7, I, I, I]]
+
+
+def test_input_pad_id_stays_inside_the_vocabulary():
+    from training.sft import input_pad_id
+
+    assert input_pad_id({"pad_token_id": 0, "eos_token_id": 2}, 100) == 0
+    assert input_pad_id({"pad_token_id": 100, "eos_token_id": 2}, 100) == 2  # an added pad beyond the embeddings
+    assert input_pad_id({"eos_token_id": 2}, 100) == 2

@@ -135,12 +135,22 @@ def causal_lm_loss_sum(model, batch: dict[str, Any]):
     return loss, int(targets.numel())
 
 
-def make_batcher(dataset, manifest: dict[str, Any], micro_batch: int, group_by_length: bool):
+def input_pad_id(manifest: dict[str, Any], vocab_size: int | None = None) -> int:
+    """The id padded positions get. They are attention-masked and unlabelled, so any id in the
+    model's vocabulary works: a pad token that tokenize added (beyond the embeddings) becomes EOS
+    rather than forcing an embedding resize that the adapter would then have to carry."""
+    pad = manifest.get("pad_token_id")
+    if pad is None or (vocab_size is not None and pad >= vocab_size):
+        pad = manifest.get("eos_token_id") or 0
+    return pad
+
+
+def make_batcher(dataset, manifest: dict[str, Any], micro_batch: int, group_by_length: bool,
+                 vocab_size: int | None = None):
     """seed -> list of collated micro-batches (padding-free for packed shards, padded otherwise)."""
     lengths = dataset["length"] if "length" in dataset.column_names else [len(x) for x in dataset["input_ids"]]
     rows = dataset.with_format(None)
-    pad = manifest.get("pad_token_id")
-    pad = 0 if pad is None else pad
+    pad = input_pad_id(manifest, vocab_size)
 
     def make(seed: int) -> list:
         out = []
@@ -202,8 +212,9 @@ def train_sft(shards: str, out: str, config: SFTConfig, force: bool = False) -> 
     model = load_model(model_path, quant, bf16, attn, config.gradient_checkpointing)
     model = add_lora(model, config)
     trainable, total = model.get_nb_trainable_parameters()
-    make_train = make_batcher(train_set, manifest, config.micro_batch, config.group_by_length)
-    eval_batches = make_batcher(eval_set, manifest, config.micro_batch, False)(config.seed) if eval_set else None
+    vocab = model.get_input_embeddings().num_embeddings
+    make_train = make_batcher(train_set, manifest, config.micro_batch, config.group_by_length, vocab)
+    eval_batches = make_batcher(eval_set, manifest, config.micro_batch, False, vocab)(config.seed) if eval_set else None
     timer = io.Timer()
     with io.atomic_dir(out) as tmp:
         logger = Logger(config.report_to, tmp / "runs", dataclasses.asdict(config))
