@@ -29,10 +29,21 @@ $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install -q -e ".[dev,bench]"
 	touch $@
 
-## the main job on the project's own small data
+RECIPES := demo latex_sft ko_alpaca_qlora alpaca_en_qlora anime_genres_multilabel goemotions_multilabel
+.PHONY: run $(RECIPES)
+
+## the main job on the project's own small data: convert → dedupe → tokenize → train (CPU, a few minutes)
 demo: setup
-	$(PY) -m dataprep convert recipes/data/demo_latex.csv --template latex -o out/demo/records
-	@echo "outputs: out/demo/records (records.parquet, rejects.jsonl, manifest.json)"
+	$(PY) -m dataprep run recipes/demo.yaml
+	@echo "open out/demo/dedupe/report.html to see what dedupe removed and why; out/demo/train/loss.png"
+
+## any recipe: make run RECIPE=recipes/x.yaml [ARGS='--set train.max_steps=10']
+run: setup
+	$(PY) -m dataprep run $(RECIPE) $(ARGS)
+
+## one target per shipped recipe (demo is above)
+$(filter-out demo,$(RECIPES)): setup
+	$(PY) -m dataprep run recipes/$@.yaml $(ARGS)
 
 ## the whole test suite (slow tests included)
 test: setup

@@ -615,14 +615,15 @@ def apply_row_fn(frame, fn: Callable[[dict], dict], kind: str, batch_size: int =
 def convert(sources: list[str], out: str, *, kind: str = "sft", template: str | None = None,
             mapping: dict[str, str] | None = None, row_fn: str | Callable | None = None, fmt: str = "parquet",
             force: bool = False, label_names: str | None = None, label_sep: str = ",", batch_rows: int = 50_000,
-            **reader_options: Any) -> dict:
+            limit: int | None = None, **reader_options: Any) -> dict:
     """Convert `sources` into canonical records of `kind` in directory `out`.
 
     Writes OUT/records.parquet (or .jsonl), OUT/rejects.jsonl and OUT/manifest.json
     atomically, and returns the manifest. Works in batches of `batch_rows` rows (CSV and Parquet
     are also read in batches), so memory does not grow with the input. If OUT already holds a conversion with the same
     fingerprint (inputs' contents, options, version) the work is skipped and the existing
-    manifest is returned with `"skipped": True`, unless `force`.
+    manifest is returned with `"skipped": True`, unless `force`. `limit` reads only the first
+    `limit` rows of the input (to try a recipe on a slice); the rest is not read at all.
     """
     timer = Timer()
     if kind not in KINDS:
@@ -639,11 +640,15 @@ def convert(sources: list[str], out: str, *, kind: str = "sft", template: str | 
             raise DataprepError(f"input {p} does not exist; check the path")
     inputs = describe_inputs([str(p) for p in sources])
     config = _config(kind, tmpl, mapping, row_fn, fmt, label_names, label_sep, reader_options)
+    if limit is not None:
+        config["limit"] = limit
     fp = stage_fingerprint("convert", inputs, config)
     existing = current_manifest(out, fp)
     if not force and existing and (Path(out) / f"records.{fmt}").is_file():
         return {**existing, "skipped": True}
     batches = iter_batches([str(p) for p in sources], batch_rows=batch_rows, **reader_options)
+    if limit is not None:
+        batches = _first_rows(batches, limit)
     with atomic_dir(out) as tmp:
         summary = _convert_batches(batches, tmp / f"records.{fmt}", kind, timer, template=tmpl, mapping=mapping,
                                    row_fn=fn, label_names=names, label_sep=label_sep)
@@ -662,6 +667,16 @@ def convert(sources: list[str], out: str, *, kind: str = "sft", template: str | 
                                  timer.seconds, **extra)
         write_json(tmp / "manifest.json", manifest)
     return manifest
+
+
+def _first_rows(batches, limit: int):
+    """The batches cut to `limit` rows in all."""
+    left = limit
+    for batch in batches:
+        if left <= 0:
+            return
+        yield batch.head(left)
+        left -= min(left, batch.height)
 
 
 @dataclasses.dataclass(frozen=True)

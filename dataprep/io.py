@@ -97,6 +97,7 @@ def atomic_dir(out_dir: str | os.PathLike) -> Iterator[Path]:
         )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the output is an ordinary directory
     try:
         yield tmp
     except BaseException:

@@ -41,9 +41,10 @@ def _parse_map(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--split", help="Split of a datasets directory or hub: id (default: train).")
 @click.option("--batch-rows", type=click.IntRange(min=1), default=50_000, show_default=True,
               help="Rows converted and written at a time; bounds memory.")
+@click.option("--limit", type=click.IntRange(min=1), help="Read only the first N input rows (to try on a slice).")
 @click.option("--force", is_flag=True, help="Redo the work even if OUT is up to date.")
 def command(sources, out, kind, template, mapping, row_fn, fmt, label_names, label_sep, delimiter, encoding,
-            quote_char, no_header, split, batch_rows, force):
+            quote_char, no_header, split, batch_rows, limit, force):
     """Convert CSV/TSV, JSON, JSONL, Parquet, datasets directories or hub:NAME[:split] ids into canonical
     records of one kind. Writes OUT/records.parquet (or .jsonl), OUT/rejects.jsonl and OUT/manifest.json."""
     from dataprep.convert import convert
@@ -52,7 +53,7 @@ def command(sources, out, kind, template, mapping, row_fn, fmt, label_names, lab
     if delimiter == "\\t":
         delimiter = "\t"
     manifest = convert(list(sources), out, kind=kind, template=template, mapping=_parse_map(mapping), row_fn=row_fn,
-                       fmt=fmt, force=force, batch_rows=batch_rows, label_names=label_names, label_sep=label_sep,
+                       fmt=fmt, force=force, batch_rows=batch_rows, limit=limit, label_names=label_names, label_sep=label_sep,
                        delimiter=delimiter, encoding=encoding, has_header=not no_header, split=split,
                        quote_char=None if quote_char.lower() == "none" else quote_char)
     if manifest.get("skipped"):
