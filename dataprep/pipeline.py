@@ -7,6 +7,7 @@ rerun after changing only the training options does not re-convert or re-tokeniz
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -82,19 +83,36 @@ def summary_table(results: list[StageResult]) -> str:
             str(counts.get("in", "")),
             str(counts.get("out", "")),
             str(counts.get("rejected", counts.get("removed", ""))),
-            _notes(r.manifest),
+            _notes(r),
             "cached" if r.skipped else f"{r.seconds:.1f}s",
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
-def _notes(manifest: dict[str, Any]) -> str:
+def _notes(result: StageResult) -> str:
+    manifest = result.manifest
     notes = []
     stats = manifest.get("token_stats") or {}
     if "total" in stats:
         notes.append(f"tokens {stats['total']}" + (f" (trainable {stats['trainable']})" if "trainable" in stats else ""))
-    for key, value in (manifest.get("metrics") or {}).items():
-        if isinstance(value, (int, float)):
-            notes.append(f"{key} {value:.4g}")
+    metrics_file = Path(result.out) / "metrics.json"
+    if metrics_file.is_file():
+        notes.append(_training_notes(json.loads(metrics_file.read_text())))
+    return ", ".join(n for n in notes if n)
+
+
+def _training_notes(metrics: dict[str, Any]) -> str:
+    """Eval loss before → after, or the classification metrics of the test (else eval) split."""
+    notes = []
+    evals = [e["loss"] for e in metrics.get("eval_loss") or [] if isinstance(e, dict) and "loss" in e]
+    if len(evals) >= 2:
+        notes.append(f"eval loss {evals[0]:.3f} → {evals[-1]:.3f}")
+    split = metrics.get("test") or metrics.get("eval")
+    if isinstance(split, dict):
+        for key in ("f1_micro", "f1_macro", "roc_auc_micro", "jaccard_samples", "subset_accuracy"):
+            if isinstance(split.get(key), (int, float)):
+                notes.append(f"{key} {split[key]:.3f}")
+    if "steps" in metrics:
+        notes.append(f"{metrics['steps']} steps")
     return ", ".join(notes)

@@ -80,3 +80,12 @@ def test_from_and_until(tmp_path):
     assert [c[0] for c in CALLS] == ["tokenize"]
     with pytest.raises(DataprepError, match="the recipe's stages are"):
         run_recipe(recipe(tmp_path), until="train")
+
+
+def test_training_notes_show_eval_loss_and_classification_metrics():
+    from dataprep.pipeline import _training_notes
+
+    sft = {"eval_loss": [{"step": 0, "loss": 2.0}, {"step": 5, "loss": 0.5}], "steps": 5}
+    assert _training_notes(sft) == "eval loss 2.000 → 0.500, 5 steps"
+    classify = {"eval": {"f1_micro": 0.25}, "test": {"f1_micro": 0.5, "roc_auc_micro": 0.75}, "steps": 3}
+    assert _training_notes(classify) == "f1_micro 0.500, roc_auc_micro 0.750, 3 steps"
