@@ -9,17 +9,7 @@ from dataprep.convert import convert
 from dataprep.models import load_tokenizer
 from dataprep.records import IGNORE_INDEX as M
 from dataprep.tokenize import tokenize
-
-
-def trained_runs(tok, ids, labels):
-    runs, cur = [], []
-    for t, lab in zip(ids, labels, strict=True):
-        if lab != M:
-            cur.append(t)
-        elif cur:
-            runs.append(tok.decode(cur))
-            cur = []
-    return runs + ([tok.decode(cur)] if cur else [])
+from tests.test_tokenize import trained_runs
 
 
 def test_glaive_after_convert(shared_data, tmp_path):
