@@ -612,7 +612,7 @@ def apply_row_fn(frame, fn: Callable[[dict], dict], kind: str, batch_size: int =
 # the stage
 # ---------------------------------------------------------------------------------------
 
-def convert(sources: list[str], out: str, *, kind: str = "sft", template: str | None = None,
+def convert(sources: str | list[str], out: str, *, kind: str = "sft", template: str | None = None,
             mapping: dict[str, str] | None = None, row_fn: str | Callable | None = None, fmt: str = "parquet",
             force: bool = False, label_names: str | None = None, label_sep: str = ",", batch_rows: int = 50_000,
             limit: int | None = None, **reader_options: Any) -> dict:
@@ -626,6 +626,7 @@ def convert(sources: list[str], out: str, *, kind: str = "sft", template: str | 
     `limit` rows of the input (to try a recipe on a slice); the rest is not read at all.
     """
     timer = Timer()
+    sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
     if kind not in KINDS:
         raise DataprepError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
     if fmt not in FORMATS:

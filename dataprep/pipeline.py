@@ -40,7 +40,7 @@ def stage_input(recipe: Recipe, stage: str, workdir: Path) -> str | list[str]:
     """The stage's explicit `input`, else the output directory of the recipe's previous stage."""
     config = recipe.stage(stage)
     if config.input is not None:
-        return [config.input] if stage == "convert" and isinstance(config.input, str) else config.input
+        return config.input
     earlier = [s.stage for s in recipe.stages if STAGES.index(s.stage) < STAGES.index(stage)]
     if not earlier:
         raise DataprepError(f"{recipe.path}: {stage} is the first stage, so it needs `input:` (a file or directory)")

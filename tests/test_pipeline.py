@@ -52,7 +52,7 @@ def recipe(tmp_path, extra=()):
 def test_stages_chain_and_count(tmp_path):
     results = run_recipe(recipe(tmp_path))
     w = tmp_path / "w"
-    assert CALLS == [("convert", "['raw.csv']"), ("dedupe", str(w / "convert")), ("tokenize", str(w / "dedupe"))]
+    assert CALLS == [("convert", "raw.csv"), ("dedupe", str(w / "convert")), ("tokenize", str(w / "dedupe"))]
     assert [r.manifest["counts"]["out"] for r in results] == [9, 8, 6]
     table = summary_table(results)
     assert table.splitlines()[0].split() == ["stage", "in", "out", "dropped", "notes", "time"]
