@@ -60,17 +60,12 @@ def run_recipe(recipe: Recipe, *, start: str | None = None, until: str | None = 
         if on_stage:
             on_stage(i, len(names), name)
         out = root / name
-        before = _manifest_mtime(out)
         began = time.perf_counter()
-        stage_function(name)(stage_input(recipe, name, root), str(out), force=force, **recipe.stage(name).options)
-        skipped = before is not None and before == _manifest_mtime(out)
+        # every stage function returns `skipped: True` when its output was already current
+        result = stage_function(name)(stage_input(recipe, name, root), str(out), force=force, **recipe.stage(name).options)
+        skipped = bool(result.get("skipped"))
         results.append(StageResult(name, str(out), skipped, time.perf_counter() - began, read_manifest(out) or {}))
     return results
-
-
-def _manifest_mtime(out: Path) -> float | None:
-    path = out / MANIFEST
-    return path.stat().st_mtime_ns if path.is_file() else None
 
 
 def summary_table(results: list[StageResult]) -> str:

@@ -507,7 +507,7 @@ def tokenize(
 ) -> dict[str, Any]:
     """Tokenize the records at `path` (a convert/dedupe output dir or a records file) into `out`.
 
-    Returns the manifest; `manifest["cache_hit"]` is True when an up-to-date output was kept.
+    Returns the manifest; `manifest["skipped"]` is True when an up-to-date output was kept.
     """
     from tqdm.auto import tqdm
 
@@ -535,7 +535,7 @@ def tokenize(
               "label_names": label_names, "num_shards": num_shards, "shard_size": shard_size}
     fp = io.stage_fingerprint("tokenize", inputs, config)
     if not force and (done := io.current_manifest(out, fp)):
-        return {**done, "cache_hit": True}
+        return {**done, "skipped": True}
 
     rejects, events = io.Rejects(), Counter()
     lengths, trainable = array("i"), 0  # 4 bytes a row: the only per-row state kept in memory
@@ -587,7 +587,7 @@ def tokenize(
             io.write_json(tmp / io.MANIFEST, manifest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return {**manifest, "cache_hit": False}
+    return manifest
 
 
 def generation_template(kind: str, in_manifest: dict[str, Any] | None) -> str | None:

@@ -22,7 +22,7 @@ def _stage(name):
     def run(path: str | list[str], out: str, *, scale: int = 1, force: bool = False) -> dict:
         fp = stage_fingerprint(name, [{"path": str(path)}], {"scale": scale})
         if not force and (m := current_manifest(out, fp)):
-            return m
+            return {**m, "skipped": True}
         CALLS.append((name, str(path)))
         n_in = 10 if name == "convert" else json.loads((Path(path) / "manifest.json").read_text())["counts"]["out"]
         with atomic_dir(out) as tmp:

@@ -286,7 +286,7 @@ def test_stage_writes_shards_manifest_rejects(sft_dir, tmp_path):
 
     out = tmp_path / "tok"
     m = tokenize(sft_dir, out, max_len=16, overflow="drop", num_shards=2, progress=False)
-    assert m["cache_hit"] is False
+    assert "skipped" not in m
     assert m["counts"] == {"in": 4, "out": 3, "rejected": 1, "rejected_by_reason": {"too_long": 1}}
     rejects = [json.loads(x) for x in (out / "rejects.jsonl").read_text().splitlines()]
     assert [(r["row"], r["reason"]) for r in rejects] == [(2, "too_long")]
@@ -309,10 +309,10 @@ def test_stage_writes_shards_manifest_rejects(sft_dir, tmp_path):
 def test_stage_cache_hit_and_force(sft_dir, tmp_path):
     out = tmp_path / "tok"
     first = tokenize(sft_dir, out, max_len=64, progress=False)
-    assert tokenize(sft_dir, out, max_len=64, progress=False)["cache_hit"] is True
-    assert tokenize(sft_dir, out, max_len=64, progress=False, force=True)["cache_hit"] is False
+    assert tokenize(sft_dir, out, max_len=64, progress=False).get("skipped") is True
+    assert tokenize(sft_dir, out, max_len=64, progress=False, force=True).get("skipped") is None
     changed = tokenize(sft_dir, out, max_len=32, progress=False)
-    assert changed["cache_hit"] is False and changed["fingerprint"] != first["fingerprint"]
+    assert changed.get("skipped") is None and changed["fingerprint"] != first["fingerprint"]
 
 
 def test_stage_error_policy_writes_nothing(sft_dir, tmp_path):

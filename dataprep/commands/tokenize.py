@@ -41,7 +41,7 @@ def command(records, out, tokenizer, max_len, overflow, train_on, train_on_input
     m = tokenize(records, out, tokenizer=tokenizer, max_len=max_len, overflow=overflow, train_on=train_on,
                  train_on_inputs=train_on_inputs, pack=pack, num_shards=num_shards, shard_size=shard_size,
                  num_proc=num_proc, batch_size=batch_size, force=force)
-    if m["cache_hit"]:
+    if m.get("skipped"):
         click.echo(f"{out} is up to date (fingerprint {m['fingerprint']}); skipped. Use --force to redo.")
         return
     stats, secs = m["token_stats"], sum(m["timings"].values())
