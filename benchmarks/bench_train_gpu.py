@@ -7,15 +7,22 @@ the weight values): `1b` (Llama-3.2-1B shape), `8b` (Llama-3-8B shape), `toy` (2
 gradient checkpointing (use_reentrant=False), paged 8-bit AdamW on CUDA (AdamW on CPU),
 vocabulary 49,152 (the SmolLM2 tokenizer's).
 
-Variants (pick with --variants):
-  seed          micro-batch 1, grad accumulation 8, no packing, full logits (the seed recipe)
-  padded8       micro-batch 8, dynamic padding to the longest row, attention_mask, full logits
-  packed_sdpa   padding-free: rows flattened up to --budget tokens, position_ids restart per
-                sequence, SDPA with the block-diagonal mask transformers derives from them,
-                logits only at trained positions
-  packed_flex   the same with FlexAttention (block-sparse: no (T x T) mask is materialised)
-  packed_flex_full   packed_flex with full logits, to isolate what skipping them gives
-  packed_flex_2x     packed_flex with twice the token budget
+Variants (pick with --variants). The baselines load the model as the seed recipe does
+(`prepare_model_for_kbit_training` upcasts embeddings, norms and the LM head to fp32, so the
+residual stream is fp32); ours keep those frozen weights in bf16 and run under bf16 autocast
+(LoRA weights stay fp32), as `dataprep train` does by default:
+  seed             micro-batch 1, grad accumulation 8, no packing, full logits (the seed recipe)
+  padded8          micro-batch 8, dynamic padding to the longest row, attention_mask, full logits
+  flex_upcast      padding-free: rows flattened up to --budget tokens, position_ids restart per
+                   sequence, FlexAttention (block-sparse, no (T x T) mask), logits only at trained
+                   positions; seed-recipe fp32 upcast (last round's best)
+  flex             flex_upcast with bf16 frozen weights + autocast (ours, the default)
+  sdpa             flex with SDPA and the block-diagonal mask transformers derives from position_ids
+  flex_full        flex with full-vocabulary logits, to isolate what skipping them gives
+  flex_onechunk    flex projecting all trained positions at once (no chunked, checkpointed loss)
+  flex_nockpt      flex without gradient checkpointing
+  flex_compile     flex with each decoder layer torch.compile'd
+  flex_half / flex_2x / flex_4x  flex with 1/2, 2x, 4x the token budget
 
 Reported per variant: tokens/s (non-pad tokens through the model), trained tokens/s (tokens
 with a label), peak GPU memory (torch.cuda.max_memory_allocated), or peak RSS on CPU.
@@ -41,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dataprep.records import IGNORE_INDEX  # noqa: E402
+from training.sft import LOSS_CHUNK  # noqa: E402
 
 DATA = ROOT / ".." / "shared" / "data" / "alpaca_en_demo.json"
 VOCAB = 49152
@@ -51,14 +59,21 @@ SHAPES = {
     "8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                num_key_value_heads=8, tie_word_embeddings=False),
 }
-# name -> (batching, micro-batch rows or None for a token budget, grad accumulation, attention, full logits)
+BASE = dict(batching="flat", rows=None, accum=1, attn="flex_attention", full_logits=False, upcast=False,
+            checkpointing=True, compile=False, budget_x=1, loss_chunk=None)
 VARIANTS = {
-    "seed": ("padded", 1, 8, "sdpa", True),
-    "padded8": ("padded", 8, 1, "sdpa", True),
-    "packed_sdpa": ("flat", None, 1, "sdpa", False),
-    "packed_flex": ("flat", None, 1, "flex_attention", False),
-    "packed_flex_full": ("flat", None, 1, "flex_attention", True),
-    "packed_flex_2x": ("flat", None, 1, "flex_attention", False),
+    "seed": {**BASE, "batching": "padded", "rows": 1, "accum": 8, "attn": "sdpa", "full_logits": True, "upcast": True},
+    "padded8": {**BASE, "batching": "padded", "rows": 8, "attn": "sdpa", "full_logits": True, "upcast": True},
+    "flex_upcast": {**BASE, "upcast": True},
+    "flex": BASE,
+    "sdpa": {**BASE, "attn": "sdpa"},
+    "flex_full": {**BASE, "full_logits": True},
+    "flex_onechunk": {**BASE, "loss_chunk": 1 << 30},
+    "flex_nockpt": {**BASE, "checkpointing": False},
+    "flex_compile": {**BASE, "compile": True},
+    "flex_half": {**BASE, "budget_x": 0.5},
+    "flex_2x": {**BASE, "budget_x": 2},
+    "flex_4x": {**BASE, "budget_x": 4},
 }
 ALPACA = "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
 
@@ -132,61 +147,91 @@ def full_logits_loss_sum(model, batch):
     import torch
 
     inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids")}
-    logits = model(**inputs, use_cache=False).logits
+    low = model.get_input_embeddings().weight.dtype
+    with torch.autocast(batch["labels"].device.type, dtype=low, enabled=low == torch.bfloat16):
+        logits = model(**inputs, use_cache=False).logits
     labels = batch["labels"][:, 1:]
     loss = torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
                                              labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
     return loss, int((labels != IGNORE_INDEX).sum())
 
 
-def run_variant(model, rows, name: str, budget: int, steps: int, warmup: int) -> dict:
+def set_checkpointing(model, on: bool) -> None:
+    base = model.get_base_model()
+    if on:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        base.gradient_checkpointing_disable()
+
+
+def run_variant(model, rows, name: str, budget: int, steps: int, warmup: int, profile: bool = False) -> dict:
     import torch
 
-    from training.loop import make_optimizer, to_device
-    from training.sft import causal_lm_loss_sum
+    from training import sft
+    from training.loop import make_optimizer, peak_memory_gb, to_device
 
-    batching, n_rows, accum, attn, full = VARIANTS[name]
-    budget = budget * 2 if name.endswith("_2x") else budget
-    model.set_attn_implementation(attn)
-    loss_fn = full_logits_loss_sum if full else causal_lm_loss_sum
+    v = VARIANTS[name]
+    budget = int(budget * v["budget_x"])
+    sft.LOSS_CHUNK = v["loss_chunk"] or LOSS_CHUNK
+    model.set_attn_implementation(v["attn"])
+    set_checkpointing(model, v["checkpointing"])
+    if v["compile"]:
+        sft.compile_layers(model)
+    model.train()
+    loss_fn = full_logits_loss_sum if v["full_logits"] else sft.causal_lm_loss_sum
     optimizer, opt_name = make_optimizer(model, 2e-4, 0.0)
     # FlexAttention is compiled: a fixed flat length (one filler sequence) avoids a recompile per step
-    batches = micro_batches(rows, batching, n_rows, budget, seed=0, static=attn == "flex_attention")
+    batches = micro_batches(rows, v["batching"], v["rows"], budget, seed=0, static=v["attn"] == "flex_attention")
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
+    resident = torch.cuda.memory_allocated() / 1e9 if cuda else None
     tokens = trained = 0
     losses = []
-    for step in range(warmup + steps):
-        if step == warmup:
-            torch.cuda.synchronize() if cuda else None
-            start, tokens, trained = time.perf_counter(), 0, 0
-        window = [to_device(next(batches)) for _ in range(accum)]
+
+    def step_once():
+        nonlocal tokens, trained
+        window = [to_device(next(batches)) for _ in range(v["accum"])]
         targets = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in window)
         step_loss = 0.0
         for b in window:
             loss, _ = loss_fn(model, b)
             (loss / max(targets, 1)).backward()
             tokens += int(b["attention_mask"].sum()) if "attention_mask" in b else b["n_tokens"]
-            step_loss += float(loss) / max(targets, 1)
+            step_loss += loss.detach() / max(targets, 1)
         losses.append(step_loss)
         trained += targets
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+
+    for step in range(warmup + steps):
+        if step == warmup:
+            torch.cuda.synchronize() if cuda else None
+            start, tokens, trained = time.perf_counter(), 0, 0
+        step_once()
     torch.cuda.synchronize() if cuda else None
     seconds = time.perf_counter() - start
-    from training.loop import peak_memory_gb
-
     mem = peak_memory_gb()
-    del optimizer
+    if profile:
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
+
+        with torch_profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+            step_once()
+            step_once()
+            torch.cuda.synchronize() if cuda else None
+        key = "cuda_time_total" if cuda else "cpu_time_total"
+        print(f"--- profile of {name}: 2 steps, top kernels by {key}")
+        print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=70))
     gc.collect()
     return {
-        "variant": name, "attn": attn, "full_logits": full, "optimizer": opt_name,
-        "micro_batch": f"{n_rows} rows" if n_rows else f"{budget} tokens", "grad_accum": accum,
-        "tokens_per_s": round(tokens / seconds, 1), "trained_tokens_per_s": round(trained / seconds, 1),
+        "variant": name, **{k: v[k] for k in ("attn", "full_logits", "upcast", "checkpointing", "compile")},
+        "optimizer": opt_name, "micro_batch": f"{v['rows']} rows" if v["rows"] else f"{budget} tokens",
+        "grad_accum": v["accum"], "tokens_per_s": round(tokens / seconds, 1),
+        "trained_tokens_per_s": round(trained / seconds, 1), "resident_gpu_gb": resident and round(resident, 2),
         "peak_gpu_gb": mem.get("peak_gpu_gb"), "peak_rss_gb": mem["peak_rss_gb"], "timed_steps": steps,
-        "seconds": round(seconds, 2), "last_loss": round(losses[-1], 4),
+        "seconds": round(seconds, 2), "first_loss": round(float(losses[0]), 4), "last_loss": round(float(losses[-1]), 4),
     }
 
 
@@ -196,26 +241,31 @@ def bench_shape(shape: str, rows: list[dict], args) -> list[dict]:
     from training.sft import add_lora, load_model
 
     model_dir = random_model_dir(shape, Path(args.model_cache))
-    model = load_model(str(model_dir), "4bit", True, "sdpa", gradient_checkpointing=True)
-    if args.no_kbit_upcast:  # lever: keep non-quantised weights in bf16 instead of prepare_model_for_kbit_training's fp32
-        for p in model.parameters():
-            if p.dtype == torch.float32:
-                p.data = p.data.to(torch.bfloat16)
 
     class Cfg:  # the LoRA options add_lora reads
         lora_r, lora_alpha, lora_dropout, target_modules = 16, 32, 0.0, "all-linear"
 
-    model = add_lora(model, Cfg)
-    if args.compile:
-        model = torch.compile(model)
     results = []
-    for name in args.variants:
+    # one model per weight setup (seed-recipe fp32 upcast, or ours); compiled variants last (compile is in place)
+    order = sorted(args.variants, key=lambda n: (not VARIANTS[n]["upcast"], VARIANTS[n]["compile"]))
+    model, loaded = None, None
+    for name in order:
+        upcast = VARIANTS[name]["upcast"]
+        if loaded != upcast:
+            model = None
+            gc.collect()
+            torch.cuda.empty_cache() if torch.cuda.is_available() else None
+            start = time.perf_counter()
+            model = load_model(str(model_dir), "4bit", True, "sdpa", gradient_checkpointing=True, kbit_upcast=upcast)
+            model = add_lora(model, Cfg)
+            loaded = upcast
+            print(f"loaded {shape} (upcast={upcast}) in {time.perf_counter() - start:.1f} s", flush=True)
         try:
-            res = run_variant(model, rows, name, args.budget, args.steps, args.warmup)
+            res = run_variant(model, rows, name, args.budget, args.steps, args.warmup, profile=name in args.profile)
         except Exception as exc:  # one variant failing (e.g. out of memory) must not hide the others
             res = {"variant": name, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+            gc.collect()
+            torch.cuda.empty_cache() if torch.cuda.is_available() else None
         res["shape"] = shape
         results.append(res)
         print(json.dumps(res), flush=True)
@@ -225,16 +275,22 @@ def bench_shape(shape: str, rows: list[dict], args) -> list[dict]:
 
 
 def print_table(results: list[dict]) -> None:
-    print("\n| shape | variant | micro-batch | tokens/s | trained tok/s | peak GPU GB | peak RSS GB | x seed tok/s |")
-    print("|---|---|---|---|---|---|---|---|")
-    seed = {r["shape"]: r.get("tokens_per_s") for r in results if r["variant"] == "seed" and "error" not in r}
+    print("\n| shape | variant | micro-batch | tokens/s | trained tok/s | resident GB | peak GPU GB | "
+          "x seed | x padded8 tok/s | x padded8 memory |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    ok = [r for r in results if "error" not in r]
+    ref = {(r["shape"], r["variant"]): r for r in ok}
     for r in results:
         if "error" in r:
-            print(f"| {r['shape']} | {r['variant']} | failed: {r['error']} | | | | | |")
+            print(f"| {r['shape']} | {r['variant']} | failed: {r['error']} | | | | | | | |")
             continue
-        ratio = f"{r['tokens_per_s'] / seed[r['shape']]:.2f}" if seed.get(r["shape"]) else "-"
+        seed, pad = ref.get((r["shape"], "seed")), ref.get((r["shape"], "padded8"))
+        x_seed = f"{r['trained_tokens_per_s'] / seed['trained_tokens_per_s']:.2f}" if seed else "-"
+        x_pad = f"{r['trained_tokens_per_s'] / pad['trained_tokens_per_s']:.2f}" if pad else "-"
+        x_mem = f"{r['peak_gpu_gb'] / pad['peak_gpu_gb']:.2f}" if pad and r["peak_gpu_gb"] else "-"
         print(f"| {r['shape']} | {r['variant']} | {r['micro_batch']} | {r['tokens_per_s']:,.0f} | "
-              f"{r['trained_tokens_per_s']:,.0f} | {r['peak_gpu_gb'] or '-'} | {r['peak_rss_gb']} | {ratio} |")
+              f"{r['trained_tokens_per_s']:,.0f} | {r['resident_gpu_gb'] or '-'} | {r['peak_gpu_gb'] or r['peak_rss_gb']} | "
+              f"{x_seed} | {x_pad} | {x_mem} |")
 
 
 def main() -> None:
@@ -247,8 +303,7 @@ def main() -> None:
     ap.add_argument("--tokenizer", default="smollm2-135m")
     ap.add_argument("--token-cache", default="out/bench_train/alpaca_tokens.json")
     ap.add_argument("--model-cache", default=str(Path(tempfile.gettempdir()) / "dataprep-bench-models"))
-    ap.add_argument("--no-kbit-upcast", action="store_true", help="lever: bf16 instead of fp32 for non-quantised weights")
-    ap.add_argument("--compile", action="store_true", help="lever: torch.compile the model")
+    ap.add_argument("--profile", nargs="*", default=[], help="variants to profile (2 extra steps, top kernels)")
     ap.add_argument("--json", default=None, help="also write the results to this file")
     args = ap.parse_args()
 
@@ -257,7 +312,11 @@ def main() -> None:
     rows = tokenized_rows(Path(args.token_cache), args.tokenizer)
     lengths = [len(r["input_ids"]) for r in rows]
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
-    print(f"{len(rows)} rows, mean {sum(lengths) / len(rows):.0f} tokens/row; device {dev}; torch {torch.__version__}")
+    import peft
+    import transformers
+
+    print(f"{len(rows)} rows, mean {sum(lengths) / len(rows):.0f} tokens/row; device {dev}; torch {torch.__version__}, "
+          f"transformers {transformers.__version__}, peft {peft.__version__}")
     results = []
     for shape in args.shape or ["toy"]:
         results += bench_shape(shape, rows, args)

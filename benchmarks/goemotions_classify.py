@@ -35,7 +35,7 @@ def read_split(name: str) -> list[tuple[str, list[int]]]:
 
 
 def write_shards(out: Path, rows: list[tuple[str, list[int]]], names: list[str], tok, max_len: int,
-                 fingerprint: str) -> Path:
+                 fingerprint: str, model: str) -> Path:
     from datasets import Dataset
 
     enc = tok([t for t, _ in rows], truncation=True, max_length=max_len)["input_ids"]
@@ -43,7 +43,7 @@ def write_shards(out: Path, rows: list[tuple[str, list[int]]], names: list[str],
     Dataset.from_dict({"input_ids": enc, "labels": labels, "length": [len(x) for x in enc]}).save_to_disk(str(out))
     manifest = {
         "stage": "tokenize", "kind": "classify", "label_names": names, "packed": False, "max_len": max_len,
-        "tokenizer": {"name": "minilm", "path": resolve_model("minilm"), "fingerprint": fingerprint},
+        "tokenizer": {"name": model, "path": resolve_model(model), "fingerprint": fingerprint},
         "pad_token_id": tok.pad_token_id, "eos_token_id": tok.sep_token_id,
         "counts": {"in": len(rows), "out": len(rows), "rejected": 0, "rejected_by_reason": {}},
     }
@@ -60,6 +60,7 @@ def main() -> None:
     ap.add_argument("--micro-batch", type=int, default=32)
     ap.add_argument("--max-len", type=int, default=64)
     ap.add_argument("--per-label-threshold", action="store_true")
+    ap.add_argument("--model", default="minilm", help="minilm (the packaged one) or a local copy of it")
     args = ap.parse_args()
 
     from training.classify import ClassifyConfig, train_classifier
@@ -68,7 +69,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     names = [n.strip() for n in (DATA / "emotions.txt").read_text().splitlines() if n.strip()]
-    tok = load_tokenizer("minilm")
+    tok = load_tokenizer(args.model)
     fingerprint = tokenizer_fingerprint(tok)  # before encoding: truncation settings change the backend's JSON
     train = read_split("train")
     if args.train_rows:
@@ -76,9 +77,9 @@ def main() -> None:
         train = train[: args.train_rows]
     dirs = {}
     for split, rows in (("train", train), ("dev", read_split("dev")), ("test", read_split("test"))):
-        dirs[split] = write_shards(out / f"{split}_shards", rows, names, tok, args.max_len, fingerprint)
+        dirs[split] = write_shards(out / f"{split}_shards", rows, names, tok, args.max_len, fingerprint, args.model)
     cfg = ClassifyConfig(
-        model="minilm", lr=args.lr, epochs=args.epochs, micro_batch=args.micro_batch, eval_shards=str(dirs["dev"]),
+        model=args.model, lr=args.lr, epochs=args.epochs, micro_batch=args.micro_batch, eval_shards=str(dirs["dev"]),
         test_shards=str(dirs["test"]), eval_steps=500, per_label_threshold=args.per_label_threshold,
         report_to="tensorboard",
     )

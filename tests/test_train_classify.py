@@ -93,3 +93,17 @@ def test_classify_errors_before_training(tiny, tmp_path):
     with pytest.raises(DataprepError, match="exceeds the model's 2 layers"):
         train_classifier(str(tiny["train"]), str(tmp_path / "o3"), _config(tiny, freeze_layers=5))
     assert not any((tmp_path / f"o{i}").exists() for i in (1, 2, 3))
+
+
+def test_a_half_precision_checkpoint_trains_in_fp32(tmp_path):
+    """transformers 5 loads a checkpoint in its saved dtype; pure fp16 training loses small
+    updates, so the classifier is always loaded in fp32."""
+    import torch
+    from transformers import AutoModel
+
+    from training.classify import load_classifier
+
+    AutoModel.from_pretrained(tiny_encoder(tmp_path / "enc")).half().save_pretrained(tmp_path / "fp16")
+    tiny_tokenizer().save_pretrained(tmp_path / "fp16")
+    model = load_classifier(str(tmp_path / "fp16"), NAMES)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}

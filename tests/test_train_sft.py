@@ -195,3 +195,69 @@ def test_input_pad_id_stays_inside_the_vocabulary():
     assert input_pad_id({"pad_token_id": 0, "eos_token_id": 2}, 100) == 0
     assert input_pad_id({"pad_token_id": 100, "eos_token_id": 2}, 100) == 2  # an added pad beyond the embeddings
     assert input_pad_id({"eos_token_id": 2}, 100) == 2
+
+
+def test_collate_flat_counts_real_tokens_without_the_filler():
+    batch = collate_flat([{"input_ids": [5, 6, 7], "labels": [I, 6, 7]}], pad_to=8)
+    assert batch["n_tokens"] == 3 and batch["input_ids"].shape == (1, 8)
+
+
+def test_chunked_trained_only_loss_equals_full_logits_loss_and_gradients(tiny, monkeypatch):
+    """The loss over trained positions, projected LOSS_CHUNK at a time under checkpointing, gives
+    the same value and the same gradients as cross-entropy over full-vocabulary logits."""
+    from transformers import AutoModelForCausalLM
+
+    from training import sft
+
+    monkeypatch.setattr(sft, "LOSS_CHUNK", 7)  # several chunks and a ragged last one
+    batch = collate_flat(pack(tiny["rows"][:4], 1000))
+    n_trained = int((batch["labels"][:, 1:] != I).sum())
+    assert n_trained > 2 * 7
+
+    def grads(loss_fn):
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_pretrained(tiny["model"], attn_implementation="sdpa")
+        loss, count = loss_fn(model)
+        loss.backward()
+        return loss.detach().item(), count, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    def full(model):
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+        return torch.nn.functional.cross_entropy(logits[0, :-1], batch["labels"][0, 1:], ignore_index=I, reduction="sum"), None
+
+    chunked_loss, count, chunked_grads = grads(lambda m: sft.causal_lm_loss_sum(m, batch))
+    full_loss, _, full_grads = grads(full)
+    assert count == n_trained
+    assert chunked_loss == pytest.approx(full_loss, rel=1e-5)
+    assert chunked_grads.keys() == full_grads.keys() and "lm_head.weight" in chunked_grads
+    for name, g in full_grads.items():
+        assert torch.allclose(chunked_grads[name], g, atol=1e-5, rtol=1e-4), name
+
+
+@pytest.mark.slow
+def test_qlora_keeps_frozen_weights_bf16_unless_asked_and_checkpoints_layers(tiny):
+    """prepare_model_for_kbit_training upcasts norms/embeddings/head to fp32; by default they go
+    back to bf16 (LoRA weights stay fp32), and gradient checkpointing is on in training mode."""
+    from training.sft import SFTConfig, add_lora, load_model
+
+    cfg = SFTConfig(lora_dropout=0.0)
+    for upcast, frozen_dtype in ((False, torch.bfloat16), (True, torch.float32)):
+        model = add_lora(load_model(str(tiny["model"]), "4bit", True, "sdpa", True, kbit_upcast=upcast), cfg)
+        frozen = {p.dtype for n, p in model.named_parameters() if "norm" in n or "embed" in n or "lm_head" in n}
+        assert frozen == {frozen_dtype}, (upcast, frozen)
+        assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}
+        model.train()
+        assert all(layer.gradient_checkpointing for layer in model.get_base_model().model.layers)
+
+
+def test_packed_batches_for_flex_attention_have_one_static_length(tiny):
+    """FlexAttention is compiled per shape: every packed micro-batch is padded to micro_batch x
+    max_len with an untrained filler, and the token count excludes the filler."""
+    from training.data import load_shards
+    from training.sft import make_batcher
+
+    dataset, manifest = load_shards(tiny["packed"])
+    batches = make_batcher(dataset, manifest, 4, False, static_len=4 * manifest["max_len"])(0)
+    assert {b["input_ids"].shape for b in batches} == {(1, 160)}
+    assert sum(b["n_tokens"] for b in batches) == sum(len(r["input_ids"]) for r in tiny["rows"])
+    assert all((b["labels"][0, b["n_tokens"]:] == I).all() for b in batches)

@@ -38,10 +38,14 @@ class ClassifyConfig(LoopConfig):
 
 
 def load_classifier(path: str, label_names: list[str]):
+    """The encoder with a fresh multi-label head, in fp32 whatever dtype the checkpoint was saved
+    in (transformers 5 loads a checkpoint's own dtype; pure fp16 training loses small updates)."""
+    import torch
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(
         path,
+        dtype=torch.float32,
         num_labels=len(label_names),
         problem_type="multi_label_classification",
         id2label=dict(enumerate(label_names)),

@@ -120,6 +120,7 @@ def collate_flat(rows: list[dict[str, Any]], pad_to: int | None = None, pad_toke
         input_ids += row["input_ids"]
         labels += lab
         positions += pos
+    n_tokens = len(input_ids)
     if pad_to and len(input_ids) < pad_to:
         fill = pad_to - len(input_ids)
         input_ids += [pad_token_id] * fill
@@ -129,6 +130,7 @@ def collate_flat(rows: list[dict[str, Any]], pad_to: int | None = None, pad_toke
         "input_ids": torch.tensor([input_ids], dtype=torch.long),
         "labels": torch.tensor([labels], dtype=torch.long),
         "position_ids": torch.tensor([positions], dtype=torch.long),
+        "n_tokens": n_tokens,
     }
 
 

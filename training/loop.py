@@ -155,7 +155,7 @@ def train_loop(
             loss, _ = loss_sum(model, batch)
             (loss / max(targets, 1)).backward()
             step_loss += float(loss.detach())
-            hist.tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+            hist.tokens += real_tokens(batch)
         hist.trained_tokens += targets
         grad_norm = float(torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0))
         optimizer.step()
@@ -172,6 +172,13 @@ def train_loop(
             start = time.perf_counter()
     hist.seconds += time.perf_counter() - start
     return hist
+
+
+def real_tokens(batch: dict[str, Any]) -> int:
+    """Tokens of the data in a batch: not padding, not a flat batch's filler sequence."""
+    if "n_tokens" in batch:
+        return batch["n_tokens"]
+    return int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
 
 
 def count_targets(batch: dict[str, Any]) -> int:

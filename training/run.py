@@ -31,6 +31,8 @@ def train(
     eval_steps: int = 50,
     group_by_length: bool = False,
     gradient_checkpointing: bool = True,
+    kbit_upcast: bool = False,
+    compile: bool = False,
     bf16: Literal["auto", "yes", "no"] = "auto",
     attn: str = "auto",
     per_label_threshold: bool = False,
@@ -51,7 +53,8 @@ def train(
         from training.sft import SFTConfig, train_sft
 
         cfg = SFTConfig(model=model or "smollm2-135m", quant=quant, group_by_length=group_by_length,
-                        gradient_checkpointing=gradient_checkpointing, bf16=bf16, attn_implementation=attn, **common)
+                        gradient_checkpointing=gradient_checkpointing, kbit_upcast=kbit_upcast, compile=compile,
+                        bf16=bf16, attn_implementation=attn, **common)
         return train_sft(shards, out, cfg, force=force)
     from training.classify import ClassifyConfig, train_classifier
 

@@ -35,6 +35,8 @@ class SFTConfig(LoopConfig):
     val_size: float = 0.0
     group_by_length: bool = False
     gradient_checkpointing: bool = True
+    kbit_upcast: bool = False  # keep prepare_model_for_kbit_training's fp32 norms/embeddings/head
+    compile: bool = False  # torch.compile each decoder layer
     bf16: str = "auto"  # auto (where supported) | yes | no
     attn_implementation: str = "auto"  # auto: flex_attention for packed shards on CUDA, else sdpa
 
@@ -62,8 +64,15 @@ def attn_implementation(cfg: SFTConfig, packed: bool) -> str:
     return "flex_attention" if packed and device() == "cuda" else "sdpa"
 
 
-def load_model(path: str, quant: str, bf16: bool, attn: str, gradient_checkpointing: bool):
-    """The base causal LM, 4-bit quantised and prepared for k-bit training when asked."""
+def load_model(path: str, quant: str, bf16: bool, attn: str, gradient_checkpointing: bool,
+               kbit_upcast: bool = False):
+    """The base causal LM, 4-bit quantised and prepared for k-bit training when asked.
+
+    `prepare_model_for_kbit_training` upcasts every non-quantised weight (embeddings, norms, the
+    LM head) to fp32, which makes the whole residual stream fp32: twice the activation memory and
+    fp32 matmuls in the head. Unless `kbit_upcast`, those frozen weights go back to bf16 and the
+    loss runs under bf16 autocast (`causal_lm_loss_sum`), while the LoRA weights stay fp32.
+    """
     import torch
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
@@ -88,13 +97,21 @@ def load_model(path: str, quant: str, bf16: bool, attn: str, gradient_checkpoint
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=gradient_checkpointing, gradient_checkpointing_kwargs=gc_kwargs
         )
+        if bf16 and not kbit_upcast:
+            for p in model.parameters():
+                if p.dtype == torch.float32 and not p.requires_grad:
+                    p.data = p.data.to(torch.bfloat16)
     elif gradient_checkpointing:
-        if hasattr(model, "activation_checkpointing_enable"):  # the newer name in transformers 5
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs=gc_kwargs)
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
+        _enable_checkpointing(model, gc_kwargs)
         model.enable_input_require_grads()
     return model
+
+
+def _enable_checkpointing(model, gc_kwargs: dict[str, Any]) -> None:
+    if hasattr(model, "activation_checkpointing_enable"):  # the newer name in transformers 5
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=gc_kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
 
 
 def add_lora(model, cfg: SFTConfig, task_type: str = "CAUSAL_LM", modules_to_save: list[str] | None = None):
@@ -112,14 +129,33 @@ def add_lora(model, cfg: SFTConfig, task_type: str = "CAUSAL_LM", modules_to_sav
     return get_peft_model(model, lora)
 
 
+def compile_layers(model) -> None:
+    """torch.compile each decoder layer in place (fuses norms, RoPE, activations and the LoRA adds)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    for layer in getattr(base, base.base_model_prefix).layers:
+        layer.compile()
+
+
+LOSS_CHUNK = 1024  # trained positions projected onto the vocabulary at a time
+
+
+def _chunk_loss_sum(head, hidden, targets):
+    import torch
+
+    return torch.nn.functional.cross_entropy(head(hidden).float(), targets, reduction="sum")
+
+
 def causal_lm_loss_sum(model, batch: dict[str, Any]):
     """(summed cross-entropy over trained tokens, their count).
 
     Only positions whose next label is trained reach the LM head, which avoids the
-    (tokens x vocabulary) fp32 logits of a full forward. The backbone and the head are called
-    separately (not `logits_to_keep=mask`, which transformers before 5.2x only takes as an int).
+    (tokens x vocabulary) logits of a full forward, and they reach it LOSS_CHUNK at a time under
+    checkpointing, so at most one chunk's fp32 logits are alive (the backward recomputes them).
+    The backbone and the head are called separately (not `logits_to_keep=mask`, which
+    transformers before 5.2x only takes as an int).
     """
     import torch
+    from torch.utils.checkpoint import checkpoint
 
     labels = batch["labels"]
     keep = torch.zeros_like(labels, dtype=torch.bool)
@@ -128,10 +164,18 @@ def causal_lm_loss_sum(model, batch: dict[str, Any]):
     inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids")}
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     backbone = getattr(base, base.base_model_prefix)
-    # use_cache=False: with a cache, transformers skips detecting packed sequences from position_ids
-    hidden = backbone(**inputs, use_cache=False).last_hidden_state
-    logits = base.get_output_embeddings()(hidden[keep])
-    loss = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
+    head = base.get_output_embeddings()
+    # bf16 frozen weights (see load_model) -> bf16 autocast, so fp32 LoRA weights compute in bf16 too
+    low = base.get_input_embeddings().weight.dtype
+    with torch.autocast(labels.device.type, dtype=low, enabled=low in (torch.bfloat16, torch.float16)):
+        # use_cache=False: with a cache, transformers skips detecting packed sequences from position_ids
+        hidden = backbone(**inputs, use_cache=False).last_hidden_state[keep]
+        loss = hidden.new_zeros((), dtype=torch.float32)
+        for h, t in zip(hidden.split(LOSS_CHUNK), targets.split(LOSS_CHUNK), strict=True):
+            if h.requires_grad:
+                loss = loss + checkpoint(_chunk_loss_sum, head, h, t, use_reentrant=False)
+            else:
+                loss = loss + _chunk_loss_sum(head, h, t)
     return loss, int(targets.numel())
 
 
@@ -146,8 +190,10 @@ def input_pad_id(manifest: dict[str, Any], vocab_size: int | None = None) -> int
 
 
 def make_batcher(dataset, manifest: dict[str, Any], micro_batch: int, group_by_length: bool,
-                 vocab_size: int | None = None):
-    """seed -> list of collated micro-batches (padding-free for packed shards, padded otherwise)."""
+                 vocab_size: int | None = None, static_len: int | None = None):
+    """seed -> list of collated micro-batches (padding-free for packed shards, padded otherwise).
+    `static_len` pads every flat batch to that many tokens with one filler sequence (FlexAttention
+    is compiled, and a new length per batch would recompile it)."""
     lengths = dataset["length"] if "length" in dataset.column_names else [len(x) for x in dataset["input_ids"]]
     rows = dataset.with_format(None)
     pad = input_pad_id(manifest, vocab_size)
@@ -156,7 +202,7 @@ def make_batcher(dataset, manifest: dict[str, Any], micro_batch: int, group_by_l
         out = []
         for idx in data.batch_indices(lengths, micro_batch, seed, group_by_length):
             chunk = [rows[i] for i in idx]
-            out.append(data.collate_flat(chunk) if manifest.get("packed") else data.collate_padded(chunk, pad))
+            out.append(data.collate_flat(chunk, static_len, pad) if manifest.get("packed") else data.collate_padded(chunk, pad))
         return out
 
     return make
@@ -209,12 +255,16 @@ def train_sft(shards: str, out: str, config: SFTConfig, force: bool = False) -> 
         return {**existing.get("metrics", {}), "skipped": True}
     bf16 = use_bf16(config, quant)
     attn = attn_implementation(config, bool(manifest.get("packed")))
-    model = load_model(model_path, quant, bf16, attn, config.gradient_checkpointing)
+    model = load_model(model_path, quant, bf16, attn, config.gradient_checkpointing, config.kbit_upcast)
     model = add_lora(model, config)
+    if config.compile:
+        compile_layers(model)
     trainable, total = model.get_nb_trainable_parameters()
     vocab = model.get_input_embeddings().num_embeddings
-    make_train = make_batcher(train_set, manifest, config.micro_batch, config.group_by_length, vocab)
-    eval_batches = make_batcher(eval_set, manifest, config.micro_batch, False, vocab)(config.seed) if eval_set else None
+    static = config.micro_batch * manifest["max_len"] if attn == "flex_attention" and manifest.get("max_len") else None
+    make_train = make_batcher(train_set, manifest, config.micro_batch, config.group_by_length, vocab, static)
+    make_eval = make_batcher(eval_set, manifest, config.micro_batch, False, vocab, static) if eval_set else None
+    eval_batches = make_eval(config.seed) if make_eval else None
     timer = io.Timer()
     with io.atomic_dir(out) as tmp:
         logger = Logger(config.report_to, tmp / "runs", dataclasses.asdict(config))
