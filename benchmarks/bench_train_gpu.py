@@ -136,7 +136,7 @@ def micro_batches(rows: list[dict], batching: str, rows_per_batch: int | None, b
         for j in order:
             n = len(rows[j]["input_ids"])
             if chunk and used + n > budget:
-                yield {**collate_flat(chunk, pad_to=budget if static else None), "n_tokens": used}
+                yield collate_flat(chunk, pad_to=budget if static else None)
                 chunk, used = [], 0
             chunk.append(rows[j])
             used += n
@@ -146,9 +146,10 @@ def full_logits_loss_sum(model, batch):
     """The seed recipe's loss: full (tokens x vocabulary) logits, cross-entropy over labels."""
     import torch
 
+    from training.sft import weights_autocast
+
     inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids")}
-    low = model.get_input_embeddings().weight.dtype
-    with torch.autocast(batch["labels"].device.type, dtype=low, enabled=low == torch.bfloat16):
+    with weights_autocast(model, batch["labels"].device.type):
         logits = model(**inputs, use_cache=False).logits
     labels = batch["labels"][:, 1:]
     loss = torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
@@ -157,9 +158,11 @@ def full_logits_loss_sum(model, batch):
 
 
 def set_checkpointing(model, on: bool) -> None:
+    from training.sft import enable_checkpointing
+
     base = model.get_base_model()
     if on:
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(base, {"use_reentrant": False})
     else:
         base.gradient_checkpointing_disable()
 
@@ -168,7 +171,7 @@ def run_variant(model, rows, name: str, budget: int, steps: int, warmup: int, pr
     import torch
 
     from training import sft
-    from training.loop import make_optimizer, peak_memory_gb, to_device
+    from training.loop import count_targets, make_optimizer, peak_memory_gb, real_tokens, to_device
 
     v = VARIANTS[name]
     budget = int(budget * v["budget_x"])
@@ -193,12 +196,12 @@ def run_variant(model, rows, name: str, budget: int, steps: int, warmup: int, pr
     def step_once():
         nonlocal tokens, trained
         window = [to_device(next(batches)) for _ in range(v["accum"])]
-        targets = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in window)
+        targets = sum(count_targets(b) for b in window)
         step_loss = 0.0
         for b in window:
             loss, _ = loss_fn(model, b)
             (loss / max(targets, 1)).backward()
-            tokens += int(b["attention_mask"].sum()) if "attention_mask" in b else b["n_tokens"]
+            tokens += real_tokens(b)
             step_loss += loss.detach() / max(targets, 1)
         losses.append(step_loss)
         trained += targets

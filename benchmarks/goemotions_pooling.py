@@ -12,7 +12,6 @@ same 2,000 dev rows it is scored on, so read the two numbers against each other 
 
 from __future__ import annotations
 
-import csv
 import random
 import sys
 import time
@@ -21,16 +20,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.goemotions_classify import read_split as read  # noqa: E402
 from dataprep.models import resolve_model  # noqa: E402
 from training.metrics import multilabel_metrics, tune_threshold  # noqa: E402
 
-DATA = ROOT / ".." / "shared" / "data" / "goemotions"
 LABELS = 28
-
-
-def read(split: str) -> list[tuple[str, list[int]]]:
-    with open(DATA / f"{split}.tsv", newline="", encoding="utf-8") as fh:
-        return [(r[0], [int(x) for x in r[1].split(",")]) for r in csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)]
 
 
 def main() -> None:

@@ -261,3 +261,15 @@ def test_packed_batches_for_flex_attention_have_one_static_length(tiny):
     assert {b["input_ids"].shape for b in batches} == {(1, 160)}
     assert sum(b["n_tokens"] for b in batches) == sum(len(r["input_ids"]) for r in tiny["rows"])
     assert all((b["labels"][0, b["n_tokens"]:] == I).all() for b in batches)
+
+
+def test_a_batch_with_nothing_trained_gives_zero_loss_that_backpropagates(tiny):
+    from transformers import AutoModelForCausalLM
+
+    from training.sft import causal_lm_loss_sum
+
+    model = AutoModelForCausalLM.from_pretrained(tiny["model"], attn_implementation="sdpa")
+    batch = collate_flat([{"input_ids": [5, 6, 7, 8], "labels": [I, I, I, I]}])
+    loss, count = causal_lm_loss_sum(model, batch)
+    loss.backward()  # the training loop backpropagates every micro-batch
+    assert count == 0 and float(loss) == 0.0

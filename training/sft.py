@@ -102,12 +102,12 @@ def load_model(path: str, quant: str, bf16: bool, attn: str, gradient_checkpoint
                 if p.dtype == torch.float32 and not p.requires_grad:
                     p.data = p.data.to(torch.bfloat16)
     elif gradient_checkpointing:
-        _enable_checkpointing(model, gc_kwargs)
+        enable_checkpointing(model, gc_kwargs)
         model.enable_input_require_grads()
     return model
 
 
-def _enable_checkpointing(model, gc_kwargs: dict[str, Any]) -> None:
+def enable_checkpointing(model, gc_kwargs: dict[str, Any]) -> None:
     if hasattr(model, "activation_checkpointing_enable"):  # the newer name in transformers 5
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=gc_kwargs)
     else:
@@ -134,6 +134,15 @@ def compile_layers(model) -> None:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     for layer in getattr(base, base.base_model_prefix).layers:
         layer.compile()
+
+
+def weights_autocast(model, device_type: str):
+    """bf16 (fp16) autocast when the frozen weights are bf16 (fp16), see load_model: the fp32 LoRA
+    weights then compute in bf16 too, and peft skips its input casts. A no-op for fp32 models."""
+    import torch
+
+    low = model.get_input_embeddings().weight.dtype
+    return torch.autocast(device_type, dtype=low, enabled=low in (torch.bfloat16, torch.float16))
 
 
 LOSS_CHUNK = 1024  # trained positions projected onto the vocabulary at a time
@@ -165,12 +174,10 @@ def causal_lm_loss_sum(model, batch: dict[str, Any]):
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     backbone = getattr(base, base.base_model_prefix)
     head = base.get_output_embeddings()
-    # bf16 frozen weights (see load_model) -> bf16 autocast, so fp32 LoRA weights compute in bf16 too
-    low = base.get_input_embeddings().weight.dtype
-    with torch.autocast(labels.device.type, dtype=low, enabled=low in (torch.bfloat16, torch.float16)):
+    with weights_autocast(base, labels.device.type):
         # use_cache=False: with a cache, transformers skips detecting packed sequences from position_ids
         hidden = backbone(**inputs, use_cache=False).last_hidden_state[keep]
-        loss = hidden.new_zeros((), dtype=torch.float32)
+        loss = hidden.float().sum() * 0  # 0, but in the graph even when nothing in the batch is trained
         for h, t in zip(hidden.split(LOSS_CHUNK), targets.split(LOSS_CHUNK), strict=True):
             if h.requires_grad:
                 loss = loss + checkpoint(_chunk_loss_sum, head, h, t, use_reentrant=False)
