@@ -674,10 +674,10 @@ def _first_rows(batches, limit: int):
     """The batches cut to `limit` rows in all."""
     left = limit
     for batch in batches:
-        if left <= 0:
-            return
         yield batch.head(left)
-        left -= min(left, batch.height)
+        left -= batch.height
+        if left <= 0:  # stop before the next batch (or file) is read
+            return
 
 
 @dataclasses.dataclass(frozen=True)

@@ -98,12 +98,12 @@ def _notes(result: StageResult) -> str:
 
 
 def _training_notes(metrics: dict[str, Any]) -> str:
-    """Eval loss before → after, or the classification metrics of the test (else eval) split."""
+    """Eval loss before → after, or the classification metrics of the test (else validation) split."""
     notes = []
     evals = [e["loss"] for e in metrics.get("eval_loss") or [] if isinstance(e, dict) and "loss" in e]
     if len(evals) >= 2:
         notes.append(f"eval loss {evals[0]:.3f} → {evals[-1]:.3f}")
-    split = metrics.get("test") or metrics.get("eval")
+    split = metrics.get("test") or metrics.get("val")
     if isinstance(split, dict):
         for key in ("f1_micro", "f1_macro", "roc_auc_micro", "jaccard_samples", "subset_accuracy"):
             if isinstance(split.get(key), (int, float)):

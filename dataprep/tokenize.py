@@ -383,8 +383,10 @@ def _preference_rows(batch, tok, kind, opts, specials, label_names):
         for _, _, ev in (c, r):
             if ev:
                 events[ev] += 1
-        if "too_long" in (c[2], r[2]) or ck >= len(c[0]) or rk >= len(r[0]):
-            reason = "too_long" if "too_long" in (c[2], r[2]) else "no trainable tokens"
+        untrained = not opts.train_on_inputs and (c[1] >= len(c[0]) or r[1] >= len(r[0]))
+        if "too_long" in (c[2], r[2]) or untrained:
+            event = c[2] or r[2]
+            reason = "too_long" if "too_long" in (c[2], r[2]) else f"no trainable tokens{f' after {event}' if event else ''}"
             rejects.append({"source": batch["source"][i], "row": batch["row"][i], "reason": reason,
                             "detail": f"chosen {len(cids)}, rejected {len(rids)} tokens"})
             continue
@@ -524,6 +526,8 @@ def tokenize(
         tok_fp = models.tokenizer_fingerprint(tok)
         if kind in ("sft", "chat", "text", "preference") and tok.eos_token_id is None:
             raise DataprepError(f"tokenizer {tokenizer} has no EOS token; pick a causal-LM tokenizer for kind {kind}")
+        if pack and kind in ("preference", "classify"):
+            raise DataprepError(f"--pack works for sft, chat and text records, not {kind}; drop --pack")
         if kind == "chat" and not tok.chat_template:
             raise DataprepError(f"tokenizer {tokenizer} has no chat template; chat records need one")
         specials = choose_pad(tok)

@@ -330,6 +330,8 @@ def test_bad_options_are_one_line_errors(tmp_path):
     path = text_table(tmp_path, ["x"])
     with pytest.raises(DataprepError, match="unknown method"):
         dd.dedupe(path, tmp_path / "o", methods=("fuzzy",))
+    with pytest.raises(DataprepError, match="names a method twice"):
+        dd.dedupe(path, tmp_path / "o", methods=("exact", "exact"))
     with pytest.raises(DataprepError, match="--threshold must be in"):
         dd.dedupe(path, tmp_path / "o", threshold=1.5)
     with pytest.raises(DataprepError, match="START:STOP:STEP"):
@@ -409,6 +411,13 @@ def test_clusters_mode_reports_its_recall(tmp_path, fake_encoder):
     assert any("--clusters 1: recall against exact search 1.000" in w for w in manifest["warnings"])
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["methods"]["semantic"]["recall"] == 1.0
+
+
+def test_more_clusters_than_rows_is_one_cluster_per_row(tmp_path, fake_encoder):
+    path = text_table(tmp_path, SEM_TEXTS)
+    manifest = dd.dedupe(path, tmp_path / "out", methods=("semantic",), threshold=0.99, clusters=len(SEM_TEXTS) + 5)
+    assert manifest["counts"]["in"] == len(SEM_TEXTS)
+    assert manifest["counts"]["out"] + manifest["counts"]["rejected"] == len(SEM_TEXTS)
 
 
 def test_long_texts_are_counted_in_a_warning(tmp_path, fake_encoder):

@@ -87,5 +87,8 @@ def test_training_notes_show_eval_loss_and_classification_metrics():
 
     sft = {"eval_loss": [{"step": 0, "loss": 2.0}, {"step": 5, "loss": 0.5}], "steps": 5}
     assert _training_notes(sft) == "eval loss 2.000 → 0.500, 5 steps"
-    classify = {"eval": {"f1_micro": 0.25}, "test": {"f1_micro": 0.5, "roc_auc_micro": 0.75}, "steps": 3}
+    # the keys training.classify writes: "val" always, "test" with test shards
+    classify = {"val": {"f1_micro": 0.25}, "test": {"f1_micro": 0.5, "roc_auc_micro": 0.75}, "steps": 3}
     assert _training_notes(classify) == "f1_micro 0.500, roc_auc_micro 0.750, 3 steps"
+    del classify["test"]
+    assert _training_notes(classify) == "f1_micro 0.250, 3 steps"

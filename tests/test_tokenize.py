@@ -359,6 +359,25 @@ def test_stage_preference_prompt_masks(tmp_path):
     assert row["rejected_labels"][-1] == 2
 
 
+def test_stage_preference_keeps_a_row_whose_long_prompt_is_truncated(tmp_path):
+    """truncate-prompt keeps the completions whole; the row still trains and is not rejected."""
+    d = write_records(tmp_path, "preference", {"prompt": ["###답변: " + "가나다라 " * 40], "chosen": ["서울"],
+                                               "rejected": ["부산"], "messages": [None]})
+    m = tokenize(d, tmp_path / "tok", max_len=16, progress=False)
+    assert m["counts"]["out"] == 1 and m["counts"]["rejected"] == 0
+    from datasets import load_from_disk
+
+    row = load_from_disk(str(tmp_path / "tok"))[0]
+    assert len(row["chosen_input_ids"]) <= 16 and row["chosen_labels"][-1] == 2
+
+
+def test_pack_refuses_preference_records(tmp_path):
+    d = write_records(tmp_path, "preference", {"prompt": ["q"], "chosen": ["a"], "rejected": ["b"], "messages": [None]})
+    with pytest.raises(DataprepError, match=r"^--pack works for sft, chat and text records, not preference"):
+        tokenize(d, tmp_path / "tok", max_len=16, pack=True, progress=False)
+    assert not (tmp_path / "tok").exists()
+
+
 def test_stage_chat_glaive(shared_data, tmp_path):
     batch = glaive_batch(shared_data)
     d = write_records(tmp_path, "chat", {"messages": batch["messages"], "tools": batch["tools"]})

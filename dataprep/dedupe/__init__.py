@@ -69,6 +69,8 @@ class DedupeConfig:
         bad = [m for m in self.methods if m not in METHODS]
         if bad or not self.methods:
             raise DataprepError(f"unknown method(s) {', '.join(bad) or '(none)'}; --methods takes a comma list of {', '.join(METHODS)}")
+        if len(set(self.methods)) < len(self.methods):
+            raise DataprepError(f"--methods names a method twice ({','.join(self.methods)}); name each once")
         if self.keep not in KEEP_POLICIES:
             raise DataprepError(f"unknown --keep {self.keep!r}; choose one of {', '.join(KEEP_POLICIES)}")
         for name, t in (("--near-threshold", self.near_threshold), ("--threshold", self.threshold)):

@@ -99,6 +99,7 @@ def kmeans(emb, k: int, *, iters: int = 20, seed: int = 0, device: str = "cpu", 
 
     x = _as_tensor(emb, device)
     n = x.shape[0]
+    k = min(k, n)  # more clusters than rows (say, after exact/near removed most) is one row each
     g = torch.Generator().manual_seed(seed)
     fit = x[torch.randperm(n, generator=g)[: max(k, min(n, sample))].to(device)]
     centroids = fit[torch.randperm(len(fit), generator=g)[:k].to(device)].clone()
