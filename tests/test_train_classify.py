@@ -34,25 +34,31 @@ def _config(tiny, **kw):
 
 
 @pytest.mark.slow
-def test_classifier_learns_and_saved_model_reproduces_test_metrics(tiny, tmp_path):
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_classifier_learns_and_saved_model_reproduces_test_metrics(tiny, tmp_path, pooling):
     import torch
     from sklearn.metrics import f1_score, roc_auc_score
-    from transformers import AutoModelForSequenceClassification
 
+    from training.classify import load_trained_classifier
     from training.data import load_shards
 
     out = tmp_path / "cls"
-    result = train_classifier(str(tiny["train"]), str(out), _config(tiny))
+    result = train_classifier(str(tiny["train"]), str(out), _config(tiny, pooling=pooling))
+    assert result["pooling"] == pooling
     losses = [r["loss"] for r in result["train_loss"]]
     assert np.mean(losses[-5:]) < losses[0] - 0.08, losses
     assert result["eval_curve"][-1]["loss"] < result["eval_curve"][0]["loss"]
 
     # reload what was saved and recompute the test metrics with scikit-learn
-    saved = json.loads((out / "thresholds.json").read_text())
+    model, saved = load_trained_classifier(str(out))
     assert saved["label_names"] == NAMES and saved["threshold"] == result["threshold"]
-    model = AutoModelForSequenceClassification.from_pretrained(out).eval()
-    assert model.config.problem_type == "multi_label_classification"
-    assert [model.config.id2label[i] for i in range(4)] == NAMES
+    assert saved["pooling"] == pooling
+    if pooling == "cls":  # a standard transformers classifier
+        from transformers import AutoModelForSequenceClassification
+
+        model = AutoModelForSequenceClassification.from_pretrained(out).eval()
+        assert model.config.problem_type == "multi_label_classification"
+        assert [model.config.id2label[i] for i in range(4)] == NAMES
     test, _ = load_shards(tiny["test"])
     with torch.no_grad():
         scores = np.concatenate([torch.sigmoid(model(input_ids=torch.tensor([r["input_ids"]])).logits).numpy()
@@ -107,3 +113,88 @@ def test_a_half_precision_checkpoint_trains_in_fp32(tmp_path):
     tiny_tokenizer().save_pretrained(tmp_path / "fp16")
     model = load_classifier(str(tmp_path / "fp16"), NAMES)
     assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
+def _mean_pooling_dir(path):
+    """A tiny encoder laid out as a sentence-transformers model that declares mean pooling."""
+    tiny_encoder(path)
+    (path / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]))
+    (path / "1_Pooling").mkdir()
+    (path / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True}))
+    return path
+
+
+def test_auto_pooling_follows_the_sentence_transformers_config(tmp_path):
+    from dataprep.models import resolve_model
+    from training.classify import resolve_pooling
+    from training.pooling import sentence_pooling
+
+    assert sentence_pooling(resolve_model("minilm")) == "mean"  # the packaged all-MiniLM-L6-v2
+    st = _mean_pooling_dir(tmp_path / "st")
+    assert resolve_pooling("auto", str(st)) == "mean"
+    (st / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode": "cls"}))  # sentence-transformers 5 key
+    assert resolve_pooling("auto", str(st)) == "cls"
+    plain = tiny_encoder(tmp_path / "plain")
+    assert sentence_pooling(plain) is None and resolve_pooling("auto", str(plain)) == "cls"
+    assert resolve_pooling("mean", str(plain)) == "mean"
+    with pytest.raises(DataprepError, match="--pooling 'max' is not one of auto, cls, mean"):
+        resolve_pooling("max", str(plain))
+
+
+def test_mean_pooling_is_the_masked_mean_and_ignores_padding(tmp_path):
+    import torch
+
+    from training.classify import load_mean_classifier
+
+    model = load_mean_classifier(str(tiny_encoder(tmp_path / "enc")), NAMES).eval()
+    ids = torch.tensor([[5, 6, 7, 8]])
+    padded = torch.tensor([[5, 6, 7, 8, 0, 0, 0], [9, 10, 0, 0, 0, 0, 0]])
+    mask = (padded != 0).long()
+    with torch.no_grad():
+        alone = model(input_ids=ids).logits
+        batch = model(input_ids=padded, attention_mask=mask).logits
+        hidden = model.encoder(input_ids=ids).last_hidden_state
+        by_hand = hidden.mean(1) @ model.classifier.weight.T + model.classifier.bias
+    torch.testing.assert_close(alone, by_hand)
+    torch.testing.assert_close(batch[:1], alone, atol=1e-5, rtol=1e-5)  # padding changes nothing
+    labels = torch.tensor([[1.0, 0, 0, 1], [0, 1, 0, 0]])
+    loss = model(input_ids=padded, attention_mask=mask, labels=labels).loss
+    torch.testing.assert_close(loss, torch.nn.functional.binary_cross_entropy_with_logits(batch, labels))
+
+
+@pytest.mark.slow
+def test_mean_pooling_lora_and_freezing_train_what_they_should_and_merge(tiny, tmp_path):
+    import torch
+
+    from training.classify import load_trained_classifier, setup_model
+    from training.data import load_shards
+    from training.merge import merge_adapter
+
+    st = str(_mean_pooling_dir(tmp_path / "st"))
+    frozen, _, _ = setup_model(st, NAMES, _config(tiny, model=st, freeze_layers=1))
+    names = {n for n, p in frozen.named_parameters() if p.requires_grad}
+    assert frozen.pooling == "mean"
+    assert {"classifier.weight", "classifier.bias"} <= names and any(n.startswith("encoder.encoder.layer.1.") for n in names)
+    assert not any(n.startswith(("encoder.encoder.layer.0.", "encoder.embeddings.", "encoder.pooler.")) for n in names)
+
+    out = tmp_path / "adapter"
+    result = train_classifier(str(tiny["train"]), str(out), _config(tiny, model=st, lora=True, lr=5e-2))
+    assert result["pooling"] == "mean"
+    assert (out / "adapter_config.json").is_file() and (out / "mean_pooling_head.safetensors").is_file()
+    adapter, _ = load_trained_classifier(str(out))
+    lora = {n: p.numel() for n, p in adapter.named_parameters() if "lora_" in n}
+    assert lora and not any("pooler" in n for n in lora)
+    assert result["trainable_params"] == sum(lora.values()) + 64 * 4 + 4  # LoRA + the head, nothing else
+
+    merge_adapter(out, tmp_path / "merged", dtype="float32")
+    merged, saved = load_trained_classifier(str(tmp_path / "merged"))
+    assert saved["pooling"] == "mean" and not (tmp_path / "merged" / "adapter_config.json").exists()
+    test, _ = load_shards(tiny["test"])
+    ids = torch.tensor([test[0]["input_ids"]])
+    with torch.no_grad():
+        torch.testing.assert_close(merged(input_ids=ids).logits, adapter(input_ids=ids).logits, atol=1e-4, rtol=1e-4)
+    expected = adapter(input_ids=ids).logits  # the trained head, not a fresh one
+    assert not torch.allclose(expected, torch.zeros_like(expected))

@@ -1,14 +1,21 @@
 """Multi-label text classification on `classify` shards: an encoder (default: the packaged MiniLM
 BERT) with `problem_type="multi_label_classification"` (BCE-with-logits on float multi-hot labels).
 
+Pooling: sentence-transformers encoders that declare mean pooling (the packaged MiniLM does)
+classify from the masked mean of their hidden states (training.pooling); others from [CLS], as
+transformers does. `--pooling` overrides.
+
 The decision threshold (one global, or one per label) is tuned on the validation split and saved
-with the model in `thresholds.json`; test metrics use the tuned threshold.
+with the model in `thresholds.json`; test metrics use the tuned threshold. Load a trained
+classifier back with `load_trained_classifier`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,6 +42,17 @@ class ClassifyConfig(LoopConfig):
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     target_modules: str = "all-linear"
+    pooling: str = "auto"  # auto (mean for sentence-transformers encoders that mean-pool, else cls), cls, mean
+
+
+def resolve_pooling(pooling: str, model_path: str) -> str:
+    if pooling not in ("auto", "cls", "mean"):
+        raise DataprepError(f"--pooling {pooling!r} is not one of auto, cls, mean")
+    if pooling != "auto":
+        return pooling
+    from training.pooling import sentence_pooling
+
+    return "mean" if sentence_pooling(model_path) == "mean" else "cls"
 
 
 def load_classifier(path: str, label_names: list[str]):
@@ -52,6 +70,50 @@ def load_classifier(path: str, label_names: list[str]):
         label2id={n: i for i, n in enumerate(label_names)},
     )
     return model.to(device())
+
+
+def load_mean_classifier(path: str, label_names: list[str]):
+    """The encoder, in fp32, under a fresh mean-pooling multi-label head (training.pooling)."""
+    import torch
+    from transformers import AutoModel
+
+    from training.pooling import MeanPoolingClassifier
+
+    encoder = AutoModel.from_pretrained(path, dtype=torch.float32)
+    encoder.config.update({"id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)},
+                           "problem_type": "multi_label_classification"})
+    return MeanPoolingClassifier(encoder, len(label_names)).to(device())
+
+
+def load_trained_classifier(path: str, dtype: str = "float32"):
+    """(model in eval mode, thresholds.json) for the output of `train_classifier` or of merging it:
+    full model or LoRA adapter, [CLS] or mean pooling."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModel, AutoModelForSequenceClassification
+
+    from training.merge import adapter_base
+    from training.pooling import MeanPoolingClassifier
+
+    thresholds_path = Path(path) / "thresholds.json"
+    if not thresholds_path.is_file():
+        raise DataprepError(f"{path} has no thresholds.json; pass the output directory of `dataprep train --task classify`")
+    saved = json.loads(thresholds_path.read_text())
+    names, torch_dtype = saved["label_names"], getattr(torch, dtype)
+    adapter = (Path(path) / "adapter_config.json").is_file()
+    weights = adapter_base(path)[0] if adapter else path
+    if saved.get("pooling") == "mean":
+        model = AutoModel.from_pretrained(weights, dtype=torch_dtype)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            weights, dtype=torch_dtype, num_labels=len(names), problem_type="multi_label_classification",
+            id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+    if adapter:
+        model = PeftModel.from_pretrained(model, path)
+    if saved.get("pooling") == "mean":
+        model = MeanPoolingClassifier(model, len(names))
+        model.load_head(path)
+    return model.to(torch_dtype).eval(), saved
 
 
 def encoder_layers(model) -> list:
@@ -77,7 +139,7 @@ def freeze_layers(model, top_n: int) -> None:
         for p in layer.parameters():
             p.requires_grad = True
     pooler = getattr(model.base_model, "pooler", None)
-    for p in pooler.parameters() if pooler is not None else []:
+    for p in pooler.parameters() if pooler is not None and getattr(model, "pooling", "cls") == "cls" else []:
         p.requires_grad = True
 
 
@@ -146,13 +208,17 @@ def _prepare(shards: str, cfg: ClassifyConfig):
 
 
 def setup_model(model_path: str, label_names: list[str], cfg: ClassifyConfig):
-    model = load_classifier(model_path, label_names)
+    mean = resolve_pooling(cfg.pooling, model_path) == "mean"
+    model = (load_mean_classifier if mean else load_classifier)(model_path, label_names)
     if cfg.freeze_layers >= 0:
         freeze_layers(model, cfg.freeze_layers)
     if cfg.lora:
         from training.sft import add_lora
 
-        model = add_lora(model, cfg, task_type="SEQ_CLS")
+        if mean:  # LoRA on the encoder (not its unused pooler); the head outside it trains in full
+            model.encoder = add_lora(model.encoder, cfg, task_type="FEATURE_EXTRACTION", exclude_modules=["pooler.dense"])
+        else:
+            model = add_lora(model, cfg, task_type="SEQ_CLS")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return model, trainable, total
@@ -189,6 +255,7 @@ def train_classifier(shards: str, out: str, config: ClassifyConfig, force: bool 
             "steps": len(hist.train),
             "train_seconds": round(hist.seconds, 3),
             "rows_per_s": round(len(hist.train) * config.micro_batch * config.grad_accum / max(hist.seconds, 1e-9), 1),
+            "pooling": getattr(model, "pooling", "cls"),
             "trainable_params": int(trainable),
             "total_params": int(total),
             "device": device(),
@@ -226,6 +293,7 @@ def _save(model, tokenizer, out, label_names: list[str], result: dict[str, Any],
     tokenizer.save_pretrained(out)
     io.write_json(out / "thresholds.json", {
         "label_names": label_names,
+        "pooling": getattr(model, "pooling", "cls"),
         "per_label": config.per_label_threshold,
         "threshold": result["threshold"],
     })

@@ -35,19 +35,16 @@ def load_adapter_model(adapter: str | Path, dtype: str = "bfloat16"):
     """(peft model on a full-precision base, tokenizer, train manifest)."""
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     base, manifest = adapter_base(adapter)
-    torch_dtype = getattr(torch, dtype)
     if manifest.get("task") == "classify":
-        names = manifest.get("label_names") or []
-        model = AutoModelForSequenceClassification.from_pretrained(
-            base, dtype=torch_dtype, num_labels=len(names), problem_type="multi_label_classification",
-            id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
-        )
+        from training.classify import load_trained_classifier
+
+        model = load_trained_classifier(str(adapter), dtype)[0]
     else:
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype)
-    model = PeftModel.from_pretrained(model, str(adapter))
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=getattr(torch, dtype))
+        model = PeftModel.from_pretrained(model, str(adapter))
     return model, AutoTokenizer.from_pretrained(str(adapter)), manifest
 
 

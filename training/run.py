@@ -38,6 +38,7 @@ def train(
     per_label_threshold: bool = False,
     freeze_layers: int = -1,
     lora: bool = False,
+    pooling: Literal["auto", "cls", "mean"] = "auto",
     report_to: Literal["tensorboard", "wandb", "none"] = "tensorboard",
     seed: int = 42,
     force: bool = False,
@@ -59,5 +60,5 @@ def train(
     from training.classify import ClassifyConfig, train_classifier
 
     cfg = ClassifyConfig(model=model or "minilm", test_shards=test_shards, per_label_threshold=per_label_threshold,
-                         freeze_layers=freeze_layers, lora=lora, **common)
+                         freeze_layers=freeze_layers, lora=lora, pooling=pooling, **common)
     return train_classifier(shards, out, cfg, force=force)

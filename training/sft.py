@@ -114,7 +114,8 @@ def enable_checkpointing(model, gc_kwargs: dict[str, Any]) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
 
 
-def add_lora(model, cfg: SFTConfig, task_type: str = "CAUSAL_LM", modules_to_save: list[str] | None = None):
+def add_lora(model, cfg: SFTConfig, task_type: str = "CAUSAL_LM", modules_to_save: list[str] | None = None,
+             exclude_modules: list[str] | None = None):
     from peft import LoraConfig, get_peft_model
 
     targets: Any = cfg.target_modules if cfg.target_modules == "all-linear" else cfg.target_modules.split(",")
@@ -125,6 +126,7 @@ def add_lora(model, cfg: SFTConfig, task_type: str = "CAUSAL_LM", modules_to_sav
         target_modules=targets,
         task_type=task_type,
         modules_to_save=modules_to_save,
+        exclude_modules=exclude_modules,
     )
     return get_peft_model(model, lora)
 

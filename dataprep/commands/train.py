@@ -42,6 +42,9 @@ import click
 @click.option("--per-label-threshold", is_flag=True, help="classify: tune one threshold per label.")
 @click.option("--freeze-layers", type=int, default=-1, help="classify: train only the top N encoder layers.")
 @click.option("--lora", "use_lora", is_flag=True, help="classify: LoRA instead of full fine-tuning.")
+@click.option("--pooling", type=click.Choice(["auto", "cls", "mean"]), default="auto", show_default=True,
+              help="classify: sentence vector for the head; auto = mean for sentence-transformers encoders that "
+              "mean-pool (minilm), else [CLS].")
 @click.option("--report-to", type=click.Choice(["tensorboard", "wandb", "none"]), default="tensorboard", show_default=True)
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--force", is_flag=True, help="Retrain even if an up-to-date output exists.")
@@ -72,7 +75,7 @@ def summary(task: str, out: str, m: dict) -> str:
     split = "test" if "test" in m else "val"
     r = m[split]
     return (
-        f"trained {m['steps']} steps; {params}; threshold {m['threshold'] if not isinstance(m['threshold'], list) else 'per label'}\n"
+        f"trained {m['steps']} steps ({m.get('pooling', 'cls')} pooling); {params}; threshold {m['threshold'] if not isinstance(m['threshold'], list) else 'per label'}\n"
         f"{split}: micro-F1 {r['f1_micro']:.4f}  macro-F1 {r['f1_macro']:.4f}  ROC-AUC {r['roc_auc_micro']:.4f}  "
         f"subset acc {r['subset_accuracy']:.4f}  Jaccard {r['jaccard_samples']:.4f}  Hamming {r['hamming_loss']:.4f}\n"
         f"wrote {out} (model, tokenizer, thresholds.json, metrics.json, loss.png)"
