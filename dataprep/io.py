@@ -215,6 +215,23 @@ def read_records(path: str | os.PathLike):
     return frame, manifest
 
 
+def record_columns(data: Path) -> tuple[list[str], int]:
+    """(column names, row count) of a records file (from `find_data_file`) without loading it:
+    parquet metadata, or a lazy scan of JSON lines."""
+    try:
+        if data.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            meta = pq.ParquetFile(data)
+            return meta.schema_arrow.names, meta.metadata.num_rows
+        import polars as pl
+
+        scan = pl.scan_ndjson(data)
+        return scan.collect_schema().names(), int(scan.select(pl.len()).collect().item())
+    except Exception as exc:  # pyarrow and polars raise several types for unreadable files
+        raise DataprepError(f"cannot read records from {data}: {str(exc).splitlines()[0]}") from None
+
+
 # ---------------------------------------------------------------------------------------
 # Input readers: any supported source → one polars frame with `source` and `row` columns.
 # ---------------------------------------------------------------------------------------

@@ -56,6 +56,25 @@ DEFAULT_TEXT_FIELDS: dict[str, tuple[str, ...]] = {
     "preference": ("prompt", "chosen"),
 }
 
+
+
+def infer_kind(columns) -> str | None:
+    """The record kind of a table that did not come from `dataprep convert` (no manifest), from
+    its column names; None when it matches no kind."""
+    cols = set(columns)
+    if {"prompt", "chosen", "rejected"} <= cols:
+        return "preference"
+    if {"prompt", "completion"} <= cols or {"instruction", "output"} <= cols:
+        return "sft"
+    if "messages" in cols:
+        return "chat"
+    if {"text", "labels"} <= cols:
+        return "classify"
+    if "text" in cols:
+        return "text"
+    return None
+
+
 # Columns of the token shards that `dataprep tokenize` writes and `dataprep train` reads.
 SHARD_COLUMNS = {
     "input_ids": pa.list_(pa.int32()),

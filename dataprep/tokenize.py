@@ -34,7 +34,7 @@ import pyarrow as pa
 
 from dataprep import io
 from dataprep.errors import DataprepError
-from dataprep.records import IGNORE_INDEX
+from dataprep.records import IGNORE_INDEX, infer_kind
 
 OVERFLOW = ("truncate-prompt", "truncate", "drop", "error")
 TRAIN_ON = ("all-assistant", "last-assistant")
@@ -408,15 +408,6 @@ def _arrow_batch(kind: str, cols: dict[str, list]) -> pa.RecordBatch:
     return pa.record_batch({k: pa.array(v, types.get(k, lists)) for k, v in cols.items()})
 
 
-def infer_kind(columns: list[str]) -> str:
-    """The record kind of a frame without a manifest, from its columns."""
-    cols = set(columns)
-    for kind in ("preference", "sft", "chat", "classify", "text"):
-        if set(REQUIRED[kind]) <= cols:
-            return kind
-    raise DataprepError(f"cannot tell the record kind from columns {sorted(cols)}; run `dataprep convert` first")
-
-
 def _read_batches(data: Path, columns: list[str], batch_size: int) -> Iterator[dict[str, list]]:
     """Record batches as column lists, streamed from parquet so memory stays bounded."""
     if data.suffix == ".parquet":
@@ -434,15 +425,10 @@ def _scan_input(path: str) -> tuple[Path, dict[str, Any] | None, str, list[str],
     """(data file, input manifest, kind, columns to read, row count, label names); validates early."""
     data = io.find_data_file(path)
     manifest = io.read_manifest(data.parent)
-    if data.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        meta = pq.ParquetFile(data)
-        columns, n_rows = meta.schema_arrow.names, meta.metadata.num_rows
-    else:
-        frame, _ = io.read_records(data)
-        columns, n_rows = frame.columns, frame.height
+    columns, n_rows = io.record_columns(data)
     kind = (manifest or {}).get("kind") or infer_kind(columns)
+    if kind is None:
+        raise DataprepError(f"cannot tell the record kind from columns {sorted(columns)}; run `dataprep convert` first")
     if kind not in REQUIRED:
         raise DataprepError(f"record kind {kind!r} cannot be tokenized; expected one of {', '.join(REQUIRED)}")
     wanted = list(REQUIRED[kind]) + [c for c in ("tools", "messages") if c in columns and kind in ("chat", "preference")]

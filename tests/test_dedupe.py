@@ -258,14 +258,16 @@ def test_alpaca_planted_duplicates_found_by_the_right_method(shared_data, tmp_pa
     assert manifest["kind"] == "sft" and manifest["text_fields"] == ["instruction", "input", "output"]
 
 
-def test_rerun_is_skipped_and_force_redoes(shared_data, tmp_path, runner):
+def test_rerun_is_skipped_and_force_redoes(shared_data, tmp_path, runner, monkeypatch):
     path = text_table(tmp_path, ["a b c d e f", "A B C D E F", "other"])
     out = tmp_path / "out"
     args = ["dedupe", str(path), "-o", str(out), "--methods", "exact,near", "--no-progress"]
     first = runner.invoke(cli, args)
     assert first.exit_code == 0, first.output
     assert "in 3 = out 2 + removed 1 (exact: 1, near: 0)" in first.output
-    again = runner.invoke(cli, args)
+    with monkeypatch.context() as m:  # an up-to-date check reads the schema, never the rows
+        m.setattr("dataprep.io.read_records", lambda *a, **k: pytest.fail("read the records to skip"))
+        again = runner.invoke(cli, args)
     assert "up to date" in again.output and "in 3 = out 2 + removed 1" in again.output
     forced = runner.invoke(cli, [*args, "--force"])
     assert "up to date" not in forced.output
@@ -316,6 +318,18 @@ def test_missing_on_column_lists_the_columns(tmp_path, runner):
     assert result.exit_code == 1
     assert result.output.strip() == "Error: --on column(s) body not in the input; columns are: text"
     assert not (tmp_path / "out").exists()
+
+
+def test_infer_kind_from_columns():
+    from dataprep.records import infer_kind
+
+    assert infer_kind(["prompt", "chosen", "rejected", "messages"]) == "preference"
+    assert infer_kind(["instruction", "input", "output"]) == "sft"
+    assert infer_kind(["prompt", "completion", "source", "row"]) == "sft"
+    assert infer_kind(["messages", "tools"]) == "chat"
+    assert infer_kind(["text", "labels"]) == "classify"
+    assert infer_kind(["text", "id"]) == "text"
+    assert infer_kind(["body"]) is None
 
 
 def test_unknown_text_column_asks_for_on(tmp_path):

@@ -26,6 +26,7 @@ from dataprep.dedupe.groups import KEEP_POLICIES, Groups, group_and_keep
 from dataprep.dedupe.minhash import near_pairs
 from dataprep.dedupe.semantic import cluster_pairs, semantic_pairs
 from dataprep.errors import DataprepError
+from dataprep.records import infer_kind
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -83,20 +84,6 @@ class DedupeConfig:
 
 
 # ---------------------------------------------------------------- which text
-
-
-def infer_kind(columns: list[str]) -> str | None:
-    """The record kind a table looks like, for tables that did not come from `dataprep convert`."""
-    cols = set(columns)
-    if {"instruction", "output"} <= cols:
-        return "sft"
-    if {"prompt", "chosen", "rejected"} <= cols:
-        return "preference"
-    if "messages" in cols:
-        return "chat"
-    if "text" in cols:
-        return "text"
-    return None
 
 
 def text_fields(columns: list[str], kind: str | None, on: tuple[str, ...] | None) -> tuple[str, ...]:
@@ -209,16 +196,17 @@ def run_semantic(texts, alive, cfg: DedupeConfig, timer, *, cache: bool, progres
     return result, res.nearest, embed_stats
 
 
-def _read(path, cfg: DedupeConfig):
-    from dataprep.io import find_data_file, read_records
+def _scan(path, cfg: DedupeConfig):
+    """(data file, input manifest, kind, text fields) from the file's schema, before reading it."""
+    from dataprep.io import find_data_file, read_manifest, record_columns
 
     data = find_data_file(path)
     if data.stat().st_size == 0:
         raise DataprepError(f"{data} is empty (0 bytes): there are no rows to dedupe; check the path or the previous stage")
-    frame, manifest_in = read_records(path)
-    kind = (manifest_in or {}).get("kind") or infer_kind(frame.columns)
-    fields = text_fields(frame.columns, kind, cfg.on)
-    return frame, manifest_in or {}, kind, fields
+    manifest_in = (read_manifest(data.parent) if Path(path).is_dir() else None) or {}
+    columns, _ = record_columns(data)
+    kind = manifest_in.get("kind") or infer_kind(columns)
+    return data, manifest_in, kind, text_fields(columns, kind, cfg.on)
 
 
 def dedupe(path: str | Path, out: str | Path, *, force: bool = False, cache: bool = True, progress: bool = False,
@@ -229,17 +217,18 @@ def dedupe(path: str | Path, out: str | Path, *, force: bool = False, cache: boo
     ngram_unit, num_perm, threshold, model, device, batch_size, clusters). A rerun whose
     fingerprint matches the manifest in `out` returns it with `skipped: True`.
     """
-    from dataprep.io import Timer, current_manifest, describe_inputs, find_data_file, stage_fingerprint
+    from dataprep.io import Timer, current_manifest, describe_inputs, read_records, stage_fingerprint
 
     cfg = _config(options)
-    timer = Timer()
-    with timer("read"):
-        frame, manifest_in, kind, fields = _read(path, cfg)
+    data, manifest_in, kind, fields = _scan(path, cfg)
     config = {**asdict(cfg), "on": list(fields)}
-    inputs = describe_inputs([str(find_data_file(path))])
+    inputs = describe_inputs([str(data)])
     fp = stage_fingerprint("dedupe", inputs, config)
     if not force and (done := current_manifest(out, fp)):
         return {**done, "skipped": True}
+    timer = Timer()
+    with timer("read"):
+        frame, _ = read_records(data)
     texts = record_texts(frame, fields)
     results, nearest, embed_stats = run_methods(texts, cfg, timer, cache=cache, progress=progress)
     from dataprep.dedupe.report import write_outputs
@@ -302,13 +291,13 @@ def sweep(path: str | Path, thresholds: list[float], plot: str | Path | None = N
     Embeds and searches once at the lowest threshold; each threshold then only regroups the
     pairs at or above it. Writes a PNG plot to `plot` if given.
     """
-    from dataprep.io import Timer
+    from dataprep.io import Timer, read_records
 
     cfg = _config({**options, "threshold": min(thresholds)})
     if "semantic" not in cfg.methods:
         raise DataprepError("--sweep varies the semantic threshold; include semantic in --methods")
-    frame, _, _, fields = _read(path, cfg)
-    texts = record_texts(frame, fields)
+    data, _, _, fields = _scan(path, cfg)
+    texts = record_texts(read_records(data)[0], fields)
     timer = Timer()
     before = [m for m in cfg.methods if m != "semantic"]
     early, _, _ = run_methods(texts, DedupeConfig(**{**asdict(cfg), "methods": tuple(before)}), timer) if before else ([], None, None)
