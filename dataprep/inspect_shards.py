@@ -75,8 +75,8 @@ def plot_lengths(lengths: np.ndarray, png: str | os.PathLike, title: str = "") -
     ax.set(xlabel="tokens per sequence", ylabel="sequences", title=f"sequence lengths {title}".strip())
     ax.legend()
     fig.tight_layout()
-    Path(png).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=110)
+    with io.atomic_file(png) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
     return Path(png)
 
@@ -124,18 +124,26 @@ border-radius:4px}} .t{{background:#c8f7c5;outline:1px solid #7bc47f}} h2{{font-
 """
 
 
-def write_html(path: str | os.PathLike, html_path: str | os.PathLike, rows: list[int]) -> Path:
-    """A page with the given rows decoded and their trained tokens highlighted, to browse masks."""
+def check_rows(ds, rows: list[int], path) -> None:
+    bad = [n for n in rows if not 0 <= n < len(ds)]
+    if bad:
+        raise DataprepError(f"--row {bad[0]} is out of range; {path} has {len(ds)} rows (0..{len(ds) - 1})")
+
+
+def write_html(path: str | os.PathLike, html_path: str | os.PathLike, rows: list[int] | None = None,
+               first: int = 50) -> Path:
+    """A page with `rows` (default: the first `first`) decoded and their trained tokens
+    highlighted, to browse masks. Rows out of range are an error, never an empty page."""
     import html
 
     ds, manifest = load_shards(path)
     if manifest["kind"] in ("classify", "preference"):
         raise DataprepError(f"--html shows sft/chat/text masks; {path} holds {manifest['kind']} rows (use --row)")
+    rows = list(range(min(first, len(ds)))) if rows is None else rows
+    check_rows(ds, rows, path)
     tok = _load_tokenizer(manifest)
     parts = [HTML_HEAD.format(title=html.escape(f"dataprep inspect {path}"))]
     for n in rows:
-        if not 0 <= n < len(ds):
-            continue
         row = ds[n]
         trained = sum(x != IGNORE_INDEX for x in row["labels"])
         parts.append(f"<h2>row {n}: {row['length']} tokens, {trained} trained</h2>")
@@ -147,8 +155,8 @@ def write_html(path: str | os.PathLike, html_path: str | os.PathLike, rows: list
             body = "".join(f'<span class="t">{html.escape(t)}</span>' if on else html.escape(t) for t, on in runs)
             parts.append(f"<pre>{body}</pre>")
             start += m
-    Path(html_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(html_path).write_text("\n".join(parts), encoding="utf-8")
+    with io.atomic_file(html_path) as tmp:
+        tmp.write_text("\n".join(parts), encoding="utf-8")
     return Path(html_path)
 
 
@@ -157,12 +165,21 @@ def token_table(tok, ids: list[int], labels: list) -> str:
                      for i, (t, lab) in enumerate(zip(ids, labels, strict=True)))
 
 
-def render_row(path: str | os.PathLike, n: int, color: bool = False, tokens: bool = False) -> str:
-    """Row `n` of a tokenize output, decoded, with trained tokens marked; packed rows per sequence."""
+def render_rows(path: str | os.PathLike, rows: list[int], color: bool = False, tokens: bool = False) -> list[str]:
+    """Rows of a tokenize output, decoded, with trained tokens marked; packed rows per sequence.
+    The shards and tokenizer load once; every row number is checked before any is rendered."""
     ds, manifest = load_shards(path)
-    if not 0 <= n < len(ds):
-        raise DataprepError(f"--row {n} is out of range; {path} has {len(ds)} rows (0..{len(ds) - 1})")
-    tok, row, kind = _load_tokenizer(manifest), ds[n], manifest["kind"]
+    check_rows(ds, rows, path)
+    tok = _load_tokenizer(manifest)
+    return [_render(tok, ds[n], n, manifest, color, tokens) for n in rows]
+
+
+def render_row(path: str | os.PathLike, n: int, color: bool = False, tokens: bool = False) -> str:
+    return render_rows(path, [n], color, tokens)[0]
+
+
+def _render(tok, row: dict[str, Any], n: int, manifest: dict[str, Any], color: bool, tokens: bool) -> str:
+    kind = manifest["kind"]
     if kind == "classify":
         names = manifest.get("label_names") or []
         hot = [names[j] if j < len(names) else str(j) for j, v in enumerate(row["labels"]) if v > 0.5]

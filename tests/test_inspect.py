@@ -94,6 +94,32 @@ def test_html_page_highlights_trained_tokens(packed, tmp_path, runner):
     assert "sequence 2/2" in text and text.count("<h2>") == 1
 
 
+def test_rows_out_of_range_are_one_line_errors_and_write_nothing(shards, tmp_path, runner):
+    r = runner.invoke(cli, ["inspect", str(shards), "--row", "0", "--row", "99"])
+    assert r.exit_code == 1 and r.output.strip() == f"Error: --row 99 is out of range; {shards} has 2 rows (0..1)"
+    page = tmp_path / "p.html"
+    r = runner.invoke(cli, ["inspect", str(shards), "--html", str(page), "--row", "99"])
+    assert r.exit_code == 1 and "--row 99 is out of range" in r.output
+    assert list(tmp_path.iterdir()) == []  # no empty page, no temporary file left
+    r = runner.invoke(cli, ["inspect", str(shards), "--html", str(page), "--first", "10"])  # more than there are
+    assert r.exit_code == 0 and page.read_text().count("<h2>") == 2
+
+
+def test_atomic_file_leaves_the_old_file_when_the_write_fails(tmp_path):
+    from dataprep.io import atomic_file
+
+    target = tmp_path / "plot.png"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_file(target) as tmp:
+        assert tmp.suffix == ".png" and tmp.parent == tmp_path
+        tmp.write_bytes(b"half")
+        raise RuntimeError("killed")
+    assert target.read_bytes() == b"old" and sorted(tmp_path.iterdir()) == [target]
+    with atomic_file(target) as tmp:
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new" and sorted(tmp_path.iterdir()) == [target]
+
+
 def test_cli_inspect_wrong_directory(records, runner):
     r = runner.invoke(cli, ["inspect", str(records)])
     assert r.exit_code == 1 and "not a `dataprep tokenize` output" in r.output

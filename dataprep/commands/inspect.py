@@ -21,13 +21,13 @@ def command(shards, rows, color, tokens, html_path, first):
     Packed rows are shown sequence by sequence."""
     import sys
 
-    from dataprep.inspect_shards import render_row, write_html
+    from dataprep.inspect_shards import render_rows, write_html
 
     if html_path:
-        page = write_html(shards, html_path, list(rows) or list(range(first)))
+        page = write_html(shards, html_path, list(rows) or None, first=first)
         click.echo(f"wrote {page}")
         if not rows:
             return
     use_color = sys.stdout.isatty() if color is None else color
-    for n in rows or (0,):
-        click.echo(render_row(shards, n, color=use_color, tokens=tokens), color=use_color)
+    for text in render_rows(shards, list(rows) or [0], color=use_color, tokens=tokens):
+        click.echo(text, color=use_color)

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from dataprep.io import atomic_file
+
 MAX_GROUPS = 20  # groups shown in the HTML report
 MAX_MEMBERS = 12  # rows shown per group
 MAX_CHARS = 700  # characters of each text shown before "…"
@@ -195,8 +197,8 @@ def sweep_plot(rows: list[dict[str, Any]], n: int, path: str | Path) -> None:
     ax.set_xlabel("semantic threshold (cosine)")
     ax.set_ylabel(f"rows removed (of {n})")
     ax.grid(alpha=0.3)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
