@@ -108,18 +108,6 @@ def load_encoder(name: str = "minilm", device: str = "auto") -> Encoder:
     return Encoder(name, device)
 
 
-def truncated_mask(texts: list[str], encoder: Encoder) -> np.ndarray:
-    """Which texts have more tokens than the model's window (they are embedded truncated)."""
-    # A token covers at least one character, so only texts longer (in characters) than the
-    # window can exceed it: tokenizing just those keeps this cheap.
-    out = np.zeros(len(texts), dtype=bool)
-    long = [i for i, t in enumerate(texts) if len(t) > encoder.max_tokens - 2]
-    if long:
-        ids = encoder.model.tokenizer([texts[i] for i in long], add_special_tokens=True, truncation=False, verbose=False)
-        out[long] = [len(x) > encoder.max_tokens for x in ids["input_ids"]]
-    return out
-
-
 def text_keys(texts: list[str]) -> np.ndarray:
     """16-byte sha256 prefix of each text, as a numpy `S16` array (the cache key)."""
     return np.array([hashlib.sha256(t.encode("utf-8")).digest()[:16] for t in texts], dtype="S16")
@@ -176,15 +164,19 @@ def _encode_chunks(texts, first, todo, uniq_keys, uniq_vecs, truncated, encoder,
         for start in range(0, len(todo), CHUNK):
             part = todo[start : start + CHUNK]
             part_texts = [texts[i] for i in first[part]]
-            truncated[part] = truncated_mask(part_texts, encoder)
-            uniq_vecs[part] = encode(encoder.model, part_texts, batch_size)
+            uniq_vecs[part], truncated[part] = encode_flagging_truncation(encoder.model, part_texts, batch_size)
             if cache:
                 cache.add(uniq_keys[part], uniq_vecs[part], truncated[part])
             bar.update(len(part))
 
 
 def encode(model, texts: list[str], batch_size: int = 64) -> np.ndarray:
-    """L2-normalised float32 embeddings, as `model.encode(..., normalize_embeddings=True)` gives.
+    """L2-normalised float32 embeddings, as `model.encode(..., normalize_embeddings=True)` gives."""
+    return encode_flagging_truncation(model, texts, batch_size)[0]
+
+
+def encode_flagging_truncation(model, texts: list[str], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """(L2-normalised float32 embeddings, which texts exceeded the model's window and were cut).
 
     sentence-transformers tokenizes each batch through the Python tokenizer wrapper, which on a
     GPU costs far more than the model (measured on an H100: 3,654 rows/s, ~90% of it tokenizing).
@@ -194,11 +186,14 @@ def encode(model, texts: list[str], batch_size: int = 64) -> np.ndarray:
     """
     import torch
 
+    window = int(model.max_seq_length or 512)
     backend = getattr(model.tokenizer, "backend_tokenizer", None)
     if backend is None or not texts:
-        return model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+        vecs = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
                             show_progress_bar=False).astype(np.float32)
-    ids = _token_ids(backend, texts, int(model.max_seq_length or 512))
+        full = model.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"] if texts else []
+        return vecs, np.array([len(x) > window for x in full], dtype=bool)
+    ids, truncated = _token_ids(backend, texts, window)
     lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
     order = np.argsort(-lengths, kind="stable")
     pad_id = model.tokenizer.pad_token_id or 0
@@ -220,7 +215,7 @@ def encode(model, texts: list[str], batch_size: int = 64) -> np.ndarray:
                 features["token_type_ids"] = torch.zeros_like(input_ids)
             emb = model(features)["sentence_embedding"]
             out[rows] = torch.nn.functional.normalize(emb.float(), dim=-1).cpu().numpy()
-    return out
+    return out, truncated
 
 
 @contextlib.contextmanager
@@ -240,15 +235,17 @@ def _fast_attention(device):
         torch.backends.cuda.enable_cudnn_sdp(before)
 
 
-def _token_ids(backend, texts: list[str], max_len: int) -> list[list[int]]:
-    """Token ids of every text, truncated to `max_len`, from one parallel Rust call."""
+def _token_ids(backend, texts: list[str], max_len: int) -> tuple[list[list[int]], np.ndarray]:
+    """(token ids of every text truncated to `max_len`, which texts were cut), from one parallel
+    Rust call."""
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_str(backend.to_str())  # a copy: truncation/padding settings are per object
     tok.no_padding()
     tok.enable_truncation(max_len)
     encode_batch = getattr(tok, "encode_batch_fast", tok.encode_batch)  # no offsets: faster
-    return [e.ids for e in encode_batch(texts, add_special_tokens=True)]
+    encodings = encode_batch(texts, add_special_tokens=True)
+    return [e.ids for e in encodings], np.array([len(e.overflowing) > 0 for e in encodings], dtype=bool)
 
 
 def default_cache_root() -> Path:

@@ -64,3 +64,15 @@ def test_fast_encode_matches_sentence_transformers():
     theirs = model.encode(texts, batch_size=4, normalize_embeddings=True, convert_to_numpy=True)
     assert ours.shape == theirs.shape == (6, 384)
     np.testing.assert_allclose(ours, theirs, atol=2e-5)
+
+
+@pytest.mark.slow
+def test_truncation_flag_is_exact_at_the_window_edge():
+    """A text of exactly the window (256 tokens with [CLS] and [SEP]) is whole; one more token is cut."""
+    from dataprep.embed import encode_flagging_truncation
+
+    model = load_encoder("minilm", "cpu").model
+    texts = ["word " * 254, "word " * 255, "short", "word " * 600]
+    assert [len(x) for x in model.tokenizer(texts, truncation=False, verbose=False)["input_ids"]] == [256, 257, 3, 602]
+    vecs, truncated = encode_flagging_truncation(model, texts, batch_size=2)
+    assert truncated.tolist() == [False, True, False, True] and vecs.shape == (4, 384)
