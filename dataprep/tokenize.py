@@ -262,23 +262,27 @@ def _new_columns(kind: str) -> dict[str, list]:
     return {"input_ids": [], "labels": [], "length": []}
 
 
-def _keep_causal(cols, rejects, events, batch, i, ids, k, opts) -> None:
-    """Apply the overflow policy to one row and add it to `cols`, or record why it was rejected."""
-    source, row = batch["source"][i], batch["row"][i]
-    ids, k, event = fit(ids, k, opts.max_len, opts.overflow, f"{source} row {row}")
+def _reject(rejects: list, batch, i: int, reason: str, detail: str) -> None:
+    rejects.append({"source": batch["source"][i], "row": batch["row"][i], "reason": reason, "detail": detail})
+
+
+def _add_causal(cols, rejects, events, batch, i, ids: list[int], labels: list[int], event: str | None) -> None:
+    """Add one row, already through `fit`, to `cols`; or record why it is rejected: too long
+    (--overflow drop), or nothing left to train on."""
     if event:
         events[event] += 1
     if event == "too_long":
-        rejects.append({"source": source, "row": row, "reason": "too_long", "detail": f"{len(ids)} tokens"})
-        return
-    labels = _labels(ids, k, opts.train_on_inputs)
-    if k >= len(ids) and not opts.train_on_inputs:
-        reason = f"no trainable tokens after {event}" if event else "no trainable tokens"
-        rejects.append({"source": source, "row": row, "reason": reason, "detail": f"{len(ids)} tokens"})
-        return
-    cols["input_ids"].append(ids)
+        return _reject(rejects, batch, i, "too_long", f"{len(ids)} tokens")
+    if all(x == IGNORE_INDEX for x in labels):
+        return _reject(rejects, batch, i, f"no trainable tokens after {event}" if event else "no trainable tokens",
+                       f"{len(ids)} tokens")
+    cols["input_ids"].append(list(ids))
     cols["labels"].append(labels)
     cols["length"].append(len(ids))
+
+
+def _where(batch, i: int) -> str:
+    return f"{batch['source'][i]} row {batch['row'][i]}"
 
 
 def _sft_rows(batch, tok, kind, opts, specials, label_names):
@@ -288,7 +292,8 @@ def _sft_rows(batch, tok, kind, opts, specials, label_names):
     else:
         prompts, completions = [p or "" for p in batch["prompt"]], [c or "" for c in batch["completion"]]
     for i, (ids, k) in enumerate(prompt_completion_ids(tok, prompts, completions, specials.eos_id)):
-        _keep_causal(cols, rejects, events, batch, i, ids, k, opts)
+        ids, k, event = fit(ids, k, opts.max_len, opts.overflow, _where(batch, i))
+        _add_causal(cols, rejects, events, batch, i, ids, _labels(ids, k, opts.train_on_inputs), event)
     return cols, rejects, events
 
 
@@ -301,8 +306,7 @@ def _chat_rows(batch, tok, kind, opts, specials, label_names):
         try:
             text, spans = render_chat(tok, msgs, tl, opts.train_on, turn_ends)
         except Exception as exc:  # a template may raise on roles it does not support
-            rejects.append({"source": batch["source"][i], "row": batch["row"][i], "reason": "chat template failed",
-                            "detail": str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__})
+            _reject(rejects, batch, i, "chat template failed", str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
             continue
         if specials.eos_id is not None and not text.rstrip().endswith(tok.eos_token):
             text += tok.eos_token
@@ -315,27 +319,12 @@ def _chat_rows(batch, tok, kind, opts, specials, label_names):
         ids = enc.ids
         # Only the leading prompt is cut by truncate-prompt; k = tokens before the first trained one.
         k = int(mask.argmax()) if mask.any() else len(ids)
-        fitted, k2, event = fit(ids, k, opts.max_len, opts.overflow, f"{batch['source'][i]} row {batch['row'][i]}")
+        fitted, k2, event = fit(ids, k, opts.max_len, opts.overflow, _where(batch, i))
         offset = k - k2 if event in ("truncated_prompt", "truncated_completion") else 0  # tokens cut on the left
-        _add_chat_row(cols, rejects, events, batch, i, fitted, mask[offset : offset + len(fitted)], event, opts)
+        kept = mask[offset : offset + len(fitted)]
+        labels = list(fitted) if opts.train_on_inputs else [t if m else IGNORE_INDEX for t, m in zip(fitted, kept, strict=True)]
+        _add_causal(cols, rejects, events, batch, i, fitted, labels, event)
     return cols, rejects, events
-
-
-def _add_chat_row(cols, rejects, events, batch, i, ids, mask, event, opts) -> None:
-    if event:
-        events[event] += 1
-    source, row = batch["source"][i], batch["row"][i]
-    if event == "too_long":
-        rejects.append({"source": source, "row": row, "reason": "too_long", "detail": f"{len(ids)} tokens"})
-        return
-    labels = list(ids) if opts.train_on_inputs else [t if m else IGNORE_INDEX for t, m in zip(ids, mask, strict=True)]
-    if all(x == IGNORE_INDEX for x in labels):
-        reason = f"no trainable tokens after {event}" if event else "no trainable tokens"
-        rejects.append({"source": source, "row": row, "reason": reason, "detail": f"{len(ids)} tokens"})
-        return
-    cols["input_ids"].append(list(ids))
-    cols["labels"].append(labels)
-    cols["length"].append(len(ids))
 
 
 def _classify_rows(batch, tok, kind, opts, specials, label_names):
@@ -344,17 +333,16 @@ def _classify_rows(batch, tok, kind, opts, specials, label_names):
     encs = encode_batch(tok, [t or "" for t in batch["text"]], add_special_tokens=True)
     special_ids = set(tok.all_special_ids)
     for i, (enc, names) in enumerate(zip(encs, batch["labels"], strict=True)):
-        source, row = batch["source"][i], batch["row"][i]
         unknown = [n for n in names or [] if n not in index]
         if unknown:
-            rejects.append({"source": source, "row": row, "reason": "unknown label", "detail": ", ".join(unknown)})
+            _reject(rejects, batch, i, "unknown label", ", ".join(unknown))
             continue
         ids = enc.ids
         if len(ids) > opts.max_len:  # classify has no prompt: every truncating policy cuts the end
-            _, _, event = fit(ids, 0, opts.max_len, opts.overflow, f"{source} row {row}")
+            _, _, event = fit(ids, 0, opts.max_len, opts.overflow, _where(batch, i))
             if event == "too_long":
                 events[event] += 1
-                rejects.append({"source": source, "row": row, "reason": "too_long", "detail": f"{len(ids)} tokens"})
+                _reject(rejects, batch, i, "too_long", f"{len(ids)} tokens")
                 continue
             events["truncated_end"] += 1
             # keep the closing special token ([SEP]) the encoder was trained with
@@ -378,7 +366,7 @@ def _preference_rows(batch, tok, kind, opts, specials, label_names):
     chosen = prompt_completion_ids(tok, prompts, [c or "" for c in batch["chosen"]], specials.eos_id, not use_chat)
     rejected = prompt_completion_ids(tok, prompts, [r or "" for r in batch["rejected"]], specials.eos_id, not use_chat)
     for i, ((cids, ck), (rids, rk)) in enumerate(zip(chosen, rejected, strict=True)):
-        where = f"{batch['source'][i]} row {batch['row'][i]}"
+        where = _where(batch, i)
         c, r = fit(cids, ck, opts.max_len, opts.overflow, where), fit(rids, rk, opts.max_len, opts.overflow, where)
         for _, _, ev in (c, r):
             if ev:
@@ -387,8 +375,7 @@ def _preference_rows(batch, tok, kind, opts, specials, label_names):
         if "too_long" in (c[2], r[2]) or untrained:
             event = c[2] or r[2]
             reason = "too_long" if "too_long" in (c[2], r[2]) else f"no trainable tokens{f' after {event}' if event else ''}"
-            rejects.append({"source": batch["source"][i], "row": batch["row"][i], "reason": reason,
-                            "detail": f"chosen {len(cids)}, rejected {len(rids)} tokens"})
+            _reject(rejects, batch, i, reason, f"chosen {len(cids)}, rejected {len(rids)} tokens")
             continue
         cols["prompt_input_ids"].append(c[0][: c[1]])
         cols["chosen_input_ids"].append(c[0])
