@@ -23,43 +23,34 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 DATA = REPO.parent / "shared" / "data" / "alpaca_en_demo.json"
-ALPACA = ("Below is an instruction that describes a task{ctx}. Write a response that appropriately completes the "
-          "request.\n\n### Instruction:\n{instruction}\n\n{inp}### Response:\n")
-
-
-KO_ALPACA = ("아래는 문제를 설명하는 지시사항입니다. 이 요청에 대해 적절하게 답변해주세요.\n###지시사항:{instruction}\n###답변:")
-KO_ALPACA_INPUT = ("아래는 문제를 설명하는 지시사항과, 구체적인 답변을 방식을 요구하는 입력이 함께 있는 문장입니다. "
-                   "이 요청에 대해 적절하게 답변해주세요.\n###입력:{input}\n###지시사항:{instruction}\n###답변:")
 
 
 def other_sets() -> dict[str, tuple[list[str], list[str], int]]:
     """(prompts, completions, max_len) for the label comparison beyond alpaca (convert's templates)."""
     import csv
 
+    from dataprep.templates import TEMPLATES, render_prompt
+
     ko = json.loads((DATA.parent / "ko_alpaca_1040.json").read_text())
-    ko_prompts = [(KO_ALPACA_INPUT if r["input"] else KO_ALPACA).format(**r) for r in ko]
     with open(DATA.parent / "english_to_latex.csv", newline="", encoding="utf-8") as fh:
         latex = list(csv.DictReader(fh))
+    prefix = TEMPLATES["latex"].completion_prefix
     alpaca_p, alpaca_c = load_rows(1)
     return {
-        "ko_alpaca_1040.json, ko-alpaca template (###답변: no space)": (ko_prompts, [r["output"] for r in ko], 2048),
+        "ko_alpaca_1040.json, ko-alpaca template (###답변: no space)": (
+            [render_prompt(r, "ko-alpaca") for r in ko], [r["output"] for r in ko], 2048),
         "english_to_latex.csv, latex template (LaTeX: + ' ' completion)": (
-            [f"Convert English to LaTeX\nEnglish: {r['English']}\nLaTeX:" for r in latex],
-            [f" {r['LaTeX']}" for r in latex], 2048),
+            [render_prompt({"instruction": r["English"]}, "latex") for r in latex],
+            [prefix + r["LaTeX"] for r in latex], 2048),
         "alpaca_en_demo.json at max_len 256 (truncation policies differ)": (alpaca_p, alpaca_c, 256),
     }
 
 
-def alpaca_prompt(r: dict) -> str:
-    if r["input"]:
-        return ALPACA.format(ctx=", paired with an input that provides further context", instruction=r["instruction"],
-                             inp=f"### Input:\n{r['input']}\n\n")
-    return ALPACA.format(ctx="", instruction=r["instruction"], inp="")
-
-
 def load_rows(copies: int) -> tuple[list[str], list[str]]:
+    from dataprep.templates import render_prompt
+
     rows = json.loads(DATA.read_text()) * copies
-    return [alpaca_prompt(r) for r in rows], [r["output"] for r in rows]
+    return [render_prompt(r, "alpaca") for r in rows], [r["output"] for r in rows]
 
 
 def timed(fn, repeat: int = 1):
@@ -135,7 +126,7 @@ def main() -> None:
     from datasets.utils.logging import disable_progress_bar
 
     from dataprep.models import load_tokenizer
-    from dataprep.tokenize import Specials, TokenizeOptions, tokenize, tokenize_batch
+    from dataprep.tokenize import TokenizeOptions, choose_pad, tokenize, tokenize_batch
 
     disable_caching()
     disable_progress_bar()
@@ -146,7 +137,7 @@ def main() -> None:
     print(f"{n} rows (alpaca_en_demo.json x {a.copies}), SmolLM2 tokenizer, max_len {a.max_len}")
 
     batch = {"prompt": prompts, "completion": completions, "source": ["a"] * n, "row": list(range(n))}
-    sp = Specials(tok.eos_token_id, 0, "<|endoftext|>", "existing special token")
+    sp = choose_pad(tok)
     opts = TokenizeOptions(max_len=a.max_len)
 
     def per_batch():
