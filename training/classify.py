@@ -216,7 +216,8 @@ def setup_model(model_path: str, label_names: list[str], cfg: ClassifyConfig):
         from training.sft import add_lora
 
         if mean:  # LoRA on the encoder (not its unused pooler); the head outside it trains in full
-            model.encoder = add_lora(model.encoder, cfg, task_type="FEATURE_EXTRACTION", exclude_modules=["pooler.dense"])
+            pooler = [n for n, m in model.encoder.named_modules() if n.split(".")[0] == "pooler" and hasattr(m, "weight")]
+            model.encoder = add_lora(model.encoder, cfg, task_type="FEATURE_EXTRACTION", exclude_modules=pooler or None)
         else:
             model = add_lora(model, cfg, task_type="SEQ_CLS")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
