@@ -72,6 +72,24 @@ def test_classifier_learns_and_saved_model_reproduces_test_metrics(tiny, tmp_pat
     assert result["test"]["rows"] == 32
     assert result["test"]["roc_auc_micro"] > 0.6  # learned something beyond chance
 
+    # `dataprep generate` on a classifier: every label's score as the model gives it, and the
+    # labels at or above the saved threshold
+    from click.testing import CliRunner
+
+    from dataprep.cli import cli
+
+    text = tiny["tok"].decode(test[0]["input_ids"][1:-1])
+    r = CliRunner().invoke(cli, ["generate", str(out), "--prompt", text, "--json"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    with torch.no_grad():  # the tiny tokenizer adds no [CLS]/[SEP], so neither does generate
+        expected = torch.sigmoid(model(input_ids=torch.tensor([tiny["tok"](text)["input_ids"]])).logits)[0].tolist()
+    assert got["prompt"] == text
+    assert got["scores"] == pytest.approx(dict(zip(NAMES, expected, strict=True)), abs=1e-4)
+    assert set(got["labels"]) == {n for n, v in zip(NAMES, expected, strict=True) if v >= saved["threshold"]}
+    r = CliRunner().invoke(cli, ["generate", str(out), "--prompt", text, "--compare-base"])
+    assert r.exit_code == 1 and "is a classifier: --compare-base and --template apply to SFT models" in r.output
+
 
 @pytest.mark.slow
 def test_freeze_layers_and_lora_train_only_what_they_should(tiny):

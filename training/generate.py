@@ -1,5 +1,7 @@
 """Generate from a tuned model (a merged model or an adapter) with the prompt template the
-training data used, optionally next to the base model's output for the same prompt.
+training data used, optionally next to the base model's output for the same prompt. For a
+classifier (`dataprep train --task classify` output, merged or not): the labels each text gets
+at the saved thresholds, with their scores.
 
 Template resolution: an explicit `template`; else the one recorded in the train/tokenize
 manifest. A template is a registered name (`latex`, `alpaca`, `ko-alpaca`), a format string
@@ -93,4 +95,36 @@ def generate(path: str | Path, prompts: list[str], template: str | None = None, 
             with model.disable_adapter():
                 for res, text in zip(results[start:], _generate(model, tokenizer, chunk, max_new_tokens), strict=False):
                     res["base_output"] = text
+    return results
+
+
+def is_classifier(path: str | Path) -> bool:
+    return (Path(path) / "thresholds.json").is_file()
+
+
+def classify_texts(path: str | Path, texts: list[str], batch_size: int = 32) -> list[dict[str, Any]]:
+    """For each text: {prompt, labels (at the saved thresholds, best first), scores (every label)}."""
+    import numpy as np
+    import torch
+    from transformers import AutoTokenizer
+
+    from training.classify import load_trained_classifier
+    from training.loop import device
+
+    model, saved = load_trained_classifier(str(path))
+    model.to(device())
+    tok = AutoTokenizer.from_pretrained(str(path))
+    names = saved["label_names"]
+    thresholds = np.broadcast_to(np.asarray(saved["threshold"], dtype=float), (len(names),))
+    max_len = min(tok.model_max_length, getattr(model.config, "max_position_embeddings", 512))
+    results = []
+    for start in range(0, len(texts), batch_size):
+        chunk = texts[start : start + batch_size]
+        enc = tok(chunk, truncation=True, max_length=max_len, padding=True, return_tensors="pt").to(device())
+        with torch.no_grad():
+            scores = torch.sigmoid(model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits.float())
+        for text, row in zip(chunk, scores.cpu().numpy(), strict=True):
+            hits = [j for j in np.argsort(-row, kind="stable") if row[j] >= thresholds[j]]
+            results.append({"prompt": text, "labels": [names[j] for j in hits],
+                            "scores": {n: round(float(v), 4) for n, v in zip(names, row, strict=True)}})
     return results

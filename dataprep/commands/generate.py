@@ -1,4 +1,5 @@
-"""`dataprep generate`: greedy generation with the training data's template, base vs tuned."""
+"""`dataprep generate`: greedy generation with the training data's template, base vs tuned;
+for a trained classifier, the labels each text gets."""
 
 from __future__ import annotations
 
@@ -20,13 +21,26 @@ import click
 @click.option("--compare-base", is_flag=True, help="Also show the base model's output (MODEL must be an adapter).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of text.")
 def command(model, prompts, prompts_file, template, max_new_tokens, compare_base, as_json) -> None:
-    """Generate from MODEL (an adapter dir, a merged model dir or a model name) for each prompt."""
+    """Generate from MODEL (an adapter dir, a merged model dir or a model name) for each prompt.
+
+    For a classifier (the output of `dataprep train --task classify`), print the labels each
+    prompt gets at the saved thresholds, with their scores."""
     from dataprep.errors import DataprepError
-    from training.generate import generate
+    from training.generate import classify_texts, generate, is_classifier
 
     prompts = list(prompts) + ([line.rstrip("\n") for line in prompts_file if line.strip()] if prompts_file else [])
     if not prompts:
         raise DataprepError("no prompt given; pass --prompt TEXT or --prompts-file FILE")
+    if is_classifier(model):
+        if compare_base or template:
+            raise DataprepError(f"{model} is a classifier: --compare-base and --template apply to SFT models; drop them")
+        for r in classify_texts(model, prompts):
+            if as_json:
+                click.echo(json.dumps(r, ensure_ascii=False))
+                continue
+            hits = ", ".join(f"{n} {r['scores'][n]:.3f}" for n in r["labels"]) or "(no label above its threshold)"
+            click.echo(f"### text\n{r['prompt']}\n--- labels\n{hits}\n")
+        return
     for r in generate(model, prompts, template, max_new_tokens, compare_base):
         if as_json:
             click.echo(json.dumps(r, ensure_ascii=False))
