@@ -226,16 +226,31 @@ def read_records(path: str | os.PathLike):
 
     data = find_data_file(path)
     manifest = read_manifest(data.parent) if Path(path).is_dir() else None
+    _check_records_suffix(data)
     try:
         frame = pl.read_parquet(data) if data.suffix == ".parquet" else pl.read_ndjson(data)
     except Exception as exc:  # polars raises several types for unreadable files
-        raise DataprepError(f"cannot read records from {data}: {str(exc).splitlines()[0]}") from None
+        raise _records_error(data, exc) from None
     return frame, manifest
+
+
+RECORD_SUFFIXES = (".parquet", ".jsonl", ".ndjson")
+
+
+def _check_records_suffix(data: Path) -> None:
+    if data.suffix.lower() not in RECORD_SUFFIXES:
+        raise DataprepError(f"{data} is not a records file (.parquet or .jsonl); make one with `dataprep convert {data} -o DIR`")
+
+
+def _records_error(data: Path, exc: BaseException) -> DataprepError:
+    return DataprepError(f"cannot read records from {data} ({str(exc).splitlines()[0][:120]}); check that it is "
+                         "parquet or JSON lines (one object a line), or make records with `dataprep convert`")
 
 
 def record_columns(data: Path) -> tuple[list[str], int]:
     """(column names, row count) of a records file (from `find_data_file`) without loading it:
     parquet metadata, or a lazy scan of JSON lines."""
+    _check_records_suffix(data)
     try:
         if data.suffix == ".parquet":
             import pyarrow.parquet as pq
@@ -247,7 +262,7 @@ def record_columns(data: Path) -> tuple[list[str], int]:
         scan = pl.scan_ndjson(data)
         return scan.collect_schema().names(), int(scan.select(pl.len()).collect().item())
     except Exception as exc:  # pyarrow and polars raise several types for unreadable files
-        raise DataprepError(f"cannot read records from {data}: {str(exc).splitlines()[0]}") from None
+        raise _records_error(data, exc) from None
 
 
 # ---------------------------------------------------------------------------------------

@@ -320,6 +320,20 @@ def test_missing_on_column_lists_the_columns(tmp_path, runner):
     assert not (tmp_path / "out").exists()
 
 
+def test_raw_or_malformed_input_is_a_one_line_error_that_names_convert(tmp_path, runner):
+    raw = tmp_path / "data.json"
+    raw.write_text('[{"text": "a"}]')
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "a"}\nnot json\n')
+    for path, expected in ((raw, f"Error: {raw} is not a records file (.parquet or .jsonl); make one with "
+                                 f"`dataprep convert {raw} -o DIR`"),
+                           (bad, f"Error: cannot read records from {bad} (")):
+        result = runner.invoke(cli, ["dedupe", str(path), "-o", str(tmp_path / "out"), "--no-progress"])
+        assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
+        assert result.output.startswith(expected), result.output
+    assert "make records with `dataprep convert`" in result.output and not (tmp_path / "out").exists()
+
+
 def test_infer_kind_from_columns():
     from dataprep.records import infer_kind
 
