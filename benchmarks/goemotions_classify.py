@@ -78,6 +78,7 @@ def main() -> None:
     ap.add_argument("--per-label-threshold", action="store_true")
     ap.add_argument("--model", default="minilm", help="minilm (the packaged one) or a local copy of it")
     ap.add_argument("--pooling", default="auto", help="auto (mean for MiniLM), cls or mean")
+    ap.add_argument("--seed", type=int, default=42)
     args = ap.parse_args()
 
     from training.classify import ClassifyConfig, train_classifier
@@ -98,7 +99,7 @@ def main() -> None:
     cfg = ClassifyConfig(
         model=args.model, lr=args.lr, epochs=args.epochs, micro_batch=args.micro_batch, eval_shards=str(dirs["dev"]),
         test_shards=str(dirs["test"]), eval_steps=500, per_label_threshold=args.per_label_threshold,
-        report_to="tensorboard", pooling=args.pooling,
+        report_to="tensorboard", pooling=args.pooling, seed=args.seed,
     )
     t0 = time.perf_counter()
     m = train_classifier(str(dirs["train"]), str(out / "model"), cfg, force=True)
