@@ -247,21 +247,34 @@ def _records_error(data: Path, exc: BaseException) -> DataprepError:
                          "parquet or JSON lines (one object a line), or make records with `dataprep convert`")
 
 
-def record_columns(data: Path) -> tuple[list[str], int]:
-    """(column names, row count) of a records file (from `find_data_file`) without loading it:
-    parquet metadata, or a lazy scan of JSON lines."""
+def record_columns(data: Path) -> list[str]:
+    """Column names of a records file (from `find_data_file`) without loading it: parquet
+    metadata, or the schema a lazy JSON-lines scan infers from the first rows."""
     _check_records_suffix(data)
     try:
         if data.suffix == ".parquet":
             import pyarrow.parquet as pq
 
-            meta = pq.ParquetFile(data)
-            return meta.schema_arrow.names, meta.metadata.num_rows
+            return pq.read_schema(data).names
         import polars as pl
 
-        scan = pl.scan_ndjson(data)
-        return scan.collect_schema().names(), int(scan.select(pl.len()).collect().item())
+        return pl.scan_ndjson(data).collect_schema().names()
     except Exception as exc:  # pyarrow and polars raise several types for unreadable files
+        raise _records_error(data, exc) from None
+
+
+def record_count(data: Path) -> int:
+    """Rows of a records file: parquet metadata, or one streaming pass over JSON lines."""
+    _check_records_suffix(data)
+    try:
+        if data.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(data).metadata.num_rows
+        import polars as pl
+
+        return int(pl.scan_ndjson(data).select(pl.len()).collect().item())
+    except Exception as exc:
         raise _records_error(data, exc) from None
 
 

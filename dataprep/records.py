@@ -57,7 +57,6 @@ DEFAULT_TEXT_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
-
 def infer_kind(columns) -> str | None:
     """The record kind of a table that did not come from `dataprep convert` (no manifest), from
     its column names; None when it matches no kind."""

@@ -412,7 +412,7 @@ def _scan_input(path: str) -> tuple[Path, dict[str, Any] | None, str, list[str],
     """(data file, input manifest, kind, columns to read, row count, label names); validates early."""
     data = io.find_data_file(path)
     manifest = io.read_manifest(data.parent)
-    columns, n_rows = io.record_columns(data)
+    columns, n_rows = io.record_columns(data), io.record_count(data)
     kind = (manifest or {}).get("kind") or infer_kind(columns)
     if kind is None:
         raise DataprepError(f"cannot tell the record kind from columns {sorted(columns)}; run `dataprep convert` first")

@@ -154,3 +154,15 @@ def test_large_file_with_late_non_utf8_names_the_encoding(tmp_path, monkeypatch)
     assert pl.concat(list(iter_batches([str(p)], encoding="cp949")))["a"][-1] == "가나다라"
     monkeypatch.setattr(io, "FULL_UTF8_CHECK_BYTES", 64 << 20)
     assert pl.concat(list(iter_batches([str(p)])))["a"][-1] == "가나다라"
+
+
+def test_record_columns_and_count_without_loading(tmp_path):
+    import polars as pl
+
+    from dataprep.io import record_columns, record_count
+
+    frame = pl.DataFrame({"text": ["a", "b", "c"], "row": [0, 1, 2]})
+    frame.write_parquet(tmp_path / "r.parquet")
+    frame.write_ndjson(tmp_path / "r.jsonl")
+    for name in ("r.parquet", "r.jsonl"):
+        assert record_columns(tmp_path / name) == ["text", "row"] and record_count(tmp_path / name) == 3

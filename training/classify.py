@@ -99,10 +99,10 @@ def load_trained_classifier(path: str, dtype: str = "float32"):
     if not thresholds_path.is_file():
         raise DataprepError(f"{path} has no thresholds.json; pass the output directory of `dataprep train --task classify`")
     saved = json.loads(thresholds_path.read_text())
-    names, torch_dtype = saved["label_names"], getattr(torch, dtype)
+    names, torch_dtype, mean = saved["label_names"], getattr(torch, dtype), saved.get("pooling") == "mean"
     adapter = (Path(path) / "adapter_config.json").is_file()
     weights = adapter_base(path)[0] if adapter else path
-    if saved.get("pooling") == "mean":
+    if mean:
         model = AutoModel.from_pretrained(weights, dtype=torch_dtype)
     else:
         model = AutoModelForSequenceClassification.from_pretrained(
@@ -110,7 +110,7 @@ def load_trained_classifier(path: str, dtype: str = "float32"):
             id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
     if adapter:
         model = PeftModel.from_pretrained(model, path)
-    if saved.get("pooling") == "mean":
+    if mean:
         model = MeanPoolingClassifier(model, len(names))
         model.load_head(path)
     return model.to(torch_dtype).eval(), saved

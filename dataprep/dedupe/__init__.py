@@ -204,7 +204,7 @@ def _scan(path, cfg: DedupeConfig):
     if data.stat().st_size == 0:
         raise DataprepError(f"{data} is empty (0 bytes): there are no rows to dedupe; check the path or the previous stage")
     manifest_in = (read_manifest(data.parent) if Path(path).is_dir() else None) or {}
-    columns, _ = record_columns(data)
+    columns = record_columns(data)
     kind = manifest_in.get("kind") or infer_kind(columns)
     return data, manifest_in, kind, text_fields(columns, kind, cfg.on)
 
