@@ -20,7 +20,8 @@ from tests.conftest import REPO, SHARED_DATA
 
 GOLDENS = Path(__file__).parent / "goldens"
 UPDATE = os.environ.get("DATAPREP_UPDATE_GOLDENS") == "1"
-VOLATILE = {"timings", "train_seconds", "seconds", "fingerprint"}  # fingerprints hash absolute paths
+# fingerprints and input hashes cover absolute paths (records keep their source path), which differ by checkout
+VOLATILE = {"timings", "train_seconds", "seconds", "fingerprint", "sha256"}
 
 
 def normalize(value, roots: dict[str, str]):
@@ -80,7 +81,11 @@ def roots(work: Path) -> dict[str, str]:
 
 
 def manifest_of(out: Path, work: Path) -> dict:
-    return normalize(json.loads((out / "manifest.json").read_text()), roots(work))
+    manifest = normalize(json.loads((out / "manifest.json").read_text()), roots(work))
+    for holder in (manifest, manifest.get("lineage") or {}, manifest.get("shards_manifest") or {}):
+        if isinstance(holder.get("tokenizer"), dict):
+            holder["tokenizer"].pop("path", None)  # where the packaged model or its cache lives on this machine
+    return manifest
 
 
 def records_of(out: Path, work: Path, name: str = "records.parquet") -> list:
