@@ -27,7 +27,7 @@ from dataprep.convert import convert
 t = time.perf_counter()
 m = convert([sys.argv[1]], sys.argv[2], template="alpaca", force=True)
 secs = time.perf_counter() - t
-print(secs, m["counts"]["out"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(secs, m.counts.n_out, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 # The obvious hand-written converter: pandas reads, a Python loop formats each row.

@@ -23,20 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from dataprep.errors import DataprepError
-from dataprep.io import (
-    Rejects,
-    Timer,
-    atomic_dir,
-    current_manifest,
-    describe_inputs,
-    frame_from_rows,
-    iter_batches,
-    make_manifest,
-    sha256_path,
-    stage_fingerprint,
-    write_json,
-)
+from dataprep.io import frame_from_rows, iter_batches, sha256_path
 from dataprep.records import KINDS, SCHEMAS
+from dataprep.stage import Manifest, Outcome, Rejects, Timer, Workspace, run_stage
 from dataprep.templates import TEMPLATES, Template, get_template, prompt_expr
 
 FORMATS = ("parquet", "jsonl")
@@ -615,17 +604,16 @@ def apply_row_fn(frame, fn: Callable[[dict], dict], kind: str, batch_size: int =
 def convert(sources: str | list[str], out: str, *, kind: str = "sft", template: str | None = None,
             mapping: dict[str, str] | None = None, row_fn: str | Callable | None = None, fmt: str = "parquet",
             force: bool = False, label_names: str | None = None, label_sep: str = ",", batch_rows: int = 50_000,
-            limit: int | None = None, **reader_options: Any) -> dict:
+            limit: int | None = None, **reader_options: Any) -> Manifest:
     """Convert `sources` into canonical records of `kind` in directory `out`.
 
     Writes OUT/records.parquet (or .jsonl), OUT/rejects.jsonl and OUT/manifest.json
-    atomically, and returns the manifest. Works in batches of `batch_rows` rows (CSV and Parquet
+    atomically (dataprep.stage), and returns the manifest. Works in batches of `batch_rows` rows (CSV and Parquet
     are also read in batches), so memory does not grow with the input. If OUT already holds a conversion with the same
     fingerprint (inputs' contents, options, version) the work is skipped and the existing
-    manifest is returned with `"skipped": True`, unless `force`. `limit` reads only the first
+    manifest is returned with `skipped` set, unless `force`. `limit` reads only the first
     `limit` rows of the input (to try a recipe on a slice); the rest is not read at all.
     """
-    timer = Timer()
     sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
     if kind not in KINDS:
         raise DataprepError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
@@ -639,35 +627,29 @@ def convert(sources: str | list[str], out: str, *, kind: str = "sft", template: 
     for p in sources:
         if not str(p).startswith("hub:") and not Path(p).exists():
             raise DataprepError(f"input {p} does not exist; check the path")
-    inputs = describe_inputs([str(p) for p in sources])
     config = _config(kind, tmpl, mapping, row_fn, fmt, label_names, label_sep, reader_options)
     if limit is not None:
         config["limit"] = limit
-    fp = stage_fingerprint("convert", inputs, config)
-    existing = current_manifest(out, fp)
-    if not force and existing and (Path(out) / f"records.{fmt}").is_file():
-        return {**existing, "skipped": True}
-    batches = iter_batches([str(p) for p in sources], batch_rows=batch_rows, **reader_options)
-    if limit is not None:
-        batches = _first_rows(batches, limit)
-    with atomic_dir(out) as tmp:
-        summary = _convert_batches(batches, tmp / f"records.{fmt}", kind, timer, template=tmpl, mapping=mapping,
+
+    def build(ws: Workspace) -> Outcome:
+        batches = iter_batches([str(p) for p in sources], batch_rows=batch_rows, **reader_options)
+        if limit is not None:
+            batches = _first_rows(batches, limit)
+        summary = _convert_batches(batches, ws.out / f"records.{fmt}", kind, ws.timer, template=tmpl, mapping=mapping,
                                    row_fn=fn, label_names=names, label_sep=label_sep)
         if summary.n_in == 0:
             raise DataprepError(f"{', '.join(map(str, sources))}: no rows to convert; check the input (and --no-header)")
         rejects = Rejects()
         rejects.extend(summary.rejects)
-        with timer("write"):
-            rejects.write(tmp)
-        extra: dict[str, Any] = {"kind": kind, "format": fmt, "columns": list(SCHEMAS[kind].names)}
+        details: dict[str, Any] = {"kind": kind, "format": fmt, "columns": list(SCHEMAS[kind].names)}
         if kind == "classify":
-            extra["label_names"] = names or sorted(summary.labels)
-            extra["label_counts"] = {name: summary.labels.get(name, 0) for name in extra["label_names"]}
-        extra["length_stats"] = summarize_lengths(summary.lengths)
-        manifest = make_manifest("convert", fp, inputs, config, summary.n_in, summary.n_out, rejects.counts(),
-                                 timer.seconds, **extra)
-        write_json(tmp / "manifest.json", manifest)
-    return manifest
+            details["label_names"] = names or sorted(summary.labels)
+            details["label_counts"] = {name: summary.labels.get(name, 0) for name in details["label_names"]}
+        details["length_stats"] = summarize_lengths(summary.lengths)
+        return Outcome(summary.n_in, summary.n_out, details, rejects=rejects)
+
+    return run_stage("convert", out, inputs=[str(p) for p in sources], config=config, build=build,
+                     data_files=(f"records.{fmt}",), force=force)
 
 
 def _first_rows(batches, limit: int):

@@ -15,6 +15,7 @@ import numpy as np
 from dataprep import io
 from dataprep.errors import DataprepError
 from dataprep.records import IGNORE_INDEX
+from dataprep.stage import Manifest, read_manifest
 
 FIT_LENGTHS = (256, 512, 1024, 2048, 4096, 8192)
 
@@ -23,8 +24,8 @@ def load_shards(path: str | os.PathLike):
     """(datasets.Dataset, manifest) of a tokenize output directory."""
     from datasets import load_from_disk
 
-    manifest = io.read_manifest(path)
-    if not manifest or manifest.get("stage") != "tokenize":
+    manifest = read_manifest(path)
+    if not manifest or manifest.stage != "tokenize":
         raise DataprepError(f"{path} is not a `dataprep tokenize` output (no tokenize manifest.json); run tokenize first")
     return load_from_disk(str(path)), manifest
 
@@ -81,10 +82,10 @@ def plot_lengths(lengths: np.ndarray, png: str | os.PathLike, title: str = "") -
     return Path(png)
 
 
-def _load_tokenizer(manifest: dict[str, Any]):
+def _load_tokenizer(manifest: Manifest):
     from transformers import AutoTokenizer
 
-    info = manifest["tokenizer"]
+    info = manifest.get("tokenizer")
     path = info.get("path")
     if path and Path(path).exists():
         return AutoTokenizer.from_pretrained(path)
@@ -137,7 +138,7 @@ def write_html(path: str | os.PathLike, html_path: str | os.PathLike, rows: list
     import html
 
     ds, manifest = load_shards(path)
-    if manifest["kind"] in ("classify", "preference"):
+    if manifest.get("kind") in ("classify", "preference"):
         raise DataprepError(f"--html shows sft/chat/text masks; {path} holds {manifest['kind']} rows (use --row)")
     rows = list(range(min(first, len(ds)))) if rows is None else rows
     check_rows(ds, rows, path)
@@ -178,8 +179,8 @@ def render_row(path: str | os.PathLike, n: int, color: bool = False, tokens: boo
     return render_rows(path, [n], color, tokens)[0]
 
 
-def _render(tok, row: dict[str, Any], n: int, manifest: dict[str, Any], color: bool, tokens: bool) -> str:
-    kind = manifest["kind"]
+def _render(tok, row: dict[str, Any], n: int, manifest: Manifest, color: bool, tokens: bool) -> str:
+    kind = manifest.get("kind")
     if kind == "classify":
         names = manifest.get("label_names") or []
         hot = [names[j] if j < len(names) else str(j) for j, v in enumerate(row["labels"]) if v > 0.5]

@@ -1,10 +1,8 @@
-"""Files in and out: content hashes, atomic output directories, manifests, rejects.
+"""Files in and out: content hashes, atomic files and output directories, and the records file.
 
-Every stage writes one output directory: its data file(s), `manifest.json` and, when rows
-were dropped, `rejects.jsonl`. The directory is built under a temporary sibling name and
-renamed into place only when complete, so a killed run never leaves an output that looks
-finished. The manifest carries a fingerprint of (stage, version, input contents, config);
-a rerun whose fingerprint matches is skipped.
+An output directory is built under a temporary sibling name and renamed into place only when
+complete, so a killed run never leaves an output that looks finished. What a stage writes into
+it, and when a rerun is skipped, is the stage contract's business (dataprep.stage).
 """
 
 from __future__ import annotations
@@ -15,17 +13,13 @@ import json
 import os
 import shutil
 import tempfile
-import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dataprep import __version__
 from dataprep.errors import DataprepError
 
-MANIFEST = "manifest.json"
-REJECTS = "rejects.jsonl"
+MANIFEST = "manifest.json"  # every stage output directory has one (dataprep.stage writes it)
 
 
 def sha256_path(path: str | os.PathLike) -> str:
@@ -46,35 +40,6 @@ def fingerprint(obj: Any) -> str:
     """A stable hash of any JSON-serialisable value (dict keys sorted)."""
     blob = json.dumps(obj, sort_keys=True, default=str, ensure_ascii=False).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def describe_inputs(paths: list[str]) -> list[dict[str, str]]:
-    """Path and content hash for each local input; remote ids (e.g. `hub:...`) are kept as named."""
-    out = []
-    for p in paths:
-        local = Path(p)
-        out.append({"path": str(p), "sha256": sha256_path(local) if local.exists() else "remote"})
-    return out
-
-
-def stage_fingerprint(stage: str, inputs: list[dict[str, str]], config: dict[str, Any]) -> str:
-    return fingerprint({"stage": stage, "version": __version__, "inputs": inputs, "config": config})
-
-
-def read_manifest(out_dir: str | os.PathLike) -> dict[str, Any] | None:
-    path = Path(out_dir) / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None
-
-
-def current_manifest(out_dir: str | os.PathLike, fp: str) -> dict[str, Any] | None:
-    """The existing manifest of `out_dir` if its fingerprint is `fp` (the output is up to date)."""
-    manifest = read_manifest(out_dir)
-    return manifest if manifest and manifest.get("fingerprint") == fp else None
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -130,80 +95,6 @@ def atomic_dir(out_dir: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, out)
 
 
-class Timer:
-    """Collects wall-clock seconds per named step: `with timer("read"): ...`."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 4)
-
-
-class Rejects:
-    """Rows a stage could not use, each with its source, row number and reason."""
-
-    def __init__(self) -> None:
-        self.rows: list[dict[str, Any]] = []
-
-    def add(self, source: str, row: int, reason: str, detail: str | None = None) -> None:
-        self.rows.append({"source": source, "row": row, "reason": reason, "detail": detail})
-
-    def extend(self, rows: list[dict[str, Any]]) -> None:
-        self.rows.extend(rows)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def counts(self) -> dict[str, int]:
-        return dict(Counter(r["reason"] for r in self.rows).most_common())
-
-    def write(self, directory: str | os.PathLike) -> None:
-        """Write `rejects.jsonl` (always, possibly empty, so its absence never means 'unknown')."""
-        with open(Path(directory) / REJECTS, "w", encoding="utf-8") as fh:
-            for r in sorted(self.rows, key=lambda r: (r["source"], r["row"])):
-                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-
-
-def make_manifest(
-    stage: str,
-    fp: str,
-    inputs: list[dict[str, str]],
-    config: dict[str, Any],
-    n_in: int,
-    n_out: int,
-    rejected: dict[str, int],
-    timings: dict[str, float],
-    **extra: Any,
-) -> dict[str, Any]:
-    """The manifest every stage writes. Checks that every input row is accounted for."""
-    n_rejected = sum(rejected.values())
-    if n_in != n_out + n_rejected:
-        raise AssertionError(f"{stage}: row accounting broken: in {n_in} != out {n_out} + rejected {n_rejected}")
-    return {
-        "stage": stage,
-        "version": __version__,
-        "fingerprint": fp,
-        "inputs": inputs,
-        "config": config,
-        "counts": {"in": n_in, "out": n_out, "rejected": n_rejected, "rejected_by_reason": rejected},
-        "timings": timings,
-        **extra,
-    }
-
-
-def counts_line(counts: dict[str, Any], removed_word: str = "rejected") -> str:
-    """`in 1000 = out 990 + rejected 10 (empty output: 7, bad type: 3)` from a manifest's counts."""
-    reasons = ", ".join(f"{k}: {v}" for k, v in counts.get("rejected_by_reason", {}).items())
-    line = f"in {counts['in']} = out {counts['out']} + {removed_word} {counts['rejected']}"
-    return f"{line} ({reasons})" if reasons else line
-
-
 def find_data_file(path: str | os.PathLike, stem: str = "records") -> Path:
     """The data file of a stage directory (`records.parquet` or `records.jsonl`), or `path` itself."""
     path = Path(path)
@@ -218,20 +109,15 @@ def find_data_file(path: str | os.PathLike, stem: str = "records") -> Path:
 
 
 def read_records(path: str | os.PathLike):
-    """Read canonical records (a stage directory or a .parquet/.jsonl file) into a polars frame.
-
-    Returns (frame, manifest or None). The manifest tells the record kind and label names.
-    """
+    """Read canonical records (a stage directory or a .parquet/.jsonl file) into a polars frame."""
     import polars as pl
 
     data = find_data_file(path)
-    manifest = read_manifest(data.parent) if Path(path).is_dir() else None
     _check_records_suffix(data)
     try:
-        frame = pl.read_parquet(data) if data.suffix == ".parquet" else pl.read_ndjson(data)
+        return pl.read_parquet(data) if data.suffix == ".parquet" else pl.read_ndjson(data)
     except Exception as exc:  # polars raises several types for unreadable files
         raise _records_error(data, exc) from None
-    return frame, manifest
 
 
 RECORD_SUFFIXES = (".parquet", ".jsonl", ".ndjson")

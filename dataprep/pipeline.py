@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from dataprep.errors import DataprepError
-from dataprep.io import MANIFEST, read_manifest
+from dataprep.io import MANIFEST
 from dataprep.recipe import STAGES, Recipe, stage_function
+from dataprep.stage import Manifest, read_manifest
 
 
 @dataclasses.dataclass
@@ -23,7 +24,7 @@ class StageResult:
     out: str
     skipped: bool
     seconds: float
-    manifest: dict[str, Any]
+    manifest: Manifest | None
 
 
 def select_stages(recipe: Recipe, start: str | None, until: str | None) -> list[str]:
@@ -61,10 +62,9 @@ def run_recipe(recipe: Recipe, *, start: str | None = None, until: str | None = 
             on_stage(i, len(names), name)
         out = root / name
         began = time.perf_counter()
-        # every stage function returns `skipped: True` when its output was already current
+        # every stage function returns its manifest, with `skipped` set when its output was already current
         result = stage_function(name)(stage_input(recipe, name, root), str(out), force=force, **recipe.stage(name).options)
-        skipped = bool(result.get("skipped"))
-        results.append(StageResult(name, str(out), skipped, time.perf_counter() - began, read_manifest(out) or {}))
+        results.append(StageResult(name, str(out), result.skipped, time.perf_counter() - began, read_manifest(out)))
     return results
 
 
@@ -72,12 +72,12 @@ def summary_table(results: list[StageResult]) -> str:
     """One line per stage: rows in/out/rejected, tokens, training metrics, time."""
     rows = [("stage", "in", "out", "dropped", "notes", "time")]
     for r in results:
-        counts = r.manifest.get("counts", {})
+        counts = r.manifest.counts if r.manifest else None
         rows.append((
             r.stage,
-            str(counts.get("in", "")),
-            str(counts.get("out", "")),
-            str(counts.get("rejected", counts.get("removed", ""))),
+            str(counts.n_in) if counts else "",
+            str(counts.n_out) if counts else "",
+            str(counts.rejected) if counts else "",
             _notes(r),
             "cached" if r.skipped else f"{r.seconds:.1f}s",
         ))
@@ -88,7 +88,7 @@ def summary_table(results: list[StageResult]) -> str:
 def _notes(result: StageResult) -> str:
     manifest = result.manifest
     notes = []
-    stats = manifest.get("token_stats") or {}
+    stats = (manifest.get("token_stats") if manifest else None) or {}
     if "total" in stats:
         notes.append(f"tokens {stats['total']}" + (f" (trainable {stats['trainable']})" if "trainable" in stats else ""))
     metrics_file = Path(result.out) / "metrics.json"

@@ -20,8 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from array import array
 from collections import Counter
 from collections.abc import Iterator
@@ -35,6 +33,7 @@ import pyarrow as pa
 from dataprep import io
 from dataprep.errors import DataprepError
 from dataprep.records import IGNORE_INDEX, infer_kind
+from dataprep.stage import Manifest, Outcome, Rejects, Timer, Workspace, read_manifest, run_stage
 
 OVERFLOW = ("truncate-prompt", "truncate", "drop", "error")
 TRAIN_ON = ("all-assistant", "last-assistant")
@@ -403,17 +402,17 @@ def _read_batches(data: Path, columns: list[str], batch_size: int) -> Iterator[d
         for rb in pq.ParquetFile(data).iter_batches(batch_size=batch_size, columns=columns):
             yield rb.to_pydict()
     else:
-        frame, _ = io.read_records(data)
+        frame = io.read_records(data)
         for part in frame.select(columns).iter_slices(batch_size):
             yield part.to_dict(as_series=False)
 
 
-def _scan_input(path: str) -> tuple[Path, dict[str, Any] | None, str, list[str], int, list[str] | None]:
+def _scan_input(path: str) -> tuple[Path, Manifest | None, str, list[str], int, list[str] | None]:
     """(data file, input manifest, kind, columns to read, row count, label names); validates early."""
     data = io.find_data_file(path)
-    manifest = io.read_manifest(data.parent)
+    manifest = read_manifest(data.parent)
     columns, n_rows = io.record_columns(data), io.record_count(data)
-    kind = (manifest or {}).get("kind") or infer_kind(columns)
+    kind = (manifest.get("kind") if manifest else None) or infer_kind(columns)
     if kind is None:
         raise DataprepError(f"cannot tell the record kind from columns {sorted(columns)}; run `dataprep convert` first")
     if kind not in REQUIRED:
@@ -422,9 +421,9 @@ def _scan_input(path: str) -> tuple[Path, dict[str, Any] | None, str, list[str],
     missing = [c for c in wanted + ["source", "row"] if c not in columns]
     if missing:
         raise DataprepError(f"{data} lacks column(s) {', '.join(missing)} needed for kind {kind}; re-run `dataprep convert`")
-    label_names = (manifest or {}).get("label_names")
+    label_names = manifest.get("label_names") if manifest else None
     if kind == "classify" and not label_names:
-        frame, _ = io.read_records(data)
+        frame = io.read_records(data)
         label_names = sorted(frame["labels"].explode().drop_nulls().unique().to_list())
     return data, manifest, kind, sorted(set(wanted)) + ["source", "row"], n_rows, label_names
 
@@ -479,10 +478,10 @@ def tokenize(
     batch_size: int = 1000,
     force: bool = False,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> Manifest:
     """Tokenize the records at `path` (a convert/dedupe output dir or a records file) into `out`.
 
-    Returns the manifest; `manifest["skipped"]` is True when an up-to-date output was kept.
+    Returns the manifest; its `skipped` is True when an up-to-date output was kept.
     """
     from tqdm.auto import tqdm
 
@@ -491,7 +490,7 @@ def tokenize(
     opts = TokenizeOptions(max_len, overflow, train_on, train_on_inputs, pack)
     if num_shards is not None and shard_size is not None:
         raise DataprepError("pass either --num-shards or --shard-size, not both")
-    timer = io.Timer()
+    timer = Timer()
     with timer("scan"):
         data, in_manifest, kind, columns, n_rows, label_names = _scan_input(str(path))
         tok_path = models.resolve_model(tokenizer)
@@ -504,70 +503,59 @@ def tokenize(
         if kind == "chat" and not tok.chat_template:
             raise DataprepError(f"tokenizer {tokenizer} has no chat template; chat records need one")
         specials = choose_pad(tok)
-        inputs = io.describe_inputs([str(data)])
     chat_template = tok.chat_template if isinstance(tok.chat_template, str) else None
     tok_info = {"name": tokenizer, "path": tok_path, "fingerprint": tok_fp, "files_sha256": tokenizer_files_hash(tok_path),
                 "chat_template_sha256": hashlib.sha256(chat_template.encode()).hexdigest() if chat_template else None}
     config = {**asdict(opts), "tokenizer": tok_info["name"], "tokenizer_fingerprint": tok_fp, "kind": kind,
               "label_names": label_names, "num_shards": num_shards, "shard_size": shard_size}
-    fp = io.stage_fingerprint("tokenize", inputs, config)
-    if not force and (done := io.current_manifest(out, fp)):
-        return {**done, "skipped": True}
 
-    rejects, events = io.Rejects(), Counter()
-    lengths, trainable = array("i"), 0  # 4 bytes a row: the only per-row state kept in memory
-    Path(out).resolve().parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".tokenize-work-", dir=Path(out).resolve().parent))
-    try:
-        with io.atomic_dir(out) as tmp:
-            rows_file = work / "rows.arrow"
-            writer = None
-            bar = tqdm(total=n_rows, desc="tokenize", unit="row", disable=not progress, leave=False)
-            with bar, timer("tokenize"):  # the bar is cleared before an error is printed
-                batches = _read_batches(data, columns, batch_size)
-                for cols, rej, ev in _map_batches(batches, tok, kind, opts, specials, label_names, num_proc):
-                    rb = _arrow_batch(kind, cols)
-                    writer = writer or pa.ipc.new_stream(str(rows_file), rb.schema)
-                    writer.write_batch(rb)
-                    rejects.extend(rej)
-                    events.update(ev)
-                    lengths.extend(cols["length"])
-                    trainable += _count_trainable(kind, cols)
-                    bar.update(len(cols["length"]) + len(rej))
-                if writer is None:  # no batches at all: an empty input
-                    rb = _arrow_batch(kind, _new_columns(kind))
-                    writer = pa.ipc.new_stream(str(rows_file), rb.schema)
-                writer.close()
-            n_out = len(lengths)
-            lengths_np = np.asarray(lengths, dtype=np.int64)
-            packing_info = None
-            if pack:
-                with timer("pack"):
-                    rows_file, packing_info = _pack_file(rows_file, lengths_np, max_len, work)
-            with timer("write"):
-                shards = _save_shards(rows_file, tmp, num_shards, shard_size)
-            manifest = io.make_manifest(
-                "tokenize", fp, inputs, config, n_rows, n_out, rejects.counts(), timer.seconds,
-                kind=kind, tokenizer=tok_info, packed=pack, max_len=max_len,
-                pad_token_id=specials.pad_id, eos_token_id=specials.eos_id,
-                pad_policy={"pad_token": specials.pad_token, "pad_token_id": specials.pad_id,
-                            "source": specials.pad_source, "resize_embeddings": specials.pad_source.startswith("added"),
-                            "vocab_size": len(tok), "eos_label_kept": True},
-                label_names=label_names, shards=shards, events=dict(events),
-                template=generation_template(kind, in_manifest),
-                prompt_template=upstream_template(in_manifest),
-                token_stats=_token_stats(lengths_np, packing_info["trainable"] if pack else trainable),
-                packing=packing_info,
-                columns=list(_new_columns(kind)) + (["position_ids", "seq_lens"] if pack else []),
-            )
-            rejects.write(tmp)
-            io.write_json(tmp / io.MANIFEST, manifest)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return manifest
+    def build(ws: Workspace) -> Outcome:
+        rejects, events = Rejects(), Counter()
+        lengths, trainable = array("i"), 0  # 4 bytes a row: the only per-row state kept in memory
+        timer, rows_file, writer = ws.timer, ws.scratch / "rows.arrow", None
+        bar = tqdm(total=n_rows, desc="tokenize", unit="row", disable=not progress, leave=False)
+        with bar, timer("tokenize"):  # the bar is cleared before an error is printed
+            batches = _read_batches(data, columns, batch_size)
+            for cols, rej, ev in _map_batches(batches, tok, kind, opts, specials, label_names, num_proc):
+                rb = _arrow_batch(kind, cols)
+                writer = writer or pa.ipc.new_stream(str(rows_file), rb.schema)
+                writer.write_batch(rb)
+                rejects.extend(rej)
+                events.update(ev)
+                lengths.extend(cols["length"])
+                trainable += _count_trainable(kind, cols)
+                bar.update(len(cols["length"]) + len(rej))
+            if writer is None:  # no batches at all: an empty input
+                rb = _arrow_batch(kind, _new_columns(kind))
+                writer = pa.ipc.new_stream(str(rows_file), rb.schema)
+            writer.close()
+        lengths_np = np.asarray(lengths, dtype=np.int64)
+        packing_info = None
+        if pack:
+            with timer("pack"):
+                rows_file, packing_info = _pack_file(rows_file, lengths_np, max_len, ws.scratch)
+        with timer("write"):
+            shards = _save_shards(rows_file, ws.out, num_shards, shard_size)
+        details = dict(
+            kind=kind, tokenizer=tok_info, packed=pack, max_len=max_len,
+            pad_token_id=specials.pad_id, eos_token_id=specials.eos_id,
+            pad_policy={"pad_token": specials.pad_token, "pad_token_id": specials.pad_id,
+                        "source": specials.pad_source, "resize_embeddings": specials.pad_source.startswith("added"),
+                        "vocab_size": len(tok), "eos_label_kept": True},
+            label_names=label_names, shards=shards, events=dict(events),
+            template=generation_template(kind, in_manifest),
+            prompt_template=upstream_template(in_manifest),
+            token_stats=_token_stats(lengths_np, packing_info["trainable"] if pack else trainable),
+            packing=packing_info,
+            columns=list(_new_columns(kind)) + (["position_ids", "seq_lens"] if pack else []),
+        )
+        return Outcome(n_rows, len(lengths), details, rejects=rejects)
+
+    return run_stage("tokenize", out, inputs=[str(data)], config=config, build=build, data_files=("state.json",),
+                     force=force)
 
 
-def generation_template(kind: str, in_manifest: dict[str, Any] | None) -> str | None:
+def generation_template(kind: str, in_manifest: Manifest | None) -> str | None:
     """How to render a bare prompt at generation time like the training rows were: "chat" for chat
     records, else convert's no-input template as a format string with `{prompt}` (None if unknown)."""
     if kind == "chat":
@@ -579,17 +567,17 @@ def generation_template(kind: str, in_manifest: dict[str, Any] | None) -> str | 
     return text.replace("{instruction}", "{prompt}")
 
 
-def upstream_template(manifest: dict[str, Any] | None, depth: int = 3) -> Any:
+def upstream_template(manifest: Manifest | None, depth: int = 3) -> Any:
     """convert's prompt template, from the input manifest or, through stages that do not carry
     it (dedupe), from the manifests of their inputs."""
     if not manifest or depth == 0:
         return None
-    template = (manifest.get("config") or {}).get("template")
+    template = manifest.config.get("template")
     if template is not None:
         return template
-    for inp in manifest.get("inputs") or []:
+    for inp in manifest.inputs:
         path = Path(str(inp.get("path", "")))
-        found = upstream_template(io.read_manifest(path if path.is_dir() else path.parent), depth - 1)
+        found = upstream_template(read_manifest(path if path.is_dir() else path.parent), depth - 1)
         if found is not None:
             return found
     return None

@@ -18,16 +18,16 @@ def _records(out) -> pl.DataFrame:
 def test_alpaca_en_with_and_without_input(shared_data, tmp_path):
     src = shared_data / "alpaca_en_demo.json"
     m = convert([str(src)], tmp_path / "o", template="alpaca")
-    assert m["counts"] == {"in": 999, "out": 999, "rejected": 0, "rejected_by_reason": {}}
+    assert m.counts.to_json() == {"in": 999, "out": 999, "rejected": 0, "rejected_by_reason": {}}
     df = _records(tmp_path / "o")
     assert df.columns == ["instruction", "input", "output", "prompt", "completion", "source", "row"]
     raw = json.loads(src.read_text())
     first = df.row(0, named=True)
-    assert first["prompt"] == (
+    assert first.get("prompt") == (
         "Below is an instruction that describes a task. Write a response that appropriately completes the request."
         "\n\n### Instruction:\nDescribe a process of making crepes.\n\n### Response:\n"
     )
-    assert first["completion"] == raw[0]["output"] and first["row"] == 0 and first["source"] == str(src)
+    assert first.get("completion") == raw[0]["output"] and first.get("row") == 0 and first.get("source") == str(src)
     i = next(i for i, r in enumerate(raw) if r["input"])
     rec = df.row(i, named=True)
     assert rec["row"] == i
@@ -40,7 +40,7 @@ def test_alpaca_en_with_and_without_input(shared_data, tmp_path):
 def test_ko_alpaca_exact_prompts(shared_data, tmp_path):
     src = shared_data / "ko_alpaca_1040.json"
     m = convert([str(src)], tmp_path / "o", template="ko-alpaca")
-    assert m["counts"]["in"] == m["counts"]["out"] == 1040
+    assert m.counts.n_in == m.counts.n_out == 1040
     df = _records(tmp_path / "o")
     raw = json.loads(src.read_text())
     assert df.row(0, named=True)["prompt"] == (
@@ -57,20 +57,20 @@ def test_ko_alpaca_exact_prompts(shared_data, tmp_path):
 
 def test_english_to_latex(shared_data, tmp_path):
     m = convert([str(shared_data / "english_to_latex.csv")], tmp_path / "o", template="latex")
-    assert m["counts"]["out"] == 50
+    assert m.counts.n_out == 50
     rec = _records(tmp_path / "o").row(0, named=True)
     assert rec["prompt"] == "Convert English to LaTeX\nEnglish: integral from a to b of x squared\nLaTeX:"
     assert rec["completion"] == " \\int_{a}^{b} x^2 \\,dx"
     assert rec["output"] == "\\int_{a}^{b} x^2 \\,dx"
-    assert m["length_stats"]["prompt"]["min"] == len("Convert English to LaTeX\nEnglish: \nLaTeX:") + min(
+    assert m.get("length_stats")["prompt"]["min"] == len("Convert English to LaTeX\nEnglish: \nLaTeX:") + min(
         len(e) for e in pl.read_csv(shared_data / "english_to_latex.csv")["English"])
 
 
 def test_anime_genres_as_classify(shared_data, tmp_path):
     m = convert([str(shared_data / "anime_with_synopsis.csv")], tmp_path / "o", kind="classify",
                 mapping={"text": "synopsis", "labels": "Genres"})
-    assert m["counts"]["out"] == 269 and m["kind"] == "classify"
-    assert len(m["label_names"]) == 40 and m["label_names"] == sorted(m["label_names"])
+    assert m.counts.n_out == 269 and m.get("kind") == "classify"
+    assert len(m.get("label_names")) == 40 and m.get("label_names") == sorted(m.get("label_names"))
     rec = _records(tmp_path / "o").row(0, named=True)
     assert rec["labels"] == ["Action", "Adventure", "Comedy", "Drama", "Sci-Fi", "Space"]
     assert rec["text"].startswith("In the year 2071, humanity has colonized")
@@ -81,11 +81,11 @@ def test_goemotions_ids_with_names_file(shared_data, tmp_path):
     src = shared_data / "goemotions" / "train.tsv"
     m = convert([str(src)], tmp_path / "o", kind="classify", has_header=False, label_names=str(names),
                 mapping={"text": "column_1", "labels": "column_2"})
-    assert m["counts"] == {"in": 43410, "out": 43410, "rejected": 0, "rejected_by_reason": {}}
-    assert m["label_names"] == names.read_text().split()
+    assert m.counts.to_json() == {"in": 43410, "out": 43410, "rejected": 0, "rejected_by_reason": {}}
+    assert m.get("label_names") == names.read_text().split()
     col = [line.split("\t")[1].split(",") for line in src.read_text(encoding="utf-8").splitlines()]
-    assert m["label_counts"]["neutral"] == sum("27" in ids for ids in col)
-    assert m["label_counts"]["grief"] == sum("16" in ids for ids in col)
+    assert m.get("label_counts")["neutral"] == sum("27" in ids for ids in col)
+    assert m.get("label_counts")["grief"] == sum("16" in ids for ids in col)
     df = _records(tmp_path / "o")
     lines = src.read_text(encoding="utf-8").splitlines()
     assert df["labels"][0].to_list() == ["neutral"]  # id 27
@@ -95,13 +95,13 @@ def test_goemotions_ids_with_names_file(shared_data, tmp_path):
     assert df.row(i, named=True)["text"] == lines[i].split("\t")[0]
     multi = next(i for i, line in enumerate(lines) if "," in line.split("\t")[1])
     ids = [int(x) for x in lines[multi].split("\t")[1].split(",")]
-    assert df.row(multi, named=True)["labels"] == [m["label_names"][x] for x in ids]
+    assert df.row(multi, named=True)["labels"] == [m.get("label_names")[x] for x in ids]
 
 
 def test_dpo_pairs_as_preference(shared_data, tmp_path):
     src = shared_data / "dpo_en_demo.json"
     m = convert([str(src)], tmp_path / "o", kind="preference")
-    assert m["counts"]["out"] == 300
+    assert m.counts.n_out == 300
     df = _records(tmp_path / "o")
     raw = json.loads(src.read_text())
     rec = df.row(0, named=True)
@@ -117,7 +117,7 @@ def test_dpo_pairs_as_preference(shared_data, tmp_path):
 def test_glaive_toolcalls_as_chat(shared_data, tmp_path):
     src = shared_data / "glaive_toolcall_en_demo.json"
     m = convert([str(src)], tmp_path / "o", kind="chat")
-    assert m["counts"]["out"] == 300
+    assert m.counts.n_out == 300
     raw = json.loads(src.read_text())
     rec = _records(tmp_path / "o").row(0, named=True)
     roles = {"human": "user", "gpt": "assistant", "function_call": "assistant", "observation": "tool"}
@@ -127,12 +127,12 @@ def test_glaive_toolcalls_as_chat(shared_data, tmp_path):
     assert rec["messages"][3]["content"].startswith('{"name": "search_recipes", "arguments"')
     assert rec["tools"] == raw[0]["tools"]
     turns = sorted(len(r["conversations"]) for r in raw)
-    assert m["length_stats"]["turns"]["min"] == turns[0] and m["length_stats"]["turns"]["max"] == turns[-1]
+    assert m.get("length_stats")["turns"]["min"] == turns[0] and m.get("length_stats")["turns"]["max"] == turns[-1]
 
 
 def test_demo_data_has_the_documented_duplicates(tmp_path):
     m = convert([str(REPO / "recipes" / "data" / "demo_latex.csv")], tmp_path / "o", template="latex")
-    assert m["counts"]["out"] == 62
+    assert m.counts.n_out == 62
     df = _records(tmp_path / "o")
     eng = df["instruction"].to_list()
     for dup, orig in [(52, 0), (53, 8), (54, 30)]:

@@ -26,7 +26,7 @@ def _frame(rows: list[dict], source: str = "mem") -> pl.DataFrame:
 def test_sft_rejects_with_reason_and_row(tmp_path):
     src = str(ASSETS / "sft_bad.jsonl")
     m = convert([src], tmp_path / "o", template="alpaca", fmt="jsonl")
-    assert m["counts"] == {"in": 7, "out": 2, "rejected": 5, "rejected_by_reason": {
+    assert m.counts.to_json() == {"in": 7, "out": 2, "rejected": 5, "rejected_by_reason": {
         "empty instruction": 2, "non-string output": 1, "missing instruction": 1, "empty output": 1}}
     assert [(r["source"], r["row"], r["reason"]) for r in _rejects(tmp_path / "o")] == [
         (src, 1, "empty instruction"), (src, 2, "non-string output"), (src, 3, "missing instruction"),
@@ -43,7 +43,7 @@ def test_classify_unknown_label_id_and_empty_labels(tmp_path):
     src.write_text("happy day\t0\nso mad\t1,0\nbad id\t7\nno label\t\nscared\tfear\n\t2\n")
     m = convert([str(src)], tmp_path / "o", kind="classify", has_header=False, label_names=str(names),
                 mapping={"text": "column_1", "labels": "column_2"})
-    assert m["counts"]["out"] == 3 and m["label_names"] == ["joy", "anger", "fear"]
+    assert m.counts.n_out == 3 and m.get("label_names") == ["joy", "anger", "fear"]
     assert [(r["row"], r["reason"], r["detail"]) for r in _rejects(tmp_path / "o")] == [
         (2, "unknown label id", "'7'"), (3, "missing labels", None), (5, "missing text", None)]
     df = pl.read_parquet(tmp_path / "o" / "records.parquet")
@@ -116,7 +116,7 @@ def test_openai_messages_pass_through_with_system_and_tools():
     rec = records.row(0, named=True)
     assert rec["messages"][0] == {"role": "system", "content": "Be brief."}
     assert rec["messages"][2]["content"] == json.dumps(msgs[1]["tool_calls"])
-    assert [m["role"] for m in rec["messages"]] == ["system", "user", "assistant", "tool", "assistant"]
+    assert [m.get("role") for m in rec["messages"]] == ["system", "user", "assistant", "tool", "assistant"]
     assert json.loads(rec["tools"]) == tools
 
 

@@ -10,6 +10,7 @@ import pytest
 from dataprep.cli import cli
 from dataprep.convert import RecordWriter, convert
 from dataprep.errors import DataprepError
+from dataprep.stage import read_manifest
 from dataprep.templates import TEMPLATES, get_template, render_prompt
 from tests.conftest import REPO
 
@@ -21,10 +22,10 @@ def test_manifest_and_rerun_skip_and_force(tmp_path, runner):
     result = runner.invoke(cli, ["convert", DEMO, "--template", "latex", "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert "in 62 = out 62 + rejected 0" in result.output
-    m = json.loads((out / "manifest.json").read_text())
-    assert m["stage"] == "convert" and m["kind"] == "sft" and m["counts"]["in"] == 62
-    assert m["inputs"][0]["path"] == DEMO and len(m["inputs"][0]["sha256"]) == 64
-    assert m["config"]["template"]["name"] == "latex" and set(m["timings"]) == {"read", "convert", "write"}
+    m = read_manifest(out)
+    assert m.stage == "convert" and m.get("kind") == "sft" and m.counts.n_in == 62
+    assert m.inputs[0]["path"] == DEMO and len(m.inputs[0]["sha256"]) == 64
+    assert m.config["template"]["name"] == "latex" and set(m.timings) == {"read", "convert", "write"}
     assert (out / "rejects.jsonl").read_text() == ""
     again = runner.invoke(cli, ["convert", DEMO, "--template", "latex", "-o", str(out)])
     assert "up to date" in again.output and "skipped" in again.output
@@ -43,8 +44,8 @@ def test_changed_input_content_is_not_skipped(tmp_path):
     first = convert([str(src)], tmp_path / "o", template="latex")
     src.write_text("English,LaTeX\none,1\ntwo,2\n")
     second = convert([str(src)], tmp_path / "o", template="latex")
-    assert "skipped" not in second and second["fingerprint"] != first["fingerprint"]
-    assert second["counts"]["out"] == 2
+    assert not second.skipped and second.fingerprint != first.fingerprint
+    assert second.counts.n_out == 2
 
 
 def test_failed_write_leaves_no_output(tmp_path, monkeypatch):
@@ -111,10 +112,10 @@ def test_row_fn_from_a_file(tmp_path, runner, shared_data):
     result = runner.invoke(cli, ["convert", str(shared_data / "anime_with_synopsis.csv"), "--row-fn",
                                  f"{fn}:to_sft", "-o", str(out)])
     assert result.exit_code == 0, result.output
-    m = json.loads((out / "manifest.json").read_text())
+    m = read_manifest(out)
     n_fantasy = pl.read_csv(shared_data / "anime_with_synopsis.csv")["Genres"].str.contains("Fantasy").sum()
-    assert m["counts"]["rejected_by_reason"] == {"row-fn error: no fantasy today": n_fantasy}
-    assert m["counts"]["out"] == 269 - n_fantasy and m["config"]["row_fn"]["sha256"]
+    assert m.counts.by_reason == {"row-fn error: no fantasy today": n_fantasy}
+    assert m.counts.n_out == 269 - n_fantasy and m.config["row_fn"]["sha256"]
     rec = pl.read_parquet(out / "records.parquet").row(0, named=True)
     assert rec["instruction"] == "Describe Cowboy Bebop" and rec["row"] == 0
 
@@ -130,8 +131,9 @@ def test_jsonl_and_parquet_read_back_the_same(tmp_path, shared_data, kind, src):
 
     convert([str(shared_data / src)], tmp_path / "j", kind=kind, fmt="jsonl")
     convert([str(shared_data / src)], tmp_path / "p", kind=kind)
-    (a, ma), (b, mb) = read_records(tmp_path / "j"), read_records(tmp_path / "p")
-    assert a.equals(b) and ma["kind"] == mb["kind"] == kind and a.height == 300
+    a, b = read_records(tmp_path / "j"), read_records(tmp_path / "p")
+    ma, mb = read_manifest(tmp_path / "j"), read_manifest(tmp_path / "p")
+    assert a.equals(b) and ma.get("kind") == mb.get("kind") == kind and a.height == 300
 
 
 @pytest.mark.parametrize("src, kind", [("alpaca_en_demo.json", "sft"), ("english_to_latex.csv", "sft"),
@@ -155,7 +157,7 @@ def test_rejects_keep_their_rows_across_batches(tmp_path):
     src = str(REPO / "tests" / "assets" / "sft_bad.jsonl")
     m = convert([src], tmp_path / "o", batch_rows=2)
     rejects = [json.loads(line) for line in (tmp_path / "o" / "rejects.jsonl").read_text().splitlines()]
-    assert [r["row"] for r in rejects] == [1, 2, 3, 4, 6] and m["counts"]["out"] == 2
+    assert [r["row"] for r in rejects] == [1, 2, 3, 4, 6] and m.counts.n_out == 2
 
 
 def test_csv_error_after_the_first_batch_leaves_no_output(tmp_path):

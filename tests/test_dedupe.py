@@ -239,7 +239,7 @@ def test_alpaca_planted_duplicates_found_by_the_right_method(shared_data, tmp_pa
     manifest = dd.dedupe(path, out, methods=("exact", "near"))
     removed = pl.read_parquet(out / "removed.parquet")
     kept = pl.read_parquet(out / "records.parquet")
-    assert manifest["counts"]["in"] == n + 3 == kept.height + removed.height
+    assert manifest.counts.n_in == n + 3 == kept.height + removed.height
     planted = removed.filter(pl.col("id") >= n).sort("id")
     assert planted.select("id", "kept_id", "method").rows() == [
         (n, 3, "exact"), (n + 1, 7, "exact"), (n + 2, 12, "near")
@@ -255,7 +255,7 @@ def test_alpaca_planted_duplicates_found_by_the_right_method(shared_data, tmp_pa
     report = json.loads((out / "report.json").read_text())
     assert report["methods"]["exact"]["removed"] + report["methods"]["near"]["removed"] == removed.height
     assert set(report["timings"]) >= {"read", "exact", "near", "group", "write"}
-    assert manifest["kind"] == "sft" and manifest["text_fields"] == ["instruction", "input", "output"]
+    assert manifest.get("kind") == "sft" and manifest.get("text_fields") == ["instruction", "input", "output"]
 
 
 def test_rerun_is_skipped_and_force_redoes(shared_data, tmp_path, runner, monkeypatch):
@@ -296,9 +296,9 @@ def test_empty_file(tmp_path, runner):
 
 def test_one_row_and_all_identical(tmp_path):
     one = dd.dedupe(text_table(tmp_path, ["only row"]), tmp_path / "one", methods=("exact", "near"))
-    assert one["counts"]["out"] == 1 and one["counts"]["rejected"] == 0
+    assert one.counts.n_out == 1 and one.counts.rejected == 0
     same = dd.dedupe(text_table(tmp_path, ["Same text"] * 50), tmp_path / "same", methods=("exact", "near"))
-    assert same["counts"] == {"in": 50, "out": 1, "rejected": 49, "rejected_by_reason": {"exact": 49, "near": 0}}
+    assert same.counts.to_json() == {"in": 50, "out": 1, "rejected": 49, "rejected_by_reason": {"exact": 49, "near": 0}}
     assert pl.read_parquet(tmp_path / "same" / "removed.parquet")["kept_id"].unique().to_list() == [0]
 
 
@@ -307,7 +307,7 @@ def test_empty_texts_are_exact_duplicates_and_said_so(tmp_path):
     manifest = dd.dedupe(path, tmp_path / "out", methods=("exact", "near"))
     removed = pl.read_parquet(tmp_path / "out" / "removed.parquet")
     assert removed.select("id", "kept_id", "method").rows() == [(2, 0, "exact"), (3, 0, "exact"), (4, 0, "exact")]
-    assert any("4 empty or whitespace-only texts" in w for w in manifest["warnings"])
+    assert any("4 empty or whitespace-only texts" in w for w in manifest.get("warnings"))
 
 
 def test_missing_on_column_lists_the_columns(tmp_path, runner):
@@ -351,7 +351,7 @@ def test_unknown_text_column_asks_for_on(tmp_path):
     pl.DataFrame({"body": ["x"], "n": [1]}).write_parquet(path)
     with pytest.raises(DataprepError, match=r"columns: body, n\); pass --on COLUMN"):
         dd.dedupe(path, tmp_path / "out")
-    assert dd.dedupe(path, tmp_path / "out", on=["body"], methods=["exact"])["counts"]["out"] == 1
+    assert dd.dedupe(path, tmp_path / "out", on=["body"], methods=["exact"]).counts.n_out == 1
 
 
 def test_bad_options_are_one_line_errors(tmp_path):
@@ -426,7 +426,7 @@ def test_semantic_method_groups_and_keeps_longest(tmp_path, fake_encoder):
     assert removed.select("id", "kept_id", "method").rows() == [
         (0, 3, "semantic"), (1, 3, "semantic"), (5, 2, "semantic")
     ]
-    assert manifest["counts"]["rejected_by_reason"] == {"semantic": 3}
+    assert manifest.counts.by_reason == {"semantic": 3}
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["methods"]["semantic"]["group_size_histogram"] == {"2": 1, "3": 1}
     assert set(report["timings"]) >= {"embed", "search", "group"}
@@ -435,8 +435,8 @@ def test_semantic_method_groups_and_keeps_longest(tmp_path, fake_encoder):
 def test_clusters_mode_reports_its_recall(tmp_path, fake_encoder):
     path = text_table(tmp_path, SEM_TEXTS)
     manifest = dd.dedupe(path, tmp_path / "out", methods=("semantic",), threshold=0.99, clusters=1)
-    assert manifest["counts"]["rejected_by_reason"] == {"semantic": 3}  # one cluster: the same as exact search
-    assert any("--clusters 1: recall against exact search 1.000" in w for w in manifest["warnings"])
+    assert manifest.counts.by_reason == {"semantic": 3}  # one cluster: the same as exact search
+    assert any("--clusters 1: recall against exact search 1.000" in w for w in manifest.get("warnings"))
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["methods"]["semantic"]["recall"] == 1.0
 
@@ -444,15 +444,15 @@ def test_clusters_mode_reports_its_recall(tmp_path, fake_encoder):
 def test_more_clusters_than_rows_is_one_cluster_per_row(tmp_path, fake_encoder):
     path = text_table(tmp_path, SEM_TEXTS)
     manifest = dd.dedupe(path, tmp_path / "out", methods=("semantic",), threshold=0.99, clusters=len(SEM_TEXTS) + 5)
-    assert manifest["counts"]["in"] == len(SEM_TEXTS)
-    assert manifest["counts"]["out"] + manifest["counts"]["rejected"] == len(SEM_TEXTS)
+    assert manifest.counts.n_in == len(SEM_TEXTS)
+    assert manifest.counts.n_out + manifest.counts.rejected == len(SEM_TEXTS)
 
 
 def test_long_texts_are_counted_in_a_warning(tmp_path, fake_encoder):
     path = text_table(tmp_path, ["short", "a much longer text", "another long text here"])
     manifest = dd.dedupe(path, tmp_path / "out", methods=("semantic",))
-    assert "2 texts are longer than the model's 8-token window: embedded truncated" in " ".join(manifest["warnings"])
-    assert manifest["counts"]["in"] == 3
+    assert "2 texts are longer than the model's 8-token window: embedded truncated" in " ".join(manifest.get("warnings"))
+    assert manifest.counts.n_in == 3
 
 
 def test_sweep_from_the_cli(tmp_path, runner, fake_encoder):
@@ -517,5 +517,5 @@ def test_chat_records_compare_their_messages(tmp_path):
     pl.DataFrame({"messages": msgs, "tools": [None] * 3}).write_parquet(path)
     assert dd.record_texts(pl.read_parquet(path), ("messages",))[0] == "user: Hi there\nassistant: Hello!"
     manifest = dd.dedupe(path, tmp_path / "out", methods=("exact",))
-    assert manifest["kind"] == "chat" and manifest["text_fields"] == ["messages"]
+    assert manifest.get("kind") == "chat" and manifest.get("text_fields") == ["messages"]
     assert pl.read_parquet(tmp_path / "out" / "removed.parquet").select("id", "kept_id").rows() == [(1, 0)]

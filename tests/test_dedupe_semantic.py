@@ -38,7 +38,7 @@ def test_planted_paraphrases_found_by_semantic_and_cache_reused(shared_data, tmp
     ]
     assert (planted["score"][:3] >= dd.DEFAULT_THRESHOLD).all()
     assert removed.filter(pl.col("id") < N_ROWS).height == 0  # no original row is removed
-    assert manifest["counts"]["in"] == N_ROWS + 4 and manifest["counts"]["out"] == N_ROWS
+    assert manifest.counts.n_in == N_ROWS + 4 and manifest.counts.n_out == N_ROWS
     report = json.loads((out / "report.json").read_text())
     sem = report["methods"]["semantic"]
     assert sem["embedded"] == N_ROWS + 3 and sem["cached"] == 0  # what exact and near kept
@@ -48,4 +48,4 @@ def test_planted_paraphrases_found_by_semantic_and_cache_reused(shared_data, tmp
     lower = dd.dedupe(path, tmp_path / "out2", on=("instruction",), device="cpu", threshold=0.8)
     sem2 = json.loads((tmp_path / "out2" / "report.json").read_text())["methods"]["semantic"]
     assert sem2["embedded"] == 0 and sem2["cached"] == N_ROWS + 3
-    assert lower["counts"]["rejected"] >= manifest["counts"]["rejected"]
+    assert lower.counts.rejected >= manifest.counts.rejected

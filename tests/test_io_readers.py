@@ -110,7 +110,7 @@ def test_text_file_is_one_row_per_line(tmp_path):
     p = tmp_path / "corpus.txt"
     p.write_text("first line, with a comma\n\nthird line\n")
     m = convert([str(p)], tmp_path / "o", kind="text")
-    assert m["counts"] == {"in": 3, "out": 2, "rejected": 1, "rejected_by_reason": {"empty text": 1}}
+    assert m.counts.to_json() == {"in": 3, "out": 2, "rejected": 1, "rejected_by_reason": {"empty text": 1}}
     assert pl.read_parquet(tmp_path / "o" / "records.parquet").select("text", "row").rows() == [
         ("first line, with a comma", 0), ("third line", 2)]
 

@@ -9,6 +9,7 @@ import pytest
 
 from dataprep.cli import cli
 from dataprep.errors import DataprepError
+from dataprep.stage import read_manifest
 from tests.train_helpers import pack, sft_rows, tiny_causal_lm, tiny_tokenizer, write_shards
 from training.generate import render
 
@@ -48,7 +49,7 @@ def test_train_merge_generate_cli(tmp_path, runner):
     result = runner.invoke(cli, ["merge", str(adapter), "-o", str(tmp_path / "merged")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "merged" / "model.safetensors").is_file()
-    assert json.loads((tmp_path / "merged" / "manifest.json").read_text())["template"] == "{prompt} w1"
+    assert read_manifest(tmp_path / "merged").get("template") == "{prompt} w1"
 
     result = runner.invoke(cli, ["generate", str(adapter), "--prompt", "w3 w4", "--max-new-tokens", "3",
                                  "--compare-base", "--json"])

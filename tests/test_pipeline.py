@@ -2,33 +2,28 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import types
-from pathlib import Path
 
 import pytest
 
 from dataprep import recipe as recipe_mod
 from dataprep.errors import DataprepError
-from dataprep.io import atomic_dir, current_manifest, stage_fingerprint, write_json
 from dataprep.pipeline import run_recipe, summary_table
 from dataprep.recipe import load_recipe
+from dataprep.stage import Outcome, read_manifest, run_stage
 
 CALLS: list[tuple[str, str]] = []
 
 
 def _stage(name):
-    def run(path: str | list[str], out: str, *, scale: int = 1, force: bool = False) -> dict:
-        fp = stage_fingerprint(name, [{"path": str(path)}], {"scale": scale})
-        if not force and (m := current_manifest(out, fp)):
-            return {**m, "skipped": True}
-        CALLS.append((name, str(path)))
-        n_in = 10 if name == "convert" else json.loads((Path(path) / "manifest.json").read_text())["counts"]["out"]
-        with atomic_dir(out) as tmp:
-            manifest = {"stage": name, "fingerprint": fp, "counts": {"in": n_in, "out": n_in - scale, "rejected": scale}}
-            write_json(tmp / "manifest.json", manifest)
-        return manifest
+    def run(path: str | list[str], out: str, *, scale: int = 1, force: bool = False):
+        def build(ws):
+            CALLS.append((name, str(path)))
+            n_in = 10 if name == "convert" else read_manifest(path).counts.n_out
+            return Outcome(n_in, n_in - scale, removed={"scaled": scale})
+
+        return run_stage(name, out, inputs=[], config={"path": str(path), "scale": scale}, build=build, force=force)
 
     return run
 
@@ -53,7 +48,7 @@ def test_stages_chain_and_count(tmp_path):
     results = run_recipe(recipe(tmp_path))
     w = tmp_path / "w"
     assert CALLS == [("convert", "raw.csv"), ("dedupe", str(w / "convert")), ("tokenize", str(w / "dedupe"))]
-    assert [r.manifest["counts"]["out"] for r in results] == [9, 8, 6]
+    assert [r.manifest.counts.n_out for r in results] == [9, 8, 6]
     table = summary_table(results)
     assert table.splitlines()[0].split() == ["stage", "in", "out", "dropped", "notes", "time"]
     assert table.splitlines()[3].split()[:4] == ["tokenize", "8", "6", "2"]

@@ -37,7 +37,7 @@ def test_recipe_runs_end_to_end_on_a_slice(path, tmp_path, monkeypatch):
     recipe = load_recipe(path, SLICE)
     results = run_recipe(recipe, workdir=str(tmp_path))
     assert [r.stage for r in results] == [s.stage for s in recipe.stages]
-    counts = [r.manifest["counts"] for r in results]
+    counts = [r.manifest.counts.to_json() for r in results]
     assert counts[0]["in"] == 24
     for before, after in zip(counts, counts[1:-1], strict=False):  # each stage reads what the previous kept
         assert after["in"] == before["out"]

@@ -12,6 +12,7 @@ import pytest
 
 from dataprep.errors import DataprepError
 from dataprep.records import IGNORE_INDEX, SCHEMAS
+from dataprep.stage import Manifest, read_manifest
 from dataprep.tokenize import (
     Specials,
     TokenizeOptions,
@@ -239,7 +240,7 @@ def test_chat_trains_exactly_assistant_turns_with_end_of_turn(smol, shared_data,
     cols, rejects, _ = tokenize_batch(batch, smol, "chat", TokenizeOptions(max_len=16384, train_on=train_on), sp)
     assert rejects == [] and len(cols["input_ids"]) == len(batch["messages"]) == 300
     for msgs, ids, labels in zip(batch["messages"], cols["input_ids"], cols["labels"], strict=True):
-        assistant = [m["content"] + "<|im_end|>" for m in msgs if m["role"] == "assistant"]
+        assistant = [m.get("content") + "<|im_end|>" for m in msgs if m.get("role") == "assistant"]
         expected = assistant if train_on == "all-assistant" else assistant[-1:]
         runs = trained_runs(smol, ids, labels)
         assert runs == expected
@@ -286,33 +287,33 @@ def test_stage_writes_shards_manifest_rejects(sft_dir, tmp_path):
 
     out = tmp_path / "tok"
     m = tokenize(sft_dir, out, max_len=16, overflow="drop", num_shards=2, progress=False)
-    assert "skipped" not in m
-    assert m["counts"] == {"in": 4, "out": 3, "rejected": 1, "rejected_by_reason": {"too_long": 1}}
+    assert not m.skipped
+    assert m.counts.to_json() == {"in": 4, "out": 3, "rejected": 1, "rejected_by_reason": {"too_long": 1}}
     rejects = [json.loads(x) for x in (out / "rejects.jsonl").read_text().splitlines()]
     assert [(r["row"], r["reason"]) for r in rejects] == [(2, "too_long")]
     for key in ("kind", "tokenizer", "packed", "max_len", "pad_token_id", "eos_token_id", "shards", "token_stats"):
-        assert key in m
-    assert (m["pad_token_id"], m["eos_token_id"], m["kind"], m["packed"]) == (0, 2, "sft", False)
-    assert set(m["tokenizer"]) >= {"name", "path", "fingerprint"} and len(m["shards"]) == 2
-    assert len(m["tokenizer"]["files_sha256"]) == 64 and m["template"] is None and m["prompt_template"] is None
+        assert key in m.details
+    assert (m.get("pad_token_id"), m.get("eos_token_id"), m.get("kind"), m.get("packed")) == (0, 2, "sft", False)
+    assert set(m.get("tokenizer")) >= {"name", "path", "fingerprint"} and len(m.get("shards")) == 2
+    assert len(m.get("tokenizer")["files_sha256"]) == 64 and m.get("template") is None and m.get("prompt_template") is None
     ds = load_from_disk(str(out))
     assert len(ds) == 3 and ds.features["input_ids"].feature.dtype == "int32"
     assert ds[0]["labels"] == [M] * 7 + ds[0]["input_ids"][7:]
     # the shards are plain Arrow IPC streams, readable without `datasets`
-    rows = sum(pa.ipc.open_stream(pa.memory_map(str(out / s))).read_all().num_rows for s in m["shards"])
+    rows = sum(pa.ipc.open_stream(pa.memory_map(str(out / s))).read_all().num_rows for s in m.get("shards"))
     assert rows == 3
-    st = m["token_stats"]
+    st = m.get("token_stats")
     assert st["total"] == sum(ds["length"]) and st["trainable"] == sum(sum(x != M for x in r) for r in ds["labels"])
-    assert json.loads((out / "manifest.json").read_text())["fingerprint"] == m["fingerprint"]
+    assert read_manifest(out).fingerprint == m.fingerprint
 
 
 def test_stage_cache_hit_and_force(sft_dir, tmp_path):
     out = tmp_path / "tok"
     first = tokenize(sft_dir, out, max_len=64, progress=False)
-    assert tokenize(sft_dir, out, max_len=64, progress=False).get("skipped") is True
-    assert tokenize(sft_dir, out, max_len=64, progress=False, force=True).get("skipped") is None
+    assert tokenize(sft_dir, out, max_len=64, progress=False).skipped is True
+    assert tokenize(sft_dir, out, max_len=64, progress=False, force=True).skipped is False
     changed = tokenize(sft_dir, out, max_len=32, progress=False)
-    assert changed.get("skipped") is None and changed["fingerprint"] != first["fingerprint"]
+    assert changed.skipped is False and changed.fingerprint != first.fingerprint
 
 
 def test_stage_error_policy_writes_nothing(sft_dir, tmp_path):
@@ -340,9 +341,9 @@ def test_stage_classify_multi_hot_in_manifest_order(tmp_path):
 
     ds = load_from_disk(str(tmp_path / "tok"))
     assert ds["labels"] == [[0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
-    assert len(ds[3]["input_ids"]) == 8 and ds[3]["input_ids"][-1] == 102 and m["events"] == {"truncated_end": 1}
-    assert m["label_names"] == ["sadness", "joy", "anger"]
-    assert m["counts"]["rejected_by_reason"] == {"unknown label": 1}
+    assert len(ds[3]["input_ids"]) == 8 and ds[3]["input_ids"][-1] == 102 and m.get("events") == {"truncated_end": 1}
+    assert m.get("label_names") == ["sadness", "joy", "anger"]
+    assert m.counts.by_reason == {"unknown label": 1}
     assert ds[0]["input_ids"][0] == 101 and ds[0]["input_ids"][-1] == 102  # [CLS] ... [SEP]
 
 
@@ -364,7 +365,7 @@ def test_stage_preference_keeps_a_row_whose_long_prompt_is_truncated(tmp_path):
     d = write_records(tmp_path, "preference", {"prompt": ["###답변: " + "가나다라 " * 40], "chosen": ["서울"],
                                                "rejected": ["부산"], "messages": [None]})
     m = tokenize(d, tmp_path / "tok", max_len=16, progress=False)
-    assert m["counts"]["out"] == 1 and m["counts"]["rejected"] == 0
+    assert m.counts.n_out == 1 and m.counts.rejected == 0
     from datasets import load_from_disk
 
     row = load_from_disk(str(tmp_path / "tok"))[0]
@@ -382,8 +383,8 @@ def test_stage_chat_glaive(shared_data, tmp_path):
     batch = glaive_batch(shared_data)
     d = write_records(tmp_path, "chat", {"messages": batch["messages"], "tools": batch["tools"]})
     m = tokenize(d, tmp_path / "tok", max_len=16384, progress=False)
-    assert m["counts"]["in"] == m["counts"]["out"] == 300
-    assert m["tokenizer"]["chat_template_sha256"]
+    assert m.counts.n_in == m.counts.n_out == 300
+    assert m.get("tokenizer")["chat_template_sha256"]
 
 
 @pytest.mark.slow
@@ -421,8 +422,8 @@ def test_stage_preference_with_messages_uses_chat_template(tmp_path):
 def test_generation_template_from_convert_manifest():
     from dataprep.tokenize import generation_template
 
-    latex = {"config": {"template": {"name": "latex", "with_input": "x", "completion_prefix": " ",
-                                     "without_input": "Convert English to LaTeX\nEnglish: {instruction}\nLaTeX:"}}}
+    latex = Manifest.from_json({"config": {"template": {"name": "latex", "with_input": "x", "completion_prefix": " ",
+                                     "without_input": "Convert English to LaTeX\nEnglish: {instruction}\nLaTeX:"}}})
     assert generation_template("sft", latex) == "Convert English to LaTeX\nEnglish: {prompt}\nLaTeX:"
     assert generation_template("chat", None) == "chat"
     assert generation_template("sft", None) is None and generation_template("classify", latex) is None
@@ -450,5 +451,5 @@ def test_generation_template_through_a_stage_that_drops_it(tmp_path):
     conv = tmp_path / "convert"
     conv.mkdir()
     (conv / "manifest.json").write_text(json.dumps({"config": {"template": {"without_input": "Q: {instruction}\nA:"}}}))
-    dedupe = {"config": {"threshold": 0.9}, "inputs": [{"path": str(conv / "records.parquet"), "sha256": "x"}]}
+    dedupe = Manifest.from_json({"config": {"threshold": 0.9}, "inputs": [{"path": str(conv / "records.parquet"), "sha256": "x"}]})
     assert generation_template("sft", dedupe) == "Q: {prompt}\nA:"

@@ -16,8 +16,8 @@ def test_glaive_after_convert(shared_data, tmp_path):
     src = shared_data / "glaive_toolcall_en_demo.json"
     conv = convert([str(src)], str(tmp_path / "records"), kind="chat")
     m = tokenize(tmp_path / "records", tmp_path / "tok", max_len=16384, progress=False)
-    assert m["counts"]["in"] == conv["counts"]["out"] == m["counts"]["out"] + m["counts"]["rejected"]
-    assert m["counts"]["rejected"] == 0 and m["template"] == "chat"
+    assert m.counts.n_in == conv.counts.n_out == m.counts.n_out + m.counts.rejected
+    assert m.counts.rejected == 0 and m.get("template") == "chat"
     import polars as pl
 
     records = pl.read_parquet(tmp_path / "records" / "records.parquet")
@@ -31,8 +31,8 @@ def test_glaive_after_convert(shared_data, tmp_path):
 def test_ko_alpaca_after_convert(shared_data, tmp_path):
     convert([str(shared_data / "ko_alpaca_1040.json")], str(tmp_path / "records"), template="ko-alpaca")
     m = tokenize(tmp_path / "records", tmp_path / "tok", max_len=4096, progress=False)
-    assert m["counts"]["in"] == m["counts"]["out"] + m["counts"]["rejected"] and m["events"] == {}
-    assert m["template"].endswith("###지시사항:{prompt}\n###답변:")
+    assert m.counts.n_in == m.counts.n_out + m.counts.rejected and m.get("events") == {}
+    assert m.get("template").endswith("###지시사항:{prompt}\n###답변:")
     import polars as pl
 
     records = pl.read_parquet(tmp_path / "records" / "records.parquet")

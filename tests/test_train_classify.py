@@ -4,6 +4,7 @@ reproduce the reported metrics, freezing and LoRA train what they should."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -43,7 +44,8 @@ def test_classifier_learns_and_saved_model_reproduces_test_metrics(tiny, tmp_pat
     from training.data import load_shards
 
     out = tmp_path / "cls"
-    result = train_classifier(str(tiny["train"]), str(out), _config(tiny, pooling=pooling))
+    train_classifier(str(tiny["train"]), str(out), _config(tiny, pooling=pooling))
+    result = json.loads((out / "metrics.json").read_text())
     assert result["pooling"] == pooling
     losses = [r["loss"] for r in result["train_loss"]]
     assert np.mean(losses[-5:]) < losses[0] - 0.08, losses
@@ -199,7 +201,8 @@ def test_mean_pooling_lora_and_freezing_train_what_they_should_and_merge(tiny, t
     assert not any(n.startswith(("encoder.encoder.layer.0.", "encoder.embeddings.", "encoder.pooler.")) for n in names)
 
     out = tmp_path / "adapter"
-    result = train_classifier(str(tiny["train"]), str(out), _config(tiny, model=st, lora=True, lr=5e-2))
+    train_classifier(str(tiny["train"]), str(out), _config(tiny, model=st, lora=True, lr=5e-2))
+    result = json.loads((Path(out) / "metrics.json").read_text())
     assert result["pooling"] == "mean"
     assert (out / "adapter_config.json").is_file() and (out / "mean_pooling_head.safetensors").is_file()
     adapter, _ = load_trained_classifier(str(out))

@@ -4,12 +4,14 @@ adapter save/reload/merge, and the errors raised before training starts."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from dataprep.cli import cli
 from dataprep.errors import DataprepError
+from dataprep.stage import read_manifest
 from tests.train_helpers import pack, sft_rows, tiny_causal_lm, tiny_tokenizer, write_shards
 from training.data import collate_flat, collate_padded
 
@@ -91,12 +93,14 @@ def _train(tiny, shards, out, **kw):
     return train_sft(str(tiny[shards]), str(out), cfg)
 
 
-def _assert_learned(metrics):
+def _assert_learned(out):
+    metrics = json.loads((Path(out) / "metrics.json").read_text())
     losses = [r["loss"] for r in metrics["train_loss"]]
     assert sum(losses[-4:]) / 4 < losses[0] - 0.2, losses
     assert metrics["eval_loss"][-1]["loss"] < metrics["eval_loss"][0]["loss"]
     assert 0 < metrics["trainable_params"] < metrics["total_params"]
     assert metrics["trained_tokens"] > 0 and metrics["trained_tokens_per_s"] > 0
+    return metrics
 
 
 def _assert_merge_matches_adapter(adapter, tmp_path):
@@ -120,15 +124,15 @@ def _assert_merge_matches_adapter(adapter, tmp_path):
 @pytest.mark.parametrize("shards", ["packed", "unpacked"])
 def test_lora_sft_learns_saves_and_merges(tiny, tmp_path, shards):
     out = tmp_path / "adapter"
-    metrics = _train(tiny, shards, out, gradient_checkpointing=False)
-    _assert_learned(metrics)
+    _train(tiny, shards, out, gradient_checkpointing=False)
+    metrics = _assert_learned(out)
     assert metrics["packed"] is (shards == "packed")
     for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "metrics.json", "loss.png"):
         assert (out / name).is_file(), name
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["task"] == "sft" and manifest["counts"]["in"] == {"packed": 14, "unpacked": 48}[shards]
+    manifest = read_manifest(out)
+    assert manifest.get("task") == "sft" and manifest.counts.n_in == {"packed": 14, "unpacked": 48}[shards]
     _assert_merge_matches_adapter(out, tmp_path)
-    assert _train(tiny, shards, out, gradient_checkpointing=False).get("skipped") is True  # same inputs and options: nothing to redo
+    assert _train(tiny, shards, out, gradient_checkpointing=False).skipped is True  # same inputs and options: nothing to redo
 
 
 @pytest.mark.slow
@@ -136,8 +140,8 @@ def test_qlora_4bit_on_cpu_learns_saves_and_merges(tiny, tmp_path):
     import bitsandbytes  # noqa: F401
 
     out = tmp_path / "qlora"
-    metrics = _train(tiny, "packed", out, quant="4bit")
-    _assert_learned(metrics)
+    _train(tiny, "packed", out, quant="4bit")
+    metrics = _assert_learned(out)
     assert metrics["quant"] == "4bit" and metrics["bf16"] is True
     _assert_merge_matches_adapter(out, tmp_path)
 
@@ -257,7 +261,7 @@ def test_packed_batches_for_flex_attention_have_one_static_length(tiny):
     from training.sft import make_batcher
 
     dataset, manifest = load_shards(tiny["packed"])
-    batches = make_batcher(dataset, manifest, 4, False, static_len=4 * manifest["max_len"])(0)
+    batches = make_batcher(dataset, manifest, 4, False, static_len=4 * manifest.get("max_len"))(0)
     assert {b["input_ids"].shape for b in batches} == {(1, 160)}
     assert sum(b["n_tokens"] for b in batches) == sum(len(r["input_ids"]) for r in tiny["rows"])
     assert all((b["labels"][0, b["n_tokens"]:] == I).all() for b in batches)

@@ -22,6 +22,7 @@ import numpy as np
 
 from dataprep import io
 from dataprep.errors import DataprepError
+from dataprep.stage import Manifest, Outcome, Workspace, run_stage
 from training import data, metrics
 from training.loop import Logger, LoopConfig, device, peak_memory_gb, plot_losses, to_device, train_loop
 
@@ -225,30 +226,26 @@ def setup_model(model_path: str, label_names: list[str], cfg: ClassifyConfig):
     return model, trainable, total
 
 
-def train_classifier(shards: str, out: str, config: ClassifyConfig, force: bool = False) -> dict[str, Any]:
+def train_classifier(shards: str, out: str, config: ClassifyConfig, force: bool = False) -> Manifest:
     """Train a multi-label classifier on `shards`; tune the threshold on validation; write the
-    model, tokenizer, thresholds.json, metrics.json and loss.png to `out`. Returns the metrics."""
+    model, tokenizer, thresholds.json, metrics.json and loss.png to `out`. Returns the manifest."""
     train_set, splits, manifest, label_names, tokenizer, model_path = _prepare(shards, config)
-    inputs = io.describe_inputs([p for p in (shards, config.eval_shards, config.test_shards) if p])
-    fp = io.stage_fingerprint("train", inputs, dataclasses.asdict(config))
-    if not force and (existing := io.current_manifest(out, fp)):
-        return {**existing.get("metrics", {}), "skipped": True}
-    model, trainable, total = setup_model(model_path, label_names, config)
-    pad = manifest.get("pad_token_id") or 0
-    make_train = make_batcher(train_set, pad, config.micro_batch)
-    split_batches = {k: make_batcher(v, pad, config.micro_batch * 2)(config.seed) for k, v in splits.items()}
 
-    def evaluate() -> dict[str, float]:
-        y, p, loss = predict_scores(model, split_batches["eval"])
-        return {"loss": loss, "f1_micro@0.5": metrics.multilabel_metrics(y, p, 0.5)["f1_micro"]}
+    def build(ws: Workspace) -> Outcome:
+        model, trainable, total = setup_model(model_path, label_names, config)
+        pad = manifest.get("pad_token_id") or 0
+        make_train = make_batcher(train_set, pad, config.micro_batch)
+        split_batches = {k: make_batcher(v, pad, config.micro_batch * 2)(config.seed) for k, v in splits.items()}
 
-    timer = io.Timer()
-    with io.atomic_dir(out) as tmp:
-        logger = Logger(config.report_to, tmp / "runs", dataclasses.asdict(config))
-        with timer("train"):
+        def evaluate() -> dict[str, float]:
+            y, p, loss = predict_scores(model, split_batches["eval"])
+            return {"loss": loss, "f1_micro@0.5": metrics.multilabel_metrics(y, p, 0.5)["f1_micro"]}
+
+        logger = Logger(config.report_to, ws.out / "runs", dataclasses.asdict(config))
+        with ws.timer("train"):
             hist = train_loop(model, make_train, classify_loss_sum, evaluate, config, logger)
         logger.close()
-        with timer("evaluate"):
+        with ws.timer("evaluate"):
             result = _final_metrics(model, split_batches, label_names, config.per_label_threshold)
         result.update({
             "train_loss": hist.train,
@@ -262,15 +259,15 @@ def train_classifier(shards: str, out: str, config: ClassifyConfig, force: bool 
             "device": device(),
             **peak_memory_gb(),
         })
-        _save(model, tokenizer, tmp, label_names, result, config)
-        plot_losses(hist, tmp / "loss.png", f"multi-label {config.model}")
+        _save(model, tokenizer, ws.out, label_names, result, config)
+        plot_losses(hist, ws.out / "loss.png", f"multi-label {config.model}")
         n = len(train_set) + (len(splits["eval"]) if not config.eval_shards else 0)
-        io.write_json(tmp / io.MANIFEST, io.make_manifest(
-            "train", fp, inputs, dataclasses.asdict(config), n, n, {}, timer.seconds,
-            task="classify", base_model=config.model, base_model_path=model_path, label_names=label_names,
-            metrics={k: v for k, v in result.items() if k not in ("train_loss", "eval_curve")},
-        ))
-    return result
+        details = dict(task="classify", base_model=config.model, base_model_path=model_path, label_names=label_names,
+                       metrics={k: v for k, v in result.items() if k not in ("train_loss", "eval_curve")})
+        return Outcome(n, n, details)
+
+    return run_stage("train", out, inputs=[p for p in (shards, config.eval_shards, config.test_shards) if p],
+                     config=config, build=build, data_files=("thresholds.json", "metrics.json"), force=force)
 
 
 def _final_metrics(model, split_batches: dict, label_names: list[str], per_label: bool) -> dict[str, Any]:

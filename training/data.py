@@ -9,12 +9,11 @@ Two collators:
 - `collate_padded` (unpacked shards): dynamic padding to the longest row, rounded up to a
   multiple of 8, with a plain attention_mask.
 
-This package never imports polars; it reads shards with `datasets` and the manifest as JSON.
+This package never imports polars; it reads shards with `datasets` and the manifest with dataprep.stage.
 """
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any
@@ -22,17 +21,17 @@ from typing import Any
 from dataprep.errors import DataprepError
 from dataprep.records import IGNORE_INDEX
 
-MANIFEST = "manifest.json"
-
 
 def load_shards(path: str | Path):
     """(datasets.Dataset, manifest dict) from a tokenize output directory."""
-    path = Path(path)
-    manifest_path = path / MANIFEST
-    if not manifest_path.is_file():
-        raise DataprepError(f"{path} has no manifest.json; pass the output directory of `dataprep tokenize`")
-    manifest = json.loads(manifest_path.read_text())
     from datasets import load_from_disk
+
+    from dataprep.stage import read_manifest
+
+    path = Path(path)
+    manifest = read_manifest(path)
+    if manifest is None:
+        raise DataprepError(f"{path} has no manifest.json; pass the output directory of `dataprep tokenize`")
 
     try:
         dataset = load_from_disk(str(path))
@@ -44,7 +43,7 @@ def load_shards(path: str | Path):
     return dataset, manifest
 
 
-def check_task(manifest: dict[str, Any], task: str, path: str | Path) -> None:
+def check_task(manifest, task: str, path: str | Path) -> None:
     """Fail early when the shards were tokenized for another task."""
     kind = manifest.get("kind")
     shard_task = "classify" if kind == "classify" else "sft"
@@ -57,7 +56,7 @@ def check_task(manifest: dict[str, Any], task: str, path: str | Path) -> None:
         )
 
 
-def check_tokenizer(manifest: dict[str, Any], tokenizer, model_name: str) -> None:
+def check_tokenizer(manifest, tokenizer, model_name: str) -> None:
     """Fail early when the model's tokenizer is not the one the shards were tokenized with."""
     from dataprep.models import tokenizer_fingerprint
 

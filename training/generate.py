@@ -14,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dataprep import io
 from dataprep.errors import DataprepError
+from dataprep.stage import read_manifest
 
 
 def render(prompt: str, template, tokenizer) -> str:
@@ -59,7 +59,8 @@ def load_for_generation(path: str | Path):
         return model.to(device()).eval(), tok, manifest, True
     local = resolve_model(str(path))
     model = AutoModelForCausalLM.from_pretrained(local, dtype=getattr(torch, dtype)).to(device()).eval()
-    return model, AutoTokenizer.from_pretrained(local), io.read_manifest(local) or {}, False
+    found = read_manifest(local)
+    return model, AutoTokenizer.from_pretrained(local), found.details if found else {}, False
 
 
 def _generate(model, tokenizer, texts: list[str], max_new_tokens: int) -> list[str]:

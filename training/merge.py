@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dataprep import io
 from dataprep.errors import DataprepError
+from dataprep.stage import Manifest, Outcome, Workspace, read_manifest, run_stage
 
 
 def adapter_base(adapter: str | Path) -> tuple[str, dict[str, Any]]:
@@ -20,7 +20,8 @@ def adapter_base(adapter: str | Path) -> tuple[str, dict[str, Any]]:
     config_path = adapter / "adapter_config.json"
     if not config_path.is_file():
         raise DataprepError(f"{adapter} has no adapter_config.json; pass the output directory of `dataprep train`")
-    manifest = io.read_manifest(adapter) or {}
+    found = read_manifest(adapter)
+    manifest = found.details if found else {}
     base = manifest.get("base_model_path") or json.loads(config_path.read_text()).get("base_model_name_or_path")
     if base and not Path(base).exists() and manifest.get("base_model"):
         from dataprep.models import resolve_model
@@ -48,26 +49,25 @@ def load_adapter_model(adapter: str | Path, dtype: str = "bfloat16"):
     return model, AutoTokenizer.from_pretrained(str(adapter)), manifest
 
 
-def merge_adapter(adapter: str | Path, out: str | Path, dtype: str = "bfloat16") -> dict[str, Any]:
+def merge_adapter(adapter: str | Path, out: str | Path, dtype: str = "bfloat16", force: bool = False) -> Manifest:
     """Merge `adapter` into its bf16 base and save model + tokenizer (+ thresholds) to `out`."""
     if dtype not in ("bfloat16", "float16", "float32"):
         raise DataprepError(f"--dtype {dtype!r} is not one of bfloat16, float16, float32")
-    model, tokenizer, manifest = load_adapter_model(adapter, dtype)
-    merged = model.merge_and_unload()
-    inputs = io.describe_inputs([str(adapter)])
-    fp = io.stage_fingerprint("merge", inputs, {"dtype": dtype})
-    timer = io.Timer()
-    with io.atomic_dir(out) as tmp:
-        with timer("save"):
-            merged.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
+
+    def build(ws: Workspace) -> Outcome:
+        model, tokenizer, manifest = load_adapter_model(adapter, dtype)
+        merged = model.merge_and_unload()
+        with ws.timer("save"):
+            merged.save_pretrained(ws.out)
+            tokenizer.save_pretrained(ws.out)
         thresholds = Path(adapter) / "thresholds.json"
         if thresholds.is_file():
-            (tmp / "thresholds.json").write_text(thresholds.read_text())
+            (ws.out / "thresholds.json").write_text(thresholds.read_text())
         n_params = sum(p.numel() for p in merged.parameters())
-        io.write_json(tmp / io.MANIFEST, io.make_manifest(
-            "merge", fp, inputs, {"dtype": dtype}, 1, 1, {}, timer.seconds,
-            task=manifest.get("task", "sft"), base_model=manifest.get("base_model"), template=manifest.get("template"),
-            label_names=manifest.get("label_names"), params=n_params,
-        ))
-    return {"out": str(out), "params": n_params, "dtype": dtype}
+        return Outcome(1, 1, dict(task=manifest.get("task", "sft"), base_model=manifest.get("base_model"),
+                                  template=manifest.get("template"), label_names=manifest.get("label_names"),
+                                  params=n_params))
+
+    return run_stage("merge", out, inputs=[str(adapter)], config={"dtype": dtype}, build=build,
+                     data_files=("config.json",), force=force)
+

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from dataprep.stage import Manifest
+
 
 def train(
     shards: str,
@@ -42,8 +44,9 @@ def train(
     report_to: Literal["tensorboard", "wandb", "none"] = "tensorboard",
     seed: int = 42,
     force: bool = False,
-) -> dict[str, Any]:
-    """Train on tokenize shards; None options take the task's default. Returns the metrics."""
+) -> Manifest:
+    """Train on tokenize shards; None options take the task's default. Returns the manifest
+    (the metrics are in OUT/metrics.json)."""
     common: dict[str, Any] = dict(
         micro_batch=micro_batch, grad_accum=grad_accum, scheduler=scheduler, epochs=epochs, max_steps=max_steps,
         eval_steps=eval_steps, seed=seed, report_to=report_to, eval_shards=eval_shards, lora_r=lora_r,

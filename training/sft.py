@@ -19,6 +19,7 @@ from typing import Any
 from dataprep import io
 from dataprep.errors import DataprepError
 from dataprep.records import IGNORE_INDEX
+from dataprep.stage import Manifest, Outcome, Workspace, run_stage
 from training import data
 from training.loop import Logger, LoopConfig, device, peak_memory_gb, plot_losses, train_loop
 
@@ -251,33 +252,30 @@ def _prepare(shards: str, cfg: SFTConfig):
     return train_set, eval_set, manifest, tokenizer, model_path, quant
 
 
-def train_sft(shards: str, out: str, config: SFTConfig, force: bool = False) -> dict[str, Any]:
+def train_sft(shards: str, out: str, config: SFTConfig, force: bool = False) -> Manifest:
     """Fine-tune `config.model` with LoRA (or QLoRA) on the shards; write the adapter to `out`.
 
-    Returns the metrics dict (also in OUT/metrics.json), with `skipped: True` when an up-to-date
-    output already exists and `force` is false.
+    Returns the manifest (the metrics are in OUT/metrics.json), with `skipped` set when an
+    up-to-date output already exists and `force` is false.
     """
     train_set, eval_set, manifest, tokenizer, model_path, quant = _prepare(shards, config)
-    inputs = io.describe_inputs([p for p in (shards, config.eval_shards) if p])
-    fp = io.stage_fingerprint("train", inputs, {**dataclasses.asdict(config), "quant": quant})
-    if not force and (existing := io.current_manifest(out, fp)):
-        return {**existing.get("metrics", {}), "skipped": True}
-    bf16 = use_bf16(config, quant)
-    attn = attn_implementation(config, bool(manifest.get("packed")))
-    model = load_model(model_path, quant, bf16, attn, config.gradient_checkpointing, config.kbit_upcast)
-    model = add_lora(model, config)
-    if config.compile:
-        compile_layers(model)
-    trainable, total = model.get_nb_trainable_parameters()
-    vocab = model.get_input_embeddings().num_embeddings
-    static = config.micro_batch * manifest["max_len"] if attn == "flex_attention" and manifest.get("max_len") else None
-    make_train = make_batcher(train_set, manifest, config.micro_batch, config.group_by_length, vocab, static)
-    make_eval = make_batcher(eval_set, manifest, config.micro_batch, False, vocab, static) if eval_set else None
-    eval_batches = make_eval(config.seed) if make_eval else None
-    timer = io.Timer()
-    with io.atomic_dir(out) as tmp:
-        logger = Logger(config.report_to, tmp / "runs", dataclasses.asdict(config))
-        with timer("train"):
+    stage_config = {**dataclasses.asdict(config), "quant": quant}
+
+    def build(ws: Workspace) -> Outcome:
+        bf16 = use_bf16(config, quant)
+        attn = attn_implementation(config, bool(manifest.get("packed")))
+        model = load_model(model_path, quant, bf16, attn, config.gradient_checkpointing, config.kbit_upcast)
+        model = add_lora(model, config)
+        if config.compile:
+            compile_layers(model)
+        trainable, total = model.get_nb_trainable_parameters()
+        vocab = model.get_input_embeddings().num_embeddings
+        static = config.micro_batch * manifest.get("max_len") if attn == "flex_attention" and manifest.get("max_len") else None
+        make_train = make_batcher(train_set, manifest, config.micro_batch, config.group_by_length, vocab, static)
+        make_eval = make_batcher(eval_set, manifest, config.micro_batch, False, vocab, static) if eval_set else None
+        eval_batches = make_eval(config.seed) if make_eval else None
+        logger = Logger(config.report_to, ws.out / "runs", dataclasses.asdict(config))
+        with ws.timer("train"):
             hist = train_loop(
                 model, make_train, causal_lm_loss_sum, (lambda: eval_loss(model, eval_batches)) if eval_batches else None,
                 config, logger,
@@ -301,23 +299,20 @@ def train_sft(shards: str, out: str, config: SFTConfig, force: bool = False) -> 
             "device": device(),
             **peak_memory_gb(),
         }
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        io.write_json(tmp / "metrics.json", metrics)
-        plot_losses(hist, tmp / "loss.png", f"SFT {config.model} ({'QLoRA' if quant == '4bit' else 'LoRA'} r{config.lora_r})")
+        model.save_pretrained(ws.out)
+        tokenizer.save_pretrained(ws.out)
+        io.write_json(ws.out / "metrics.json", metrics)
+        plot_losses(hist, ws.out / "loss.png", f"SFT {config.model} ({'QLoRA' if quant == '4bit' else 'LoRA'} r{config.lora_r})")
         n = len(train_set) + (len(eval_set) if eval_set is not None and not config.eval_shards else 0)
-        io.write_json(
-            tmp / io.MANIFEST,
-            io.make_manifest(
-                "train", fp, inputs, {**dataclasses.asdict(config), "quant": quant}, n, n, {}, timer.seconds,
-                task="sft", base_model=config.model, base_model_path=model_path, kind=manifest.get("kind"),
-                template=manifest.get("template"), shards_manifest=_shards_summary(manifest),
-                metrics={k: v for k, v in metrics.items() if k not in ("train_loss", "eval_loss")},
-            ),
-        )
-    return metrics
+        details = dict(task="sft", base_model=config.model, base_model_path=model_path, kind=manifest.get("kind"),
+                       template=manifest.get("template"), shards_manifest=_shards_summary(manifest),
+                       metrics={k: v for k, v in metrics.items() if k not in ("train_loss", "eval_loss")})
+        return Outcome(n, n, details)
+
+    return run_stage("train", out, inputs=[p for p in (shards, config.eval_shards) if p], config=stage_config,
+                     build=build, data_files=("adapter_config.json", "metrics.json"), force=force)
 
 
-def _shards_summary(manifest: dict[str, Any]) -> dict[str, Any]:
-    keys = ("kind", "tokenizer", "packed", "max_len", "pad_token_id", "eos_token_id", "template", "fingerprint")
-    return {k: manifest.get(k) for k in keys if k in manifest}
+def _shards_summary(manifest: Manifest) -> dict[str, Any]:
+    keys = ("kind", "tokenizer", "packed", "max_len", "pad_token_id", "eos_token_id", "template")
+    return {"fingerprint": manifest.fingerprint, **{k: manifest.get(k) for k in keys if k in manifest.details}}

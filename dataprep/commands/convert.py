@@ -48,7 +48,6 @@ def command(sources, out, kind, template, mapping, row_fn, fmt, label_names, lab
     """Convert CSV/TSV, JSON, JSONL, Parquet, datasets directories or hub:NAME[:split] ids into canonical
     records of one kind. Writes OUT/records.parquet (or .jsonl), OUT/rejects.jsonl and OUT/manifest.json."""
     from dataprep.convert import convert
-    from dataprep.io import counts_line
 
     if delimiter == "\\t":
         delimiter = "\t"
@@ -56,15 +55,15 @@ def command(sources, out, kind, template, mapping, row_fn, fmt, label_names, lab
                        fmt=fmt, force=force, batch_rows=batch_rows, limit=limit, label_names=label_names, label_sep=label_sep,
                        delimiter=delimiter, encoding=encoding, has_header=not no_header, split=split,
                        quote_char=None if quote_char.lower() == "none" else quote_char)
-    if manifest.get("skipped"):
-        click.echo(f"{out} is up to date (fingerprint {manifest['fingerprint']}); skipped. Use --force to redo.")
+    if manifest.skipped:
+        click.echo(f"{out} is up to date (fingerprint {manifest.fingerprint}); skipped. Use --force to redo.")
     else:
-        secs = sum(manifest["timings"].values())
-        click.echo(f"convert ({kind}): {counts_line(manifest['counts'])} in {secs:.1f}s")
+        secs = sum(manifest.timings.values())
+        click.echo(f"convert ({kind}): {manifest.counts.line()} in {secs:.1f}s")
         click.echo(f"wrote {out}/records.{fmt}, rejects.jsonl, manifest.json")
     stats = manifest.get("length_stats") or {}
     if stats:
         parts = ", ".join(f"{k} {v['p50']:.0f}/{v['p95']:.0f}/{v['max']}" for k, v in stats.items())
         click.echo(f"lengths (p50/p95/max; chat: turns, chars): {parts}")
-    if "label_names" in manifest:
-        click.echo(f"{len(manifest['label_names'])} labels")
+    if manifest.get("label_names"):
+        click.echo(f"{len(manifest.get('label_names'))} labels")

@@ -56,12 +56,10 @@ def command(input_path, out, methods, on, sweep, sweep_plot, no_cache, force, pr
         return
     if not out:
         raise click.UsageError("missing -o/--out (only --sweep runs without an output directory)")
-    from dataprep.io import counts_line
-
     manifest = dd.dedupe(input_path, out, force=force, cache=not no_cache, progress=progress, **options)
-    if manifest.get("skipped"):
+    if manifest.skipped:
         click.echo(f"{out} is up to date (same input and options); nothing to do. Use --force to redo it.")
     for w in manifest.get("warnings", []):
         click.echo(f"warning: {w}")
-    click.echo(counts_line(manifest["counts"], removed_word="removed"))
+    click.echo(manifest.counts.line(removed_word="removed"))
     click.echo(f"wrote {out}/records.parquet, removed.parquet, pairs.parquet, report.html")

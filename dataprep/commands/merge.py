@@ -10,9 +10,13 @@ import click
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output model directory.")
 @click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default="bfloat16", show_default=True,
               help="Precision of the base and the saved model (never 4-bit: merging into 4-bit rounds the adapter away).")
-def command(adapter, out, dtype) -> None:
+@click.option("--force", is_flag=True, help="Merge again even if OUT is up to date.")
+def command(adapter, out, dtype, force) -> None:
     """Merge ADAPTER (the output of `dataprep train`) into its base model and save it to OUT."""
     from training.merge import merge_adapter
 
-    result = merge_adapter(adapter, out, dtype)
-    click.echo(f"merged {adapter} into its base ({result['params']:,} params, {dtype}); wrote {out}")
+    m = merge_adapter(adapter, out, dtype, force=force)
+    if m.skipped:
+        click.echo(f"{out} is up to date (same adapter and dtype); nothing to do (--force merges again)")
+    else:
+        click.echo(f"merged {adapter} into its base ({m.get('params'):,} params, {dtype}); wrote {out}")

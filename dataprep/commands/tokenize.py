@@ -35,27 +35,26 @@ def command(records, out, tokenizer, max_len, overflow, train_on, train_on_input
     Labels are -100 for every token that starts before the completion's first character (chat: outside the
     assistant turns), found by character offsets of ONE tokenization. EOS is appended and trained on; the pad
     id is never EOS. Writes a `datasets.load_from_disk` directory, manifest.json and rejects.jsonl."""
-    from dataprep.io import counts_line
     from dataprep.tokenize import tokenize
 
     m = tokenize(records, out, tokenizer=tokenizer, max_len=max_len, overflow=overflow, train_on=train_on,
                  train_on_inputs=train_on_inputs, pack=pack, num_shards=num_shards, shard_size=shard_size,
                  num_proc=num_proc, batch_size=batch_size, force=force)
-    if m.get("skipped"):
-        click.echo(f"{out} is up to date (fingerprint {m['fingerprint']}); skipped. Use --force to redo.")
+    if m.skipped:
+        click.echo(f"{out} is up to date (fingerprint {m.fingerprint}); skipped. Use --force to redo.")
         return
-    stats, secs = m["token_stats"], sum(m["timings"].values())
-    click.echo(f"tokenize ({m['kind']}): {counts_line(m['counts'])} in {secs:.1f}s")
+    stats, secs = m.get("token_stats"), sum(m.timings.values())
+    click.echo(f"tokenize ({m.get('kind')}): {m.counts.line()} in {secs:.1f}s")
     if stats.get("total"):
         ln = stats["length"]
         click.echo(f"tokens: {stats['total']:,} total, {stats['trainable']:,} trained; "
                    f"length p50 {ln['p50']}, p95 {ln['p95']}, p99 {ln['p99']}, max {ln['max']}")
-    if m["events"]:
-        click.echo("overflow: " + ", ".join(f"{k} {v}" for k, v in sorted(m["events"].items())))
-    if m["packing"]:
-        p = m["packing"]
+    if m.get("events"):
+        click.echo("overflow: " + ", ".join(f"{k} {v}" for k, v in sorted(m.get("events").items())))
+    if m.get("packing"):
+        p = m.get("packing")
         click.echo(f"packed {p['sequences']:,} sequences into {p['bins']:,} bin(s) of {p['capacity']} "
                    f"(lower bound {p['lower_bound_bins']:,}, {p['algorithm']}): efficiency {p['efficiency']:.2%}")
-    pad = m["pad_policy"]
-    click.echo(f"pad id {pad['pad_token_id']} ({pad['pad_token']}, {pad['source']}), eos id {m['eos_token_id']}")
-    click.echo(f"wrote {out}: {len(m['shards'])} shard(s), manifest.json, rejects.jsonl")
+    pad = m.get("pad_policy")
+    click.echo(f"pad id {pad['pad_token_id']} ({pad['pad_token']}, {pad['source']}), eos id {m.get('eos_token_id')}")
+    click.echo(f"wrote {out}: {len(m.get('shards'))} shard(s), manifest.json, rejects.jsonl")

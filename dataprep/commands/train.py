@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import click
 
 
@@ -58,13 +61,15 @@ def command(shards, task, model, out, force, **opts) -> None:
 
     opts["gradient_checkpointing"] = not opts.pop("no_gradient_checkpointing")
     opts["lora"] = opts.pop("use_lora")
-    metrics = train(shards, out, task=task, model=model, force=force, **opts)
-    click.echo(summary(task, out, metrics))
+    manifest = train(shards, out, task=task, model=model, force=force, **opts)
+    if manifest.skipped:
+        click.echo(f"{out} is up to date (same shards, model and options); nothing to do (--force retrains)")
+    else:
+        click.echo(summary(task, out, json.loads((Path(out) / "metrics.json").read_text())))
 
 
 def summary(task: str, out: str, m: dict) -> str:
-    if m.get("skipped"):
-        return f"{out} is up to date (same shards, model and options); nothing to do (--force retrains)"
+    """What a training run gives, from its metrics.json."""
     params = f"trainable {m['trainable_params']:,} / {m['total_params']:,} params"
     if task == "sft":
         line = f"trained {m['steps']} steps, {m['trained_tokens']:,} trained tokens at {m['trained_tokens_per_s']:,.0f} tok/s; {params}"

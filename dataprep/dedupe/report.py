@@ -25,7 +25,7 @@ MAX_CHARS = 700  # characters of each text shown before "…"
 
 def _extra_names(columns: list[str]) -> dict[str, str]:
     """Our added column names; prefixed with `dedupe_` where the input already uses the name."""
-    from dataprep.dedupe import EXTRA_COLUMNS
+    from dataprep.dedupe.methods import EXTRA_COLUMNS
 
     return {c: (f"dedupe_{c}" if c in columns else c) for c in EXTRA_COLUMNS}
 
@@ -117,36 +117,6 @@ def collect_warnings(texts, results, embed_stats) -> list[str]:
                 f"on {r.stats['recall_sample_pairs']} pairs of {r.stats['recall_sample_rows']} sampled rows"
             )
     return out
-
-
-def write_outputs(out, frame, texts, results, nearest, embed_stats, *, cfg, config, inputs, fp, kind, fields,
-                  manifest_in, timer) -> dict[str, Any]:
-    """Write every output file into a temp dir renamed to `out` at the end; return the manifest."""
-    from dataprep.io import atomic_dir, make_manifest, write_json
-
-    n = frame.height
-    warnings = collect_warnings(texts, results, embed_stats)
-    with atomic_dir(out) as tmp:
-        with timer("write"):
-            removed_ids = np.concatenate([r.removed for r in results]) if results else np.empty(0, np.int64)
-            kept = np.setdiff1d(np.arange(n), removed_ids)
-            frame[kept.tolist()].write_parquet(tmp / "records.parquet") if len(kept) else frame.clear().write_parquet(
-                tmp / "records.parquet"
-            )
-            removed_frame(frame, results).write_parquet(tmp / "removed.parquet")
-            pairs_frame(results).write_parquet(tmp / "pairs.parquet")
-            report = build_report(n, texts, results, embed_stats, cfg, fields, timer, warnings)
-            (tmp / "report.html").write_text(render_html(report, texts, results, nearest, cfg), encoding="utf-8")
-        report["timings"] = dict(timer.seconds)
-        write_json(tmp / "report.json", report)
-        by_method = {r.method: int(len(r.removed)) for r in results}
-        extra = {"kind": kind, "text_fields": list(fields), "report": "report.json"}
-        if manifest_in.get("label_names") is not None:
-            extra["label_names"] = manifest_in["label_names"]
-        manifest = make_manifest("dedupe", fp, inputs, config, n, len(kept), by_method, dict(timer.seconds),
-                                 warnings=warnings, **extra)
-        write_json(tmp / "manifest.json", manifest)
-    return manifest
 
 
 # ---------------------------------------------------------------- HTML

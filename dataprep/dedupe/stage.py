@@ -1,0 +1,167 @@
+"""The dedupe stage: read records, pick the text each record is compared by, run the methods
+(dataprep.dedupe.methods), and write kept rows, removed rows, pairs and the report through the
+stage contract (dataprep.stage). `sweep` shows rows removed per semantic threshold without writing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dataprep.dedupe import report as reports
+from dataprep.dedupe.groups import group_and_keep
+from dataprep.dedupe.methods import DedupeConfig, make_config, run_methods, run_semantic
+from dataprep.errors import DataprepError
+from dataprep.records import infer_kind
+from dataprep.stage import Manifest, Outcome, Workspace, run_stage
+
+# ---------------------------------------------------------------- which text
+
+
+def text_fields(columns: list[str], kind: str | None, on: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The fields to compare: `on` if given, else the kind's default; every one must exist."""
+    from dataprep.records import DEFAULT_TEXT_FIELDS
+
+    kind = kind or infer_kind(columns)
+    fields = tuple(on) if on else DEFAULT_TEXT_FIELDS.get(kind, ())
+    if not fields:
+        raise DataprepError(
+            f"cannot tell which column holds the text (columns: {', '.join(columns) or 'none'}); pass --on COLUMN"
+        )
+    missing = [f for f in fields if f not in columns]
+    if missing:
+        raise DataprepError(
+            f"--on column(s) {', '.join(missing)} not in the input; columns are: {', '.join(columns) or 'none'}"
+        )
+    return fields
+
+
+def _as_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dict):  # a chat message
+        return f"{value.get('role', '')}: {value.get('content', '') or ''}"
+    if isinstance(value, list):
+        return "\n".join(_as_text(v) for v in value)
+    return str(value)
+
+
+def record_texts(frame, fields: tuple[str, ...]) -> list[str]:
+    """Each row's text: the fields' values joined by a blank line (empty fields skipped)."""
+    columns = [frame.get_column(f).to_list() for f in fields]
+    return ["\n\n".join(t for t in (_as_text(v) for v in values) if t) for values in zip(*columns, strict=False)]
+
+
+def _scan(path, cfg: DedupeConfig):
+    """(data file, input manifest, kind, text fields) from the file's schema, before reading it."""
+    from dataprep.io import find_data_file, record_columns
+    from dataprep.stage import read_manifest
+
+    data = find_data_file(path)
+    if data.stat().st_size == 0:
+        raise DataprepError(f"{data} is empty (0 bytes): there are no rows to dedupe; check the path or the previous stage")
+    manifest_in = read_manifest(data.parent) if Path(path).is_dir() else None
+    columns = record_columns(data)
+    kind = (manifest_in.get("kind") if manifest_in else None) or infer_kind(columns)
+    return data, manifest_in, kind, text_fields(columns, kind, cfg.on)
+
+
+def dedupe(path: str | Path, out: str | Path, *, force: bool = False, cache: bool = True, progress: bool = False,
+           **options: Any) -> Manifest:
+    """Deduplicate the records at `path` into the directory `out`; returns the manifest.
+
+    `options` are the fields of DedupeConfig (methods, on, keep, seed, near_threshold, ngram,
+    ngram_unit, num_perm, threshold, model, device, batch_size, clusters). A rerun whose
+    fingerprint matches the manifest in `out` returns it with `skipped` set.
+    """
+    cfg = make_config(options)
+    data, manifest_in, kind, fields = _scan(path, cfg)
+
+    def build(ws: Workspace) -> Outcome:
+        from dataprep.io import read_records
+
+        with ws.timer("read"):
+            frame = read_records(data)
+        texts = record_texts(frame, fields)
+        results, nearest, embed_stats = run_methods(texts, cfg, ws.timer, cache=cache, progress=progress)
+        n_kept = write_outputs(ws.out, frame, texts, results, nearest, embed_stats, cfg, fields, ws.timer)
+        details = {"kind": kind, "text_fields": list(fields), "report": "report.json",
+                   "warnings": reports.collect_warnings(texts, results, embed_stats)}
+        if manifest_in is not None and manifest_in.get("label_names") is not None:
+            details["label_names"] = manifest_in.get("label_names")
+        return Outcome(frame.height, n_kept, details, removed={r.method: int(len(r.removed)) for r in results})
+
+    return run_stage("dedupe", out, inputs=[str(data)], config={**asdict(cfg), "on": list(fields)}, build=build,
+                     data_files=("records.parquet",), force=force)
+
+
+def write_outputs(out: Path, frame, texts, results, nearest, embed_stats, cfg, fields, timer) -> int:
+    """Kept rows, removed rows, pairs, report.json and report.html into `out`; returns the kept count."""
+    from dataprep.io import write_json
+
+    n = frame.height
+    warnings = reports.collect_warnings(texts, results, embed_stats)
+    with timer("write"):
+        removed_ids = np.concatenate([r.removed for r in results]) if results else np.empty(0, np.int64)
+        kept = np.setdiff1d(np.arange(n), removed_ids)
+        (frame[kept.tolist()] if len(kept) else frame.clear()).write_parquet(out / "records.parquet")
+        reports.removed_frame(frame, results).write_parquet(out / "removed.parquet")
+        reports.pairs_frame(results).write_parquet(out / "pairs.parquet")
+        report = reports.build_report(n, texts, results, embed_stats, cfg, fields, timer, warnings)
+        (out / "report.html").write_text(reports.render_html(report, texts, results, nearest, cfg), encoding="utf-8")
+    report["timings"] = dict(timer.seconds)
+    write_json(out / "report.json", report)
+    return int(len(kept))
+
+
+dedupe.config_class = DedupeConfig  # recipe schema for **options (dataprep.recipe)
+
+
+def parse_sweep(spec: str) -> list[float]:
+    """`0.80:0.99:0.01` → [0.80, 0.81, ..., 0.99] (both ends included)."""
+    try:
+        lo, hi, step = (float(x) for x in spec.split(":"))
+    except ValueError:
+        raise DataprepError(f"--sweep takes START:STOP:STEP, e.g. 0.80:0.99:0.01, not {spec!r}") from None
+    if not (0 < lo <= hi <= 1 and step > 0):
+        raise DataprepError(f"--sweep {spec!r}: need 0 < START ≤ STOP ≤ 1 and STEP > 0")
+    return [round(lo + k * step, 6) for k in range(int(round((hi - lo) / step)) + 1)]
+
+
+def sweep(path: str | Path, thresholds: list[float], plot: str | Path | None = None, *, cache: bool = True,
+          progress: bool = False, **options: Any) -> list[dict[str, Any]]:
+    """Rows removed at each semantic threshold (after the earlier methods), without writing outputs.
+
+    Embeds and searches once at the lowest threshold; each threshold then only regroups the
+    pairs at or above it. Writes a PNG plot to `plot` if given.
+    """
+    from dataprep.io import read_records
+    from dataprep.stage import Timer
+
+    cfg = make_config({**options, "threshold": min(thresholds)})
+    if "semantic" not in cfg.methods:
+        raise DataprepError("--sweep varies the semantic threshold; include semantic in --methods")
+    data, _, _, fields = _scan(path, cfg)
+    texts = record_texts(read_records(data), fields)
+    timer = Timer()
+    before = [m for m in cfg.methods if m != "semantic"]
+    early, _, _ = run_methods(texts, DedupeConfig(**{**asdict(cfg), "methods": tuple(before)}), timer) if before else ([], None, None)
+    alive = np.setdiff1d(np.arange(len(texts)), np.concatenate([r.removed for r in early]) if early else [])
+    n_early = len(texts) - len(alive)
+    sem, _, _ = run_semantic(texts, alive, cfg, timer, cache=cache, progress=progress) if len(alive) else (None, None, None)
+    rows = []
+    local = {g: k for k, g in enumerate(alive)}
+    for t in thresholds:
+        n_sem = 0
+        if sem is not None:
+            keep = sem.pairs[2] >= t
+            a = np.array([local[g] for g in sem.pairs[0][keep]], dtype=np.int64)
+            b = np.array([local[g] for g in sem.pairs[1][keep]], dtype=np.int64)
+            n_sem = len(group_and_keep(len(alive), a, b).removed)
+        rows.append({"threshold": t, "removed": n_early + n_sem, "semantic": n_sem, "kept": len(texts) - n_early - n_sem})
+    if plot:
+        reports.sweep_plot(rows, len(texts), plot)
+    return rows

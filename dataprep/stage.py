@@ -1,0 +1,230 @@
+"""The stage contract: what every stage (convert, dedupe, tokenize, train, merge, ...) shares.
+
+A stage declares its inputs and a frozen config; `run_stage` owns the rest, once:
+
+    inputs → fingerprint (input contents + config + version) → skip when the output is current
+    (its manifest's fingerprint matches and its data files are there) → an atomic output
+    directory → the stage's `build` step → rejects with source/row/reason → counts checked
+    `in = out + rejected` → timings → one typed `Manifest`, written once.
+
+A stage is then its pure per-batch function plus the few whole-dataset steps of its `build`.
+Adding a stage is one module that calls `run_stage`, plus its registration in the CLI and
+`dataprep.recipe`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from dataprep import __version__
+from dataprep.io import MANIFEST, atomic_dir, fingerprint, sha256_path, write_json
+
+REJECTS = "rejects.jsonl"
+
+
+class Timer:
+    """Collects wall-clock seconds per named step: `with timer("read"): ...`."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 4)
+
+
+class Rejects:
+    """Rows a stage could not use, each with its source, row number and reason."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, source: str, row: int, reason: str, detail: str | None = None) -> None:
+        self.rows.append({"source": source, "row": row, "reason": reason, "detail": detail})
+
+    def extend(self, rows: list[dict[str, Any]]) -> None:
+        self.rows.extend(rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(r["reason"] for r in self.rows).most_common())
+
+    def write(self, directory: str | os.PathLike) -> None:
+        """Write `rejects.jsonl` (always, possibly empty, so its absence never means 'unknown')."""
+        with open(Path(directory) / REJECTS, "w", encoding="utf-8") as fh:
+            for r in sorted(self.rows, key=lambda r: (r["source"], r["row"])):
+                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+# ---------------------------------------------------------------- the manifest
+
+
+@dataclasses.dataclass(frozen=True)
+class Counts:
+    """`in = out + rejected`; `by_reason` splits `rejected` (dedupe: removed rows by method)."""
+
+    n_in: int
+    n_out: int
+    by_reason: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    @property
+    def rejected(self) -> int:
+        return sum(self.by_reason.values())
+
+    def check(self, stage: str) -> None:
+        if self.n_in != self.n_out + self.rejected:
+            raise AssertionError(f"{stage}: row accounting broken: in {self.n_in} != out {self.n_out} + rejected {self.rejected}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"in": self.n_in, "out": self.n_out, "rejected": self.rejected, "rejected_by_reason": dict(self.by_reason)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Counts:
+        return cls(int(d.get("in", 0)), int(d.get("out", 0)), dict(d.get("rejected_by_reason") or {}))
+
+    def line(self, removed_word: str = "rejected") -> str:
+        """`in 1000 = out 990 + rejected 10 (empty output: 7, bad type: 3)`."""
+        reasons = ", ".join(f"{k}: {v}" for k, v in self.by_reason.items())
+        line = f"in {self.n_in} = out {self.n_out} + {removed_word} {self.rejected}"
+        return f"{line} ({reasons})" if reasons else line
+
+
+@dataclasses.dataclass
+class Manifest:
+    """What every stage writes as `manifest.json`. `details` holds the stage's own figures
+    (shards, token statistics, ...), written at the top level of the JSON."""
+
+    stage: str
+    fingerprint: str
+    inputs: list[dict[str, str]]
+    config: dict[str, Any]
+    counts: Counts
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+    version: str = __version__
+    skipped: bool = False  # set on the returned value when an up-to-date output was kept; never written
+
+    BASE = ("stage", "version", "fingerprint", "inputs", "config", "counts", "timings")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"stage": self.stage, "version": self.version, "fingerprint": self.fingerprint, "inputs": self.inputs,
+                "config": self.config, "counts": self.counts.to_json(), "timings": self.timings, **self.details}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Manifest:
+        return cls(stage=d.get("stage", "?"), fingerprint=d.get("fingerprint", ""), inputs=list(d.get("inputs") or []),
+                   config=dict(d.get("config") or {}), counts=Counts.from_json(d.get("counts") or {}),
+                   timings=dict(d.get("timings") or {}), details={k: v for k, v in d.items() if k not in cls.BASE},
+                   version=d.get("version", "?"))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A stage-specific figure from `details`."""
+        return self.details.get(key, default)
+
+
+def read_manifest(out_dir: str | os.PathLike) -> Manifest | None:
+    """The manifest of a stage output directory, or None when there is none (or it is unreadable)."""
+    path = Path(out_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return Manifest.from_json(data) if isinstance(data, dict) else None
+
+
+def describe_inputs(paths: list[str]) -> list[dict[str, str]]:
+    """Path and content hash for each local input; remote ids (e.g. `hub:...`) are kept as named."""
+    out = []
+    for p in paths:
+        local = Path(p)
+        out.append({"path": str(p), "sha256": sha256_path(local) if local.exists() else "remote"})
+    return out
+
+
+def stage_fingerprint(stage: str, inputs: list[dict[str, str]], config: dict[str, Any]) -> str:
+    return fingerprint({"stage": stage, "version": __version__, "inputs": inputs, "config": config})
+
+
+# ---------------------------------------------------------------- running a stage
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What a stage's build step returns: its row counts and its own figures for the manifest."""
+
+    n_in: int
+    n_out: int
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+    rejects: Rejects | None = None  # rows the stage could not use (written to rejects.jsonl)
+    removed: dict[str, int] | None = None  # rows a stage removed on purpose, by reason (dedupe)
+
+
+@dataclasses.dataclass
+class Workspace:
+    """Where a build writes: `out` becomes the output directory; `scratch` is removed before that."""
+
+    out: Path
+    scratch: Path
+    timer: Timer
+
+
+def _is_current(out: Path, fp: str, data_files: tuple[str, ...]) -> Manifest | None:
+    manifest = read_manifest(out)
+    if manifest is None or manifest.fingerprint != fp:
+        return None
+    if not all((out / f).exists() for f in data_files):
+        return None
+    return manifest
+
+
+def run_stage(stage: str, out: str | os.PathLike, *, inputs: list[str], config: Any,
+              build: Callable[[Workspace], Outcome], data_files: tuple[str, ...] = (), force: bool = False) -> Manifest:
+    """Run one stage into `out` and return its manifest (with `skipped` set when it was current).
+
+    `config` is a frozen dataclass or a JSON-ready dict: everything that decides the output.
+    `data_files` are the files (relative to `out`) an up-to-date output must still have.
+    `build` does the work into `ws.out`; it raises DataprepError for bad input, and nothing is
+    left behind then.
+    """
+    out = Path(out)
+    config = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+    described = describe_inputs([str(p) for p in inputs])
+    fp = stage_fingerprint(stage, described, config)
+    if not force and (done := _is_current(out, fp, data_files)):
+        done.skipped = True
+        return done
+    timer = Timer()
+    with atomic_dir(out) as tmp:
+        scratch = tmp / ".scratch"
+        scratch.mkdir()
+        try:
+            outcome = build(Workspace(tmp, scratch, timer))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        by_reason = dict(outcome.removed or {}) if outcome.removed is not None else (
+            outcome.rejects.counts() if outcome.rejects is not None else {})
+        counts = Counts(outcome.n_in, outcome.n_out, by_reason)
+        counts.check(stage)
+        if outcome.rejects is not None:
+            outcome.rejects.write(tmp)
+        manifest = Manifest(stage, fp, described, config, counts, dict(timer.seconds), outcome.details)
+        write_json(tmp / MANIFEST, manifest.to_json())
+    return manifest
+
