@@ -288,30 +288,12 @@ FULL_UTF8_CHECK_BYTES = 64 << 20  # decoding to validate runs at ~200 MB/s on a 
 PREFERRED_ENCODINGS = ("utf_8", "cp949", "cp1252", "latin_1", "iso8859_15")
 
 
-def read_sources(paths: list[str], **options: Any):
-    """Read and concatenate several sources; each row keeps its `source` (as given) and 0-based `row`.
-
-    Options go to `read_table` (delimiter, encoding, has_header, quote_char, split).
-    Raises DataprepError before anything is written if a source is missing or unreadable.
-    """
-    import polars as pl
-
-    if not paths:
-        raise DataprepError("no input given; pass one or more files, directories or hub:NAME ids")
-    for p in paths:
-        if not p.startswith(HUB_PREFIX) and not Path(p).exists():
-            raise DataprepError(f"input {p} does not exist; check the path")
-    frames = []
-    for p in paths:
-        frame = read_table(p, **options)
-        frames.append(frame.with_columns(source=pl.lit(str(p)), row=pl.int_range(pl.len(), dtype=pl.Int64)))
-    return _concat_sources(frames)
-
-
 def iter_batches(paths: list[str], batch_rows: int = 50_000, **options: Any) -> Iterator:
-    """Yield the rows of several sources as polars frames of at most `batch_rows` rows, with the
-    same `source`/`row` columns as `read_sources`. UTF-8 CSV/TSV files and Parquet are scanned in
+    """Yield the rows of several sources as polars frames of at most `batch_rows` rows, each row with
+    its `source` (as given) and 0-based `row` within that source. Options go to `read_table`
+    (delimiter, encoding, has_header, quote_char, split). UTF-8 CSV/TSV files and Parquet are scanned in
     batches, so memory stays bounded whatever the file size; other formats are read whole, then sliced.
+    A missing source raises DataprepError before the first batch.
     """
     import polars as pl
 
@@ -349,23 +331,6 @@ def _source_batches(path: str, batch_rows: int, **options: Any) -> Iterator:
             raise DataprepError(f"cannot read {path}: {_first_line(exc)}; check that the file is complete") from None
     else:
         yield from read_table(path, **options).iter_slices(batch_rows)
-
-
-def _concat_sources(frames: list):
-    """Concatenate frames whose columns may differ; a column typed differently across sources becomes Object."""
-    import polars as pl
-
-    if len(frames) == 1:
-        return frames[0]
-    dtypes: dict[str, set] = {}
-    for f in frames:
-        for name, dtype in f.schema.items():
-            dtypes.setdefault(name, set()).add(dtype)
-    mixed = [n for n, ds in dtypes.items() if len(ds) > 1]
-    if mixed:
-        frames = [f.with_columns(pl.Series(n, f[n].to_list(), dtype=pl.Object) for n in mixed if n in f.columns)
-                  for f in frames]
-    return pl.concat(frames, how="diagonal")
 
 
 def read_table(

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from dataprep import io
-from dataprep.io import read_sources, read_table
+from dataprep.io import iter_batches, read_table
 from tests.conftest import REPO
 
 ASSETS = REPO / "tests" / "assets"
@@ -66,7 +66,7 @@ def test_several_sources_keep_source_and_row(tmp_path, shared_data):
     a = str(shared_data / "english_to_latex.csv")
     b = tmp_path / "more.jsonl"
     b.write_text(json.dumps({"English": "x squared", "LaTeX": "x^2", "note": "extra column"}) + "\n")
-    df = read_sources([a, str(b)])
+    df = pl.concat(iter_batches([a, str(b)]), how="diagonal")
     assert df.height == 51
     assert df.select("source", "row").rows()[49:] == [(a, 49), (str(b), 0)]
     assert df["note"].to_list()[-2:] == [None, "extra column"]
@@ -87,9 +87,9 @@ def test_datasets_directory_and_hub_share_one_path(tmp_path, monkeypatch):
         return datasets.load_from_disk(str(tmp_path / "dd"))[split]
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    assert read_sources(["hub:me/alpaca-mini:train"]).drop("source", "row").equals(from_disk)
+    assert pl.concat(iter_batches(["hub:me/alpaca-mini:train"])).drop("source", "row").equals(from_disk)
     assert calls == [("me/alpaca-mini", "train")]
-    assert read_sources(["hub:me/alpaca-mini:train"])["source"][0] == "hub:me/alpaca-mini:train"
+    assert pl.concat(iter_batches(["hub:me/alpaca-mini:train"]))["source"][0] == "hub:me/alpaca-mini:train"
 
 
 def test_looks_utf8_tolerates_a_cut_character():
@@ -130,21 +130,24 @@ def test_quoting_is_off_for_tsv_unless_asked(tmp_path):
     assert read_table(str(p), has_header=False, quote_char='"').row(0) == ("quoted\tcell", "x")
 
 
-def test_iter_batches_matches_read_sources(tmp_path, shared_data):
-    from dataprep.io import iter_batches
+def _whole(paths: list[str]) -> pl.DataFrame:
+    """Each source read whole by read_table, with the provenance columns iter_batches adds."""
+    return pl.concat([read_table(p).with_columns(source=pl.lit(p), row=pl.int_range(pl.len(), dtype=pl.Int64))
+                      for p in paths])
 
+
+def test_iter_batches_matches_read_table(tmp_path, shared_data):
     parquet = tmp_path / "a.parquet"
     pl.read_csv(shared_data / "english_to_latex.csv").write_parquet(parquet)
     srcs = [str(shared_data / "english_to_latex.csv"), str(parquet), str(ASSETS / "ko_cp949.csv")]
     batches = list(iter_batches(srcs[:2], batch_rows=16))
     assert [b.height for b in batches] == [16, 16, 16, 2, 16, 16, 16, 2]
-    assert pl.concat(batches).equals(read_sources(srcs[:2]))
-    assert pl.concat(list(iter_batches(srcs[2:], batch_rows=1))).equals(read_sources(srcs[2:]))
+    assert pl.concat(batches).equals(_whole(srcs[:2]))
+    assert pl.concat(list(iter_batches(srcs[2:], batch_rows=1))).equals(_whole(srcs[2:]))
 
 
 def test_large_file_with_late_non_utf8_names_the_encoding(tmp_path, monkeypatch):
     from dataprep.errors import DataprepError
-    from dataprep.io import iter_batches
 
     monkeypatch.setattr(io, "FULL_UTF8_CHECK_BYTES", 1000)  # as if the file were large
     p = tmp_path / "late.csv"
