@@ -29,14 +29,13 @@ from dataprep.io import (
     atomic_dir,
     current_manifest,
     describe_inputs,
-    frame_from_rows,
-    iter_batches,
     make_manifest,
     sha256_path,
     stage_fingerprint,
     write_json,
 )
 from dataprep.records import KINDS, SCHEMAS
+from dataprep.sources import frame_from_rows, iter_batches
 from dataprep.templates import TEMPLATES, Template, get_template, prompt_expr
 
 FORMATS = ("parquet", "jsonl")
@@ -682,7 +681,7 @@ def _first_rows(batches, limit: int):
 
 @dataclasses.dataclass(frozen=True)
 class ReaderOptions:
-    """Options for reading sources (see io.read_table); a recipe's convert section may set them."""
+    """Options for reading sources (see sources.read_table); a recipe's convert section may set them."""
 
     delimiter: str | None = None
     encoding: str | None = None

@@ -8,8 +8,8 @@ import json
 import polars as pl
 import pytest
 
-from dataprep import io
-from dataprep.io import iter_batches, read_table
+from dataprep.sources import csv as csv_reader
+from dataprep.sources import iter_batches, read_table
 from tests.conftest import REPO
 
 ASSETS = REPO / "tests" / "assets"
@@ -94,7 +94,7 @@ def test_datasets_directory_and_hub_share_one_path(tmp_path, monkeypatch):
 
 def test_looks_utf8_tolerates_a_cut_character():
     data = "가나다".encode()
-    assert io._looks_utf8(data[:-1]) and not io._looks_utf8("가".encode("cp949") + b"abcdef")
+    assert csv_reader._looks_utf8(data[:-1]) and not csv_reader._looks_utf8("가".encode("cp949") + b"abcdef")
 
 
 def test_non_utf8_after_the_sniffed_sample(tmp_path):
@@ -149,13 +149,13 @@ def test_iter_batches_matches_read_table(tmp_path, shared_data):
 def test_large_file_with_late_non_utf8_names_the_encoding(tmp_path, monkeypatch):
     from dataprep.errors import DataprepError
 
-    monkeypatch.setattr(io, "FULL_UTF8_CHECK_BYTES", 1000)  # as if the file were large
+    monkeypatch.setattr(csv_reader, "FULL_UTF8_CHECK_BYTES", 1000)  # as if the file were large
     p = tmp_path / "late.csv"
     p.write_bytes(b"a,b\n" + b"x,y\n" * 20000 + "가나다라,마바사\n".encode("cp949") * 50)
     with pytest.raises(DataprepError, match="starts as UTF-8 but has other bytes further on; pass --encoding cp949"):
         list(iter_batches([str(p)], batch_rows=1000))
     assert pl.concat(list(iter_batches([str(p)], encoding="cp949")))["a"][-1] == "가나다라"
-    monkeypatch.setattr(io, "FULL_UTF8_CHECK_BYTES", 64 << 20)
+    monkeypatch.setattr(csv_reader, "FULL_UTF8_CHECK_BYTES", 64 << 20)
     assert pl.concat(list(iter_batches([str(p)])))["a"][-1] == "가나다라"
 
 
