@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from dataprep.errors import DataprepError
-from dataprep.io import frame_from_rows, iter_batches, sha256_path
+from dataprep.io import sha256_path
 from dataprep.records import KINDS, SCHEMAS
+from dataprep.sources import frame_from_rows, iter_batches
 from dataprep.stage import Manifest, Outcome, Rejects, Timer, Workspace, run_stage
 from dataprep.templates import TEMPLATES, Template, get_template, prompt_expr
 
@@ -664,7 +665,7 @@ def _first_rows(batches, limit: int):
 
 @dataclasses.dataclass(frozen=True)
 class ReaderOptions:
-    """Options for reading sources (see io.read_table); a recipe's convert section may set them."""
+    """Options for reading sources (see sources.read_table); a recipe's convert section may set them."""
 
     delimiter: str | None = None
     encoding: str | None = None

@@ -18,7 +18,7 @@ def _rejects(out) -> list[dict]:
 
 
 def _frame(rows: list[dict], source: str = "mem") -> pl.DataFrame:
-    from dataprep.io import frame_from_rows
+    from dataprep.sources import frame_from_rows
 
     return frame_from_rows(rows, source).with_columns(source=pl.lit(source), row=pl.int_range(pl.len(), dtype=pl.Int64))
 
