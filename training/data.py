@@ -72,14 +72,22 @@ def check_tokenizer(manifest: dict[str, Any], tokenizer, model_name: str) -> Non
 
 
 def split_eval(dataset, val_size: float, seed: int):
-    """(train, eval) where eval holds `val_size` (a fraction < 1 or a row count) of the rows."""
+    """(train, eval) where eval holds `val_size` (a fraction < 1 or a row count) of the rows.
+
+    The rows are those `dataset.train_test_split(test_size=n, seed=seed)` picks, but the index
+    mappings stay in memory: train_test_split on shards loaded from disk writes `cache-*.arrow`
+    files into the shards directory (another stage's output), and with `keep_in_memory=True` it
+    fails on such a dataset (datasets 5.x passes a cache file name along anyway)."""
+    import numpy as np
+
     if not val_size:
         return dataset, None
     n_eval = int(val_size) if val_size >= 1 else max(1, round(len(dataset) * val_size))
     if n_eval >= len(dataset):
         raise DataprepError(f"--val-size {val_size} leaves no training rows out of {len(dataset)}; use a smaller value")
-    parts = dataset.train_test_split(test_size=n_eval, seed=seed, shuffle=True)
-    return parts["train"], parts["test"]
+    order = np.random.default_rng(seed).permutation(len(dataset))
+    # only the index mappings live in memory; the rows stay memory-mapped
+    return dataset.select(order[n_eval:], keep_in_memory=True), dataset.select(order[:n_eval], keep_in_memory=True)
 
 
 def batch_indices(lengths: list[int], micro_batch: int, seed: int, group_by_length: bool) -> list[list[int]]:
