@@ -52,10 +52,11 @@ def write_shards(out: Path, rows: list[tuple[str, list[int]]], names: list[str],
 
 
 def per_label_test(model_dir: Path, dirs: dict[str, Path], micro_batch: int) -> dict:
-    from training.classify import load_trained_classifier, make_batcher, predict_scores
+    from training.classify import make_batcher, predict_scores
     from training.data import load_shards
     from training.loop import device
     from training.metrics import multilabel_metrics, tune_threshold
+    from training.outputs import load_trained_classifier
 
     model, saved = load_trained_classifier(str(model_dir))
     model.to(device())

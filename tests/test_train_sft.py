@@ -103,7 +103,8 @@ def _assert_merge_matches_adapter(adapter, tmp_path):
     """The merged model (float32 base) computes the same logits as base + adapter."""
     from transformers import AutoModelForCausalLM
 
-    from training.merge import load_adapter_model, merge_adapter
+    from training.merge import merge_adapter
+    from training.outputs import load_adapter_model
 
     merge_adapter(adapter, tmp_path / "merged", dtype="float32")
     peft_model, _, _ = load_adapter_model(adapter, "float32")

@@ -7,15 +7,13 @@ transformers does. `--pooling` overrides.
 
 The decision threshold (one global, or one per label) is tuned on the validation split and saved
 with the model in `thresholds.json`; test metrics use the tuned threshold. Load a trained
-classifier back with `load_trained_classifier`.
+classifier back with `training.outputs.load_trained_classifier`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -83,37 +81,6 @@ def load_mean_classifier(path: str, label_names: list[str]):
     encoder.config.update({"id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)},
                            "problem_type": "multi_label_classification"})
     return MeanPoolingClassifier(encoder, len(label_names)).to(device())
-
-
-def load_trained_classifier(path: str, dtype: str = "float32"):
-    """(model in eval mode, thresholds.json) for the output of `train_classifier` or of merging it:
-    full model or LoRA adapter, [CLS] or mean pooling."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModel, AutoModelForSequenceClassification
-
-    from training.merge import adapter_base
-    from training.pooling import MeanPoolingClassifier
-
-    thresholds_path = Path(path) / "thresholds.json"
-    if not thresholds_path.is_file():
-        raise DataprepError(f"{path} has no thresholds.json; pass the output directory of `dataprep train --task classify`")
-    saved = json.loads(thresholds_path.read_text())
-    names, torch_dtype, mean = saved["label_names"], getattr(torch, dtype), saved.get("pooling") == "mean"
-    adapter = (Path(path) / "adapter_config.json").is_file()
-    weights = adapter_base(path)[0] if adapter else path
-    if mean:
-        model = AutoModel.from_pretrained(weights, dtype=torch_dtype)
-    else:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            weights, dtype=torch_dtype, num_labels=len(names), problem_type="multi_label_classification",
-            id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
-    if adapter:
-        model = PeftModel.from_pretrained(model, path)
-    if mean:
-        model = MeanPoolingClassifier(model, len(names))
-        model.load_head(path)
-    return model.to(torch_dtype).eval(), saved
 
 
 def encoder_layers(model) -> list:

@@ -14,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dataprep import io
 from dataprep.errors import DataprepError
+from training.outputs import load_for_generation, load_trained_classifier
 
 
 def render(prompt: str, template, tokenizer) -> str:
@@ -41,25 +41,6 @@ def render(prompt: str, template, tokenizer) -> str:
             "or a format string with {prompt}"
         )
     return template.replace("{prompt}", prompt).replace("{instruction}", prompt).replace("{input}", "")
-
-
-def load_for_generation(path: str | Path):
-    """(model, tokenizer, manifest, is_adapter) from an adapter dir, a merged model dir or a model name."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from dataprep.models import resolve_model
-    from training.loop import device
-
-    dtype = "bfloat16" if device() == "cuda" else "float32"
-    if (Path(path) / "adapter_config.json").is_file():
-        from training.merge import load_adapter_model
-
-        model, tok, manifest = load_adapter_model(path, dtype)
-        return model.to(device()).eval(), tok, manifest, True
-    local = resolve_model(str(path))
-    model = AutoModelForCausalLM.from_pretrained(local, dtype=getattr(torch, dtype)).to(device()).eval()
-    return model, AutoTokenizer.from_pretrained(local), io.read_manifest(local) or {}, False
 
 
 def _generate(model, tokenizer, texts: list[str], max_new_tokens: int) -> list[str]:
@@ -98,17 +79,12 @@ def generate(path: str | Path, prompts: list[str], template: str | None = None, 
     return results
 
 
-def is_classifier(path: str | Path) -> bool:
-    return (Path(path) / "thresholds.json").is_file()
-
-
 def classify_texts(path: str | Path, texts: list[str], batch_size: int = 32) -> list[dict[str, Any]]:
     """For each text: {prompt, labels (at the saved thresholds, best first), scores (every label)}."""
     import numpy as np
     import torch
     from transformers import AutoTokenizer
 
-    from training.classify import load_trained_classifier
     from training.loop import device
 
     model, saved = load_trained_classifier(str(path))
