@@ -15,13 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from dataprep.errors import DataprepError
+from dataprep.templates import TEMPLATES, Template, render_prompt
 from training.outputs import load_for_generation, load_trained_classifier
 
 
 def render(prompt: str, template, tokenizer) -> str:
-    """`prompt` rendered with `template`: raw/None, `chat`, a registered template name (`latex`,
-    `alpaca`, ...), a template config dict from a manifest, or a format string with `{prompt}`
-    or `{instruction}`."""
+    """`prompt` rendered for generation with `template`: raw/None (as is), `chat` (the tokenizer's
+    chat template, the prompt as one user turn), or a prompt template of dataprep.templates (a
+    registered name like `latex` or `alpaca`, a template config dict from a manifest, or a format
+    string) whose no-input form takes the prompt as `{prompt}` or `{instruction}`."""
     if not template or template == "raw":
         return prompt
     if template == "chat":
@@ -31,16 +33,13 @@ def render(prompt: str, template, tokenizer) -> str:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     if isinstance(template, dict):
         template = template.get("without_input") or template.get("name")
-    from dataprep.templates import TEMPLATES
-
-    if template in TEMPLATES:
-        template = TEMPLATES[template].without_input
-    if "{prompt}" not in template and "{instruction}" not in template:
+    spec = TEMPLATES.get(template) or Template("custom", template, template)
+    if not spec.fields() & {"prompt", "instruction"}:
         raise DataprepError(
             f"--template {template!r} is not chat, raw, a template name ({', '.join(TEMPLATES)}) "
             "or a format string with {prompt}"
         )
-    return template.replace("{prompt}", prompt).replace("{instruction}", prompt).replace("{input}", "")
+    return render_prompt({"prompt": prompt, "instruction": prompt}, spec)
 
 
 def _generate(model, tokenizer, texts: list[str], max_new_tokens: int) -> list[str]:
