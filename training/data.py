@@ -4,8 +4,9 @@ Two collators:
 - `collate_flat` (packed shards, padding-free): the micro-batch is flattened into one row and
   `position_ids` restart at 0 for every sequence. transformers derives a block-diagonal causal
   mask from such position_ids (sdpa/eager on CPU, FlexAttention on CUDA), so packed sequences
-  never attend to each other. The first label of every sequence is set to -100 so the last
-  token of one sequence is never trained to predict the first token of the next.
+  never attend to each other. The first label of every sequence is set to -100
+  (`dataprep.records.mask_sequence_starts`) so the last token of one sequence is never trained
+  to predict the first token of the next.
 - `collate_padded` (unpacked shards): dynamic padding to the longest row, rounded up to a
   multiple of 8, with a plain attention_mask.
 
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dataprep.errors import DataprepError
-from dataprep.records import IGNORE_INDEX
+from dataprep.records import IGNORE_INDEX, mask_sequence_starts
 
 MANIFEST = "manifest.json"
 
@@ -120,24 +121,20 @@ def collate_flat(rows: list[dict[str, Any]], pad_to: int | None = None, pad_toke
 
     input_ids, labels, positions = [], [], []
     for row in rows:
-        pos = _row_positions(row)
-        lab = list(row["labels"])
-        for i, p in enumerate(pos):
-            if p == 0:
-                lab[i] = IGNORE_INDEX  # a sequence start is never a prediction target
         input_ids += row["input_ids"]
-        labels += lab
-        positions += pos
+        labels += row["labels"]
+        positions += _row_positions(row)
     n_tokens = len(input_ids)
     if pad_to and len(input_ids) < pad_to:
         fill = pad_to - len(input_ids)
         input_ids += [pad_token_id] * fill
         labels += [IGNORE_INDEX] * fill
         positions += list(range(fill))
+    position_ids = torch.tensor([positions], dtype=torch.long)
     return {
         "input_ids": torch.tensor([input_ids], dtype=torch.long),
-        "labels": torch.tensor([labels], dtype=torch.long),
-        "position_ids": torch.tensor([positions], dtype=torch.long),
+        "labels": mask_sequence_starts(torch.tensor([labels], dtype=torch.long), position_ids),
+        "position_ids": position_ids,
         "n_tokens": n_tokens,
     }
 
