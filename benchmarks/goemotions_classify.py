@@ -52,7 +52,7 @@ def write_shards(out: Path, rows: list[tuple[str, list[int]]], names: list[str],
 
 
 def per_label_test(model_dir: Path, dirs: dict[str, Path], micro_batch: int) -> dict:
-    from training.classify import make_batcher, predict_scores
+    from training.classify import classify_batches, predict_scores
     from training.data import load_shards
     from training.loop import device
     from training.metrics import multilabel_metrics, tune_threshold
@@ -63,7 +63,7 @@ def per_label_test(model_dir: Path, dirs: dict[str, Path], micro_batch: int) -> 
     scores = {}
     for split in ("dev", "test"):
         ds, manifest = load_shards(str(dirs[split]))
-        scores[split] = predict_scores(model, make_batcher(ds, manifest["pad_token_id"], micro_batch * 2)(0))
+        scores[split] = predict_scores(model, classify_batches(ds, manifest["pad_token_id"], micro_batch * 2)(0))
     threshold = tune_threshold(scores["dev"][0], scores["dev"][1], per_label=True)
     return multilabel_metrics(scores["test"][0], scores["test"][1], threshold, saved["label_names"])
 

@@ -73,13 +73,13 @@ def base_eval_and_generations(model_name: str, shards: Path, prompts: list[str],
 
     from training.data import load_shards
     from training.generate import generate
-    from training.sft import eval_loss, make_batcher
+    from training.sft import causal_batches, eval_loss
 
     path = resolve_model(model_name)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     tok = load_tokenizer(model_name)
     ds, manifest = load_shards(shards)
-    loss = eval_loss(model, make_batcher(ds, manifest, 8, False)(0))["loss"]
+    loss = eval_loss(model, causal_batches(ds, manifest, 8, False)(0))["loss"]
     gens = generate(path, prompts, TEMPLATE, max_new, model=(model, tok, {}, False))
     return loss, [g["output"] for g in gens]
 

@@ -95,7 +95,7 @@ def encoder_layers(model) -> list:
     raise DataprepError(f"--freeze-layers: cannot find the encoder layers of {type(model).__name__}; drop the option")
 
 
-def freeze_layers(model, top_n: int) -> None:
+def freeze_below_top(model, top_n: int) -> None:
     """Freeze the embeddings and every encoder layer except the top `top_n`; the head stays trainable."""
     layers = encoder_layers(model)
     if top_n > len(layers):
@@ -135,17 +135,9 @@ def predict_scores(model, batches: list) -> tuple[np.ndarray, np.ndarray, float]
     return y, np.concatenate(ps), loss / max(len(y), 1)
 
 
-def make_batcher(dataset, pad: int, micro_batch: int):
-    lengths = dataset["length"] if "length" in dataset.column_names else [len(x) for x in dataset["input_ids"]]
-    rows = dataset.with_format(None)
-
-    def make(seed: int) -> list:
-        return [
-            data.collate_padded([rows[i] for i in idx], pad, float_labels=True)
-            for idx in data.batch_indices(lengths, micro_batch, seed, group_by_length=False)
-        ]
-
-    return make
+def classify_batches(dataset, pad: int, micro_batch: int):
+    """seed -> list of padded micro-batches with one multi-hot label vector per row."""
+    return data.batcher(dataset, micro_batch, lambda rows: data.collate_padded(rows, pad, float_labels=True))
 
 
 def _prepare(shards: str, cfg: ClassifyConfig):
@@ -178,7 +170,7 @@ def setup_model(model_path: str, label_names: list[str], cfg: ClassifyConfig):
     mean = resolve_pooling(cfg.pooling, model_path) == "mean"
     model = (load_mean_classifier if mean else load_classifier)(model_path, label_names)
     if cfg.freeze_layers >= 0:
-        freeze_layers(model, cfg.freeze_layers)
+        freeze_below_top(model, cfg.freeze_layers)
     if cfg.lora:
         from training.sft import add_lora
 
@@ -202,8 +194,8 @@ def train_classifier(shards: str, out: str, config: ClassifyConfig, force: bool 
         return {**existing.get("metrics", {}), "skipped": True}
     model, trainable, total = setup_model(model_path, label_names, config)
     pad = manifest.get("pad_token_id") or 0
-    make_train = make_batcher(train_set, pad, config.micro_batch)
-    split_batches = {k: make_batcher(v, pad, config.micro_batch * 2)(config.seed) for k, v in splits.items()}
+    make_train = classify_batches(train_set, pad, config.micro_batch)
+    split_batches = {k: classify_batches(v, pad, config.micro_batch * 2)(config.seed) for k, v in splits.items()}
 
     def evaluate() -> dict[str, float]:
         y, p, loss = predict_scores(model, split_batches["eval"])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,18 @@ def batch_indices(lengths: list[int], micro_batch: int, seed: int, group_by_leng
     if group_by_length:
         rng.shuffle(batches)
     return batches
+
+
+def batcher(dataset, micro_batch: int, collate: Callable[[list[dict[str, Any]]], dict[str, Any]],
+            group_by_length: bool = False) -> Callable[[int], list]:
+    """seed -> the dataset's rows in shuffled micro-batches (`batch_indices`), each collated."""
+    lengths = dataset["length"] if "length" in dataset.column_names else [len(x) for x in dataset["input_ids"]]
+    rows = dataset.with_format(None)
+
+    def make(seed: int) -> list:
+        return [collate([rows[i] for i in idx]) for idx in batch_indices(lengths, micro_batch, seed, group_by_length)]
+
+    return make
 
 
 def _row_positions(row: dict[str, Any]) -> list[int]:
