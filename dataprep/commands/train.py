@@ -36,7 +36,7 @@ import click
 @click.option("--no-gradient-checkpointing", is_flag=True)
 @click.option("--kbit-upcast", is_flag=True, help="sft 4bit: keep embeddings, norms and LM head in fp32 "
               "(peft's default; slower, more memory) instead of bf16 under autocast.")
-@click.option("--compile", is_flag=True, help="sft: torch.compile each decoder layer (CUDA; +36%% tok/s on an 8B QLoRA).")
+@click.option("--compile", is_flag=True, help="sft: torch.compile each decoder layer (CUDA; +36% tok/s on an 8B QLoRA).")
 @click.option("--bf16", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True)
 @click.option("--attn", default="auto", show_default=True, help="sft attention: auto, sdpa, eager, flex_attention.")
 @click.option("--per-label-threshold", is_flag=True, help="classify: tune one threshold per label.")
