@@ -5,7 +5,8 @@ Models are random-weight Llama-shaped models built from config (throughput does 
 the weight values): `1b` (Llama-3.2-1B shape), `8b` (Llama-3-8B shape), `toy` (2 layers, hidden
 64, for checking on a CPU). All: QLoRA r16 on all linear layers, NF4 + double quantisation, bf16,
 gradient checkpointing (use_reentrant=False), paged 8-bit AdamW on CUDA (AdamW on CPU),
-vocabulary 49,152 (the SmolLM2 tokenizer's).
+vocabulary 49,152 (the SmolLM2 tokenizer's). Each optimizer step is `dataprep train`'s own
+(training.loop.train_step: accumulation, gradient clipping, optimizer and schedule step).
 
 Variants (pick with --variants). The baselines load the model as the seed recipe does
 (`prepare_model_for_kbit_training` upcasts embeddings, norms and the LM head to fp32, so the
@@ -169,9 +170,10 @@ def set_checkpointing(model, on: bool) -> None:
 
 def run_variant(model, rows, name: str, budget: int, steps: int, warmup: int, profile: bool = False) -> dict:
     import torch
+    from transformers import get_scheduler
 
     from training import sft
-    from training.loop import count_targets, make_optimizer, peak_memory_gb, real_tokens, to_device
+    from training.loop import make_optimizer, peak_memory_gb, train_step
 
     v = VARIANTS[name]
     budget = int(budget * v["budget_x"])
@@ -183,6 +185,7 @@ def run_variant(model, rows, name: str, budget: int, steps: int, warmup: int, pr
     model.train()
     loss_fn = full_logits_loss_sum if v["full_logits"] else sft.causal_lm_loss_sum
     optimizer, opt_name = make_optimizer(model, 2e-4, 0.0)
+    scheduler = get_scheduler("constant", optimizer)
     # FlexAttention is compiled: a fixed flat length (one filler sequence) avoids a recompile per step
     batches = micro_batches(rows, v["batching"], v["rows"], budget, seed=0, static=v["attn"] == "flex_attention")
     cuda = torch.cuda.is_available()
@@ -193,20 +196,12 @@ def run_variant(model, rows, name: str, budget: int, steps: int, warmup: int, pr
     tokens = trained = 0
     losses = []
 
-    def step_once():
+    def step_once():  # the product's optimizer step (training.loop.train_step: clipping included)
         nonlocal tokens, trained
-        window = [to_device(next(batches)) for _ in range(v["accum"])]
-        targets = sum(count_targets(b) for b in window)
-        step_loss = 0.0
-        for b in window:
-            loss, _ = loss_fn(model, b)
-            (loss / max(targets, 1)).backward()
-            tokens += real_tokens(b)
-            step_loss += loss.detach() / max(targets, 1)
-        losses.append(step_loss)
-        trained += targets
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        done = train_step(model, [next(batches) for _ in range(v["accum"])], loss_fn, optimizer, scheduler)
+        tokens += done.tokens
+        trained += done.trained_tokens
+        losses.append(done.loss)
 
     for step in range(warmup + steps):
         if step == warmup:

@@ -52,17 +52,18 @@ def write_shards(out: Path, rows: list[tuple[str, list[int]]], names: list[str],
 
 
 def per_label_test(model_dir: Path, dirs: dict[str, Path], micro_batch: int) -> dict:
-    from training.classify import load_trained_classifier, make_batcher, predict_scores
+    from training.classify import classify_batches, predict_scores
     from training.data import load_shards
     from training.loop import device
     from training.metrics import multilabel_metrics, tune_threshold
+    from training.outputs import load_trained_classifier
 
     model, saved = load_trained_classifier(str(model_dir))
     model.to(device())
     scores = {}
     for split in ("dev", "test"):
         ds, manifest = load_shards(str(dirs[split]))
-        scores[split] = predict_scores(model, make_batcher(ds, manifest["pad_token_id"], micro_batch * 2)(0))
+        scores[split] = predict_scores(model, classify_batches(ds, manifest["pad_token_id"], micro_batch * 2)(0))
     threshold = tune_threshold(scores["dev"][0], scores["dev"][1], per_label=True)
     return multilabel_metrics(scores["test"][0], scores["test"][1], threshold, saved["label_names"])
 
@@ -83,6 +84,7 @@ def main() -> None:
 
     from training.classify import ClassifyConfig, train_classifier
     from training.metrics import format_table
+    from training.outputs import read_metrics
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -102,7 +104,8 @@ def main() -> None:
         report_to="tensorboard", pooling=args.pooling, seed=args.seed,
     )
     t0 = time.perf_counter()
-    m = train_classifier(str(dirs["train"]), str(out / "model"), cfg, force=True)
+    train_classifier(str(dirs["train"]), str(out / "model"), cfg, force=True)
+    m = read_metrics(out / "model")
     print(f"{len(names)} labels; trained on {len(train):,} rows x {args.epochs} epochs ({m['steps']} steps, "
           f"{m['train_seconds']:.0f} s on {m['device']}); threshold tuned on dev: {m['threshold']}")
     for split in ("test@0.5", "test"):

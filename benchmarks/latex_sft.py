@@ -73,13 +73,13 @@ def base_eval_and_generations(model_name: str, shards: Path, prompts: list[str],
 
     from training.data import load_shards
     from training.generate import generate
-    from training.sft import eval_loss, make_batcher
+    from training.sft import causal_batches, eval_loss
 
     path = resolve_model(model_name)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     tok = load_tokenizer(model_name)
     ds, manifest = load_shards(shards)
-    loss = eval_loss(model, make_batcher(ds, manifest, 8, False)(0))["loss"]
+    loss = eval_loss(model, causal_batches(ds, manifest, 8, False)(0))["loss"]
     gens = generate(path, prompts, TEMPLATE, max_new, model=(model, tok, {}, False))
     return loss, [g["output"] for g in gens]
 
@@ -95,6 +95,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from training.generate import generate
+    from training.outputs import read_metrics
     from training.sft import SFTConfig, train_sft
 
     out = Path(args.out)
@@ -110,7 +111,8 @@ def main() -> None:
     cfg = SFTConfig(model=args.model, quant="none", epochs=args.epochs, lr=args.lr, micro_batch=args.micro_batch,
                     eval_shards=str(eval_dir), eval_steps=10, report_to="tensorboard", warmup_ratio=0.05,
                     gradient_checkpointing=False)
-    metrics = train_sft(str(train_dir), str(out / "adapter"), cfg, force=True)
+    train_sft(str(train_dir), str(out / "adapter"), cfg, force=True)
+    metrics = read_metrics(out / "adapter")
     after = [g["output"] for g in generate(out / "adapter", prompts, None, args.max_new_tokens)]
     seconds = time.perf_counter() - t0
 

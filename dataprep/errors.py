@@ -2,4 +2,5 @@
 
 
 class DataprepError(Exception):
-    """A user-facing error. The CLI prints `error: <message>` and exits with status 2, no traceback."""
+    """A user-facing error. The CLI turns it into a click.ClickException: it prints `Error: <message>`
+    and exits with status 1, no traceback."""

@@ -20,8 +20,9 @@ from dataprep.stage import Manifest, read_manifest
 FIT_LENGTHS = (256, 512, 1024, 2048, 4096, 8192)
 
 
-def load_shards(path: str | os.PathLike):
-    """(datasets.Dataset, manifest) of a tokenize output directory."""
+def open_tokenize_output(path: str | os.PathLike):
+    """(datasets.Dataset, manifest) of a tokenize output directory, to look at (`stats`, `inspect`);
+    training reads its shards with `training.data.load_shards`, which also checks their columns."""
     from datasets import load_from_disk
 
     manifest = read_manifest(path)
@@ -43,7 +44,7 @@ def sequence_lengths(ds, packed: bool) -> np.ndarray:
 def length_stats(path: str | os.PathLike) -> dict[str, Any]:
     """Rows, sequences, tokens, trained tokens, length percentiles and the share of sequences each
     common --max-len keeps whole."""
-    ds, manifest = load_shards(path)
+    ds, manifest = open_tokenize_output(path)
     lengths = sequence_lengths(ds, bool(manifest.get("packed")))
     stats = manifest.get("token_stats", {})
     if not len(lengths):
@@ -137,9 +138,9 @@ def write_html(path: str | os.PathLike, html_path: str | os.PathLike, rows: list
     highlighted, to browse masks. Rows out of range are an error, never an empty page."""
     import html
 
-    ds, manifest = load_shards(path)
+    ds, manifest = open_tokenize_output(path)
     if manifest.get("kind") in ("classify", "preference"):
-        raise DataprepError(f"--html shows sft/chat/text masks; {path} holds {manifest['kind']} rows (use --row)")
+        raise DataprepError(f"--html shows sft/chat/text masks; {path} holds {manifest.get('kind')} rows (use --row)")
     rows = list(range(min(first, len(ds)))) if rows is None else rows
     check_rows(ds, rows, path)
     tok = _load_tokenizer(manifest)
@@ -169,7 +170,7 @@ def token_table(tok, ids: list[int], labels: list) -> str:
 def render_rows(path: str | os.PathLike, rows: list[int], color: bool = False, tokens: bool = False) -> list[str]:
     """Rows of a tokenize output, decoded, with trained tokens marked; packed rows per sequence.
     The shards and tokenizer load once; every row number is checked before any is rendered."""
-    ds, manifest = load_shards(path)
+    ds, manifest = open_tokenize_output(path)
     check_rows(ds, rows, path)
     tok = _load_tokenizer(manifest)
     return [_render(tok, ds[n], n, manifest, color, tokens) for n in rows]

@@ -7,9 +7,9 @@ the one with fewer bins: on small sets one extra BFD bin costs a whole percent.
 A whole-dataset step kept apart from the per-batch tokenization. No sequence is split; each
 packed row carries `position_ids` that restart at 0 for every sequence and `seq_lens`, so a
 padding-free collator (FlashAttention varlen, or a block-diagonal mask) keeps sequences
-isolated. The first label of every packed sequence is set to -100: the model's label shift
-would otherwise train the last token of one sequence to predict the first of the next
-(unpacked rows never train that label either, since nothing precedes it).
+isolated. The first label of every packed sequence is set to -100
+(`records.mask_sequence_starts`): the model's label shift would otherwise train the last token
+of one sequence to predict the first of the next.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dataprep.records import IGNORE_INDEX, SHARD_COLUMNS
+from dataprep.records import SHARD_COLUMNS, mask_sequence_starts
 
 
 def pack_bfd(lengths: Sequence[int], capacity: int) -> list[list[int]]:
@@ -143,10 +143,9 @@ def packed_table(rows: pa.Table, bins: list[list[int]]) -> pa.Table:
     taken = rows.take(pa.array(order))
     lens = taken.column("length").to_numpy()
     ids = pc.list_flatten(taken.column("input_ids")).to_numpy()
-    labels = pc.list_flatten(taken.column("labels")).to_numpy().copy()
     seq_starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
-    labels[seq_starts] = IGNORE_INDEX
     positions = np.arange(len(ids), dtype=np.int32) - np.repeat(seq_starts, lens).astype(np.int32)
+    labels = mask_sequence_starts(pc.list_flatten(taken.column("labels")).to_numpy().copy(), positions)
     bin_sizes = np.array([len(b) for b in bins], dtype=np.int64)
     bin_tokens = np.add.reduceat(lens, np.concatenate([[0], np.cumsum(bin_sizes)[:-1]]))
     token_offsets = pa.array(np.concatenate([[0], np.cumsum(bin_tokens)]).astype(np.int32))

@@ -83,3 +83,15 @@ SHARD_COLUMNS = {
     "seq_lens": pa.list_(pa.int32()),  # packed shards only: lengths of the packed sequences
 }
 IGNORE_INDEX = -100
+
+
+def mask_sequence_starts(labels, position_ids):
+    """`labels` with IGNORE_INDEX wherever a sequence starts (`position_ids` == 0), set in place and
+    returned; numpy arrays or torch tensors of one shape.
+
+    The first token of a sequence is never a prediction target: where sequences are concatenated
+    (packed rows, padding-free batches) the model's label shift would otherwise train the last
+    token of one sequence to predict the first of the next, and a sequence alone never trains
+    that label either, since nothing precedes it."""
+    labels[position_ids == 0] = IGNORE_INDEX
+    return labels

@@ -32,6 +32,13 @@ def test_every_command_has_help_with_example_and_is_in_readme(runner):
         last = result.output.strip().splitlines()[-1].strip()
         assert last.startswith(f"Example: dataprep {name}"), (name, last)
         assert f"dataprep {name}" in readme, f"README does not mention `dataprep {name}`"
+        assert "%%" not in result.output, f"{name} --help shows a doubled % (click help strings are not %-formatted)"
+
+
+def test_a_dataprep_error_is_one_line_and_exit_status_1(runner):
+    result = runner.invoke(cli, ["generate", "some-model"])
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: no prompt given; pass --prompt TEXT or --prompts-file FILE"
 
 
 def test_help_does_not_import_heavy_libraries():

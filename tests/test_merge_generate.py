@@ -10,6 +10,7 @@ import pytest
 from dataprep.cli import cli
 from dataprep.errors import DataprepError
 from dataprep.stage import read_manifest
+from dataprep.templates import render_prompt
 from tests.train_helpers import pack, sft_rows, tiny_causal_lm, tiny_tokenizer, write_shards
 from training.generate import render
 
@@ -22,6 +23,9 @@ def test_render_templates():
     assert render("x squared", {"name": "custom", "without_input": "Q: {instruction}\nA:"}, tok) == "Q: x squared\nA:"
     assert render("x squared", "raw", tok) == "x squared"
     assert render("x squared", None, tok) == "x squared"
+    # the same rendering as the training rows' prompts (dataprep.templates): no-input form, format-string braces
+    assert render("x squared", "alpaca", tok) == render_prompt({"instruction": "x squared"}, "alpaca")
+    assert render("x squared", "{{{prompt}}}", tok) == "{x squared}"
     with pytest.raises(DataprepError, match="no chat template"):
         render("x", "chat", tok)
     with pytest.raises(DataprepError, match=r"format string with \{prompt\}"):

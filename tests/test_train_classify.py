@@ -40,8 +40,8 @@ def test_classifier_learns_and_saved_model_reproduces_test_metrics(tiny, tmp_pat
     import torch
     from sklearn.metrics import f1_score, roc_auc_score
 
-    from training.classify import load_trained_classifier
     from training.data import load_shards
+    from training.outputs import load_trained_classifier
 
     out = tmp_path / "cls"
     train_classifier(str(tiny["train"]), str(out), _config(tiny, pooling=pooling))
@@ -189,9 +189,10 @@ def test_mean_pooling_is_the_masked_mean_and_ignores_padding(tmp_path):
 def test_mean_pooling_lora_and_freezing_train_what_they_should_and_merge(tiny, tmp_path):
     import torch
 
-    from training.classify import load_trained_classifier, setup_model
+    from training.classify import setup_model
     from training.data import load_shards
     from training.merge import merge_adapter
+    from training.outputs import load_trained_classifier
 
     st = str(_mean_pooling_dir(tmp_path / "st"))
     frozen, _, _ = setup_model(st, NAMES, _config(tiny, model=st, freeze_layers=1))

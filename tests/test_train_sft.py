@@ -107,7 +107,8 @@ def _assert_merge_matches_adapter(adapter, tmp_path):
     """The merged model (float32 base) computes the same logits as base + adapter."""
     from transformers import AutoModelForCausalLM
 
-    from training.merge import load_adapter_model, merge_adapter
+    from training.merge import merge_adapter
+    from training.outputs import load_adapter_model
 
     merge_adapter(adapter, tmp_path / "merged", dtype="float32")
     peft_model, _, _ = load_adapter_model(adapter, "float32")
@@ -258,10 +259,10 @@ def test_packed_batches_for_flex_attention_have_one_static_length(tiny):
     """FlexAttention is compiled per shape: every packed micro-batch is padded to micro_batch x
     max_len with an untrained filler, and the token count excludes the filler."""
     from training.data import load_shards
-    from training.sft import make_batcher
+    from training.sft import causal_batches
 
     dataset, manifest = load_shards(tiny["packed"])
-    batches = make_batcher(dataset, manifest, 4, False, static_len=4 * manifest.get("max_len"))(0)
+    batches = causal_batches(dataset, manifest, 4, False, static_len=4 * manifest.get("max_len"))(0)
     assert {b["input_ids"].shape for b in batches} == {(1, 160)}
     assert sum(b["n_tokens"] for b in batches) == sum(len(r["input_ids"]) for r in tiny["rows"])
     assert all((b["labels"][0, b["n_tokens"]:] == I).all() for b in batches)

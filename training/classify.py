@@ -7,15 +7,13 @@ transformers does. `--pooling` overrides.
 
 The decision threshold (one global, or one per label) is tuned on the validation split and saved
 with the model in `thresholds.json`; test metrics use the tuned threshold. Load a trained
-classifier back with `load_trained_classifier`.
+classifier back with `training.outputs.load_trained_classifier`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -86,37 +84,6 @@ def load_mean_classifier(path: str, label_names: list[str]):
     return MeanPoolingClassifier(encoder, len(label_names)).to(device())
 
 
-def load_trained_classifier(path: str, dtype: str = "float32"):
-    """(model in eval mode, thresholds.json) for the output of `train_classifier` or of merging it:
-    full model or LoRA adapter, [CLS] or mean pooling."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModel, AutoModelForSequenceClassification
-
-    from training.merge import adapter_base
-    from training.pooling import MeanPoolingClassifier
-
-    thresholds_path = Path(path) / "thresholds.json"
-    if not thresholds_path.is_file():
-        raise DataprepError(f"{path} has no thresholds.json; pass the output directory of `dataprep train --task classify`")
-    saved = json.loads(thresholds_path.read_text())
-    names, torch_dtype, mean = saved["label_names"], getattr(torch, dtype), saved.get("pooling") == "mean"
-    adapter = (Path(path) / "adapter_config.json").is_file()
-    weights = adapter_base(path)[0] if adapter else path
-    if mean:
-        model = AutoModel.from_pretrained(weights, dtype=torch_dtype)
-    else:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            weights, dtype=torch_dtype, num_labels=len(names), problem_type="multi_label_classification",
-            id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
-    if adapter:
-        model = PeftModel.from_pretrained(model, path)
-    if mean:
-        model = MeanPoolingClassifier(model, len(names))
-        model.load_head(path)
-    return model.to(torch_dtype).eval(), saved
-
-
 def encoder_layers(model) -> list:
     """The encoder's transformer blocks (BERT-family `encoder.layer`, or `layers`)."""
     base = model.base_model
@@ -129,7 +96,7 @@ def encoder_layers(model) -> list:
     raise DataprepError(f"--freeze-layers: cannot find the encoder layers of {type(model).__name__}; drop the option")
 
 
-def freeze_layers(model, top_n: int) -> None:
+def freeze_below_top(model, top_n: int) -> None:
     """Freeze the embeddings and every encoder layer except the top `top_n`; the head stays trainable."""
     layers = encoder_layers(model)
     if top_n > len(layers):
@@ -169,17 +136,9 @@ def predict_scores(model, batches: list) -> tuple[np.ndarray, np.ndarray, float]
     return y, np.concatenate(ps), loss / max(len(y), 1)
 
 
-def make_batcher(dataset, pad: int, micro_batch: int):
-    lengths = dataset["length"] if "length" in dataset.column_names else [len(x) for x in dataset["input_ids"]]
-    rows = dataset.with_format(None)
-
-    def make(seed: int) -> list:
-        return [
-            data.collate_padded([rows[i] for i in idx], pad, float_labels=True)
-            for idx in data.batch_indices(lengths, micro_batch, seed, group_by_length=False)
-        ]
-
-    return make
+def classify_batches(dataset, pad: int, micro_batch: int):
+    """seed -> list of padded micro-batches with one multi-hot label vector per row."""
+    return data.batcher(dataset, micro_batch, lambda rows: data.collate_padded(rows, pad, float_labels=True))
 
 
 def _prepare(shards: str, cfg: ClassifyConfig):
@@ -212,7 +171,7 @@ def setup_model(model_path: str, label_names: list[str], cfg: ClassifyConfig):
     mean = resolve_pooling(cfg.pooling, model_path) == "mean"
     model = (load_mean_classifier if mean else load_classifier)(model_path, label_names)
     if cfg.freeze_layers >= 0:
-        freeze_layers(model, cfg.freeze_layers)
+        freeze_below_top(model, cfg.freeze_layers)
     if cfg.lora:
         from training.sft import add_lora
 
@@ -234,8 +193,8 @@ def train_classifier(shards: str, out: str, config: ClassifyConfig, force: bool 
     def build(ws: Workspace) -> Outcome:
         model, trainable, total = setup_model(model_path, label_names, config)
         pad = manifest.get("pad_token_id") or 0
-        make_train = make_batcher(train_set, pad, config.micro_batch)
-        split_batches = {k: make_batcher(v, pad, config.micro_batch * 2)(config.seed) for k, v in splits.items()}
+        make_train = classify_batches(train_set, pad, config.micro_batch)
+        split_batches = {k: classify_batches(v, pad, config.micro_batch * 2)(config.seed) for k, v in splits.items()}
 
         def evaluate() -> dict[str, float]:
             y, p, loss = predict_scores(model, split_batches["eval"])

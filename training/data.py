@@ -4,8 +4,9 @@ Two collators:
 - `collate_flat` (packed shards, padding-free): the micro-batch is flattened into one row and
   `position_ids` restart at 0 for every sequence. transformers derives a block-diagonal causal
   mask from such position_ids (sdpa/eager on CPU, FlexAttention on CUDA), so packed sequences
-  never attend to each other. The first label of every sequence is set to -100 so the last
-  token of one sequence is never trained to predict the first token of the next.
+  never attend to each other. The first label of every sequence is set to -100
+  (`dataprep.records.mask_sequence_starts`) so the last token of one sequence is never trained
+  to predict the first token of the next.
 - `collate_padded` (unpacked shards): dynamic padding to the longest row, rounded up to a
   multiple of 8, with a plain attention_mask.
 
@@ -15,11 +16,12 @@ This package never imports polars; it reads shards with `datasets` and the manif
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from dataprep.errors import DataprepError
-from dataprep.records import IGNORE_INDEX
+from dataprep.records import IGNORE_INDEX, mask_sequence_starts
 
 
 def load_shards(path: str | Path):
@@ -71,14 +73,22 @@ def check_tokenizer(manifest, tokenizer, model_name: str) -> None:
 
 
 def split_eval(dataset, val_size: float, seed: int):
-    """(train, eval) where eval holds `val_size` (a fraction < 1 or a row count) of the rows."""
+    """(train, eval) where eval holds `val_size` (a fraction < 1 or a row count) of the rows.
+
+    The rows are those `dataset.train_test_split(test_size=n, seed=seed)` picks, but the index
+    mappings stay in memory: train_test_split on shards loaded from disk writes `cache-*.arrow`
+    files into the shards directory (another stage's output), and with `keep_in_memory=True` it
+    fails on such a dataset (datasets 5.x passes a cache file name along anyway)."""
+    import numpy as np
+
     if not val_size:
         return dataset, None
     n_eval = int(val_size) if val_size >= 1 else max(1, round(len(dataset) * val_size))
     if n_eval >= len(dataset):
         raise DataprepError(f"--val-size {val_size} leaves no training rows out of {len(dataset)}; use a smaller value")
-    parts = dataset.train_test_split(test_size=n_eval, seed=seed, shuffle=True)
-    return parts["train"], parts["test"]
+    order = np.random.default_rng(seed).permutation(len(dataset))
+    # only the index mappings live in memory; the rows stay memory-mapped
+    return dataset.select(order[n_eval:], keep_in_memory=True), dataset.select(order[:n_eval], keep_in_memory=True)
 
 
 def batch_indices(lengths: list[int], micro_batch: int, seed: int, group_by_length: bool) -> list[list[int]]:
@@ -97,6 +107,18 @@ def batch_indices(lengths: list[int], micro_batch: int, seed: int, group_by_leng
     return batches
 
 
+def batcher(dataset, micro_batch: int, collate: Callable[[list[dict[str, Any]]], dict[str, Any]],
+            group_by_length: bool = False) -> Callable[[int], list]:
+    """seed -> the dataset's rows in shuffled micro-batches (`batch_indices`), each collated."""
+    lengths = dataset["length"] if "length" in dataset.column_names else [len(x) for x in dataset["input_ids"]]
+    rows = dataset.with_format(None)
+
+    def make(seed: int) -> list:
+        return [collate([rows[i] for i in idx]) for idx in batch_indices(lengths, micro_batch, seed, group_by_length)]
+
+    return make
+
+
 def _row_positions(row: dict[str, Any]) -> list[int]:
     return row["position_ids"] if row.get("position_ids") is not None else list(range(len(row["input_ids"])))
 
@@ -111,24 +133,20 @@ def collate_flat(rows: list[dict[str, Any]], pad_to: int | None = None, pad_toke
 
     input_ids, labels, positions = [], [], []
     for row in rows:
-        pos = _row_positions(row)
-        lab = list(row["labels"])
-        for i, p in enumerate(pos):
-            if p == 0:
-                lab[i] = IGNORE_INDEX  # a sequence start is never a prediction target
         input_ids += row["input_ids"]
-        labels += lab
-        positions += pos
+        labels += row["labels"]
+        positions += _row_positions(row)
     n_tokens = len(input_ids)
     if pad_to and len(input_ids) < pad_to:
         fill = pad_to - len(input_ids)
         input_ids += [pad_token_id] * fill
         labels += [IGNORE_INDEX] * fill
         positions += list(range(fill))
+    position_ids = torch.tensor([positions], dtype=torch.long)
     return {
         "input_ids": torch.tensor([input_ids], dtype=torch.long),
-        "labels": torch.tensor([labels], dtype=torch.long),
-        "position_ids": torch.tensor([positions], dtype=torch.long),
+        "labels": mask_sequence_starts(torch.tensor([labels], dtype=torch.long), position_ids),
+        "position_ids": position_ids,
         "n_tokens": n_tokens,
     }
 

@@ -15,13 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from dataprep.errors import DataprepError
-from dataprep.stage import read_manifest
+from dataprep.templates import TEMPLATES, Template, render_prompt
+from training.outputs import load_for_generation, load_trained_classifier
 
 
 def render(prompt: str, template, tokenizer) -> str:
-    """`prompt` rendered with `template`: raw/None, `chat`, a registered template name (`latex`,
-    `alpaca`, ...), a template config dict from a manifest, or a format string with `{prompt}`
-    or `{instruction}`."""
+    """`prompt` rendered for generation with `template`: raw/None (as is), `chat` (the tokenizer's
+    chat template, the prompt as one user turn), or a prompt template of dataprep.templates (a
+    registered name like `latex` or `alpaca`, a template config dict from a manifest, or a format
+    string) whose no-input form takes the prompt as `{prompt}` or `{instruction}`."""
     if not template or template == "raw":
         return prompt
     if template == "chat":
@@ -31,36 +33,13 @@ def render(prompt: str, template, tokenizer) -> str:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     if isinstance(template, dict):
         template = template.get("without_input") or template.get("name")
-    from dataprep.templates import TEMPLATES
-
-    if template in TEMPLATES:
-        template = TEMPLATES[template].without_input
-    if "{prompt}" not in template and "{instruction}" not in template:
+    spec = TEMPLATES.get(template) or Template("custom", template, template)
+    if not spec.fields() & {"prompt", "instruction"}:
         raise DataprepError(
             f"--template {template!r} is not chat, raw, a template name ({', '.join(TEMPLATES)}) "
             "or a format string with {prompt}"
         )
-    return template.replace("{prompt}", prompt).replace("{instruction}", prompt).replace("{input}", "")
-
-
-def load_for_generation(path: str | Path):
-    """(model, tokenizer, manifest, is_adapter) from an adapter dir, a merged model dir or a model name."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from dataprep.models import resolve_model
-    from training.loop import device
-
-    dtype = "bfloat16" if device() == "cuda" else "float32"
-    if (Path(path) / "adapter_config.json").is_file():
-        from training.merge import load_adapter_model
-
-        model, tok, manifest = load_adapter_model(path, dtype)
-        return model.to(device()).eval(), tok, manifest, True
-    local = resolve_model(str(path))
-    model = AutoModelForCausalLM.from_pretrained(local, dtype=getattr(torch, dtype)).to(device()).eval()
-    found = read_manifest(local)
-    return model, AutoTokenizer.from_pretrained(local), found.details if found else {}, False
+    return render_prompt({"prompt": prompt, "instruction": prompt}, spec)
 
 
 def _generate(model, tokenizer, texts: list[str], max_new_tokens: int) -> list[str]:
@@ -99,17 +78,12 @@ def generate(path: str | Path, prompts: list[str], template: str | None = None, 
     return results
 
 
-def is_classifier(path: str | Path) -> bool:
-    return (Path(path) / "thresholds.json").is_file()
-
-
 def classify_texts(path: str | Path, texts: list[str], batch_size: int = 32) -> list[dict[str, Any]]:
     """For each text: {prompt, labels (at the saved thresholds, best first), scores (every label)}."""
     import numpy as np
     import torch
     from transformers import AutoTokenizer
 
-    from training.classify import load_trained_classifier
     from training.loop import device
 
     model, saved = load_trained_classifier(str(path))

@@ -148,20 +148,10 @@ def train_loop(
     model.train()
     start = time.perf_counter()
     for step in tqdm(range(1, steps + 1), desc="train", unit="step", disable=None):
-        window = [to_device(next(batches)) for _ in range(cfg.grad_accum)]
-        targets = sum(count_targets(b) for b in window)
-        step_loss = 0.0
-        for batch in window:
-            loss, _ = loss_sum(model, batch)
-            (loss / max(targets, 1)).backward()
-            step_loss += float(loss.detach())
-            hist.tokens += real_tokens(batch)
-        hist.trained_tokens += targets
-        grad_norm = float(torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0))
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        row = {"step": step, "loss": step_loss / max(targets, 1), "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm}
+        done = train_step(model, [next(batches) for _ in range(cfg.grad_accum)], loss_sum, optimizer, scheduler)
+        hist.tokens += done.tokens
+        hist.trained_tokens += done.trained_tokens
+        row = {"step": step, "loss": done.loss, "lr": scheduler.get_last_lr()[0], "grad_norm": done.grad_norm}
         hist.train.append(row)
         logger.log({"train/loss": row["loss"], "train/lr": row["lr"]}, step)
         if evaluate and (step % cfg.eval_steps == 0 or step == steps):
@@ -172,6 +162,39 @@ def train_loop(
             start = time.perf_counter()
     hist.seconds += time.perf_counter() - start
     return hist
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one optimizer step did: its loss per target, the gradient norm before clipping, the
+    data tokens it saw and the tokens (or rows) it trained on."""
+
+    loss: float
+    grad_norm: float
+    tokens: int
+    trained_tokens: int
+
+
+def train_step(model, micro_batches: list[dict[str, Any]], loss_sum: Callable[[Any, dict], tuple[Any, int]],
+               optimizer, scheduler) -> Step:
+    """One optimizer step over `micro_batches` (gradient accumulation): each one's summed loss,
+    normalised by the targets of all of them, is backpropagated; then the gradients are clipped
+    to norm 1, and the optimizer and the schedule step."""
+    import torch
+
+    window = [to_device(b) for b in micro_batches]
+    targets = sum(count_targets(b) for b in window)
+    step_loss, tokens = 0.0, 0
+    for batch in window:
+        loss, _ = loss_sum(model, batch)
+        (loss / max(targets, 1)).backward()
+        step_loss += float(loss.detach())
+        tokens += real_tokens(batch)
+    grad_norm = float(torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0))
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return Step(step_loss / max(targets, 1), grad_norm, tokens, targets)
 
 
 def real_tokens(batch: dict[str, Any]) -> int:

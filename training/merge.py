@@ -6,47 +6,11 @@ away (peft #2321). Re-quantise the merged model afterwards if needed.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 from dataprep.errors import DataprepError
-from dataprep.stage import Manifest, Outcome, Workspace, read_manifest, run_stage
-
-
-def adapter_base(adapter: str | Path) -> tuple[str, dict[str, Any]]:
-    """(local path of the base model, the train manifest or {}) for an adapter directory."""
-    adapter = Path(adapter)
-    config_path = adapter / "adapter_config.json"
-    if not config_path.is_file():
-        raise DataprepError(f"{adapter} has no adapter_config.json; pass the output directory of `dataprep train`")
-    found = read_manifest(adapter)
-    manifest = found.details if found else {}
-    base = manifest.get("base_model_path") or json.loads(config_path.read_text()).get("base_model_name_or_path")
-    if base and not Path(base).exists() and manifest.get("base_model"):
-        from dataprep.models import resolve_model
-
-        base = resolve_model(manifest["base_model"])  # the cache moved: resolve the name again
-    if not base:
-        raise DataprepError(f"{config_path} names no base model; re-create the adapter with `dataprep train`")
-    return base, manifest
-
-
-def load_adapter_model(adapter: str | Path, dtype: str = "bfloat16"):
-    """(peft model on a full-precision base, tokenizer, train manifest)."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    base, manifest = adapter_base(adapter)
-    if manifest.get("task") == "classify":
-        from training.classify import load_trained_classifier
-
-        model = load_trained_classifier(str(adapter), dtype)[0]
-    else:
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=getattr(torch, dtype))
-        model = PeftModel.from_pretrained(model, str(adapter))
-    return model, AutoTokenizer.from_pretrained(str(adapter)), manifest
+from dataprep.stage import Manifest, Outcome, Workspace, run_stage
+from training.outputs import load_adapter_model
 
 
 def merge_adapter(adapter: str | Path, out: str | Path, dtype: str = "bfloat16", force: bool = False) -> Manifest:
@@ -70,4 +34,3 @@ def merge_adapter(adapter: str | Path, out: str | Path, dtype: str = "bfloat16",
 
     return run_stage("merge", out, inputs=[str(adapter)], config={"dtype": dtype}, build=build,
                      data_files=("config.json",), force=force)
-

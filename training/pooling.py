@@ -8,7 +8,7 @@ On GoEmotions (one H100, 3 epochs) this gave test micro-F1 0.605 against 0.527 f
 (benchmarks/goemotions_classify.py, benchmarks/RESULTS.md).
 
 Saved as the encoder's own files (or its LoRA adapter) plus `HEAD_FILE`; `thresholds.json`
-says `"pooling": "mean"`. Load it back with `training.classify.load_trained_classifier`:
+says `"pooling": "mean"`. Load it back with `training.outputs.load_trained_classifier`:
 `AutoModelForSequenceClassification` would put a fresh [CLS] head on the encoder.
 """
 

@@ -199,23 +199,17 @@ def input_pad_id(manifest: dict[str, Any], vocab_size: int | None = None) -> int
     return pad
 
 
-def make_batcher(dataset, manifest: dict[str, Any], micro_batch: int, group_by_length: bool,
-                 vocab_size: int | None = None, static_len: int | None = None):
+def causal_batches(dataset, manifest: dict[str, Any], micro_batch: int, group_by_length: bool,
+                   vocab_size: int | None = None, static_len: int | None = None):
     """seed -> list of collated micro-batches (padding-free for packed shards, padded otherwise).
     `static_len` pads every flat batch to that many tokens with one filler sequence (FlexAttention
     is compiled, and a new length per batch would recompile it)."""
-    lengths = dataset["length"] if "length" in dataset.column_names else [len(x) for x in dataset["input_ids"]]
-    rows = dataset.with_format(None)
     pad = input_pad_id(manifest, vocab_size)
 
-    def make(seed: int) -> list:
-        out = []
-        for idx in data.batch_indices(lengths, micro_batch, seed, group_by_length):
-            chunk = [rows[i] for i in idx]
-            out.append(data.collate_flat(chunk, static_len, pad) if manifest.get("packed") else data.collate_padded(chunk, pad))
-        return out
+    def collate(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        return data.collate_flat(rows, static_len, pad) if manifest.get("packed") else data.collate_padded(rows, pad)
 
-    return make
+    return data.batcher(dataset, micro_batch, collate, group_by_length)
 
 
 def eval_loss(model, batches: list) -> dict[str, float]:
@@ -271,8 +265,8 @@ def train_sft(shards: str, out: str, config: SFTConfig, force: bool = False) -> 
         trainable, total = model.get_nb_trainable_parameters()
         vocab = model.get_input_embeddings().num_embeddings
         static = config.micro_batch * manifest.get("max_len") if attn == "flex_attention" and manifest.get("max_len") else None
-        make_train = make_batcher(train_set, manifest, config.micro_batch, config.group_by_length, vocab, static)
-        make_eval = make_batcher(eval_set, manifest, config.micro_batch, False, vocab, static) if eval_set else None
+        make_train = causal_batches(train_set, manifest, config.micro_batch, config.group_by_length, vocab, static)
+        make_eval = causal_batches(eval_set, manifest, config.micro_batch, False, vocab, static) if eval_set else None
         eval_batches = make_eval(config.seed) if make_eval else None
         logger = Logger(config.report_to, ws.out / "runs", dataclasses.asdict(config))
         with ws.timer("train"):

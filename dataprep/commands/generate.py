@@ -26,7 +26,8 @@ def command(model, prompts, prompts_file, template, max_new_tokens, compare_base
     For a classifier (the output of `dataprep train --task classify`), print the labels each
     prompt gets at the saved thresholds, with their scores."""
     from dataprep.errors import DataprepError
-    from training.generate import classify_texts, generate, is_classifier
+    from training.generate import classify_texts, generate
+    from training.outputs import is_classifier
 
     prompts = list(prompts) + ([line.rstrip("\n") for line in prompts_file if line.strip()] if prompts_file else [])
     if not prompts:

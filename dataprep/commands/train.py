@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import click
 
 
@@ -39,7 +36,7 @@ import click
 @click.option("--no-gradient-checkpointing", is_flag=True)
 @click.option("--kbit-upcast", is_flag=True, help="sft 4bit: keep embeddings, norms and LM head in fp32 "
               "(peft's default; slower, more memory) instead of bf16 under autocast.")
-@click.option("--compile", is_flag=True, help="sft: torch.compile each decoder layer (CUDA; +36%% tok/s on an 8B QLoRA).")
+@click.option("--compile", is_flag=True, help="sft: torch.compile each decoder layer (CUDA; +36% tok/s on an 8B QLoRA).")
 @click.option("--bf16", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True)
 @click.option("--attn", default="auto", show_default=True, help="sft attention: auto, sdpa, eager, flex_attention.")
 @click.option("--per-label-threshold", is_flag=True, help="classify: tune one threshold per label.")
@@ -57,6 +54,7 @@ def command(shards, task, model, out, force, **opts) -> None:
     Writes the adapter (or model) and tokenizer, metrics.json, loss.png, runs/ (TensorBoard)
     and manifest.json to OUT.
     """
+    from training.outputs import read_metrics
     from training.run import train
 
     opts["gradient_checkpointing"] = not opts.pop("no_gradient_checkpointing")
@@ -65,7 +63,7 @@ def command(shards, task, model, out, force, **opts) -> None:
     if manifest.skipped:
         click.echo(f"{out} is up to date (same shards, model and options); nothing to do (--force retrains)")
     else:
-        click.echo(summary(task, out, json.loads((Path(out) / "metrics.json").read_text())))
+        click.echo(summary(task, out, read_metrics(out)))
 
 
 def summary(task: str, out: str, m: dict) -> str:
