@@ -1,0 +1,91 @@
+"""`--row-fn module:function`: a user function from a raw row dict to canonical fields; its
+exceptions and bad results become rejects of that row.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from dataprep.convert.columns import KIND_FIELDS, PROVENANCE
+from dataprep.errors import DataprepError
+from dataprep.sources import frame_from_rows
+
+
+def load_row_fn(spec: str) -> Callable[[dict], dict]:
+    """`module:function` (importable from the working directory) or `path/to/file.py:function`."""
+    module_name, _, func_name = spec.rpartition(":")
+    if not module_name or not func_name:
+        raise DataprepError(f"--row-fn {spec}: write it as module:function or path/to/file.py:function")
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name)
+            if not path.is_file():
+                raise DataprepError(f"--row-fn {spec}: file {module_name} does not exist; check the path")
+            loader_spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(loader_spec)
+            loader_spec.loader.exec_module(module)
+        else:
+            if "" not in sys.path and str(Path.cwd()) not in sys.path:
+                sys.path.insert(0, str(Path.cwd()))
+            module = importlib.import_module(module_name)
+    except DataprepError:
+        raise
+    except Exception as exc:  # the user's module failed to import
+        raise DataprepError(f"--row-fn {spec}: cannot import {module_name}: {exc}; check the module") from None
+    fn = getattr(module, func_name, None)
+    if not callable(fn):
+        raise DataprepError(f"--row-fn {spec}: {module_name} has no function {func_name}; check the name")
+    return fn
+
+
+def row_fn_file(spec: str) -> str | None:
+    """The source file of a row function (its hash goes into the fingerprint), if it can be found."""
+    module_name = spec.rpartition(":")[0]
+    if module_name.endswith(".py"):
+        return module_name
+    found = importlib.util.find_spec(module_name)
+    return found.origin if found and found.origin and Path(found.origin).is_file() else None
+
+
+def apply_row_fn(frame, fn: Callable[[dict], dict], kind: str, batch_size: int = 1000):
+    """Call `fn` on every row, in batches; exceptions and bad results become rejects.
+
+    Returns (frame of the canonical fields fn returned + source/row, rejects).
+    """
+    import polars as pl
+    from tqdm import tqdm
+
+    required, optional = KIND_FIELDS[kind]
+    fields = set(required + optional)
+    out, provenance, rejects = [], [], []
+    inputs = [c for c in frame.columns if c not in PROVENANCE]
+    with tqdm(total=frame.height, desc="row-fn", unit="row", disable=None, leave=False) as bar:
+        for batch in frame.iter_slices(batch_size):
+            for row in batch.iter_rows(named=True):
+                reason = None
+                try:
+                    rec = fn({c: row[c] for c in inputs})
+                except Exception as exc:  # the user's code: any failure is this row's reject
+                    reason = f"row-fn error: {str(exc) or type(exc).__name__}"[:200]
+                else:
+                    if not isinstance(rec, dict):
+                        reason = f"bad row-fn result: {type(rec).__name__}, not a dict"
+                    elif set(rec) - fields:
+                        reason = f"bad row-fn result: unknown field {sorted(set(rec) - fields)[0]}"
+                if reason:
+                    rejects.append({"source": row["source"], "row": row["row"], "reason": reason, "detail": None})
+                else:
+                    out.append(rec)
+                    provenance.append((row["source"], row["row"]))
+            bar.update(batch.height)
+    result = frame_from_rows(out, "row-fn output")
+    result = result.with_columns(
+        [pl.lit(None, dtype=pl.String).alias(f) for f in required if f not in result.columns]
+        + [pl.Series("source", [p[0] for p in provenance], dtype=pl.String),
+           pl.Series("row", [p[1] for p in provenance], dtype=pl.Int64)]
+    )
+    return result, rejects

@@ -1,0 +1,208 @@
+"""The convert stage: stream the sources in batches through `convert_frame`, append each batch
+to the records file, then rejects and the manifest through the stage contract (dataprep.stage).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from dataprep.convert.flat import read_label_names
+from dataprep.convert.frame import convert_frame, template_for
+from dataprep.convert.rowfn import load_row_fn, row_fn_file
+from dataprep.errors import DataprepError
+from dataprep.io import sha256_path
+from dataprep.records import KINDS, SCHEMAS
+from dataprep.sources import iter_batches
+from dataprep.stage import Manifest, Outcome, Rejects, Timer, Workspace, run_stage
+
+FORMATS = ("parquet", "jsonl")
+
+
+def convert(sources: str | list[str], out: str, *, kind: str = "sft", template: str | None = None,
+            mapping: dict[str, str] | None = None, row_fn: str | Callable | None = None, fmt: str = "parquet",
+            force: bool = False, label_names: str | None = None, label_sep: str = ",", batch_rows: int = 50_000,
+            limit: int | None = None, **reader_options: Any) -> Manifest:
+    """Convert `sources` into canonical records of `kind` in directory `out`.
+
+    Writes OUT/records.parquet (or .jsonl), OUT/rejects.jsonl and OUT/manifest.json
+    atomically (dataprep.stage), and returns the manifest. Works in batches of `batch_rows` rows (CSV and Parquet
+    are also read in batches), so memory does not grow with the input. If OUT already holds a conversion with the same
+    fingerprint (inputs' contents, options, version) the work is skipped and the existing
+    manifest is returned with `skipped` set, unless `force`. `limit` reads only the first
+    `limit` rows of the input (to try a recipe on a slice); the rest is not read at all.
+    """
+    sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
+    if kind not in KINDS:
+        raise DataprepError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
+    if fmt not in FORMATS:
+        raise DataprepError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    tmpl = template_for(kind, template)
+    fn = load_row_fn(row_fn) if isinstance(row_fn, str) else row_fn
+    names = read_label_names(label_names) if label_names else None
+    if label_names and kind != "classify":
+        raise DataprepError("--label-names applies to --kind classify only; drop it")
+    for p in sources:
+        if not str(p).startswith("hub:") and not Path(p).exists():
+            raise DataprepError(f"input {p} does not exist; check the path")
+    config = _config(kind, tmpl, mapping, row_fn, fmt, label_names, label_sep, reader_options)
+    if limit is not None:
+        config["limit"] = limit
+
+    def build(ws: Workspace) -> Outcome:
+        batches = iter_batches([str(p) for p in sources], batch_rows=batch_rows, **reader_options)
+        if limit is not None:
+            batches = _first_rows(batches, limit)
+        summary = _convert_batches(batches, ws.out / f"records.{fmt}", kind, ws.timer, template=tmpl, mapping=mapping,
+                                   row_fn=fn, label_names=names, label_sep=label_sep)
+        if summary.n_in == 0:
+            raise DataprepError(f"{', '.join(map(str, sources))}: no rows to convert; check the input (and --no-header)")
+        rejects = Rejects()
+        rejects.extend(summary.rejects)
+        details: dict[str, Any] = {"kind": kind, "format": fmt, "columns": list(SCHEMAS[kind].names)}
+        if kind == "classify":
+            details["label_names"] = names or sorted(summary.labels)
+            details["label_counts"] = {name: summary.labels.get(name, 0) for name in details["label_names"]}
+        details["length_stats"] = summarize_lengths(summary.lengths)
+        return Outcome(summary.n_in, summary.n_out, details, rejects=rejects)
+
+    return run_stage("convert", out, inputs=[str(p) for p in sources], config=config, build=build,
+                     data_files=(f"records.{fmt}",), force=force)
+
+
+def _first_rows(batches, limit: int):
+    """The batches cut to `limit` rows in all."""
+    left = limit
+    for batch in batches:
+        yield batch.head(left)
+        left -= batch.height
+        if left <= 0:  # stop before the next batch (or file) is read
+            return
+
+
+@dataclasses.dataclass(frozen=True)
+class ReaderOptions:
+    """Options for reading sources (see sources.read_table); a recipe's convert section may set them."""
+
+    delimiter: str | None = None
+    encoding: str | None = None
+    has_header: bool = True
+    quote_char: str | None = "auto"
+    split: str | None = None
+
+
+convert.config_class = ReaderOptions  # recipe schema for **reader_options (dataprep.recipe)
+
+
+@dataclasses.dataclass
+class _Summary:
+    """What the batches add up to: row counts, rejects, text lengths, label frequencies."""
+
+    n_in: int = 0
+    n_out: int = 0
+    rejects: list[dict] = dataclasses.field(default_factory=list)
+    lengths: list = dataclasses.field(default_factory=list)
+    labels: Counter = dataclasses.field(default_factory=Counter)
+
+
+def _convert_batches(batches, path: Path, kind: str, timer: Timer, **options: Any) -> _Summary:
+    """Convert and write batch by batch, so memory stays bounded by the batch size."""
+    from tqdm import tqdm
+
+    summary = _Summary()
+    writer = RecordWriter(path, kind)
+    with writer, tqdm(desc=f"convert {kind}", unit="row", disable=None, leave=False) as bar:
+        while True:
+            with timer("read"):
+                frame = next(batches, None)
+            if frame is None:
+                break
+            with timer("convert"):
+                records, rejects = convert_frame(frame, kind, **options)
+                summary.lengths.append(records.select(**length_exprs(kind)))
+                if kind == "classify":
+                    summary.labels.update(records["labels"].explode().drop_nulls().to_list())
+            with timer("write"):
+                writer.write(records)
+            summary.n_in += frame.height
+            summary.n_out += records.height
+            summary.rejects.extend(rejects)
+            bar.update(frame.height)
+    return summary
+
+
+class RecordWriter:
+    """Appends record batches to OUT/records.parquet (one row group per batch) or records.jsonl."""
+
+    def __init__(self, path: Path, kind: str) -> None:
+        self.path, self.kind = Path(path), kind
+        self.schema = SCHEMAS[kind]
+        self._parquet = None
+        self._fh = None
+
+    def __enter__(self) -> RecordWriter:
+        if self.path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            self._parquet = pq.ParquetWriter(self.path, self.schema)
+        else:
+            self._fh = open(self.path, "wb")
+        return self
+
+    def write(self, records) -> None:
+        if self._parquet is not None:
+            self._parquet.write_table(records.to_arrow().cast(self.schema))
+        elif records.height:
+            records.write_ndjson(self._fh)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+        if self._fh is not None:
+            self._fh.close()
+
+
+STAT_COLUMNS = {"sft": ("prompt", "completion"), "text": ("text",), "classify": ("text",),
+                "preference": ("prompt", "chosen", "rejected")}
+
+
+def length_exprs(kind: str) -> dict:
+    """Per-record lengths to summarise: characters of the text columns; chat: turns and characters."""
+    import polars as pl
+
+    if kind == "chat":
+        return {"turns": pl.col("messages").list.len(),
+                "chars": pl.col("messages").list.eval(pl.element().struct.field("content").str.len_chars()).list.sum()}
+    return {c: pl.col(c).str.len_chars() for c in STAT_COLUMNS[kind]}
+
+
+def summarize_lengths(frames: list) -> dict[str, dict[str, float]]:
+    """min, mean, p50, p95, max of each length column, to help choose a max length before tokenizing."""
+    import polars as pl
+
+    lengths = pl.concat(frames) if frames else pl.DataFrame()
+    if lengths.height == 0:
+        return {}
+    return {name: {"min": int(lengths[name].min()), "mean": round(float(lengths[name].mean()), 1),
+                   "p50": float(lengths[name].quantile(0.5)), "p95": float(lengths[name].quantile(0.95)),
+                   "max": int(lengths[name].max())} for name in lengths.columns}
+
+
+def _config(kind, tmpl, mapping, row_fn, fmt, label_names, label_sep, reader_options) -> dict:
+    config: dict[str, Any] = {"kind": kind, "format": fmt, "mapping": dict(sorted((mapping or {}).items())),
+                              "reader": {k: v for k, v in sorted(reader_options.items()) if v is not None}}
+    if tmpl is not None:
+        config["template"] = tmpl.as_config()
+    if row_fn is not None:
+        spec = row_fn if isinstance(row_fn, str) else f"{row_fn.__module__}:{row_fn.__qualname__}"
+        path = row_fn_file(spec) if isinstance(row_fn, str) else getattr(sys.modules.get(row_fn.__module__), "__file__", None)
+        config["row_fn"] = {"name": spec, "sha256": sha256_path(path) if path else None}
+    if kind == "classify":
+        config["label_sep"] = label_sep
+        if label_names:
+            config["label_names"] = {"path": label_names, "sha256": sha256_path(label_names)}
+    return config

@@ -1,0 +1,216 @@
+"""The row builder of each record kind: `tokenize_batch` turns one batch of records (columns as
+lists) into shard columns, rejects and overflow events. Pure: no state beyond its arguments,
+so an engine can map it over partitions.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from dataprep.errors import DataprepError
+from dataprep.records import IGNORE_INDEX
+from dataprep.tokenize.masks import (
+    OVERFLOW,
+    Specials,
+    encode_batch,
+    end_of_turn_tokens,
+    fit,
+    labels_after,
+    prompt_completion_ids,
+    render_chat,
+    span_mask,
+)
+
+TRAIN_ON = ("all-assistant", "last-assistant")
+
+REQUIRED = {
+    "sft": ("prompt", "completion"),
+    "chat": ("messages",),
+    "text": ("text",),
+    "classify": ("text", "labels"),
+    "preference": ("prompt", "chosen", "rejected"),
+}
+
+
+@dataclass(frozen=True)
+class TokenizeOptions:
+    """What decides the token ids and labels (all of it goes into the fingerprint)."""
+
+    max_len: int = 2048
+    overflow: str = "truncate-prompt"
+    train_on: str = "all-assistant"
+    train_on_inputs: bool = False
+    pack: bool = False
+
+    def __post_init__(self) -> None:
+        if self.overflow not in OVERFLOW:
+            raise DataprepError(f"--overflow {self.overflow!r} is not one of {', '.join(OVERFLOW)}")
+        if self.train_on not in TRAIN_ON:
+            raise DataprepError(f"--train-on {self.train_on!r} is not one of {', '.join(TRAIN_ON)}")
+        if self.max_len < 2:
+            raise DataprepError(f"--max-len {self.max_len} is too small; pass at least 2 (e.g. 2048)")
+
+
+def tokenize_batch(
+    batch: dict[str, list],
+    tok,
+    kind: str,
+    opts: TokenizeOptions,
+    specials: Specials,
+    label_names: list[str] | None = None,
+) -> tuple[dict[str, list], list[dict[str, Any]], Counter]:
+    """Tokenize one batch of records (columns as lists). Pure: no state beyond its arguments.
+
+    Returns (shard columns, rejects as {source,row,reason,detail}, event counts).
+    """
+    handler = {"sft": _sft_rows, "text": _sft_rows, "chat": _chat_rows, "classify": _classify_rows,
+               "preference": _preference_rows}[kind]
+    return handler(batch, tok, kind, opts, specials, label_names)
+
+
+def new_columns(kind: str) -> dict[str, list]:
+    if kind == "preference":
+        return {k: [] for k in ("prompt_input_ids", "chosen_input_ids", "chosen_labels", "rejected_input_ids",
+                                "rejected_labels", "length")}
+    return {"input_ids": [], "labels": [], "length": []}
+
+
+def _reject(rejects: list, batch, i: int, reason: str, detail: str) -> None:
+    rejects.append({"source": batch["source"][i], "row": batch["row"][i], "reason": reason, "detail": detail})
+
+
+def _add_causal(cols, rejects, events, batch, i, ids: list[int], labels: list[int], event: str | None) -> None:
+    """Add one row, already through `fit`, to `cols`; or record why it is rejected: too long
+    (--overflow drop), or nothing left to train on."""
+    if event:
+        events[event] += 1
+    if event == "too_long":
+        return _reject(rejects, batch, i, "too_long", f"{len(ids)} tokens")
+    if all(x == IGNORE_INDEX for x in labels):
+        return _reject(rejects, batch, i, f"no trainable tokens after {event}" if event else "no trainable tokens",
+                       f"{len(ids)} tokens")
+    cols["input_ids"].append(list(ids))
+    cols["labels"].append(labels)
+    cols["length"].append(len(ids))
+
+
+def _where(batch, i: int) -> str:
+    return f"{batch['source'][i]} row {batch['row'][i]}"
+
+
+def _sft_rows(batch, tok, kind, opts, specials, label_names):
+    cols, rejects, events = new_columns(kind), [], Counter()
+    if kind == "text":
+        prompts, completions = [""] * len(batch["text"]), [t or "" for t in batch["text"]]
+    else:
+        prompts, completions = [p or "" for p in batch["prompt"]], [c or "" for c in batch["completion"]]
+    for i, (ids, k) in enumerate(prompt_completion_ids(tok, prompts, completions, specials.eos_id)):
+        ids, k, event = fit(ids, k, opts.max_len, opts.overflow, _where(batch, i))
+        _add_causal(cols, rejects, events, batch, i, ids, labels_after(ids, k, opts.train_on_inputs), event)
+    return cols, rejects, events
+
+
+def _chat_rows(batch, tok, kind, opts, specials, label_names):
+    cols, rejects, events = new_columns(kind), [], Counter()
+    rendered, keep = [], []
+    tools = batch.get("tools") or [None] * len(batch["messages"])
+    turn_ends = end_of_turn_tokens(tok)
+    for i, (msgs, tl) in enumerate(zip(batch["messages"], tools, strict=True)):
+        try:
+            text, spans = render_chat(tok, msgs, tl, opts.train_on, turn_ends)
+        except Exception as exc:  # a template may raise on roles it does not support
+            _reject(rejects, batch, i, "chat template failed", str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+            continue
+        if specials.eos_id is not None and not text.rstrip().endswith(tok.eos_token):
+            text += tok.eos_token
+            spans.append((len(text) - len(tok.eos_token), len(text)))
+        rendered.append((text, spans))
+        keep.append(i)
+    encs = encode_batch(tok, [t for t, _ in rendered], add_special_tokens=False)
+    for i, (_, spans), enc in zip(keep, rendered, encs, strict=True):
+        mask = span_mask(enc.offsets, spans)
+        ids = enc.ids
+        # Only the leading prompt is cut by truncate-prompt; k = tokens before the first trained one.
+        k = int(mask.argmax()) if mask.any() else len(ids)
+        fitted, k2, event = fit(ids, k, opts.max_len, opts.overflow, _where(batch, i))
+        offset = k - k2 if event in ("truncated_prompt", "truncated_completion") else 0  # tokens cut on the left
+        kept = mask[offset : offset + len(fitted)]
+        labels = list(fitted) if opts.train_on_inputs else [t if m else IGNORE_INDEX for t, m in zip(fitted, kept, strict=True)]
+        _add_causal(cols, rejects, events, batch, i, fitted, labels, event)
+    return cols, rejects, events
+
+
+def _classify_rows(batch, tok, kind, opts, specials, label_names):
+    cols, rejects, events = new_columns(kind), [], Counter()
+    index = {name: j for j, name in enumerate(label_names or [])}
+    encs = encode_batch(tok, [t or "" for t in batch["text"]], add_special_tokens=True)
+    special_ids = set(tok.all_special_ids)
+    for i, (enc, names) in enumerate(zip(encs, batch["labels"], strict=True)):
+        unknown = [n for n in names or [] if n not in index]
+        if unknown:
+            _reject(rejects, batch, i, "unknown label", ", ".join(unknown))
+            continue
+        ids = enc.ids
+        if len(ids) > opts.max_len:  # classify has no prompt: every truncating policy cuts the end
+            _, _, event = fit(ids, 0, opts.max_len, opts.overflow, _where(batch, i))
+            if event == "too_long":
+                events[event] += 1
+                _reject(rejects, batch, i, "too_long", f"{len(ids)} tokens")
+                continue
+            events["truncated_end"] += 1
+            # keep the closing special token ([SEP]) the encoder was trained with
+            ids = ids[: opts.max_len - 1] + ids[-1:] if ids[-1] in special_ids else ids[: opts.max_len]
+        hot = [0.0] * len(index)
+        for n in names or []:
+            hot[index[n]] = 1.0
+        cols["input_ids"].append(ids)
+        cols["labels"].append(hot)
+        cols["length"].append(len(ids))
+    return cols, rejects, events
+
+
+def _preference_rows(batch, tok, kind, opts, specials, label_names):
+    cols, rejects, events = new_columns(kind), [], Counter()
+    use_chat = bool(tok.chat_template) and "messages" in batch
+    prompts = [
+        tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True) if use_chat and m else (p or "")
+        for p, m in zip(batch["prompt"], batch.get("messages") or [None] * len(batch["prompt"]), strict=True)
+    ]
+    chosen = prompt_completion_ids(tok, prompts, [c or "" for c in batch["chosen"]], specials.eos_id, not use_chat)
+    rejected = prompt_completion_ids(tok, prompts, [r or "" for r in batch["rejected"]], specials.eos_id, not use_chat)
+    for i, ((cids, ck), (rids, rk)) in enumerate(zip(chosen, rejected, strict=True)):
+        where = _where(batch, i)
+        c, r = fit(cids, ck, opts.max_len, opts.overflow, where), fit(rids, rk, opts.max_len, opts.overflow, where)
+        for _, _, ev in (c, r):
+            if ev:
+                events[ev] += 1
+        untrained = not opts.train_on_inputs and (c[1] >= len(c[0]) or r[1] >= len(r[0]))
+        if "too_long" in (c[2], r[2]) or untrained:
+            event = c[2] or r[2]
+            reason = "too_long" if "too_long" in (c[2], r[2]) else f"no trainable tokens{f' after {event}' if event else ''}"
+            _reject(rejects, batch, i, reason, f"chosen {len(cids)}, rejected {len(rids)} tokens")
+            continue
+        cols["prompt_input_ids"].append(c[0][: c[1]])
+        cols["chosen_input_ids"].append(c[0])
+        cols["chosen_labels"].append(labels_after(c[0], c[1], opts.train_on_inputs))
+        cols["rejected_input_ids"].append(r[0])
+        cols["rejected_labels"].append(labels_after(r[0], r[1], opts.train_on_inputs))
+        cols["length"].append(max(len(c[0]), len(r[0])))
+    return cols, rejects, events
+
+
+def arrow_batch(kind: str, cols: dict[str, list]) -> pa.RecordBatch:
+    lists = pa.list_(pa.int32())
+    types = {"length": pa.int32(), "labels": pa.list_(pa.float32()) if kind == "classify" else lists}
+    return pa.record_batch({k: pa.array(v, types.get(k, lists)) for k, v in cols.items()})
+
+
+def count_trainable(kind: str, cols: dict[str, list]) -> int:
+    if kind == "classify":
+        return sum(cols["length"])
+    key = "chosen_labels" if kind == "preference" else "labels"
+    return sum(len(x) - x.count(IGNORE_INDEX) for x in cols[key])

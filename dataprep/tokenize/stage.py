@@ -1,0 +1,265 @@
+"""The tokenize stage: stream record batches through `tokenize_batch` (in worker processes with
+`--num-proc`), optionally pack (dataprep.packing), and write a `datasets` save_to_disk
+directory plus manifest.json and rejects.jsonl through the stage contract (dataprep.stage).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from array import array
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from dataprep import io
+from dataprep.errors import DataprepError
+from dataprep.records import IGNORE_INDEX, infer_kind
+from dataprep.stage import Manifest, Outcome, Rejects, Timer, Workspace, read_manifest, run_stage
+from dataprep.tokenize.masks import choose_pad
+from dataprep.tokenize.rows import REQUIRED, TokenizeOptions, arrow_batch, count_trainable, new_columns, tokenize_batch
+
+
+def _read_batches(data: Path, columns: list[str], batch_size: int) -> Iterator[dict[str, list]]:
+    """Record batches as column lists, streamed from parquet so memory stays bounded."""
+    if data.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        for rb in pq.ParquetFile(data).iter_batches(batch_size=batch_size, columns=columns):
+            yield rb.to_pydict()
+    else:
+        frame = io.read_records(data)
+        for part in frame.select(columns).iter_slices(batch_size):
+            yield part.to_dict(as_series=False)
+
+
+def _scan_input(path: str) -> tuple[Path, Manifest | None, str, list[str], int, list[str] | None]:
+    """(data file, input manifest, kind, columns to read, row count, label names); validates early."""
+    data = io.find_data_file(path)
+    manifest = read_manifest(data.parent)
+    columns, n_rows = io.record_columns(data), io.record_count(data)
+    kind = (manifest.get("kind") if manifest else None) or infer_kind(columns)
+    if kind is None:
+        raise DataprepError(f"cannot tell the record kind from columns {sorted(columns)}; run `dataprep convert` first")
+    if kind not in REQUIRED:
+        raise DataprepError(f"record kind {kind!r} cannot be tokenized; expected one of {', '.join(REQUIRED)}")
+    wanted = list(REQUIRED[kind]) + [c for c in ("tools", "messages") if c in columns and kind in ("chat", "preference")]
+    missing = [c for c in wanted + ["source", "row"] if c not in columns]
+    if missing:
+        raise DataprepError(f"{data} lacks column(s) {', '.join(missing)} needed for kind {kind}; re-run `dataprep convert`")
+    label_names = manifest.get("label_names") if manifest else None
+    if kind == "classify" and not label_names:
+        frame = io.read_records(data)
+        label_names = sorted(frame["labels"].explode().drop_nulls().unique().to_list())
+    return data, manifest, kind, sorted(set(wanted)) + ["source", "row"], n_rows, label_names
+
+
+def _token_stats(lengths: np.ndarray, trainable: int) -> dict[str, Any]:
+    if not len(lengths):
+        return {"sequences": 0, "total": 0, "trainable": 0}
+    p50, p95, p99 = (int(np.percentile(lengths, q, method="higher")) for q in (50, 95, 99))
+    return {"sequences": int(len(lengths)), "total": int(lengths.sum()), "trainable": int(trainable),
+            "length": {"min": int(lengths.min()), "p50": p50, "p95": p95, "p99": p99, "max": int(lengths.max()),
+                       "mean": round(float(lengths.mean()), 1)}}
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(tok, kind, opts, specials, label_names) -> None:
+    _WORKER.update(tok=tok, kind=kind, opts=opts, specials=specials, label_names=label_names)
+
+
+def _worker_run(batch):
+    w = _WORKER
+    return tokenize_batch(batch, w["tok"], w["kind"], w["opts"], w["specials"], w["label_names"])
+
+
+def _map_batches(batches, tok, kind, opts, specials, label_names, num_proc: int):
+    """tokenize_batch over the batches, in order; in `num_proc` worker processes if > 1."""
+    if num_proc <= 1:
+        for b in batches:
+            yield tokenize_batch(b, tok, kind, opts, specials, label_names)
+        return
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # a fork after the Rust tokenizer ran can deadlock
+    with ctx.Pool(num_proc, _worker_init, (tok, kind, opts, specials, label_names)) as pool:
+        yield from pool.imap(_worker_run, batches, chunksize=1)
+
+
+def tokenize(
+    path: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    tokenizer: str = "smollm2-135m",
+    max_len: int = 2048,
+    overflow: Literal["truncate-prompt", "truncate", "drop", "error"] = "truncate-prompt",
+    train_on: Literal["all-assistant", "last-assistant"] = "all-assistant",
+    train_on_inputs: bool = False,
+    pack: bool = False,
+    num_shards: int | None = None,
+    shard_size: str | None = None,
+    num_proc: int = 1,
+    batch_size: int = 1000,
+    force: bool = False,
+    progress: bool = True,
+) -> Manifest:
+    """Tokenize the records at `path` (a convert/dedupe output dir or a records file) into `out`.
+
+    Returns the manifest; its `skipped` is True when an up-to-date output was kept.
+    """
+    from tqdm.auto import tqdm
+
+    from dataprep import models
+
+    opts = TokenizeOptions(max_len, overflow, train_on, train_on_inputs, pack)
+    if num_shards is not None and shard_size is not None:
+        raise DataprepError("pass either --num-shards or --shard-size, not both")
+    timer = Timer()
+    with timer("scan"):
+        data, in_manifest, kind, columns, n_rows, label_names = _scan_input(str(path))
+        tok_path = models.resolve_model(tokenizer)
+        tok = models.load_tokenizer(tok_path)
+        tok_fp = models.tokenizer_fingerprint(tok)
+        if kind in ("sft", "chat", "text", "preference") and tok.eos_token_id is None:
+            raise DataprepError(f"tokenizer {tokenizer} has no EOS token; pick a causal-LM tokenizer for kind {kind}")
+        if pack and kind in ("preference", "classify"):
+            raise DataprepError(f"--pack works for sft, chat and text records, not {kind}; drop --pack")
+        if kind == "chat" and not tok.chat_template:
+            raise DataprepError(f"tokenizer {tokenizer} has no chat template; chat records need one")
+        specials = choose_pad(tok)
+    chat_template = tok.chat_template if isinstance(tok.chat_template, str) else None
+    tok_info = {"name": tokenizer, "path": tok_path, "fingerprint": tok_fp, "files_sha256": tokenizer_files_hash(tok_path),
+                "chat_template_sha256": hashlib.sha256(chat_template.encode()).hexdigest() if chat_template else None}
+    config = {**asdict(opts), "tokenizer": tok_info["name"], "tokenizer_fingerprint": tok_fp, "kind": kind,
+              "label_names": label_names, "num_shards": num_shards, "shard_size": shard_size}
+
+    def build(ws: Workspace) -> Outcome:
+        rejects, events = Rejects(), Counter()
+        lengths, trainable = array("i"), 0  # 4 bytes a row: the only per-row state kept in memory
+        timer, rows_file, writer = ws.timer, ws.scratch / "rows.arrow", None
+        bar = tqdm(total=n_rows, desc="tokenize", unit="row", disable=not progress, leave=False)
+        with bar, timer("tokenize"):  # the bar is cleared before an error is printed
+            batches = _read_batches(data, columns, batch_size)
+            for cols, rej, ev in _map_batches(batches, tok, kind, opts, specials, label_names, num_proc):
+                rb = arrow_batch(kind, cols)
+                writer = writer or pa.ipc.new_stream(str(rows_file), rb.schema)
+                writer.write_batch(rb)
+                rejects.extend(rej)
+                events.update(ev)
+                lengths.extend(cols["length"])
+                trainable += count_trainable(kind, cols)
+                bar.update(len(cols["length"]) + len(rej))
+            if writer is None:  # no batches at all: an empty input
+                rb = arrow_batch(kind, new_columns(kind))
+                writer = pa.ipc.new_stream(str(rows_file), rb.schema)
+            writer.close()
+        lengths_np = np.asarray(lengths, dtype=np.int64)
+        packing_info = None
+        if pack:
+            with timer("pack"):
+                rows_file, packing_info = _pack_file(rows_file, lengths_np, max_len, ws.scratch)
+        with timer("write"):
+            shards = _save_shards(rows_file, ws.out, num_shards, shard_size)
+        details = dict(
+            kind=kind, tokenizer=tok_info, packed=pack, max_len=max_len,
+            pad_token_id=specials.pad_id, eos_token_id=specials.eos_id,
+            pad_policy={"pad_token": specials.pad_token, "pad_token_id": specials.pad_id,
+                        "source": specials.pad_source, "resize_embeddings": specials.pad_source.startswith("added"),
+                        "vocab_size": len(tok), "eos_label_kept": True},
+            label_names=label_names, shards=shards, events=dict(events),
+            template=generation_template(kind, in_manifest),
+            prompt_template=upstream_template(in_manifest),
+            token_stats=_token_stats(lengths_np, packing_info["trainable"] if pack else trainable),
+            packing=packing_info,
+            columns=list(new_columns(kind)) + (["position_ids", "seq_lens"] if pack else []),
+        )
+        return Outcome(n_rows, len(lengths), details, rejects=rejects)
+
+    return run_stage("tokenize", out, inputs=[str(data)], config=config, build=build, data_files=("state.json",),
+                     force=force)
+
+
+def generation_template(kind: str, in_manifest: Manifest | None) -> str | None:
+    """How to render a bare prompt at generation time like the training rows were: "chat" for chat
+    records, else convert's no-input template as a format string with `{prompt}` (None if unknown)."""
+    if kind == "chat":
+        return "chat"
+    template = upstream_template(in_manifest)
+    text = template.get("without_input") if isinstance(template, dict) else None
+    if kind != "sft" or not isinstance(text, str) or "{instruction}" not in text:
+        return None
+    return text.replace("{instruction}", "{prompt}")
+
+
+def upstream_template(manifest: Manifest | None, depth: int = 3) -> Any:
+    """convert's prompt template, from the input manifest or, through stages that do not carry
+    it (dedupe), from the manifests of their inputs."""
+    if not manifest or depth == 0:
+        return None
+    template = manifest.config.get("template")
+    if template is not None:
+        return template
+    for inp in manifest.inputs:
+        path = Path(str(inp.get("path", "")))
+        found = upstream_template(read_manifest(path if path.is_dir() else path.parent), depth - 1)
+        if found is not None:
+            return found
+    return None
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "vocab.txt",
+                   "merges.txt", "tokenizer.model", "chat_template.jinja", "added_tokens.json")
+
+
+def tokenizer_files_hash(path: str) -> str | None:
+    """sha256 over the tokenizer's own files in `path` (not the model weights next to them)."""
+    files = [Path(path) / f for f in TOKENIZER_FILES if (Path(path) / f).is_file()]
+    if not files:
+        return None
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
+def _pack_file(rows_file: Path, lengths: np.ndarray, max_len: int, work: Path) -> tuple[Path, dict[str, Any]]:
+    """Pack the tokenized rows into `max_len` bins; returns the packed file and packing figures."""
+    import pyarrow.compute as pc
+
+    from dataprep.packing import PACKED_SCHEMA, pack, packed_table, packing_efficiency
+
+    with pa.memory_map(str(rows_file)) as src:
+        table = pa.ipc.open_stream(src).read_all()
+        bins, algorithm = pack(lengths.tolist(), max_len)
+        packed_file = work / "packed.arrow"
+        trainable = 0  # recounted: packing masks the first label of every sequence
+        with pa.ipc.new_stream(str(packed_file), PACKED_SCHEMA) as writer:
+            step = 1000  # bins per write, so the packed copy is built in bounded pieces
+            for start in range(0, len(bins), step):
+                part = packed_table(table, bins[start : start + step])
+                trainable += int(np.count_nonzero(pc.list_flatten(part.column("labels")).to_numpy() != IGNORE_INDEX))
+                writer.write_table(part)
+    eff = packing_efficiency(lengths.tolist(), len(bins), max_len)
+    return packed_file, {"bins": len(bins), "sequences": int(len(lengths)), "capacity": max_len,
+                         "efficiency": round(eff, 5), "algorithm": algorithm,
+                         "lower_bound_bins": -(-int(lengths.sum()) // max_len), "trainable": trainable}
+
+
+def _save_shards(rows_file: Path, out: Path, num_shards: int | None, shard_size: str | None) -> list[str]:
+    """Write the rows as a `datasets` save_to_disk directory; returns the shard file names."""
+    from datasets import Dataset
+    from datasets.utils.logging import disable_progress_bar
+
+    disable_progress_bar()
+    ds = Dataset.from_file(str(rows_file))
+    if num_shards is not None:
+        num_shards = max(1, min(num_shards, len(ds))) if len(ds) else 1
+    ds.save_to_disk(str(out), num_shards=num_shards, max_shard_size=shard_size)
+    return sorted(p.name for p in out.glob("data-*.arrow"))
