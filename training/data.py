@@ -45,6 +45,15 @@ def load_shards(path: str | Path):
     return dataset, manifest
 
 
+DEFAULT_MODELS = {"sft": "smollm2-135m", "classify": "minilm"}
+
+
+def resolve_task_model(shards: str | Path, task: str | None, model: str | None) -> tuple[str, str]:
+    """The training task and base model: as given, else what the shards' lineage says."""
+    task = task or "sft"
+    return task, model or DEFAULT_MODELS[task]
+
+
 def check_task(manifest, task: str, path: str | Path) -> None:
     """Fail early when the shards were tokenized for another task."""
     kind = manifest.get("kind")

@@ -13,7 +13,7 @@ def train(
     shards: str,
     out: str,
     *,
-    task: Literal["sft", "classify"] = "sft",
+    task: Literal["sft", "classify"] | None = None,
     model: str | None = None,
     quant: Literal["auto", "4bit", "none"] = "auto",
     lora_r: int = 16,
@@ -45,8 +45,11 @@ def train(
     seed: int = 42,
     force: bool = False,
 ) -> Manifest:
-    """Train on tokenize shards; None options take the task's default. Returns the manifest
-    (the metrics are in OUT/metrics.json)."""
+    """Train on tokenize shards; None options take the task's default (task and model: what the
+    shards' lineage says). Returns the manifest (the metrics are in OUT/metrics.json)."""
+    from training.data import resolve_task_model
+
+    task, model = resolve_task_model(shards, task, model)
     common: dict[str, Any] = dict(
         micro_batch=micro_batch, grad_accum=grad_accum, scheduler=scheduler, epochs=epochs, max_steps=max_steps,
         eval_steps=eval_steps, seed=seed, report_to=report_to, eval_shards=eval_shards, lora_r=lora_r,
@@ -56,12 +59,12 @@ def train(
     if task == "sft":
         from training.sft import SFTConfig, train_sft
 
-        cfg = SFTConfig(model=model or "smollm2-135m", quant=quant, group_by_length=group_by_length,
+        cfg = SFTConfig(model=model, quant=quant, group_by_length=group_by_length,
                         gradient_checkpointing=gradient_checkpointing, kbit_upcast=kbit_upcast, compile=compile,
                         bf16=bf16, attn_implementation=attn, **common)
         return train_sft(shards, out, cfg, force=force)
     from training.classify import ClassifyConfig, train_classifier
 
-    cfg = ClassifyConfig(model=model or "minilm", test_shards=test_shards, per_label_threshold=per_label_threshold,
+    cfg = ClassifyConfig(model=model, test_shards=test_shards, per_label_threshold=per_label_threshold,
                          freeze_layers=freeze_layers, lora=lora, pooling=pooling, **common)
     return train_classifier(shards, out, cfg, force=force)

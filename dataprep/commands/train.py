@@ -10,7 +10,8 @@ import click
     epilog="Example: dataprep train out/shards --task sft --val-size 0.1 -o out/adapter",
 )
 @click.argument("shards", type=click.Path(exists=True, file_okay=False))
-@click.option("--task", type=click.Choice(["sft", "classify"]), default="sft", show_default=True)
+@click.option("--task", type=click.Choice(["sft", "classify"]), default=None,
+              help="[default: what the shards' record kind trains: sft for sft/chat/text, classify for classify]")
 @click.option("--model", default=None, help="Base model: minilm, smollm2-135m, a local dir or a Hub id "
               "[default: smollm2-135m for sft, minilm for classify].")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
@@ -63,7 +64,7 @@ def command(shards, task, model, out, force, **opts) -> None:
     if manifest.skipped:
         click.echo(f"{out} is up to date (same shards, model and options); nothing to do (--force retrains)")
     else:
-        click.echo(summary(task, out, read_metrics(out)))
+        click.echo(summary(manifest.get("task"), out, read_metrics(out)))
 
 
 def summary(task: str, out: str, m: dict) -> str:
