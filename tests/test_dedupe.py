@@ -356,11 +356,11 @@ def test_unknown_text_column_asks_for_on(tmp_path):
 
 def test_bad_options_are_one_line_errors(tmp_path):
     path = text_table(tmp_path, ["x"])
-    with pytest.raises(DataprepError, match="unknown method"):
+    with pytest.raises(DataprepError, match="dedupe.methods: 'fuzzy' is not one of exact, near, semantic"):
         dd.dedupe(path, tmp_path / "o", methods=("fuzzy",))
     with pytest.raises(DataprepError, match="names a method twice"):
         dd.dedupe(path, tmp_path / "o", methods=("exact", "exact"))
-    with pytest.raises(DataprepError, match="--threshold must be in"):
+    with pytest.raises(DataprepError, match=r"dedupe.threshold: 1.5 is out of range; expected a number in \(0, 1\]"):
         dd.dedupe(path, tmp_path / "o", threshold=1.5)
     with pytest.raises(DataprepError, match="START:STOP:STEP"):
         dd.parse_sweep("0.8-0.9")

@@ -14,34 +14,39 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from dataprep import io
 from dataprep.errors import DataprepError
+from dataprep.options import opt
 from dataprep.stage import Manifest, Outcome, Workspace, run_stage
 from training import data, metrics
-from training.loop import Logger, LoopConfig, device, peak_memory_gb, plot_losses, to_device, train_loop
+from training.loop import Logger, LoopConfig, LoraOptions, device, peak_memory_gb, plot_losses, to_device, train_loop
 
 
 @dataclass(frozen=True)
-class ClassifyConfig(LoopConfig):
+class ClassifyOptions:
+    """The options only classification has (dataprep.options; `dataprep train` takes them through TrainOptions)."""
+
+    test_shards: str | None = opt(None, "classify: test split.", path="existing-dir")
+    per_label_threshold: bool = opt(False, "classify: tune one threshold per label.")
+    # N >= 0: train only the top N encoder layers (and the head); -1: train all
+    freeze_layers: int = opt(-1, "classify: train only the top N encoder layers (-1: all).", min=-1)
+    lora: bool = opt(False, "classify: LoRA instead of full fine-tuning.")
+    pooling: Literal["auto", "cls", "mean"] = opt(
+        "auto", "classify: sentence vector for the head; auto = mean for sentence-transformers encoders that "
+        "mean-pool (minilm), else [CLS].")
+
+
+@dataclass(frozen=True)
+class ClassifyConfig(ClassifyOptions, LoraOptions, LoopConfig):
     model: str = "minilm"
     lr: float = 5e-5
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
-    eval_shards: str | None = None
-    test_shards: str | None = None
     val_size: float = 0.1
-    per_label_threshold: bool = False
-    freeze_layers: int = -1  # N >= 0: train only the top N encoder layers (and the head); -1: train all
-    lora: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    target_modules: str = "all-linear"
-    pooling: str = "auto"  # auto (mean for sentence-transformers encoders that mean-pool, else cls), cls, mean
 
 
 def resolve_pooling(pooling: str, model_path: str) -> str:

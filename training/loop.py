@@ -13,26 +13,38 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from dataprep.errors import DataprepError
+from dataprep.options import opt
 
 
 @dataclass(frozen=True)
 class LoopConfig:
-    """What every training run shares."""
+    """What every training run shares (the options: dataprep.options, through training.run.TrainOptions)."""
 
-    micro_batch: int = 8
-    grad_accum: int = 1
-    lr: float = 2e-4
-    scheduler: str = "cosine"
-    warmup_ratio: float = 0.03
-    epochs: float = 1.0
-    max_steps: int = -1
-    eval_steps: int = 50
-    seed: int = 42
-    report_to: str = "tensorboard"  # tensorboard | wandb | none
-    weight_decay: float = 0.0
+    micro_batch: int = opt(8, "Rows (packed rows for packed shards) per micro-batch.", min=1)
+    grad_accum: int = opt(1, "Micro-batches per optimizer step.", min=1)
+    lr: float = opt(2e-4, "Learning rate.", min=0, min_open=True)
+    scheduler: str = opt("cosine", "Any transformers scheduler name.")
+    warmup_ratio: float = opt(0.03, "Share of the steps spent warming up.", min=0, max=1)
+    epochs: float = opt(1.0, "Passes over the shards.", min=0, min_open=True)
+    max_steps: int = opt(-1, "Stop after this many optimizer steps (overrides --epochs; -1: no limit).", min=-1)
+    eval_steps: int = opt(50, "Optimizer steps between evaluations.", min=1)
+    seed: int = opt(42, "Seed of the shuffles, the eval split and the new weights.", min=0)
+    report_to: Literal["tensorboard", "wandb", "none"] = opt("tensorboard", "Where the losses are logged.")
+    weight_decay: float = opt(0.0, "AdamW weight decay.", min=0)
+    eval_shards: str | None = opt(None, "Shards to evaluate on (instead of a split of the shards).", path="existing-dir")
+
+
+@dataclass(frozen=True)
+class LoraOptions:
+    """LoRA's options, shared by SFT and classification (--lora)."""
+
+    lora_r: int = opt(16, "LoRA rank.", min=1)
+    lora_alpha: int = opt(32, "LoRA alpha (the update is scaled by alpha / r).", min=1)
+    lora_dropout: float = opt(0.05, "Dropout on the LoRA input.", min=0, max=1)
+    target_modules: str = opt("all-linear", "Comma-separated module names.")
 
 
 @dataclass

@@ -6,17 +6,27 @@ away (peft #2321). Re-quantise the merged model afterwards if needed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
-from dataprep.errors import DataprepError
+from dataprep.options import opt, parse_options
 from dataprep.stage import Manifest, Outcome, Workspace, run_stage
 from training.outputs import load_adapter_model
 
 
-def merge_adapter(adapter: str | Path, out: str | Path, dtype: str = "bfloat16", force: bool = False) -> Manifest:
-    """Merge `adapter` into its bf16 base and save model + tokenizer (+ thresholds) to `out`."""
-    if dtype not in ("bfloat16", "float16", "float32"):
-        raise DataprepError(f"--dtype {dtype!r} is not one of bfloat16, float16, float32")
+@dataclass(frozen=True)
+class MergeOptions:
+    """The merge stage's options (dataprep.options)."""
+
+    dtype: Literal["bfloat16", "float16", "float32"] = opt(
+        "bfloat16", "Precision of the base and the saved model (never 4-bit: merging into 4-bit rounds the adapter away).")
+
+
+def merge_adapter(adapter: str | Path, out: str | Path, *, force: bool = False, **options: Any) -> Manifest:
+    """Merge `adapter` into its base and save model + tokenizer (+ thresholds) to `out`; `options` are
+    the fields of MergeOptions."""
+    dtype = parse_options(MergeOptions, options, "merge").dtype
 
     def build(ws: Workspace) -> Outcome:
         model, tokenizer, manifest = load_adapter_model(adapter, dtype)

@@ -1,70 +1,57 @@
 """`train(shards, out, **options)`: the one entry point behind `dataprep train` and recipes'
-`train:` section. Its keyword options are the CLI's options (recipes validate against this
-signature), and it dispatches to SFT or classification."""
+`train:` section. Its options are the fields of TrainOptions (CLI flags and recipe keys come
+from the same declaration, dataprep.options), and it dispatches to SFT or classification."""
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from typing import Any, Literal
 
+from dataprep.options import opt, parse_options
 from dataprep.stage import Manifest
+from training.classify import ClassifyConfig, ClassifyOptions, train_classifier
+from training.loop import LoopConfig, LoraOptions
+from training.sft import SFTConfig, SFTOptions, train_sft
 
 
-def train(
-    shards: str,
-    out: str,
-    *,
-    task: Literal["sft", "classify"] | None = None,
-    model: str | None = None,
-    quant: Literal["auto", "4bit", "none"] = "auto",
-    lora_r: int = 16,
-    lora_alpha: int = 32,
-    lora_dropout: float = 0.05,
-    target_modules: str = "all-linear",
-    micro_batch: int = 8,
-    grad_accum: int = 1,
-    lr: float | None = None,
-    scheduler: str = "cosine",
-    warmup_ratio: float | None = None,
-    epochs: float = 1.0,
-    max_steps: int = -1,
-    eval_shards: str | None = None,
-    test_shards: str | None = None,
-    val_size: float | None = None,
-    eval_steps: int = 50,
-    group_by_length: bool = False,
-    gradient_checkpointing: bool = True,
-    kbit_upcast: bool = False,
-    compile: bool = False,
-    bf16: Literal["auto", "yes", "no"] = "auto",
-    attn: str = "auto",
-    per_label_threshold: bool = False,
-    freeze_layers: int = -1,
-    lora: bool = False,
-    pooling: Literal["auto", "cls", "mean"] = "auto",
-    report_to: Literal["tensorboard", "wandb", "none"] = "tensorboard",
-    seed: int = 42,
-    force: bool = False,
-) -> Manifest:
-    """Train on tokenize shards; None options take the task's default (task and model: what the
-    shards' lineage says). Returns the manifest (the metrics are in OUT/metrics.json)."""
+def _task_default(name: str, help: str) -> str:
+    return f"{help} [default: {getattr(SFTConfig, name):g} sft, {getattr(ClassifyConfig, name):g} classify]."
+
+
+@dataclass(frozen=True)
+class TrainOptions(SFTOptions, ClassifyOptions, LoraOptions, LoopConfig):
+    """The options of both tasks, each declared once with its task's config (training.loop, .sft,
+    .classify). Here None means the task's default; for task and model, what the shards' lineage says."""
+
+    task: Literal["sft", "classify"] | None = opt(
+        None, "[default: what the shards' record kind trains: sft for sft/chat/text, classify for classify]")
+    model: str | None = opt(None, "Base model: minilm, smollm2-135m, a local dir or a Hub id "
+                            f"[default: {SFTConfig.model} for sft, {ClassifyConfig.model} for classify].")
+    lr: float | None = opt(None, _task_default("lr", "Learning rate"), min=0, min_open=True)
+    warmup_ratio: float | None = opt(None, _task_default("warmup_ratio", "Share of the steps spent warming up"),
+                                     min=0, max=1)
+    weight_decay: float | None = opt(None, _task_default("weight_decay", "AdamW weight decay"), min=0)
+    val_size: float | None = opt(None, _task_default("val_size", "Eval split from the shards: a fraction or a row count"),
+                                 min=0)
+
+
+def train(shards: str, out: str, *, force: bool = False, **options: Any) -> Manifest:
+    """Train on tokenize shards; `options` are the fields of TrainOptions. Returns the manifest (the
+    metrics are in OUT/metrics.json)."""
     from training.data import resolve_task_model
 
-    task, model = resolve_task_model(shards, task, model)
-    common: dict[str, Any] = dict(
-        micro_batch=micro_batch, grad_accum=grad_accum, scheduler=scheduler, epochs=epochs, max_steps=max_steps,
-        eval_steps=eval_steps, seed=seed, report_to=report_to, eval_shards=eval_shards, lora_r=lora_r,
-        lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=target_modules,
-    )
-    common.update({k: v for k, v in (("lr", lr), ("warmup_ratio", warmup_ratio), ("val_size", val_size)) if v is not None})
+    o = parse_options(TrainOptions, options, "train")
+    task, model = resolve_task_model(shards, o.task, o.model)
     if task == "sft":
-        from training.sft import SFTConfig, train_sft
+        return train_sft(shards, out, task_config(SFTConfig, o, model), force=force)
+    return train_classifier(shards, out, task_config(ClassifyConfig, o, model), force=force)
 
-        cfg = SFTConfig(model=model, quant=quant, group_by_length=group_by_length,
-                        gradient_checkpointing=gradient_checkpointing, kbit_upcast=kbit_upcast, compile=compile,
-                        bf16=bf16, attn_implementation=attn, **common)
-        return train_sft(shards, out, cfg, force=force)
-    from training.classify import ClassifyConfig, train_classifier
 
-    cfg = ClassifyConfig(model=model, test_shards=test_shards, per_label_threshold=per_label_threshold,
-                         freeze_layers=freeze_layers, lora=lora, pooling=pooling, **common)
-    return train_classifier(shards, out, cfg, force=force)
+train.config_class = TrainOptions  # the options' one declaration: CLI, recipes, Python (dataprep.options)
+
+
+def task_config(config: type[LoopConfig], options: TrainOptions, model: str) -> Any:
+    """The task's config from the options it has; None keeps the task's default."""
+    given = {f.name: getattr(options, f.name) for f in dataclasses.fields(config) if hasattr(options, f.name)}
+    return config(**{**{k: v for k, v in given.items() if v is not None}, "model": model})

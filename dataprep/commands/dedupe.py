@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-KEEP = ("first", "longest", "shortest", "random", "centroid")
+from dataprep.dedupe.methods import DedupeConfig
+from dataprep.options import click_options
 
 
 @click.command(
@@ -13,27 +14,13 @@ KEEP = ("first", "longest", "shortest", "random", "centroid")
 )
 @click.argument("input_path", metavar="INPUT", type=click.Path())
 @click.option("-o", "--out", type=click.Path(), help="Output directory (required unless --sweep).")
-@click.option("--methods", default="exact,near,semantic", show_default=True,
-              help="Comma list, run in this order, each on what the previous kept.")
-@click.option("--on", "on", default=None, help="Comma list of fields to compare (default: the record kind's text).")
-@click.option("--keep", type=click.Choice(KEEP), default="first", show_default=True, help="Which row of a group to keep.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --keep random and --clusters.")
-@click.option("--near-threshold", type=float, default=0.8, show_default=True, help="Jaccard threshold for near.")
-@click.option("--ngram", type=int, default=5, show_default=True, help="n-gram size for near.")
-@click.option("--ngram-unit", type=click.Choice(("char", "word")), default="char", show_default=True)
-@click.option("--num-perm", type=int, default=128, show_default=True, help="MinHash permutations.")
-@click.option("--threshold", type=float, default=None,
-              help="Cosine threshold for semantic [default: 0.85, chosen on STS-B; see README].")
-@click.option("--model", default="minilm", show_default=True, help="Sentence-transformers model: name, path or Hub id.")
-@click.option("--device", default="auto", show_default=True, help="auto, cuda, mps or cpu.")
-@click.option("--batch-size", type=int, default=64, show_default=True, help="Embedding batch size.")
-@click.option("--clusters", type=int, default=None, help="Approximate semantic search: k-means with K clusters first.")
+@click_options(DedupeConfig)
 @click.option("--sweep", default=None, help="START:STOP:STEP: print rows removed per semantic threshold; write only a plot.")
 @click.option("--sweep-plot", type=click.Path(), default=None, help="Where --sweep writes its PNG [default: OUT.sweep.png or dedupe_sweep.png].")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the embedding cache.")
 @click.option("--force", is_flag=True, help="Redo the work even if OUT is up to date.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars.")
-def command(input_path, out, methods, on, sweep, sweep_plot, no_cache, force, progress, **options):
+def command(input_path, out, sweep, sweep_plot, no_cache, force, progress, **options):
     """Remove exact, near (MinHash) and semantic (embedding) duplicates, and report them.
 
     Writes OUT/records.parquet (kept rows), removed.parquet (each removed row with kept_id,
@@ -41,10 +28,6 @@ def command(input_path, out, methods, on, sweep, sweep_plot, no_cache, force, pr
     """
     from dataprep import dedupe as dd
 
-    options["methods"] = tuple(m.strip() for m in methods.split(",") if m.strip())
-    options["on"] = tuple(f.strip() for f in on.split(",") if f.strip()) if on else None
-    if options["threshold"] is None:
-        options["threshold"] = dd.DEFAULT_THRESHOLD
     if sweep:
         plot = sweep_plot or (f"{str(out).rstrip('/')}.sweep.png" if out else "dedupe_sweep.png")
         options.pop("threshold")

@@ -18,12 +18,12 @@ from dataprep.convert.flat import parse_labels, read_label_names
 from dataprep.convert.frame import convert_frame
 from dataprep.convert.nested import split_shared_prompt, to_messages
 from dataprep.convert.rowfn import apply_row_fn, load_row_fn, row_fn_file
-from dataprep.convert.stage import FORMATS, ReaderOptions, RecordWriter, convert
+from dataprep.convert.stage import FORMATS, ConvertOptions, RecordWriter, convert
 
 __all__ = [
+    "ConvertOptions",
     "FORMATS",
     "PROVENANCE",
-    "ReaderOptions",
     "RecordWriter",
     "apply_row_fn",
     "convert",

@@ -16,18 +16,61 @@ from dataprep.convert.frame import convert_frame, template_for
 from dataprep.convert.rowfn import load_row_fn, row_fn_file
 from dataprep.errors import DataprepError
 from dataprep.io import sha256_path
+from dataprep.options import opt, parse_options
 from dataprep.records import KINDS, SCHEMAS
 from dataprep.sources import iter_batches
 from dataprep.stage import Manifest, Outcome, Rejects, Timer, Workspace, run_stage
 
 FORMATS = ("parquet", "jsonl")
+READER = ("delimiter", "encoding", "has_header", "quote_char", "split")  # options of dataprep.sources.read_table
 
 
-def convert(sources: str | list[str], out: str, *, kind: str = "sft", template: str | None = None,
-            mapping: dict[str, str] | None = None, row_fn: str | Callable | None = None, fmt: str = "parquet",
-            force: bool = False, label_names: str | None = None, label_sep: str = ",", batch_rows: int = 50_000,
-            limit: int | None = None, **reader_options: Any) -> Manifest:
-    """Convert `sources` into canonical records of `kind` in directory `out`.
+def parse_map(values: tuple[str, ...]) -> dict[str, str] | None:
+    """`--map FIELD=COLUMN` (repeated) as a mapping."""
+    mapping = {}
+    for item in values:
+        field, sep, column = item.partition("=")
+        if not sep or not field or not column:
+            raise ValueError(f"{item!r}: write FIELD=COLUMN, e.g. instruction=goal")
+        mapping[field.strip()] = column.strip()
+    return mapping or None
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvertOptions:
+    """The convert stage's options (dataprep.options): CLI flags, recipe keys and `convert(**options)`."""
+
+    kind: str = opt("sft", "Record kind to produce.", choices=KINDS)
+    template: str | None = opt(None, "sft prompt template: alpaca, ko-alpaca, latex, a format string with {column} "
+                               "fields, or a template file (.txt, .json, .yaml). Default: alpaca.")
+    mapping: dict[str, str] | None = opt(None, "Take a record field from a source column (repeatable), e.g. --map "
+                                         "instruction=goal.", flag="--map", multiple=True, metavar="FIELD=COLUMN",
+                                         cli=parse_map)
+    row_fn: str | Callable | None = opt(None, "A function row dict → canonical fields; its exceptions become rejects. "
+                                        "MODULE may be a path to a .py file.", metavar="MODULE:FUNCTION")
+    fmt: str = opt("parquet", "Format of the records file.", choices=FORMATS, flag="--format")
+    label_names: str | None = opt(None, "classify: file with one label name a line; labels given as ids index it "
+                                  "(GoEmotions emotions.txt).", path="file")
+    label_sep: str = opt(",", "classify: separator of labels given as one string.")
+    delimiter: str | None = opt(None, "CSV/TSV field separator (detected when omitted; \\t for tab).",
+                                cli=lambda v: "\t" if v == "\\t" else v)
+    encoding: str | None = opt(None, "Text encoding, e.g. cp949, euc-kr, latin-1 (detected when omitted).")
+    quote_char: str | None = opt("auto", 'CSV/TSV quote character, or "none"; auto: " for CSV, none for .tsv.',
+                                 cli=lambda v: None if v.lower() == "none" else v)
+    has_header: bool = opt(True, "CSV/TSV has no header row; columns are column_1, column_2, ...", flag="--no-header")
+    split: str | None = opt(None, "Split of a datasets directory or hub: id (default: train).")
+    batch_rows: int = opt(50_000, "Rows converted and written at a time; bounds memory.", min=1)
+    limit: int | None = opt(None, "Read only the first N input rows (to try on a slice).", min=1)
+
+    def reader(self) -> dict[str, Any]:
+        """The reader options that differ from their defaults (how they were passed does not change
+        the fingerprint)."""
+        return {k: getattr(self, k) for k in READER if getattr(self, k) != getattr(ConvertOptions, k)}
+
+
+def convert(sources: str | list[str], out: str, *, force: bool = False, **options: Any) -> Manifest:
+    """Convert `sources` into canonical records of `kind` in directory `out`; `options` are the fields
+    of ConvertOptions (kind, template, mapping, row_fn, fmt, ..., and the reader's).
 
     Writes OUT/records.parquet (or .jsonl), OUT/rejects.jsonl and OUT/manifest.json
     atomically (dataprep.stage), and returns the manifest. Works in batches of `batch_rows` rows (CSV and Parquet
@@ -36,11 +79,10 @@ def convert(sources: str | list[str], out: str, *, kind: str = "sft", template: 
     manifest is returned with `skipped` set, unless `force`. `limit` reads only the first
     `limit` rows of the input (to try a recipe on a slice); the rest is not read at all.
     """
+    o = parse_options(ConvertOptions, options, "convert")
+    kind, template, mapping, row_fn, fmt = o.kind, o.template, o.mapping, o.row_fn, o.fmt
+    label_names, label_sep, batch_rows, limit, reader_options = o.label_names, o.label_sep, o.batch_rows, o.limit, o.reader()
     sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
-    if kind not in KINDS:
-        raise DataprepError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
-    if fmt not in FORMATS:
-        raise DataprepError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     tmpl = template_for(kind, template)
     fn = load_row_fn(row_fn) if isinstance(row_fn, str) else row_fn
     names = read_label_names(label_names) if label_names else None
@@ -74,6 +116,9 @@ def convert(sources: str | list[str], out: str, *, kind: str = "sft", template: 
                      data_files=(f"records.{fmt}",), force=force)
 
 
+convert.config_class = ConvertOptions  # the options' one declaration: CLI, recipes, Python (dataprep.options)
+
+
 def _first_rows(batches, limit: int):
     """The batches cut to `limit` rows in all."""
     left = limit
@@ -82,20 +127,6 @@ def _first_rows(batches, limit: int):
         left -= batch.height
         if left <= 0:  # stop before the next batch (or file) is read
             return
-
-
-@dataclasses.dataclass(frozen=True)
-class ReaderOptions:
-    """Options for reading sources (see sources.read_table); a recipe's convert section may set them."""
-
-    delimiter: str | None = None
-    encoding: str | None = None
-    has_header: bool = True
-    quote_char: str | None = "auto"
-    split: str | None = None
-
-
-convert.config_class = ReaderOptions  # recipe schema for **reader_options (dataprep.recipe)
 
 
 @dataclasses.dataclass
@@ -194,7 +225,7 @@ def summarize_lengths(frames: list) -> dict[str, dict[str, float]]:
 
 def _config(kind, tmpl, mapping, row_fn, fmt, label_names, label_sep, reader_options) -> dict:
     config: dict[str, Any] = {"kind": kind, "format": fmt, "mapping": dict(sorted((mapping or {}).items())),
-                              "reader": {k: v for k, v in sorted(reader_options.items()) if v is not None}}
+                              "reader": dict(sorted(reader_options.items()))}
     if tmpl is not None:
         config["template"] = tmpl.as_config()
     if row_fn is not None:

@@ -15,7 +15,7 @@ from dataprep.dedupe.exact import exact_pairs
 from dataprep.dedupe.groups import KEEP_POLICIES, Groups, group_and_keep
 from dataprep.dedupe.minhash import near_pairs
 from dataprep.dedupe.semantic import cluster_pairs, semantic_pairs
-from dataprep.errors import DataprepError
+from dataprep.options import opt, parse_options
 
 METHODS = ("exact", "near", "semantic")
 # Chosen from the STS-B precision/recall curve (benchmarks/stsb_threshold.py, benchmarks/RESULTS.md).
@@ -23,37 +23,33 @@ DEFAULT_THRESHOLD = 0.85
 EXTRA_COLUMNS = ("id", "kept_id", "method", "score")
 
 
+def _each_once(methods: tuple[str, ...]) -> str | None:
+    if not methods:
+        return f"is empty; name one or more of {', '.join(METHODS)}"
+    if len(set(methods)) < len(methods):
+        return f"{','.join(methods)} names a method twice; name each once"
+    return None
+
+
 @dataclass(frozen=True)
 class DedupeConfig:
-    methods: tuple[str, ...] = METHODS
-    on: tuple[str, ...] | None = None  # text fields; None = the record kind's default
-    keep: str = "first"
-    seed: int = 0
-    near_threshold: float = 0.8
-    ngram: int = 5
-    ngram_unit: str = "char"
-    num_perm: int = 128
-    threshold: float = DEFAULT_THRESHOLD
-    model: str = "minilm"
-    device: str = "auto"
-    batch_size: int = 64
-    clusters: int | None = None
+    """The dedupe stage's options (dataprep.options): CLI flags, recipe keys and `dedupe(**options)`."""
 
-    def check(self) -> None:
-        bad = [m for m in self.methods if m not in METHODS]
-        if bad or not self.methods:
-            raise DataprepError(f"unknown method(s) {', '.join(bad) or '(none)'}; --methods takes a comma list of {', '.join(METHODS)}")
-        if len(set(self.methods)) < len(self.methods):
-            raise DataprepError(f"--methods names a method twice ({','.join(self.methods)}); name each once")
-        if self.keep not in KEEP_POLICIES:
-            raise DataprepError(f"unknown --keep {self.keep!r}; choose one of {', '.join(KEEP_POLICIES)}")
-        for name, t in (("--near-threshold", self.near_threshold), ("--threshold", self.threshold)):
-            if not 0.0 < t <= 1.0:
-                raise DataprepError(f"{name} must be in (0, 1], got {t}")
-        if self.ngram_unit not in ("char", "word") or self.ngram < 1:
-            raise DataprepError("--ngram must be ≥ 1 and --ngram-unit char or word")
-        if self.clusters is not None and self.clusters < 1:
-            raise DataprepError(f"--clusters must be ≥ 1, got {self.clusters}")
+    methods: tuple[str, ...] = opt(METHODS, "Comma list, run in this order, each on what the previous kept.",
+                                   choices=METHODS, check=_each_once)
+    on: tuple[str, ...] | None = opt(None, "Comma list of fields to compare (default: the record kind's text).")
+    keep: str = opt("first", "Which row of a group to keep.", choices=KEEP_POLICIES)
+    seed: int = opt(0, "Seed for --keep random and --clusters.", min=0)
+    near_threshold: float = opt(0.8, "Jaccard threshold for near.", min=0, max=1, min_open=True)
+    ngram: int = opt(5, "n-gram size for near.", min=1)
+    ngram_unit: str = opt("char", "n-grams of characters or of words.", choices=("char", "word"))
+    num_perm: int = opt(128, "MinHash permutations.", min=1)
+    threshold: float = opt(DEFAULT_THRESHOLD, "Cosine threshold for semantic (chosen on STS-B; see README).",
+                           min=0, max=1, min_open=True)
+    model: str = opt("minilm", "Sentence-transformers model: name, path or Hub id.")
+    device: str = opt("auto", "auto, cuda, mps or cpu.")
+    batch_size: int = opt(64, "Embedding batch size.", min=1)
+    clusters: int | None = opt(None, "Approximate semantic search: k-means with K clusters first.", min=1)
 
 
 @dataclass
@@ -130,16 +126,7 @@ def run_semantic(texts, alive, cfg: DedupeConfig, timer, *, cache: bool, progres
 
 
 def make_config(options: dict[str, Any]) -> DedupeConfig:
-    unknown = set(options) - set(DedupeConfig.__dataclass_fields__)
-    if unknown:
-        raise TypeError(f"unknown dedupe option(s): {', '.join(sorted(unknown))}")
-    if "methods" in options:
-        options["methods"] = tuple(options["methods"])
-    if options.get("on"):
-        options["on"] = tuple(options["on"])
-    cfg = DedupeConfig(**options)
-    cfg.check()
-    return cfg
+    return parse_options(DedupeConfig, options, "dedupe")
 
 
 def run_methods(texts, cfg: DedupeConfig, timer, *, cache: bool = True, progress: bool = False):

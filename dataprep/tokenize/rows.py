@@ -5,13 +5,14 @@ so an engine can map it over partitions.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
-from dataprep.errors import DataprepError
+from dataprep.options import opt
 from dataprep.records import IGNORE_INDEX
 from dataprep.tokenize.masks import (
     OVERFLOW,
@@ -36,23 +37,30 @@ REQUIRED = {
 }
 
 
+def shard_size_problem(value: str) -> str | None:
+    """A size `datasets` can split shards by: an integer and a unit, e.g. 500MB or 1GiB."""
+    if re.fullmatch(r"\s*\d+\s*[kmgtp]i?b", value, re.IGNORECASE) is None:
+        return f"{value!r} is not a size like 500MB (an integer and KB, MB, GB, TB or KiB, MiB, GiB, TiB)"
+    return None
+
+
 @dataclass(frozen=True)
 class TokenizeOptions:
-    """What decides the token ids and labels (all of it goes into the fingerprint)."""
+    """The tokenize stage's options (dataprep.options). All but num_proc and batch_size, which only
+    split the work, decide the output and go into the fingerprint."""
 
-    max_len: int = 2048
-    overflow: str = "truncate-prompt"
-    train_on: str = "all-assistant"
-    train_on_inputs: bool = False
-    pack: bool = False
-
-    def __post_init__(self) -> None:
-        if self.overflow not in OVERFLOW:
-            raise DataprepError(f"--overflow {self.overflow!r} is not one of {', '.join(OVERFLOW)}")
-        if self.train_on not in TRAIN_ON:
-            raise DataprepError(f"--train-on {self.train_on!r} is not one of {', '.join(TRAIN_ON)}")
-        if self.max_len < 2:
-            raise DataprepError(f"--max-len {self.max_len} is too small; pass at least 2 (e.g. 2048)")
+    tokenizer: str = opt("smollm2-135m", "smollm2-135m, minilm, a local tokenizer/model directory, or a Hub id.")
+    max_len: int = opt(2048, "Maximum tokens per row (and per bin).", min=2)
+    overflow: str = opt("truncate-prompt", "Rows over --max-len: cut the prompt from the left keeping the completion "
+                        "whole (a completion too long alone keeps the prompt's last max-len/2 tokens and loses its "
+                        "end), cut the end, drop the row (a reject), or stop with an error.", choices=OVERFLOW)
+    train_on: str = opt("all-assistant", "chat: which assistant turns get labels.", choices=TRAIN_ON)
+    train_on_inputs: bool = opt(False, "Train on every token, prompt included.")
+    pack: bool = opt(False, "Pack sequences into --max-len bins (best-fit-decreasing).")
+    num_shards: int | None = opt(None, "Number of Arrow shards to write.", min=1)
+    shard_size: str | None = opt(None, "Maximum shard size instead, e.g. 500MB.", check=shard_size_problem)
+    num_proc: int = opt(1, "Worker processes (the fast tokenizer already uses all cores for a batch).", min=1)
+    batch_size: int = opt(1000, "Records per batch (bounds memory).", min=1)
 
 
 def tokenize_batch(

@@ -12,17 +12,20 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from dataprep import io
 from dataprep.errors import DataprepError
+from dataprep.options import parse_options
 from dataprep.records import IGNORE_INDEX, infer_kind
 from dataprep.stage import Manifest, Outcome, Rejects, Timer, Workspace, read_manifest, run_stage
 from dataprep.tokenize.masks import choose_pad
 from dataprep.tokenize.rows import REQUIRED, TokenizeOptions, arrow_batch, count_trainable, new_columns, tokenize_batch
+
+WORK_SPLIT = ("num_proc", "batch_size")  # options that split the work without changing the output
 
 
 def _read_batches(data: Path, columns: list[str], batch_size: int) -> Iterator[dict[str, list]]:
@@ -93,24 +96,10 @@ def _map_batches(batches, tok, kind, opts, specials, label_names, num_proc: int)
         yield from pool.imap(_worker_run, batches, chunksize=1)
 
 
-def tokenize(
-    path: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    tokenizer: str = "smollm2-135m",
-    max_len: int = 2048,
-    overflow: Literal["truncate-prompt", "truncate", "drop", "error"] = "truncate-prompt",
-    train_on: Literal["all-assistant", "last-assistant"] = "all-assistant",
-    train_on_inputs: bool = False,
-    pack: bool = False,
-    num_shards: int | None = None,
-    shard_size: str | None = None,
-    num_proc: int = 1,
-    batch_size: int = 1000,
-    force: bool = False,
-    progress: bool = True,
-) -> Manifest:
+def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = False, progress: bool = True,
+             **options: Any) -> Manifest:
     """Tokenize the records at `path` (a convert/dedupe output dir or a records file) into `out`.
+    `options` are the fields of TokenizeOptions (tokenizer, max_len, overflow, train_on, ...).
 
     Returns the manifest; its `skipped` is True when an up-to-date output was kept.
     """
@@ -118,7 +107,9 @@ def tokenize(
 
     from dataprep import models
 
-    opts = TokenizeOptions(max_len, overflow, train_on, train_on_inputs, pack)
+    opts = parse_options(TokenizeOptions, options, "tokenize")
+    tokenizer, max_len, pack, num_shards, shard_size = opts.tokenizer, opts.max_len, opts.pack, opts.num_shards, opts.shard_size
+    num_proc, batch_size = opts.num_proc, opts.batch_size
     if num_shards is not None and shard_size is not None:
         raise DataprepError("pass either --num-shards or --shard-size, not both")
     timer = Timer()
@@ -137,8 +128,8 @@ def tokenize(
     chat_template = tok.chat_template if isinstance(tok.chat_template, str) else None
     tok_info = {"name": tokenizer, "path": tok_path, "fingerprint": tok_fp, "files_sha256": tokenizer_files_hash(tok_path),
                 "chat_template_sha256": hashlib.sha256(chat_template.encode()).hexdigest() if chat_template else None}
-    config = {**asdict(opts), "tokenizer": tok_info["name"], "tokenizer_fingerprint": tok_fp, "kind": kind,
-              "label_names": label_names, "num_shards": num_shards, "shard_size": shard_size}
+    config = {**{k: v for k, v in asdict(opts).items() if k not in WORK_SPLIT}, "tokenizer_fingerprint": tok_fp,
+              "kind": kind, "label_names": label_names}
 
     def build(ws: Workspace) -> Outcome:
         rejects, events = Rejects(), Counter()
@@ -184,6 +175,9 @@ def tokenize(
 
     return run_stage("tokenize", out, inputs=[str(data)], config=config, build=build, data_files=("state.json",),
                      force=force)
+
+
+tokenize.config_class = TokenizeOptions  # the options' one declaration: CLI, recipes, Python (dataprep.options)
 
 
 def generation_template(kind: str, in_manifest: Manifest | None) -> str | None:
