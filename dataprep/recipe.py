@@ -2,25 +2,28 @@
 
 A recipe has top-level keys `name`, `description`, `workdir` and one optional section per
 stage (`convert`, `dedupe`, `tokenize`, `train`). A stage section's keys are exactly the
-keyword options of that stage's library function, so the recipe schema is the function's
-signature: a new option is usable from recipes the day it is added, and an unknown key, a
-wrong type or a missing required field is one line naming the key, the file and the line.
+keyword options of that stage's library function: the fields of its config dataclass (its
+`config_class`, dataprep.options) and its other keyword parameters. So a new option is usable
+from recipes the day it is added, and it is checked as the stage function checks it (type,
+choices, range). Every problem of a recipe (unknown or duplicate key, wrong type, value out of
+range, missing field, unknown stage) is one line `FILE:LINE: key: problem`, and all of them are
+reported at once.
 """
 
 from __future__ import annotations
 
-import collections.abc
 import dataclasses
 import importlib
 import inspect
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
 from dataprep.errors import DataprepError
+from dataprep.options import MISSING, Option, problems, schema
 
 STAGES = ("convert", "dedupe", "tokenize", "train")
 # stage -> "module:function"; the function's first parameter is its input, the second its output dir.
@@ -59,99 +62,84 @@ def stage_function(stage: str):
     return getattr(importlib.import_module(module), func)
 
 
-def stage_parameters(stage: str, section: dict | None = None) -> dict[str, inspect.Parameter]:
-    """The options a recipe may set for `stage`: the stage function's keyword parameters after
-    its input, plus, when it takes `**options`, the fields of its config dataclass (named by the
-    function's `config_class`, a dataclass or a function of the recipe section that returns one)."""
+def stage_parameters(stage: str) -> dict[str, Option]:
+    """The options a recipe may set for `stage`: the stage function's keyword parameters after its
+    input (but the runner's), and, when it has one, the options of its `config_class`."""
     func = stage_function(stage)
     hints = typing.get_type_hints(func)
     out = {}
-    takes_options = False
     for p in list(inspect.signature(func).parameters.values())[1:]:
-        takes_options |= p.kind == p.VAR_KEYWORD
-        if p.name in RUNNER_OWNED or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        out[p.name] = p.replace(annotation=hints.get(p.name, Any))
+        if p.name not in RUNNER_OWNED and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            default = MISSING if p.default is p.empty else p.default
+            out[p.name] = Option(p.name, p.name, hints.get(p.name, Any), default)
     config_class = getattr(func, "config_class", None)
-    if takes_options and config_class is not None:
-        if not dataclasses.is_dataclass(config_class):
-            config_class = config_class(section or {})
-        hints = typing.get_type_hints(config_class)
-        for f in dataclasses.fields(config_class):
-            default = f.default if f.default is not dataclasses.MISSING else (
-                f.default_factory() if f.default_factory is not dataclasses.MISSING else inspect.Parameter.empty)
-            out[f.name] = inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
-                                            annotation=hints.get(f.name, Any))
+    if config_class is not None:
+        out.update(schema(config_class))
     return out
 
 
 # ---------------------------------------------------------------- YAML with line numbers
 
 
-def _load_yaml(path: Path) -> tuple[dict, dict[tuple[str, ...], int]]:
-    """The recipe as plain data, and the 1-based line of every mapping key (by key path)."""
+class Problems:
+    """The problems of one recipe, each `FILE:LINE: key: problem`, raised together in one error."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lines: dict[tuple[str, ...], int | None] = {}  # key path -> 1-based line (None: set by --set)
+        self.found: list[tuple[int, str]] = []  # (line, message)
+
+    def add(self, keys: tuple[str, ...], message: str) -> None:
+        """A problem at the line of key path `keys` (or of its nearest parent; line None: from --set)."""
+        while keys and keys not in self.lines:
+            keys = keys[:-1]
+        line = self.lines.get(keys)
+        self.found.append((line or 0, f"{self.path}:{line}: {message}" if line else f"{self.path} (--set): {message}"))
+
+    def raise_any(self) -> None:
+        if self.found:
+            raise DataprepError("\n".join(message for _, message in sorted(self.found, key=lambda f: f[0])))
+
+
+def _load_yaml(path: Path, found: Problems) -> dict:
+    """The recipe as plain data; notes the 1-based line of every mapping key (by key path) and
+    every duplicate key in `found`."""
     try:
         text = path.read_text(encoding="utf-8")
         node = yaml.compose(text)
         data = yaml.safe_load(text)
     except FileNotFoundError:
         raise DataprepError(f"recipe {path} not found; check the path") from None
+    except IsADirectoryError:
+        raise DataprepError(f"recipe {path} is a directory; pass a YAML file") from None
+    except UnicodeDecodeError as exc:
+        raise DataprepError(f"{path}: not UTF-8 text (byte {exc.start}); save the recipe as UTF-8") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
         raise DataprepError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from None
     if not isinstance(data, dict):
         raise DataprepError(f"{path}: a recipe is a YAML mapping of stage sections (convert:, tokenize:, ...)")
-    lines: dict[tuple[str, ...], int] = {}
 
     def walk(n, prefix):
         if isinstance(n, yaml.MappingNode):
             for k, v in n.value:
-                lines[prefix + (str(k.value),)] = k.start_mark.line + 1
-                walk(v, prefix + (str(k.value),))
+                keys, line = prefix + (str(k.value),), k.start_mark.line + 1
+                if keys in found.lines:
+                    found.found.append((line, f"{path}:{line}: {'.'.join(keys)}: duplicate key (first on line "
+                                              f"{found.lines[keys]}); keep one"))
+                else:
+                    found.lines[keys] = line
+                walk(v, keys)
 
     walk(node, ())
-    return data, lines
-
-
-# ---------------------------------------------------------------- type checking
-
-
-def _check_type(value: Any, annotation: Any) -> bool:
-    """Whether a YAML value fits a parameter annotation (the subset stage functions use)."""
-    if annotation in (Any, inspect.Parameter.empty):
-        return True
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return any(_check_type(value, a) for a in args)
-    if origin is Literal:
-        return value in args
-    if annotation is type(None):
-        return value is None
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if origin in (list, tuple, collections.abc.Sequence):
-        item = args[0] if args else Any
-        return isinstance(value, list) and all(_check_type(v, item) for v in value)
-    if origin is dict or annotation is dict:
-        kt, vt = args if args else (Any, Any)
-        return isinstance(value, dict) and all(_check_type(k, kt) and _check_type(v, vt) for k, v in value.items())
-    if isinstance(annotation, type):
-        return isinstance(value, annotation)
-    return True
-
-
-def _type_name(annotation: Any) -> str:
-    return str(annotation).replace("typing.", "") if not isinstance(annotation, type) else annotation.__name__
+    return data
 
 
 # ---------------------------------------------------------------- loading
 
 
-def _apply_overrides(data: dict, overrides: list[str]) -> dict:
+def _apply_overrides(data: dict, overrides: list[str], found: Problems) -> dict:
     """`--set stage.key=value`: the value is read as YAML (so numbers, booleans and lists work)."""
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -162,58 +150,43 @@ def _apply_overrides(data: dict, overrides: list[str]) -> dict:
         if not isinstance(section, dict):
             raise DataprepError(f"--set {item!r}: {parts[0]} is not a stage section of the recipe")
         section[parts[1]] = yaml.safe_load(raw) if raw.strip() else None
+        found.lines[tuple(parts)] = None  # its problems are the --set's
     return data
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Read and validate a recipe; every problem is one line with the file, line and key."""
+    """Read and validate a recipe; every problem is one line with the file, line and key, and all of
+    them are raised together in one DataprepError."""
     path = Path(path)
-    data, lines = _load_yaml(path)
-    data = _apply_overrides(data, overrides or [])
-
-    def where(*keys: str) -> str:
-        line = lines.get(tuple(keys))
-        return f"{path}:{line}" if line else f"{path} (--set)"
-
+    found = Problems(path)
+    data = _apply_overrides(_load_yaml(path, found), overrides or [], found)
     for key, value in data.items():
         if key not in TOP_LEVEL and key not in STAGES:
-            known = ", ".join([*TOP_LEVEL, *STAGES])
-            raise DataprepError(f"{where(key)}: unknown key {key!r}; a recipe's top-level keys are {known}")
-        if key in TOP_LEVEL and not isinstance(value, TOP_LEVEL[key]):
-            raise DataprepError(f"{where(key)}: {key} must be a {TOP_LEVEL[key].__name__}")
-    stages = tuple(_stage_config(s, data[s], where) for s in STAGES if s in data)
+            found.add((key,), f"{key}: unknown key; a recipe's top-level keys are {', '.join([*TOP_LEVEL, *STAGES])}")
+        elif key in TOP_LEVEL and not isinstance(value, TOP_LEVEL[key]):
+            found.add((key,), f"{key}: {value!r} has the wrong type; expected {TOP_LEVEL[key].__name__}")
+    stages = tuple(_stage_config(s, data[s], found) for s in STAGES if s in data)
     if not stages:
-        raise DataprepError(f"{path}: the recipe has no stage; add at least one of {', '.join(STAGES)}")
+        found.found.append((0, f"{path}: the recipe has no stage; add at least one of {', '.join(STAGES)}"))
     name = data.get("name", path.stem)
-    return Recipe(
-        path=str(path),
-        name=name,
-        description=data.get("description", ""),
-        workdir=data.get("workdir", str(Path("runs") / name)),
-        stages=stages,
-    )
+    workdir = data.get("workdir", str(Path("runs") / str(name)))
+    if isinstance(workdir, str) and Path(workdir).exists() and not Path(workdir).is_dir():
+        found.add(("workdir",), f"workdir: {workdir} is a file; name a directory")
+    found.raise_any()
+    return Recipe(path=str(path), name=name, description=data.get("description", ""), workdir=workdir, stages=stages)
 
 
-def _stage_config(stage: str, section: Any, where) -> StageConfig:
+INPUT = Option("input", "input", str | list[str] | None, None)  # a stage's explicit input; None: the previous output
+
+
+def _stage_config(stage: str, section: Any, found: Problems) -> StageConfig | None:
     if section is None:
         section = {}
     if not isinstance(section, dict):
-        raise DataprepError(f"{where(stage)}: {stage} must be a mapping of options")
-    section = dict(section)
-    params = stage_parameters(stage, section)
-    explicit_input = section.pop("input", None)
-    if explicit_input is not None and not isinstance(explicit_input, (str, list)):
-        raise DataprepError(f"{where(stage, 'input')}: {stage}.input must be a path")
-    for key, value in section.items():
-        if key not in params:
-            raise DataprepError(
-                f"{where(stage, key)}: unknown key {stage}.{key}; {stage} takes {', '.join(['input', *params])}"
-            )
-        if not _check_type(value, params[key].annotation):
-            raise DataprepError(
-                f"{where(stage, key)}: {stage}.{key} = {value!r} has the wrong type; expected {_type_name(params[key].annotation)}"
-            )
-    for key, p in params.items():
-        if p.default is inspect.Parameter.empty and key not in section:
-            raise DataprepError(f"{where(stage)}: {stage} needs {key!r}; add `{key}: ...` to the {stage} section")
-    return StageConfig(stage=stage, input=explicit_input, options=types.MappingProxyType(section))
+        found.add((stage,), f"{stage}: must be a mapping of options")
+        return None
+    params = {"input": INPUT, **stage_parameters(stage)}
+    for key, message in problems(params, section, stage):
+        found.add((stage, key), message)
+    options = {k: v for k, v in section.items() if k != "input"}
+    return StageConfig(stage=stage, input=section.get("input"), options=types.MappingProxyType(options))

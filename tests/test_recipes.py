@@ -68,4 +68,4 @@ def test_typo_in_a_shipped_recipe_names_key_and_line(tmp_path, runner):
     line = text.splitlines().index("  max_lenght: 256") + 1
     result = runner.invoke(cli, ["run", str(path)])
     assert result.exit_code != 0
-    assert f"{path}:{line}: unknown key tokenize.max_lenght" in result.output
+    assert f"{path}:{line}: tokenize.max_lenght: unknown option" in result.output
