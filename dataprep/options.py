@@ -29,6 +29,7 @@ from dataprep.errors import DataprepError
 
 MISSING = dataclasses.MISSING
 PATHS = ("file", "existing-dir")
+C = typing.TypeVar("C")
 
 
 def opt(default: Any = MISSING, help: str = "", *, min: float | None = None, max: float | None = None,
@@ -192,7 +193,7 @@ def _normalized(value: Any, annotation: Any) -> Any:
     return value
 
 
-def parse_options(config: type, values: Mapping[str, Any], label: str) -> Any:
+def parse_options(config: type[C], values: Mapping[str, Any], label: str) -> C:
     """`values` (keyword options by key) checked into the `config` dataclass; any problem raises one
     one-line DataprepError that lists them all."""
     options = schema(config)
@@ -258,7 +259,7 @@ def _callback(o: Option):
         import click
 
         if _is_list(o.type) and isinstance(value, str):
-            value = tuple(v.strip() for v in value.split(",") if v.strip()) or None
+            value = tuple(v.strip() for v in value.split(",") if v.strip()) or (None if o.default is None else ())
         try:
             if "cli" in o.meta and value is not None:
                 value = o.meta["cli"](value)

@@ -25,7 +25,7 @@ EXTRA_COLUMNS = ("id", "kept_id", "method", "score")
 
 def _each_once(methods: tuple[str, ...]) -> str | None:
     if not methods:
-        return f"is empty; name one or more of {', '.join(METHODS)}"
+        return f"no method given; name one or more of {', '.join(METHODS)}"
     if len(set(methods)) < len(methods):
         return f"{','.join(methods)} names a method twice; name each once"
     return None
