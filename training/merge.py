@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dataprep.errors import DataprepError
-from dataprep.stage import Manifest, Outcome, Workspace, run_stage
+from dataprep.stage import Manifest, Outcome, Workspace, read_manifest, run_stage
 from training.outputs import load_adapter_model
 
 
@@ -19,7 +19,7 @@ def merge_adapter(adapter: str | Path, out: str | Path, dtype: str = "bfloat16",
         raise DataprepError(f"--dtype {dtype!r} is not one of bfloat16, float16, float32")
 
     def build(ws: Workspace) -> Outcome:
-        model, tokenizer, manifest = load_adapter_model(adapter, dtype)
+        model, tokenizer, trained = load_adapter_model(adapter, dtype)
         merged = model.merge_and_unload()
         with ws.timer("save"):
             merged.save_pretrained(ws.out)
@@ -28,9 +28,7 @@ def merge_adapter(adapter: str | Path, out: str | Path, dtype: str = "bfloat16",
         if thresholds.is_file():
             (ws.out / "thresholds.json").write_text(thresholds.read_text())
         n_params = sum(p.numel() for p in merged.parameters())
-        return Outcome(1, 1, dict(task=manifest.get("task", "sft"), base_model=manifest.get("base_model"),
-                                  template=manifest.get("template"), label_names=manifest.get("label_names"),
-                                  params=n_params))
+        return Outcome(1, 1, {"params": n_params})
 
     return run_stage("merge", out, inputs=[str(adapter)], config={"dtype": dtype}, build=build,
-                     data_files=("config.json",), force=force)
+                     data_files=("config.json",), force=force, upstream=read_manifest(adapter))

@@ -11,12 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from dataprep.convert.flat import read_label_names
 from dataprep.convert.frame import convert_frame, template_for
 from dataprep.convert.rowfn import load_row_fn, row_fn_file
 from dataprep.errors import DataprepError
 from dataprep.io import sha256_path
-from dataprep.records import KINDS, SCHEMAS
+from dataprep.records import get_kind
 from dataprep.sources import iter_batches
 from dataprep.stage import Manifest, Outcome, Rejects, Timer, Workspace, run_stage
 
@@ -37,8 +39,7 @@ def convert(sources: str | list[str], out: str, *, kind: str = "sft", template: 
     `limit` rows of the input (to try a recipe on a slice); the rest is not read at all.
     """
     sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
-    if kind not in KINDS:
-        raise DataprepError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
+    entry = get_kind(kind)
     if fmt not in FORMATS:
         raise DataprepError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     tmpl = template_for(kind, template)
@@ -63,12 +64,13 @@ def convert(sources: str | list[str], out: str, *, kind: str = "sft", template: 
             raise DataprepError(f"{', '.join(map(str, sources))}: no rows to convert; check the input (and --no-header)")
         rejects = Rejects()
         rejects.extend(summary.rejects)
-        details: dict[str, Any] = {"kind": kind, "format": fmt, "columns": list(SCHEMAS[kind].names)}
+        details: dict[str, Any] = {"format": fmt, "columns": list(entry.schema.names)}
+        lineage: dict[str, Any] = {"kind": kind, "template": tmpl.as_config() if tmpl is not None else None}
         if kind == "classify":
-            details["label_names"] = names or sorted(summary.labels)
-            details["label_counts"] = {name: summary.labels.get(name, 0) for name in details["label_names"]}
+            lineage["label_names"] = names or sorted(summary.labels)
+            details["label_counts"] = {name: summary.labels.get(name, 0) for name in lineage["label_names"]}
         details["length_stats"] = summarize_lengths(summary.lengths)
-        return Outcome(summary.n_in, summary.n_out, details, rejects=rejects)
+        return Outcome(summary.n_in, summary.n_out, details, rejects=rejects, lineage=lineage)
 
     return run_stage("convert", out, inputs=[str(p) for p in sources], config=config, build=build,
                      data_files=(f"records.{fmt}",), force=force)
@@ -140,7 +142,7 @@ class RecordWriter:
 
     def __init__(self, path: Path, kind: str) -> None:
         self.path, self.kind = Path(path), kind
-        self.schema = SCHEMAS[kind]
+        self.schema = get_kind(kind).schema
         self._parquet = None
         self._fh = None
 
@@ -166,18 +168,20 @@ class RecordWriter:
             self._fh.close()
 
 
-STAT_COLUMNS = {"sft": ("prompt", "completion"), "text": ("text",), "classify": ("text",),
-                "preference": ("prompt", "chosen", "rejected")}
-
-
 def length_exprs(kind: str) -> dict:
-    """Per-record lengths to summarise: characters of the text columns; chat: turns and characters."""
+    """Per-record lengths to summarise: characters of the kind's text fields; a message list: turns
+    and characters."""
     import polars as pl
 
-    if kind == "chat":
-        return {"turns": pl.col("messages").list.len(),
-                "chars": pl.col("messages").list.eval(pl.element().struct.field("content").str.len_chars()).list.sum()}
-    return {c: pl.col(c).str.len_chars() for c in STAT_COLUMNS[kind]}
+    entry = get_kind(kind)
+    exprs = {}
+    for c in entry.stats:
+        if pa.types.is_list(entry.schema.field(c).type):
+            exprs.update(turns=pl.col(c).list.len(),
+                         chars=pl.col(c).list.eval(pl.element().struct.field("content").str.len_chars()).list.sum())
+        else:
+            exprs[c] = pl.col(c).str.len_chars()
+    return exprs
 
 
 def summarize_lengths(frames: list) -> dict[str, dict[str, float]]:
