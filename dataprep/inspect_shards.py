@@ -45,7 +45,7 @@ def length_stats(path: str | os.PathLike) -> dict[str, Any]:
     """Rows, sequences, tokens, trained tokens, length percentiles and the share of sequences each
     common --max-len keeps whole."""
     ds, manifest = open_tokenize_output(path)
-    lengths = sequence_lengths(ds, bool(manifest.get("packed")))
+    lengths = sequence_lengths(ds, bool(manifest.lineage.packed))
     stats = manifest.get("token_stats", {})
     if not len(lengths):
         raise DataprepError(f"{path} holds no rows")
@@ -86,13 +86,12 @@ def plot_lengths(lengths: np.ndarray, png: str | os.PathLike, title: str = "") -
 def _load_tokenizer(manifest: Manifest):
     from transformers import AutoTokenizer
 
-    info = manifest.get("tokenizer")
-    path = info.get("path")
-    if path and Path(path).exists():
-        return AutoTokenizer.from_pretrained(path)
+    info = manifest.lineage.tokenizer
+    if info.path and Path(info.path).exists():
+        return AutoTokenizer.from_pretrained(info.path)
     from dataprep.models import load_tokenizer
 
-    return load_tokenizer(info["name"])
+    return load_tokenizer(info.name)
 
 
 def mark_trained(tok, ids: list[int], labels: list[int], color: bool) -> str:
@@ -139,8 +138,8 @@ def write_html(path: str | os.PathLike, html_path: str | os.PathLike, rows: list
     import html
 
     ds, manifest = open_tokenize_output(path)
-    if manifest.get("kind") in ("classify", "preference"):
-        raise DataprepError(f"--html shows sft/chat/text masks; {path} holds {manifest.get('kind')} rows (use --row)")
+    if manifest.lineage.kind in ("classify", "preference"):
+        raise DataprepError(f"--html shows sft/chat/text masks; {path} holds {manifest.lineage.kind} rows (use --row)")
     rows = list(range(min(first, len(ds)))) if rows is None else rows
     check_rows(ds, rows, path)
     tok = _load_tokenizer(manifest)
@@ -181,9 +180,9 @@ def render_row(path: str | os.PathLike, n: int, color: bool = False, tokens: boo
 
 
 def _render(tok, row: dict[str, Any], n: int, manifest: Manifest, color: bool, tokens: bool) -> str:
-    kind = manifest.get("kind")
+    kind = manifest.lineage.kind
     if kind == "classify":
-        names = manifest.get("label_names") or []
+        names = list(manifest.lineage.label_names or [])
         hot = [names[j] if j < len(names) else str(j) for j, v in enumerate(row["labels"]) if v > 0.5]
         return f"row {n} ({row['length']} tokens) labels: {', '.join(hot) or '(none)'}\n{tok.decode(row['input_ids'])}"
     if kind == "preference":

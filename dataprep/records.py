@@ -1,4 +1,8 @@
-"""The canonical record kinds and their columns, defined once.
+"""The canonical record kinds, defined once: the kind table.
+
+`KIND_TABLE` says, for each kind, its record schema, the source fields convert maps to it, the
+text dedupe compares, the row builder tokenize uses, its shard columns and the training tasks
+that accept its shards. A new kind is one `register_kind` entry plus its row builder.
 
 Every stage passes polars frames / Arrow tables whose columns are named here. Each record
 also carries `source` (the input file or Hub id it came from) and `row` (its 0-based row
@@ -7,7 +11,11 @@ number there), so any output or reject can be traced back to the user's data.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pyarrow as pa
+
+from dataprep.errors import DataprepError
 
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 MESSAGES = pa.list_(MESSAGE)
@@ -30,7 +38,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     # a conversation; `tools` is an optional JSON string of tool/function definitions.
     "chat": pa.schema([("messages", MESSAGES), ("tools", pa.string())] + PROVENANCE),
     "text": pa.schema([("text", pa.string())] + PROVENANCE),
-    # `labels` are label names; the vocabulary (in order) is in the manifest as `label_names`.
+    # `labels` are label names; the vocabulary (in order) is in the manifest's lineage as `label_names`.
     "classify": pa.schema([("text", pa.string()), ("labels", pa.list_(pa.string()))] + PROVENANCE),
     # `prompt` is the prompt as plain text (for conversations: the last user turn);
     # `messages` is the whole prompt conversation, for tokenizers with a chat template.
@@ -45,16 +53,86 @@ SCHEMAS: dict[str, pa.Schema] = {
     ),
 }
 
-KINDS = tuple(SCHEMAS)
+TOKENS = pa.list_(pa.int32())
+CAUSAL_SHARDS = pa.schema([("input_ids", TOKENS), ("labels", TOKENS), ("length", pa.int32())])
 
-# The text a record "is", for dedupe and statistics: these fields joined by a blank line.
-DEFAULT_TEXT_FIELDS: dict[str, tuple[str, ...]] = {
-    "sft": ("instruction", "input", "output"),
-    "chat": ("messages",),
-    "text": ("text",),
-    "classify": ("text",),
-    "preference": ("prompt", "chosen"),
-}
+
+@dataclass(frozen=True)
+class Kind:
+    """Everything the stages need to know about one record kind. Functions are named as
+    "module:function" and imported only when a stage uses them."""
+
+    name: str
+    schema: pa.Schema  # the record columns, source/row included
+    fields: tuple[str, ...]  # convert: source fields a row must have ...
+    optional: tuple[str, ...] = ()  # ... and may have
+    convert: str | None = None  # (work, frame, ConvertContext) -> (records, rejects); None: text fields checked
+    text: tuple[str, ...] = ()  # the fields dedupe compares, joined by a blank line
+    stats: tuple[str, ...] = ()  # fields whose lengths convert summarises (a message list: turns and chars)
+    tokenize: str | None = None  # the tokenize row builder (dataprep.tokenize.rows)
+    reads: tuple[str, ...] = ()  # record columns tokenize needs ...
+    reads_if_present: tuple[str, ...] = ()  # ... and reads when they are there
+    shards: pa.Schema = CAUSAL_SHARDS  # the shard columns tokenize writes (unpacked)
+    causal: bool = True  # tokenized for a decoder: needs an EOS token
+    chat_template: bool = False  # needs the tokenizer's chat template
+    packable: bool = False  # `tokenize --pack` applies
+    tasks: tuple[str, ...] = ()  # `dataprep train` tasks that take its shards; the first is the default
+
+
+KIND_TABLE: dict[str, Kind] = {}
+
+
+def register_kind(kind: Kind) -> Kind:
+    """Add (or replace) a kind: one table entry, plus its functions where they live."""
+    KIND_TABLE[kind.name] = kind
+    return kind
+
+
+for _kind in (
+    Kind("sft", SCHEMAS["sft"], ("instruction", "output"), ("input",), convert="dataprep.convert.flat:sft_records",
+         text=("instruction", "input", "output"), stats=("prompt", "completion"),
+         tokenize="dataprep.tokenize.rows:sft_rows", reads=("prompt", "completion"), packable=True, tasks=("sft",)),
+    Kind("chat", SCHEMAS["chat"], ("messages",), ("tools", "system"), convert="dataprep.convert.nested:chat_records",
+         text=("messages",), stats=("messages",), tokenize="dataprep.tokenize.rows:chat_rows", reads=("messages",),
+         reads_if_present=("tools",), chat_template=True, packable=True, tasks=("sft",)),
+    Kind("text", SCHEMAS["text"], ("text",), text=("text",), stats=("text",),
+         tokenize="dataprep.tokenize.rows:text_rows", reads=("text",), packable=True, tasks=("sft",)),
+    Kind("classify", SCHEMAS["classify"], ("text", "labels"), convert="dataprep.convert.flat:classify_records",
+         text=("text",), stats=("text",), tokenize="dataprep.tokenize.rows:classify_rows", reads=("text", "labels"),
+         shards=pa.schema([("input_ids", TOKENS), ("labels", pa.list_(pa.float32())), ("length", pa.int32())]),
+         causal=False, tasks=("classify",)),
+    Kind("preference", SCHEMAS["preference"], ("chosen", "rejected"), ("prompt", "input", "system"),
+         convert="dataprep.convert.nested:preference_records", text=("prompt", "chosen"),
+         stats=("prompt", "chosen", "rejected"), tokenize="dataprep.tokenize.rows:preference_rows",
+         reads=("prompt", "chosen", "rejected"), reads_if_present=("messages",),
+         shards=pa.schema([(c, TOKENS) for c in ("prompt_input_ids", "chosen_input_ids", "chosen_labels",
+                                                 "rejected_input_ids", "rejected_labels")] + [("length", pa.int32())])),
+):
+    register_kind(_kind)
+
+KINDS = tuple(KIND_TABLE)  # the built-in kinds (the CLI's choices)
+
+
+def get_kind(name: str | None, purpose: str = "") -> Kind:
+    """The table entry of kind `name`; an unknown kind is a one-line error naming the known ones."""
+    if name not in KIND_TABLE:
+        known = ", ".join(KIND_TABLE)
+        raise DataprepError(f"unknown record kind {name!r}{f' for {purpose}' if purpose else ''}; kinds are {known}")
+    return KIND_TABLE[name]
+
+
+def kinds_with(test) -> str:
+    """'a, b and c': the kinds whose entry passes `test`, for errors that name what is supported."""
+    names = [k.name for k in KIND_TABLE.values() if test(k)]
+    return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names) or "none"
+
+
+def load_function(spec: str):
+    """The function a kind entry names as "module:function"."""
+    import importlib
+
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def infer_kind(columns) -> str | None:

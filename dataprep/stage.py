@@ -104,6 +104,54 @@ class Counts:
         return f"{line} ({reasons})" if reasons else line
 
 
+@dataclasses.dataclass(frozen=True)
+class TokenizerInfo:
+    """The tokenizer shards were made with, and the ids they rely on."""
+
+    name: str
+    fingerprint: str
+    path: str | None = None
+    pad_token_id: int | None = None
+    eos_token_id: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Lineage:
+    """Facts that belong to the data and travel with it: each stage copies its input's lineage
+    forward and adds what it decides. No stage looks for another stage's manifest on disk."""
+
+    kind: str | None = None
+    label_names: list[str] | None = None
+    template: dict[str, Any] | None = None  # convert's prompt template (templates.Template.as_config())
+    tokenizer: TokenizerInfo | None = None
+    max_len: int | None = None
+    packed: bool | None = None
+    task: str | None = None  # train: what the model was trained for
+    base_model: str | None = None  # train: the base model's name
+    upstream: tuple[dict[str, str], ...] = ()  # {stage, fingerprint} of every earlier stage, oldest first
+
+    def extend(self, **facts: Any) -> Lineage:
+        if facts.get("label_names") is not None:
+            facts["label_names"] = list(facts["label_names"])
+        return dataclasses.replace(self, **facts)
+
+    def to_json(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["upstream"] = [dict(u) for u in self.upstream]
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any] | None) -> Lineage:
+        d = dict(d or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
+        if d.get("tokenizer"):
+            d["tokenizer"] = TokenizerInfo(**{k: v for k, v in d["tokenizer"].items()
+                                              if k in {f.name for f in dataclasses.fields(TokenizerInfo)}})
+        d["upstream"] = tuple(d.get("upstream") or ())
+        return cls(**d)
+
+
 @dataclasses.dataclass
 class Manifest:
     """What every stage writes as `manifest.json`. `details` holds the stage's own figures
@@ -116,21 +164,23 @@ class Manifest:
     counts: Counts
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
+    lineage: Lineage = dataclasses.field(default_factory=Lineage)
     version: str = __version__
     skipped: bool = False  # set on the returned value when an up-to-date output was kept; never written
 
-    BASE = ("stage", "version", "fingerprint", "inputs", "config", "counts", "timings")
+    BASE = ("stage", "version", "fingerprint", "inputs", "config", "counts", "timings", "lineage")
 
     def to_json(self) -> dict[str, Any]:
         return {"stage": self.stage, "version": self.version, "fingerprint": self.fingerprint, "inputs": self.inputs,
-                "config": self.config, "counts": self.counts.to_json(), "timings": self.timings, **self.details}
+                "config": self.config, "counts": self.counts.to_json(), "timings": self.timings,
+                "lineage": self.lineage.to_json(), **self.details}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Manifest:
         return cls(stage=d.get("stage", "?"), fingerprint=d.get("fingerprint", ""), inputs=list(d.get("inputs") or []),
                    config=dict(d.get("config") or {}), counts=Counts.from_json(d.get("counts") or {}),
                    timings=dict(d.get("timings") or {}), details={k: v for k, v in d.items() if k not in cls.BASE},
-                   version=d.get("version", "?"))
+                   lineage=Lineage.from_json(d.get("lineage")), version=d.get("version", "?"))
 
     def get(self, key: str, default: Any = None) -> Any:
         """A stage-specific figure from `details`."""
@@ -174,6 +224,7 @@ class Outcome:
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
     rejects: Rejects | None = None  # rows the stage could not use (written to rejects.jsonl)
     removed: dict[str, int] | None = None  # rows a stage removed on purpose, by reason (dedupe)
+    lineage: dict[str, Any] = dataclasses.field(default_factory=dict)  # facts this stage adds to the lineage
 
 
 @dataclasses.dataclass
@@ -195,13 +246,15 @@ def _is_current(out: Path, fp: str, data_files: tuple[str, ...]) -> Manifest | N
 
 
 def run_stage(stage: str, out: str | os.PathLike, *, inputs: list[str], config: Any,
-              build: Callable[[Workspace], Outcome], data_files: tuple[str, ...] = (), force: bool = False) -> Manifest:
+              build: Callable[[Workspace], Outcome], data_files: tuple[str, ...] = (), force: bool = False,
+              upstream: Manifest | None = None) -> Manifest:
     """Run one stage into `out` and return its manifest (with `skipped` set when it was current).
 
     `config` is a frozen dataclass or a JSON-ready dict: everything that decides the output.
     `data_files` are the files (relative to `out`) an up-to-date output must still have.
     `build` does the work into `ws.out`; it raises DataprepError for bad input, and nothing is
-    left behind then.
+    left behind then. `upstream` is the manifest of the stage's input, whose lineage this output
+    extends with the facts its `Outcome.lineage` adds.
     """
     out = Path(out)
     config = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
@@ -224,7 +277,16 @@ def run_stage(stage: str, out: str | os.PathLike, *, inputs: list[str], config: 
         counts.check(stage)
         if outcome.rejects is not None:
             outcome.rejects.write(tmp)
-        manifest = Manifest(stage, fp, described, config, counts, dict(timer.seconds), outcome.details)
+        lineage = upstream_lineage(upstream).extend(**outcome.lineage)
+        manifest = Manifest(stage, fp, described, config, counts, dict(timer.seconds), outcome.details, lineage)
         write_json(tmp / MANIFEST, manifest.to_json())
     return manifest
 
+
+
+def upstream_lineage(upstream: Manifest | None) -> Lineage:
+    """The lineage an output of `upstream` starts from: the upstream's, plus the upstream itself."""
+    if upstream is None:
+        return Lineage()
+    return upstream.lineage.extend(
+        upstream=upstream.lineage.upstream + ({"stage": upstream.stage, "fingerprint": upstream.fingerprint},))

@@ -144,3 +144,15 @@ def prompt_expr(template: Template, has_input):
     if template.with_input == template.without_input:
         return render(template.with_input)
     return pl.when(has_input).then(render(template.with_input)).otherwise(render(template.without_input))
+
+
+def generation_template(kind: str | None, template: dict | None) -> str | None:
+    """How to render a bare prompt at generation time like the training rows were: "chat" for chat
+    records, else the no-input format of convert's template (a lineage's `template`, as
+    `Template.as_config()` writes it) with `{prompt}` for the instruction; None if unknown."""
+    if kind == "chat":
+        return "chat"
+    text = template.get("without_input") if isinstance(template, dict) else None
+    if kind != "sft" or not isinstance(text, str) or "{instruction}" not in text:
+        return None
+    return text.replace("{instruction}", "{prompt}")

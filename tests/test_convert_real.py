@@ -69,8 +69,8 @@ def test_english_to_latex(shared_data, tmp_path):
 def test_anime_genres_as_classify(shared_data, tmp_path):
     m = convert([str(shared_data / "anime_with_synopsis.csv")], tmp_path / "o", kind="classify",
                 mapping={"text": "synopsis", "labels": "Genres"})
-    assert m.counts.n_out == 269 and m.get("kind") == "classify"
-    assert len(m.get("label_names")) == 40 and m.get("label_names") == sorted(m.get("label_names"))
+    assert m.counts.n_out == 269 and m.lineage.kind == "classify"
+    assert len(m.lineage.label_names) == 40 and m.lineage.label_names == sorted(m.lineage.label_names)
     rec = _records(tmp_path / "o").row(0, named=True)
     assert rec["labels"] == ["Action", "Adventure", "Comedy", "Drama", "Sci-Fi", "Space"]
     assert rec["text"].startswith("In the year 2071, humanity has colonized")
@@ -82,7 +82,7 @@ def test_goemotions_ids_with_names_file(shared_data, tmp_path):
     m = convert([str(src)], tmp_path / "o", kind="classify", has_header=False, label_names=str(names),
                 mapping={"text": "column_1", "labels": "column_2"})
     assert m.counts.to_json() == {"in": 43410, "out": 43410, "rejected": 0, "rejected_by_reason": {}}
-    assert m.get("label_names") == names.read_text().split()
+    assert m.lineage.label_names == names.read_text().split()
     col = [line.split("\t")[1].split(",") for line in src.read_text(encoding="utf-8").splitlines()]
     assert m.get("label_counts")["neutral"] == sum("27" in ids for ids in col)
     assert m.get("label_counts")["grief"] == sum("16" in ids for ids in col)
@@ -95,7 +95,7 @@ def test_goemotions_ids_with_names_file(shared_data, tmp_path):
     assert df.row(i, named=True)["text"] == lines[i].split("\t")[0]
     multi = next(i for i, line in enumerate(lines) if "," in line.split("\t")[1])
     ids = [int(x) for x in lines[multi].split("\t")[1].split(",")]
-    assert df.row(multi, named=True)["labels"] == [m.get("label_names")[x] for x in ids]
+    assert df.row(multi, named=True)["labels"] == [m.lineage.label_names[x] for x in ids]
 
 
 def test_dpo_pairs_as_preference(shared_data, tmp_path):

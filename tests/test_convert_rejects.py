@@ -43,7 +43,7 @@ def test_classify_unknown_label_id_and_empty_labels(tmp_path):
     src.write_text("happy day\t0\nso mad\t1,0\nbad id\t7\nno label\t\nscared\tfear\n\t2\n")
     m = convert([str(src)], tmp_path / "o", kind="classify", has_header=False, label_names=str(names),
                 mapping={"text": "column_1", "labels": "column_2"})
-    assert m.counts.n_out == 3 and m.get("label_names") == ["joy", "anger", "fear"]
+    assert m.counts.n_out == 3 and m.lineage.label_names == ["joy", "anger", "fear"]
     assert [(r["row"], r["reason"], r["detail"]) for r in _rejects(tmp_path / "o")] == [
         (2, "unknown label id", "'7'"), (3, "missing labels", None), (5, "missing text", None)]
     df = pl.read_parquet(tmp_path / "o" / "records.parquet")

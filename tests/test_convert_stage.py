@@ -23,7 +23,7 @@ def test_manifest_and_rerun_skip_and_force(tmp_path, runner):
     assert result.exit_code == 0, result.output
     assert "in 62 = out 62 + rejected 0" in result.output
     m = read_manifest(out)
-    assert m.stage == "convert" and m.get("kind") == "sft" and m.counts.n_in == 62
+    assert m.stage == "convert" and m.lineage.kind == "sft" and m.counts.n_in == 62
     assert m.inputs[0]["path"] == DEMO and len(m.inputs[0]["sha256"]) == 64
     assert m.config["template"]["name"] == "latex" and set(m.timings) == {"read", "convert", "write"}
     assert (out / "rejects.jsonl").read_text() == ""
@@ -133,7 +133,7 @@ def test_jsonl_and_parquet_read_back_the_same(tmp_path, shared_data, kind, src):
     convert([str(shared_data / src)], tmp_path / "p", kind=kind)
     a, b = read_records(tmp_path / "j"), read_records(tmp_path / "p")
     ma, mb = read_manifest(tmp_path / "j"), read_manifest(tmp_path / "p")
-    assert a.equals(b) and ma.get("kind") == mb.get("kind") == kind and a.height == 300
+    assert a.equals(b) and ma.lineage.kind == mb.lineage.kind == kind and a.height == 300
 
 
 @pytest.mark.parametrize("src, kind", [("alpaca_en_demo.json", "sft"), ("english_to_latex.csv", "sft"),

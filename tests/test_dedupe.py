@@ -255,7 +255,7 @@ def test_alpaca_planted_duplicates_found_by_the_right_method(shared_data, tmp_pa
     report = json.loads((out / "report.json").read_text())
     assert report["methods"]["exact"]["removed"] + report["methods"]["near"]["removed"] == removed.height
     assert set(report["timings"]) >= {"read", "exact", "near", "group", "write"}
-    assert manifest.get("kind") == "sft" and manifest.get("text_fields") == ["instruction", "input", "output"]
+    assert manifest.lineage.kind == "sft" and manifest.get("text_fields") == ["instruction", "input", "output"]
 
 
 def test_rerun_is_skipped_and_force_redoes(shared_data, tmp_path, runner, monkeypatch):
@@ -517,5 +517,5 @@ def test_chat_records_compare_their_messages(tmp_path):
     pl.DataFrame({"messages": msgs, "tools": [None] * 3}).write_parquet(path)
     assert dd.record_texts(pl.read_parquet(path), ("messages",))[0] == "user: Hi there\nassistant: Hello!"
     manifest = dd.dedupe(path, tmp_path / "out", methods=("exact",))
-    assert manifest.get("kind") == "chat" and manifest.get("text_fields") == ["messages"]
+    assert manifest.lineage.kind == "chat" and manifest.get("text_fields") == ["messages"]
     assert pl.read_parquet(tmp_path / "out" / "removed.parquet").select("id", "kept_id").rows() == [(1, 0)]

@@ -109,7 +109,7 @@ def shards_of(out: Path) -> dict:
     digest = {}
     for col in ds.column_names:
         digest[col] = hashlib.sha256(json.dumps(ds.data.column(col).to_pylist()).encode()).hexdigest()[:16]
-    return {"rows": len(ds), "columns": sorted(ds.column_names), "sha256": digest,
+    return {"rows": len(ds), "columns": sorted(ds.column_names), "digest": digest,
             "first": [ds[i] for i in range(min(2, len(ds)))]}
 
 

@@ -38,7 +38,7 @@ def test_train_merge_generate_cli(tmp_path, runner):
     model = tiny_causal_lm(tmp_path / "model")
     shards = write_shards(tmp_path / "shards", pack(sft_rows(32), 40), "sft", tok, packed=True, max_len=40)
     manifest = json.loads((shards / "manifest.json").read_text())
-    manifest["template"] = "{prompt} w1"
+    manifest["lineage"]["template"] = {"name": "custom", "without_input": "{instruction} w1"}  # as convert records it
     (shards / "manifest.json").write_text(json.dumps(manifest))
     adapter = tmp_path / "adapter"
     args = ["train", str(shards), "--model", str(model), "--max-steps", "3", "--micro-batch", "4", "--report-to", "none",
@@ -53,7 +53,9 @@ def test_train_merge_generate_cli(tmp_path, runner):
     result = runner.invoke(cli, ["merge", str(adapter), "-o", str(tmp_path / "merged")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "merged" / "model.safetensors").is_file()
-    assert read_manifest(tmp_path / "merged").get("template") == "{prompt} w1"
+    merged = read_manifest(tmp_path / "merged").lineage
+    assert merged.template["without_input"] == "{instruction} w1" and merged.task == "sft"
+    assert [u["stage"] for u in merged.upstream] == ["tokenize", "train"]
 
     result = runner.invoke(cli, ["generate", str(adapter), "--prompt", "w3 w4", "--max-new-tokens", "3",
                                  "--compare-base", "--json"])

@@ -90,7 +90,7 @@ def test_stage_pack_alpaca(shared_data, tmp_path):
     plain = tokenize(d, tmp_path / "plain", max_len=1024, progress=False)
     packed = tokenize(d, tmp_path / "packed", max_len=1024, pack=True, progress=False)
     ds = load_from_disk(str(tmp_path / "packed"))
-    assert packed.get("packed") and packed.get("packing")["bins"] == len(ds)
+    assert packed.lineage.packed and packed.get("packing")["bins"] == len(ds)
     assert sum(len(s) for s in ds["seq_lens"]) == 300
     assert all(n <= 1024 and n == sum(s) for n, s in zip(ds["length"], ds["seq_lens"], strict=True))
     assert packed.get("packing")["efficiency"] == pytest.approx(plain.get("token_stats")["total"] / (len(ds) * 1024), abs=1e-5)

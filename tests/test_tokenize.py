@@ -12,7 +12,7 @@ import pytest
 
 from dataprep.errors import DataprepError
 from dataprep.records import IGNORE_INDEX, SCHEMAS
-from dataprep.stage import Manifest, read_manifest
+from dataprep.stage import read_manifest
 from dataprep.tokenize import (
     Specials,
     TokenizeOptions,
@@ -271,7 +271,7 @@ def write_records(tmp_path, kind, data: dict, label_names=None):
     schema = SCHEMAS[kind]
     table = pa.table({f.name: data.get(f.name, [None] * n) for f in schema}, schema=schema)
     pl.from_arrow(table).write_parquet(d / "records.parquet")
-    manifest = {"stage": "convert", "kind": kind, **({"label_names": label_names} if label_names else {})}
+    manifest = {"stage": "convert", "lineage": {"kind": kind, "label_names": label_names}}
     (d / "manifest.json").write_text(json.dumps(manifest))
     return d
 
@@ -291,11 +291,13 @@ def test_stage_writes_shards_manifest_rejects(sft_dir, tmp_path):
     assert m.counts.to_json() == {"in": 4, "out": 3, "rejected": 1, "rejected_by_reason": {"too_long": 1}}
     rejects = [json.loads(x) for x in (out / "rejects.jsonl").read_text().splitlines()]
     assert [(r["row"], r["reason"]) for r in rejects] == [(2, "too_long")]
-    for key in ("kind", "tokenizer", "packed", "max_len", "pad_token_id", "eos_token_id", "shards", "token_stats"):
+    for key in ("shards", "token_stats", "pad_policy", "tokenizer_files"):
         assert key in m.details
-    assert (m.get("pad_token_id"), m.get("eos_token_id"), m.get("kind"), m.get("packed")) == (0, 2, "sft", False)
-    assert set(m.get("tokenizer")) >= {"name", "path", "fingerprint"} and len(m.get("shards")) == 2
-    assert len(m.get("tokenizer")["files_sha256"]) == 64 and m.get("template") is None and m.get("prompt_template") is None
+    lin = m.lineage
+    assert (lin.tokenizer.pad_token_id, lin.tokenizer.eos_token_id, lin.kind, lin.packed, lin.max_len) == (0, 2, "sft", False, 16)
+    assert lin.tokenizer.name == "smollm2-135m" and lin.tokenizer.fingerprint and len(m.get("shards")) == 2
+    assert len(m.get("tokenizer_files")["files_sha256"]) == 64 and lin.template is None  # records made without convert
+    assert [u["stage"] for u in lin.upstream] == ["convert"]
     ds = load_from_disk(str(out))
     assert len(ds) == 3 and ds.features["input_ids"].feature.dtype == "int32"
     assert ds[0]["labels"] == [M] * 7 + ds[0]["input_ids"][7:]
@@ -327,7 +329,7 @@ def test_stage_missing_column_is_one_line_error(tmp_path):
     d = tmp_path / "bad"
     d.mkdir()
     pl.DataFrame({"prompt": ["a"], "source": ["s"], "row": [0]}).write_parquet(d / "records.parquet")
-    (d / "manifest.json").write_text(json.dumps({"kind": "sft"}))
+    (d / "manifest.json").write_text(json.dumps({"stage": "convert", "lineage": {"kind": "sft"}}))
     with pytest.raises(DataprepError, match="completion"):
         tokenize(d, tmp_path / "tok", progress=False)
 
@@ -342,7 +344,7 @@ def test_stage_classify_multi_hot_in_manifest_order(tmp_path):
     ds = load_from_disk(str(tmp_path / "tok"))
     assert ds["labels"] == [[0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
     assert len(ds[3]["input_ids"]) == 8 and ds[3]["input_ids"][-1] == 102 and m.get("events") == {"truncated_end": 1}
-    assert m.get("label_names") == ["sadness", "joy", "anger"]
+    assert m.lineage.label_names == ["sadness", "joy", "anger"]
     assert m.counts.by_reason == {"unknown label": 1}
     assert ds[0]["input_ids"][0] == 101 and ds[0]["input_ids"][-1] == 102  # [CLS] ... [SEP]
 
@@ -384,7 +386,7 @@ def test_stage_chat_glaive(shared_data, tmp_path):
     d = write_records(tmp_path, "chat", {"messages": batch["messages"], "tools": batch["tools"]})
     m = tokenize(d, tmp_path / "tok", max_len=16384, progress=False)
     assert m.counts.n_in == m.counts.n_out == 300
-    assert m.get("tokenizer")["chat_template_sha256"]
+    assert m.get("tokenizer_files")["chat_template_sha256"]
 
 
 @pytest.mark.slow
@@ -419,11 +421,10 @@ def test_stage_preference_with_messages_uses_chat_template(tmp_path):
     assert tok.decode([t for t in row["rejected_labels"] if t != M]) == "Busan.<|im_end|>"
 
 
-def test_generation_template_from_convert_manifest():
-    from dataprep.tokenize import generation_template
+def test_generation_template_from_a_lineage_template():
+    from dataprep.templates import TEMPLATES, generation_template
 
-    latex = Manifest.from_json({"config": {"template": {"name": "latex", "with_input": "x", "completion_prefix": " ",
-                                     "without_input": "Convert English to LaTeX\nEnglish: {instruction}\nLaTeX:"}}})
+    latex = TEMPLATES["latex"].as_config()
     assert generation_template("sft", latex) == "Convert English to LaTeX\nEnglish: {prompt}\nLaTeX:"
     assert generation_template("chat", None) == "chat"
     assert generation_template("sft", None) is None and generation_template("classify", latex) is None
@@ -445,11 +446,21 @@ def test_chat_header_after_assistant_is_not_trained(smol):
     assert trained_runs(tok, cols["input_ids"][0], cols["labels"][0]) == ["Hello", "Ciao<|im_end|>"]
 
 
-def test_generation_template_through_a_stage_that_drops_it(tmp_path):
-    from dataprep.tokenize import generation_template
+def test_lineage_travels_through_dedupe_without_reading_upstream_manifests(tmp_path):
+    """convert's template and kind reach tokenize through dedupe's manifest alone: the convert
+    output is gone when tokenize runs, and nothing looks for it."""
+    import shutil
 
-    conv = tmp_path / "convert"
-    conv.mkdir()
-    (conv / "manifest.json").write_text(json.dumps({"config": {"template": {"without_input": "Q: {instruction}\nA:"}}}))
-    dedupe = Manifest.from_json({"config": {"threshold": 0.9}, "inputs": [{"path": str(conv / "records.parquet"), "sha256": "x"}]})
-    assert generation_template("sft", dedupe) == "Q: {prompt}\nA:"
+    from dataprep.convert import convert
+    from dataprep.dedupe import dedupe
+
+    src = tmp_path / "raw.jsonl"
+    src.write_text("".join(json.dumps({"instruction": f"Say {w}", "output": w}) + "\n" for w in ("a", "b", "a", "c")))
+    conv = convert([str(src)], tmp_path / "conv", template="latex")
+    dd = dedupe(tmp_path / "conv", tmp_path / "dd", methods=("exact",))
+    shutil.rmtree(tmp_path / "conv")
+    m = tokenize(tmp_path / "dd", tmp_path / "tok", max_len=64, progress=False)
+    assert m.lineage.kind == "sft" and m.lineage.template["name"] == "latex"
+    assert m.lineage.upstream == ({"stage": "convert", "fingerprint": conv.fingerprint},
+                                  {"stage": "dedupe", "fingerprint": dd.fingerprint})
+    assert m.lineage.tokenizer.name == "smollm2-135m" and m.lineage.max_len == 64 and m.lineage.packed is False

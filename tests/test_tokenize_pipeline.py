@@ -8,6 +8,7 @@ from datasets import load_from_disk
 from dataprep.convert import convert
 from dataprep.models import load_tokenizer
 from dataprep.records import IGNORE_INDEX as M
+from dataprep.templates import generation_template
 from dataprep.tokenize import tokenize
 from tests.test_tokenize import trained_runs
 
@@ -17,7 +18,8 @@ def test_glaive_after_convert(shared_data, tmp_path):
     conv = convert([str(src)], str(tmp_path / "records"), kind="chat")
     m = tokenize(tmp_path / "records", tmp_path / "tok", max_len=16384, progress=False)
     assert m.counts.n_in == conv.counts.n_out == m.counts.n_out + m.counts.rejected
-    assert m.counts.rejected == 0 and m.get("template") == "chat"
+    assert m.counts.rejected == 0 and m.lineage.kind == "chat" and m.lineage.template is None
+    assert [u["stage"] for u in m.lineage.upstream] == ["convert"] and m.lineage.upstream[0]["fingerprint"] == conv.fingerprint
     import polars as pl
 
     records = pl.read_parquet(tmp_path / "records" / "records.parquet")
@@ -32,7 +34,8 @@ def test_ko_alpaca_after_convert(shared_data, tmp_path):
     convert([str(shared_data / "ko_alpaca_1040.json")], str(tmp_path / "records"), template="ko-alpaca")
     m = tokenize(tmp_path / "records", tmp_path / "tok", max_len=4096, progress=False)
     assert m.counts.n_in == m.counts.n_out + m.counts.rejected and m.get("events") == {}
-    assert m.get("template").endswith("###지시사항:{prompt}\n###답변:")
+    assert m.lineage.template["name"] == "ko-alpaca"
+    assert generation_template("sft", m.lineage.template).endswith("###지시사항:{prompt}\n###답변:")
     import polars as pl
 
     records = pl.read_parquet(tmp_path / "records" / "records.parquet")

@@ -11,7 +11,7 @@ import torch
 
 from dataprep.cli import cli
 from dataprep.errors import DataprepError
-from dataprep.stage import read_manifest
+from dataprep.stage import Lineage, TokenizerInfo, read_manifest
 from tests.train_helpers import pack, sft_rows, tiny_causal_lm, tiny_tokenizer, write_shards
 from training.data import collate_flat, collate_padded
 
@@ -131,7 +131,7 @@ def test_lora_sft_learns_saves_and_merges(tiny, tmp_path, shards):
     for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "metrics.json", "loss.png"):
         assert (out / name).is_file(), name
     manifest = read_manifest(out)
-    assert manifest.get("task") == "sft" and manifest.counts.n_in == {"packed": 14, "unpacked": 48}[shards]
+    assert manifest.lineage.task == "sft" and manifest.counts.n_in == {"packed": 14, "unpacked": 48}[shards]
     _assert_merge_matches_adapter(out, tmp_path)
     assert _train(tiny, shards, out, gradient_checkpointing=False).skipped is True  # same inputs and options: nothing to redo
 
@@ -197,9 +197,12 @@ def test_collate_flat_pad_to_appends_an_untrained_filler_sequence():
 def test_input_pad_id_stays_inside_the_vocabulary():
     from training.sft import input_pad_id
 
-    assert input_pad_id({"pad_token_id": 0, "eos_token_id": 2}, 100) == 0
-    assert input_pad_id({"pad_token_id": 100, "eos_token_id": 2}, 100) == 2  # an added pad beyond the embeddings
-    assert input_pad_id({"eos_token_id": 2}, 100) == 2
+    def lineage(pad, eos):
+        return Lineage(tokenizer=TokenizerInfo("t", "fp", pad_token_id=pad, eos_token_id=eos))
+
+    assert input_pad_id(lineage(0, 2), 100) == 0
+    assert input_pad_id(lineage(100, 2), 100) == 2  # an added pad beyond the embeddings
+    assert input_pad_id(lineage(None, 2), 100) == 2
 
 
 def test_collate_flat_counts_real_tokens_without_the_filler():
@@ -262,7 +265,7 @@ def test_packed_batches_for_flex_attention_have_one_static_length(tiny):
     from training.sft import causal_batches
 
     dataset, manifest = load_shards(tiny["packed"])
-    batches = causal_batches(dataset, manifest, 4, False, static_len=4 * manifest.get("max_len"))(0)
+    batches = causal_batches(dataset, manifest.lineage, 4, False, static_len=4 * manifest.lineage.max_len)(0)
     assert {b["input_ids"].shape for b in batches} == {(1, 160)}
     assert sum(b["n_tokens"] for b in batches) == sum(len(r["input_ids"]) for r in tiny["rows"])
     assert all((b["labels"][0, b["n_tokens"]:] == I).all() for b in batches)

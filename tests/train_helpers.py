@@ -97,23 +97,17 @@ def write_shards(out: Path, rows: list[dict], kind: str, tokenizer, *, packed: b
     from datasets import Dataset
 
     from dataprep.models import tokenizer_fingerprint
+    from dataprep.stage import Counts, Lineage, Manifest, TokenizerInfo
 
     cols = {k: [r[k] for r in rows] for k in rows[0]}
     cols["length"] = [len(r["input_ids"]) for r in rows]
     Dataset.from_dict(cols).save_to_disk(str(out))
-    manifest = {
-        "stage": "tokenize",
-        "kind": kind,
-        "tokenizer": {"name": tokenizer_name, "path": tokenizer_name, "fingerprint": tokenizer_fingerprint(tokenizer)},
-        "packed": packed,
-        "max_len": max_len,
-        "pad_token_id": tokenizer.pad_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-        "counts": {"in": len(rows), "out": len(rows), "rejected": 0, "rejected_by_reason": {}},
-    }
-    if label_names:
-        manifest["label_names"] = label_names
-    (out / "manifest.json").write_text(json.dumps(manifest))
+    info = TokenizerInfo(tokenizer_name, tokenizer_fingerprint(tokenizer), tokenizer_name, tokenizer.pad_token_id,
+                         tokenizer.eos_token_id)
+    lineage = Lineage(kind=kind, label_names=label_names or None, tokenizer=info,
+                      max_len=max_len, packed=packed)
+    manifest = Manifest("tokenize", "hand-made", [], {}, Counts(len(rows), len(rows)), lineage=lineage)
+    (out / "manifest.json").write_text(json.dumps(manifest.to_json()))
     return out
 
 

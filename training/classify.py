@@ -151,7 +151,7 @@ def _prepare(shards: str, cfg: ClassifyConfig):
 
     dataset, manifest = data.load_shards(shards)
     data.check_task(manifest, "classify", shards)
-    label_names = manifest.get("label_names")
+    label_names = list(manifest.lineage.label_names or [])
     if not label_names:
         raise DataprepError(f"manifest of {shards} has no label_names; re-run `dataprep tokenize` on classify records")
     model_path = resolve_model(cfg.model)
@@ -162,7 +162,7 @@ def _prepare(shards: str, cfg: ClassifyConfig):
         if path:
             ds, m = data.load_shards(path)
             data.check_task(m, "classify", path)
-            if m.get("label_names") != label_names:
+            if list(m.lineage.label_names or []) != label_names:
                 raise DataprepError(f"label names of {path} differ from those of {shards}; tokenize all splits together")
             splits[name] = ds
     if "eval" not in splits:
@@ -197,7 +197,7 @@ def train_classifier(shards: str, out: str, config: ClassifyConfig, force: bool 
 
     def build(ws: Workspace) -> Outcome:
         model, trainable, total = setup_model(model_path, label_names, config)
-        pad = manifest.get("pad_token_id") or 0
+        pad = (manifest.lineage.tokenizer.pad_token_id if manifest.lineage.tokenizer else None) or 0
         make_train = classify_batches(train_set, pad, config.micro_batch)
         split_batches = {k: classify_batches(v, pad, config.micro_batch * 2)(config.seed) for k, v in splits.items()}
 
@@ -226,12 +226,13 @@ def train_classifier(shards: str, out: str, config: ClassifyConfig, force: bool 
         _save(model, tokenizer, ws.out, label_names, result, config)
         plot_losses(hist, ws.out / "loss.png", f"multi-label {config.model}")
         n = len(train_set) + (len(splits["eval"]) if not config.eval_shards else 0)
-        details = dict(task="classify", base_model=config.model, base_model_path=model_path, label_names=label_names,
+        details = dict(base_model_path=model_path,
                        metrics={k: v for k, v in result.items() if k not in ("train_loss", "eval_curve")})
-        return Outcome(n, n, details)
+        return Outcome(n, n, details, lineage={"task": "classify", "base_model": config.model})
 
     return run_stage("train", out, inputs=[p for p in (shards, config.eval_shards, config.test_shards) if p],
-                     config=config, build=build, data_files=("thresholds.json", "metrics.json"), force=force)
+                     config=config, build=build, data_files=("thresholds.json", "metrics.json"), force=force,
+                     upstream=manifest)
 
 
 def _final_metrics(model, split_batches: dict, label_names: list[str], per_label: bool) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from dataprep.records import IGNORE_INDEX, mask_sequence_starts
 
 
 def load_shards(path: str | Path):
-    """(datasets.Dataset, manifest dict) from a tokenize output directory."""
+    """(datasets.Dataset, Manifest) from a tokenize output directory."""
     from datasets import load_from_disk
 
     from dataprep.stage import read_manifest
@@ -34,6 +34,9 @@ def load_shards(path: str | Path):
     manifest = read_manifest(path)
     if manifest is None:
         raise DataprepError(f"{path} has no manifest.json; pass the output directory of `dataprep tokenize`")
+    if manifest.stage != "tokenize":
+        raise DataprepError(f"{path} is the output of `dataprep {manifest.stage}`, not token shards; "
+                            f"run `dataprep tokenize {path} -o SHARDS` and train on SHARDS")
 
     try:
         dataset = load_from_disk(str(path))
@@ -45,36 +48,52 @@ def load_shards(path: str | Path):
     return dataset, manifest
 
 
-DEFAULT_MODELS = {"sft": "smollm2-135m", "classify": "minilm"}
-
-
 def resolve_task_model(shards: str | Path, task: str | None, model: str | None) -> tuple[str, str]:
-    """The training task and base model: as given, else what the shards' lineage says."""
-    task = task or "sft"
-    return task, model or DEFAULT_MODELS[task]
+    """The training task and base model: as given, else what the shards' lineage says (the task
+    the record kind trains, the model whose tokenizer made the shards). A task that contradicts
+    the shards is an error here; a model whose tokenizer differs is one in `check_tokenizer`."""
+    from dataprep.stage import read_manifest
+
+    manifest = read_manifest(shards)
+    lineage = manifest.lineage if manifest else None
+    if lineage is None or lineage.kind is None:
+        raise DataprepError(f"{shards} has no tokenize manifest with a record kind; pass the output directory of "
+                            "`dataprep tokenize`")
+    task = task or check_task(manifest, None, shards)
+    check_task(manifest, task, shards)
+    if model is None and lineage.tokenizer is None:
+        raise DataprepError(f"the lineage of {shards} names no tokenizer; pass --model")
+    return task, model or lineage.tokenizer.name
 
 
-def check_task(manifest, task: str, path: str | Path) -> None:
-    """Fail early when the shards were tokenized for another task."""
-    kind = manifest.get("kind")
-    shard_task = "classify" if kind == "classify" else "sft"
+def check_task(manifest, task: str | None, path: str | Path) -> str:
+    """The task the shards train (their kind's first), after checking that `task` (if given) is one."""
+    from dataprep.records import KIND_TABLE, kinds_with
+
+    kind = manifest.lineage.kind
     if kind is None:
-        raise DataprepError(f"manifest of {path} has no `kind`; re-run `dataprep tokenize`")
-    if shard_task != task:
+        raise DataprepError(f"manifest of {path} has no record kind; re-run `dataprep tokenize`")
+    tasks = KIND_TABLE[kind].tasks if kind in KIND_TABLE else ()
+    if not tasks:
+        raise DataprepError(f"shards in {path} are of kind {kind!r}, which `dataprep train` does not train yet; "
+                            f"it trains kinds {kinds_with(lambda k: k.tasks)}")
+    if task is not None and task not in tasks:
         raise DataprepError(
-            f"shards in {path} are of kind {kind!r} (task {shard_task}) but --task is {task}; "
-            f"pass --task {shard_task} or tokenize the right data"
+            f"shards in {path} are of kind {kind!r} (task {tasks[0]}) but --task is {task}; "
+            f"pass --task {tasks[0]} or tokenize the right data"
         )
+    return tasks[0]
 
 
 def check_tokenizer(manifest, tokenizer, model_name: str) -> None:
     """Fail early when the model's tokenizer is not the one the shards were tokenized with."""
     from dataprep.models import tokenizer_fingerprint
 
-    expected = (manifest.get("tokenizer") or {}).get("fingerprint")
+    info = manifest.lineage.tokenizer
+    expected = info.fingerprint if info else None
     actual = tokenizer_fingerprint(tokenizer)
     if expected and expected != actual:
-        shard_tok = (manifest.get("tokenizer") or {}).get("name", "?")
+        shard_tok = info.name
         raise DataprepError(
             f"tokenizer of {model_name} (fingerprint {actual}) differs from the one the shards were tokenized with "
             f"({shard_tok}, {expected}); pass --model {shard_tok} or re-tokenize with this model"

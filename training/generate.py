@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dataprep.errors import DataprepError
-from dataprep.templates import TEMPLATES, Template, render_prompt
+from dataprep.templates import TEMPLATES, Template, generation_template, render_prompt
 from training.outputs import load_for_generation, load_trained_classifier
 
 
@@ -62,7 +62,7 @@ def generate(path: str | Path, prompts: list[str], template: str | None = None, 
     `model` may pass an already loaded (model, tokenizer, manifest, is_adapter) tuple.
     """
     model, tokenizer, manifest, is_adapter = model or load_for_generation(path)
-    template = template or manifest.get("template")
+    template = template or generation_template(manifest.lineage.kind, manifest.lineage.template)
     if compare_base and not is_adapter:
         raise DataprepError("--compare-base needs an adapter directory (the output of `dataprep train`), not a merged model")
     rendered = [render(p, template, tokenizer) for p in prompts]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dataprep.options import opt, parse_options
-from dataprep.stage import Manifest, Outcome, Workspace, run_stage
+from dataprep.stage import Manifest, Outcome, Workspace, read_manifest, run_stage
 from training.outputs import load_adapter_model
 
 
@@ -29,7 +29,7 @@ def merge_adapter(adapter: str | Path, out: str | Path, *, force: bool = False, 
     dtype = parse_options(MergeOptions, options, "merge").dtype
 
     def build(ws: Workspace) -> Outcome:
-        model, tokenizer, manifest = load_adapter_model(adapter, dtype)
+        model, tokenizer, trained = load_adapter_model(adapter, dtype)
         merged = model.merge_and_unload()
         with ws.timer("save"):
             merged.save_pretrained(ws.out)
@@ -38,9 +38,7 @@ def merge_adapter(adapter: str | Path, out: str | Path, *, force: bool = False, 
         if thresholds.is_file():
             (ws.out / "thresholds.json").write_text(thresholds.read_text())
         n_params = sum(p.numel() for p in merged.parameters())
-        return Outcome(1, 1, dict(task=manifest.get("task", "sft"), base_model=manifest.get("base_model"),
-                                  template=manifest.get("template"), label_names=manifest.get("label_names"),
-                                  params=n_params))
+        return Outcome(1, 1, {"params": n_params})
 
     return run_stage("merge", out, inputs=[str(adapter)], config={"dtype": dtype}, build=build,
-                     data_files=("config.json",), force=force)
+                     data_files=("config.json",), force=force, upstream=read_manifest(adapter))

@@ -14,23 +14,22 @@ from pathlib import Path
 from typing import Any
 
 from dataprep.errors import DataprepError
-from dataprep.stage import read_manifest
+from dataprep.stage import Manifest, read_manifest
 from training.loop import device
 
 
-def adapter_base(adapter: str | Path) -> tuple[str, dict[str, Any]]:
-    """(local path of the base model, the train manifest or {}) for an adapter directory."""
+def adapter_base(adapter: str | Path) -> tuple[str, Manifest]:
+    """(local path of the base model, the train manifest) for an adapter directory."""
     adapter = Path(adapter)
     config_path = adapter / "adapter_config.json"
     if not config_path.is_file():
         raise DataprepError(f"{adapter} has no adapter_config.json; pass the output directory of `dataprep train`")
-    found = read_manifest(adapter)
-    manifest = found.details if found else {}
+    manifest = read_manifest(adapter) or Manifest.from_json({})
     base = manifest.get("base_model_path") or json.loads(config_path.read_text()).get("base_model_name_or_path")
-    if base and not Path(base).exists() and manifest.get("base_model"):
+    if base and not Path(base).exists() and manifest.lineage.base_model:
         from dataprep.models import resolve_model
 
-        base = resolve_model(manifest["base_model"])  # the cache moved: resolve the name again
+        base = resolve_model(manifest.lineage.base_model)  # the cache moved: resolve the name again
     if not base:
         raise DataprepError(f"{config_path} names no base model; re-create the adapter with `dataprep train`")
     return base, manifest
@@ -78,7 +77,7 @@ def load_adapter_model(adapter: str | Path, dtype: str = "bfloat16"):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     base, manifest = adapter_base(adapter)
-    if manifest.get("task") == "classify":
+    if manifest.lineage.task == "classify":
         model = load_trained_classifier(str(adapter), dtype)[0]
     else:
         model = AutoModelForCausalLM.from_pretrained(base, dtype=getattr(torch, dtype))
@@ -100,8 +99,7 @@ def load_for_generation(path: str | Path):
         return model.to(device()).eval(), tok, manifest, True
     local = resolve_model(str(path))
     model = AutoModelForCausalLM.from_pretrained(local, dtype=getattr(torch, dtype)).to(device()).eval()
-    found = read_manifest(local)
-    return model, AutoTokenizer.from_pretrained(local), found.details if found else {}, False
+    return model, AutoTokenizer.from_pretrained(local), read_manifest(local) or Manifest.from_json({}), False
 
 
 def read_metrics(out: str | Path) -> dict[str, Any]:

@@ -24,10 +24,9 @@ class TrainOptions(SFTOptions, ClassifyOptions, LoraOptions, LoopConfig):
     """The options of both tasks, each declared once with its task's config (training.loop, .sft,
     .classify). Here None means the task's default; for task and model, what the shards' lineage says."""
 
-    task: Literal["sft", "classify"] | None = opt(
-        None, "[default: what the shards' record kind trains: sft for sft/chat/text, classify for classify]")
-    model: str | None = opt(None, "Base model: minilm, smollm2-135m, a local dir or a Hub id "
-                            f"[default: {SFTConfig.model} for sft, {ClassifyConfig.model} for classify].")
+    task: Literal["sft", "classify"] | None = opt(None, "[default: what the shards' record kind trains (their lineage)]")
+    model: str | None = opt(None, "Base model: minilm, smollm2-135m, a local dir or a Hub id [default: the model "
+                            "whose tokenizer made the shards (their lineage)].")
     lr: float | None = opt(None, _task_default("lr", "Learning rate"), min=0, min_open=True)
     warmup_ratio: float | None = opt(None, _task_default("warmup_ratio", "Share of the steps spent warming up"),
                                      min=0, max=1)

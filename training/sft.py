@@ -20,7 +20,7 @@ from dataprep import io
 from dataprep.errors import DataprepError
 from dataprep.options import opt
 from dataprep.records import IGNORE_INDEX
-from dataprep.stage import Manifest, Outcome, Workspace, run_stage
+from dataprep.stage import Lineage, Manifest, Outcome, Workspace, run_stage
 from training import data
 from training.loop import Logger, LoopConfig, LoraOptions, device, peak_memory_gb, plot_losses, train_loop
 
@@ -194,25 +194,26 @@ def causal_lm_loss_sum(model, batch: dict[str, Any]):
     return loss, int(targets.numel())
 
 
-def input_pad_id(manifest: dict[str, Any], vocab_size: int | None = None) -> int:
+def input_pad_id(lineage: Lineage, vocab_size: int | None = None) -> int:
     """The id padded positions get. They are attention-masked and unlabelled, so any id in the
     model's vocabulary works: a pad token that tokenize added (beyond the embeddings) becomes EOS
     rather than forcing an embedding resize that the adapter would then have to carry."""
-    pad = manifest.get("pad_token_id")
+    tok = lineage.tokenizer
+    pad = tok.pad_token_id if tok else None
     if pad is None or (vocab_size is not None and pad >= vocab_size):
-        pad = manifest.get("eos_token_id") or 0
+        pad = (tok.eos_token_id if tok else None) or 0
     return pad
 
 
-def causal_batches(dataset, manifest: dict[str, Any], micro_batch: int, group_by_length: bool,
+def causal_batches(dataset, lineage: Lineage, micro_batch: int, group_by_length: bool,
                    vocab_size: int | None = None, static_len: int | None = None):
     """seed -> list of collated micro-batches (padding-free for packed shards, padded otherwise).
     `static_len` pads every flat batch to that many tokens with one filler sequence (FlexAttention
     is compiled, and a new length per batch would recompile it)."""
-    pad = input_pad_id(manifest, vocab_size)
+    pad = input_pad_id(lineage, vocab_size)
 
     def collate(rows: list[dict[str, Any]]) -> dict[str, Any]:
-        return data.collate_flat(rows, static_len, pad) if manifest.get("packed") else data.collate_padded(rows, pad)
+        return data.collate_flat(rows, static_len, pad) if lineage.packed else data.collate_padded(rows, pad)
 
     return data.batcher(dataset, micro_batch, collate, group_by_length)
 
@@ -262,16 +263,18 @@ def train_sft(shards: str, out: str, config: SFTConfig, force: bool = False) -> 
 
     def build(ws: Workspace) -> Outcome:
         bf16 = use_bf16(config, quant)
-        attn = attn_implementation(config, bool(manifest.get("packed")))
+        shards_lineage = manifest.lineage
+        attn = attn_implementation(config, bool(shards_lineage.packed))
         model = load_model(model_path, quant, bf16, attn, config.gradient_checkpointing, config.kbit_upcast)
         model = add_lora(model, config)
         if config.compile:
             compile_layers(model)
         trainable, total = model.get_nb_trainable_parameters()
         vocab = model.get_input_embeddings().num_embeddings
-        static = config.micro_batch * manifest.get("max_len") if attn == "flex_attention" and manifest.get("max_len") else None
-        make_train = causal_batches(train_set, manifest, config.micro_batch, config.group_by_length, vocab, static)
-        make_eval = causal_batches(eval_set, manifest, config.micro_batch, False, vocab, static) if eval_set else None
+        max_len = shards_lineage.max_len
+        static = config.micro_batch * max_len if attn == "flex_attention" and max_len else None
+        make_train = causal_batches(train_set, shards_lineage, config.micro_batch, config.group_by_length, vocab, static)
+        make_eval = causal_batches(eval_set, shards_lineage, config.micro_batch, False, vocab, static) if eval_set else None
         eval_batches = make_eval(config.seed) if make_eval else None
         logger = Logger(config.report_to, ws.out / "runs", dataclasses.asdict(config))
         with ws.timer("train"):
@@ -294,7 +297,7 @@ def train_sft(shards: str, out: str, config: SFTConfig, force: bool = False) -> 
             "quant": quant,
             "bf16": bf16,
             "attn_implementation": attn,
-            "packed": bool(manifest.get("packed")),
+            "packed": bool(shards_lineage.packed),
             "device": device(),
             **peak_memory_gb(),
         }
@@ -303,15 +306,9 @@ def train_sft(shards: str, out: str, config: SFTConfig, force: bool = False) -> 
         io.write_json(ws.out / "metrics.json", metrics)
         plot_losses(hist, ws.out / "loss.png", f"SFT {config.model} ({'QLoRA' if quant == '4bit' else 'LoRA'} r{config.lora_r})")
         n = len(train_set) + (len(eval_set) if eval_set is not None and not config.eval_shards else 0)
-        details = dict(task="sft", base_model=config.model, base_model_path=model_path, kind=manifest.get("kind"),
-                       template=manifest.get("template"), shards_manifest=_shards_summary(manifest),
+        details = dict(base_model_path=model_path,
                        metrics={k: v for k, v in metrics.items() if k not in ("train_loss", "eval_loss")})
-        return Outcome(n, n, details)
+        return Outcome(n, n, details, lineage={"task": "sft", "base_model": config.model})
 
     return run_stage("train", out, inputs=[p for p in (shards, config.eval_shards) if p], config=stage_config,
-                     build=build, data_files=("adapter_config.json", "metrics.json"), force=force)
-
-
-def _shards_summary(manifest: Manifest) -> dict[str, Any]:
-    keys = ("kind", "tokenizer", "packed", "max_len", "pad_token_id", "eos_token_id", "template")
-    return {"fingerprint": manifest.fingerprint, **{k: manifest.get(k) for k in keys if k in manifest.details}}
+                     build=build, data_files=("adapter_config.json", "metrics.json"), force=force, upstream=manifest)

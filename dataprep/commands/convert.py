@@ -32,5 +32,5 @@ def command(sources, out, force, **options):
     if stats:
         parts = ", ".join(f"{k} {v['p50']:.0f}/{v['p95']:.0f}/{v['max']}" for k, v in stats.items())
         click.echo(f"lengths (p50/p95/max; chat: turns, chars): {parts}")
-    if manifest.get("label_names"):
-        click.echo(f"{len(manifest.get('label_names'))} labels")
+    if manifest.lineage.label_names:
+        click.echo(f"{len(manifest.lineage.label_names)} labels")

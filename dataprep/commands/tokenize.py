@@ -28,7 +28,7 @@ def command(records, out, force, **options):
         click.echo(f"{out} is up to date (fingerprint {m.fingerprint}); skipped. Use --force to redo.")
         return
     stats, secs = m.get("token_stats"), sum(m.timings.values())
-    click.echo(f"tokenize ({m.get('kind')}): {m.counts.line()} in {secs:.1f}s")
+    click.echo(f"tokenize ({m.lineage.kind}): {m.counts.line()} in {secs:.1f}s")
     if stats.get("total"):
         ln = stats["length"]
         click.echo(f"tokens: {stats['total']:,} total, {stats['trainable']:,} trained; "
@@ -40,5 +40,5 @@ def command(records, out, force, **options):
         click.echo(f"packed {p['sequences']:,} sequences into {p['bins']:,} bin(s) of {p['capacity']} "
                    f"(lower bound {p['lower_bound_bins']:,}, {p['algorithm']}): efficiency {p['efficiency']:.2%}")
     pad = m.get("pad_policy")
-    click.echo(f"pad id {pad['pad_token_id']} ({pad['pad_token']}, {pad['source']}), eos id {m.get('eos_token_id')}")
+    click.echo(f"pad id {pad['pad_token_id']} ({pad['pad_token']}, {pad['source']}), eos id {m.lineage.tokenizer.eos_token_id}")
     click.echo(f"wrote {out}: {len(m.get('shards'))} shard(s), manifest.json, rejects.jsonl")

@@ -29,7 +29,7 @@ def command(shards, out, force, **options) -> None:
     if manifest.skipped:
         click.echo(f"{out} is up to date (same shards, model and options); nothing to do (--force retrains)")
     else:
-        click.echo(summary(manifest.get("task"), out, read_metrics(out)))
+        click.echo(summary(manifest.lineage.task, out, read_metrics(out)))
 
 
 def summary(task: str, out: str, m: dict) -> str:

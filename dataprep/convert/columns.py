@@ -5,20 +5,12 @@ names tried for each (`DEFAULT_ALIASES`), `--map` overrides, and a guess of the 
 from __future__ import annotations
 
 from dataprep.errors import DataprepError
+from dataprep.records import get_kind
 from dataprep.templates import Template
 
 PROVENANCE = ("source", "row")
 
 # kind -> (required fields, optional fields) that a source must provide
-KIND_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "sft": (("instruction", "output"), ("input",)),
-    "chat": (("messages",), ("tools", "system")),
-    "text": (("text",), ()),
-    "classify": (("text", "labels"), ()),
-    "preference": (("chosen", "rejected"), ("prompt", "input", "system")),
-}
-
-
 # canonical field -> source column names tried in order (case-insensitive) when not mapped
 DEFAULT_ALIASES: dict[str, tuple[str, ...]] = {
     "instruction": ("instruction", "prompt", "question", "query"),
@@ -38,7 +30,8 @@ DEFAULT_ALIASES: dict[str, tuple[str, ...]] = {
 def resolve_columns(columns: list[str], kind: str, mapping: dict[str, str] | None = None,
                     template: Template | None = None) -> dict[str, str]:
     """canonical field -> source column: explicit `mapping` first, then the template's and the default names."""
-    required, optional = KIND_FIELDS[kind]
+    entry = get_kind(kind)
+    required, optional = entry.fields, entry.optional
     if kind == "sft" and template is not None and "instruction" not in template.fields():
         required, optional = ("output",), ("instruction", "input")
     fields = required + optional

@@ -11,12 +11,12 @@ from typing import Any
 
 from dataprep.convert.columns import PROVENANCE
 from dataprep.errors import DataprepError
-from dataprep.records import SCHEMAS
-from dataprep.templates import Template, prompt_expr
+from dataprep.records import get_kind
+from dataprep.templates import prompt_expr
 
 
 def polars_schema(kind: str) -> dict:
-    """records.SCHEMAS[kind] as polars dtypes (pl.from_arrow would import pandas, ~1.5 s)."""
+    """records.get_kind(kind).schema as polars dtypes (pl.from_arrow would import pandas, ~1.5 s)."""
     import polars as pl
     import pyarrow as pa
 
@@ -27,7 +27,7 @@ def polars_schema(kind: str) -> dict:
             return pl.Struct({t.field(i).name: dtype(t.field(i).type) for i in range(t.num_fields)})
         return {pa.string(): pl.String, pa.int64(): pl.Int64, pa.int32(): pl.Int32, pa.float32(): pl.Float32}[t]
 
-    return {f.name: dtype(f.type) for f in SCHEMAS[kind]}
+    return {f.name: dtype(f.type) for f in get_kind(kind).schema}
 
 
 def cast_records(records, kind: str):
@@ -94,9 +94,11 @@ def split_rejects(frame):
     return frame.filter(pl.col("_reason").is_null()).drop(helpers), rejects
 
 
-def sft_records(work, frame, tmpl: Template):
+def sft_records(work, frame, ctx):
     """instruction/input/output → prompt (template, vectorised) and completion (prefix + output)."""
     import polars as pl
+
+    tmpl = ctx.template
 
     required = ("instruction", "output") if "instruction" in tmpl.fields() else ("output",)
     good, rejects = checked_text(work, required, tuple(f for f in ("instruction", "input") if f not in required))
@@ -156,8 +158,11 @@ def parse_labels(value: Any, names: list[str] | None = None, sep: str = ",") -> 
     return (labels, None) if labels else (None, "empty labels")
 
 
-def classify_records(work, label_names: list[str] | None, sep: str):
+def classify_records(work, frame, ctx):
+    """text + labels; labels from a separated string, a list, or ids into `ctx.label_names`."""
     import polars as pl
+
+    label_names, sep = ctx.label_names, ctx.label_sep
 
     good, rejects = checked_text(work, ("text",))
     values = good["labels"].to_list()

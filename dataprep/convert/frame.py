@@ -5,13 +5,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from dataprep.convert.columns import PROVENANCE, resolve_columns
-from dataprep.convert.flat import cast_records, checked_text, classify_records, sft_records
-from dataprep.convert.nested import chat_record, per_row, preference_record
+from dataprep.convert.flat import cast_records, checked_text
 from dataprep.convert.rowfn import apply_row_fn
 from dataprep.errors import DataprepError
-from dataprep.records import KINDS
+from dataprep.records import get_kind, load_function
 from dataprep.templates import TEMPLATES, Template, get_template
 
 
@@ -27,8 +27,7 @@ def convert_frame(frame, kind: str, *, template: str | Template | None = None, m
     """
     import polars as pl
 
-    if kind not in KINDS:
-        raise DataprepError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
+    entry = get_kind(kind)
     tmpl = template_for(kind, template)
     rejects: list[dict] = []
     if row_fn is not None:
@@ -37,16 +36,11 @@ def convert_frame(frame, kind: str, *, template: str | Template | None = None, m
         _check_template_fields(tmpl, frame.columns)
     cols = resolve_columns(frame.columns, kind, mapping, tmpl)
     work = frame.select([pl.col(src).alias(field) for field, src in cols.items()] + [pl.col(c) for c in PROVENANCE])
-    if kind == "sft":
-        records, more = sft_records(work, frame, tmpl)
-    elif kind == "text":
-        records, more = checked_text(work, ("text",))
-    elif kind == "classify":
-        records, more = classify_records(work, label_names, label_sep)
-    elif kind == "chat":
-        records, more = per_row(work, chat_record, kind)
+    if entry.convert is None:  # a kind of text fields only
+        records, more = checked_text(work, entry.fields, entry.optional)
     else:
-        records, more = per_row(work, preference_record, kind)
+        ctx = ConvertContext(kind, tmpl, label_names, label_sep)
+        records, more = load_function(entry.convert)(work, frame, ctx)
     return cast_records(records, kind), rejects + more
 
 
@@ -56,6 +50,16 @@ def _check_template_fields(tmpl: Template, columns: list[str]) -> None:
         listed = ", ".join(c for c in columns if c not in PROVENANCE)
         raise DataprepError(f"template field {{{missing[0]}}} is not a column; columns are: {listed}; "
                             "use {instruction}, {input}, {output} or a column name")
+
+
+@dataclass(frozen=True)
+class ConvertContext:
+    """What a kind's converter may need besides the rows: kind-specific convert options."""
+
+    kind: str
+    template: Template | None = None
+    label_names: list[str] | None = None
+    label_sep: str = ","
 
 
 def template_for(kind: str, template: str | Template | None) -> Template | None:

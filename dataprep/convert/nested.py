@@ -91,6 +91,16 @@ def _with_system(messages: list[dict[str, str]], system: Any) -> list[dict[str, 
     return messages
 
 
+def chat_records(work, frame, ctx):
+    """Conversations (sharegpt or OpenAI messages, plus tools) → chat records."""
+    return per_row(work, chat_record, ctx.kind)
+
+
+def preference_records(work, frame, ctx):
+    """Preference pairs (prompt/chosen/rejected, or full transcripts) → preference records."""
+    return per_row(work, preference_record, ctx.kind)
+
+
 def chat_record(row: dict) -> dict:
     messages = _with_system(to_messages(row["messages"]), row.get("system"))
     if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):

@@ -10,8 +10,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from dataprep.convert.columns import KIND_FIELDS, PROVENANCE
+from dataprep.convert.columns import PROVENANCE
 from dataprep.errors import DataprepError
+from dataprep.records import get_kind
 from dataprep.sources import frame_from_rows
 
 
@@ -59,7 +60,8 @@ def apply_row_fn(frame, fn: Callable[[dict], dict], kind: str, batch_size: int =
     import polars as pl
     from tqdm import tqdm
 
-    required, optional = KIND_FIELDS[kind]
+    entry = get_kind(kind)
+    required, optional = entry.fields, entry.optional
     fields = set(required + optional)
     out, provenance, rejects = [], [], []
     inputs = [c for c in frame.columns if c not in PROVENANCE]

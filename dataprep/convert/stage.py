@@ -11,13 +11,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from dataprep.convert.flat import read_label_names
 from dataprep.convert.frame import convert_frame, template_for
 from dataprep.convert.rowfn import load_row_fn, row_fn_file
 from dataprep.errors import DataprepError
 from dataprep.io import sha256_path
 from dataprep.options import opt, parse_options
-from dataprep.records import KINDS, SCHEMAS
+from dataprep.records import KINDS, get_kind
 from dataprep.sources import iter_batches
 from dataprep.stage import Manifest, Outcome, Rejects, Timer, Workspace, run_stage
 
@@ -36,11 +38,20 @@ def parse_map(values: tuple[str, ...]) -> dict[str, str] | None:
     return mapping or None
 
 
+def _kind_problem(kind: str) -> str | None:
+    """Asked at each check, so that a kind registered later (records.register_kind) counts."""
+    try:
+        get_kind(kind)
+    except DataprepError as exc:
+        return str(exc)
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class ConvertOptions:
     """The convert stage's options (dataprep.options): CLI flags, recipe keys and `convert(**options)`."""
 
-    kind: str = opt("sft", "Record kind to produce.", choices=KINDS)
+    kind: str = opt("sft", f"Record kind to produce: {', '.join(KINDS)}.", check=_kind_problem)
     template: str | None = opt(None, "sft prompt template: alpaca, ko-alpaca, latex, a format string with {column} "
                                "fields, or a template file (.txt, .json, .yaml). Default: alpaca.")
     mapping: dict[str, str] | None = opt(None, "Take a record field from a source column (repeatable), e.g. --map "
@@ -83,6 +94,7 @@ def convert(sources: str | list[str], out: str, *, force: bool = False, **option
     kind, template, mapping, row_fn, fmt = o.kind, o.template, o.mapping, o.row_fn, o.fmt
     label_names, label_sep, batch_rows, limit, reader_options = o.label_names, o.label_sep, o.batch_rows, o.limit, o.reader()
     sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
+    entry = get_kind(kind)
     tmpl = template_for(kind, template)
     fn = load_row_fn(row_fn) if isinstance(row_fn, str) else row_fn
     names = read_label_names(label_names) if label_names else None
@@ -105,12 +117,13 @@ def convert(sources: str | list[str], out: str, *, force: bool = False, **option
             raise DataprepError(f"{', '.join(map(str, sources))}: no rows to convert; check the input (and --no-header)")
         rejects = Rejects()
         rejects.extend(summary.rejects)
-        details: dict[str, Any] = {"kind": kind, "format": fmt, "columns": list(SCHEMAS[kind].names)}
+        details: dict[str, Any] = {"format": fmt, "columns": list(entry.schema.names)}
+        lineage: dict[str, Any] = {"kind": kind, "template": tmpl.as_config() if tmpl is not None else None}
         if kind == "classify":
-            details["label_names"] = names or sorted(summary.labels)
-            details["label_counts"] = {name: summary.labels.get(name, 0) for name in details["label_names"]}
+            lineage["label_names"] = names or sorted(summary.labels)
+            details["label_counts"] = {name: summary.labels.get(name, 0) for name in lineage["label_names"]}
         details["length_stats"] = summarize_lengths(summary.lengths)
-        return Outcome(summary.n_in, summary.n_out, details, rejects=rejects)
+        return Outcome(summary.n_in, summary.n_out, details, rejects=rejects, lineage=lineage)
 
     return run_stage("convert", out, inputs=[str(p) for p in sources], config=config, build=build,
                      data_files=(f"records.{fmt}",), force=force)
@@ -171,7 +184,7 @@ class RecordWriter:
 
     def __init__(self, path: Path, kind: str) -> None:
         self.path, self.kind = Path(path), kind
-        self.schema = SCHEMAS[kind]
+        self.schema = get_kind(kind).schema
         self._parquet = None
         self._fh = None
 
@@ -197,18 +210,20 @@ class RecordWriter:
             self._fh.close()
 
 
-STAT_COLUMNS = {"sft": ("prompt", "completion"), "text": ("text",), "classify": ("text",),
-                "preference": ("prompt", "chosen", "rejected")}
-
-
 def length_exprs(kind: str) -> dict:
-    """Per-record lengths to summarise: characters of the text columns; chat: turns and characters."""
+    """Per-record lengths to summarise: characters of the kind's text fields; a message list: turns
+    and characters."""
     import polars as pl
 
-    if kind == "chat":
-        return {"turns": pl.col("messages").list.len(),
-                "chars": pl.col("messages").list.eval(pl.element().struct.field("content").str.len_chars()).list.sum()}
-    return {c: pl.col(c).str.len_chars() for c in STAT_COLUMNS[kind]}
+    entry = get_kind(kind)
+    exprs = {}
+    for c in entry.stats:
+        if pa.types.is_list(entry.schema.field(c).type):
+            exprs.update(turns=pl.col(c).list.len(),
+                         chars=pl.col(c).list.eval(pl.element().struct.field("content").str.len_chars()).list.sum())
+        else:
+            exprs[c] = pl.col(c).str.len_chars()
+    return exprs
 
 
 def summarize_lengths(frames: list) -> dict[str, dict[str, float]]:

@@ -23,10 +23,10 @@ from dataprep.stage import Manifest, Outcome, Workspace, run_stage
 
 def text_fields(columns: list[str], kind: str | None, on: tuple[str, ...] | None) -> tuple[str, ...]:
     """The fields to compare: `on` if given, else the kind's default; every one must exist."""
-    from dataprep.records import DEFAULT_TEXT_FIELDS
+    from dataprep.records import KIND_TABLE
 
     kind = kind or infer_kind(columns)
-    fields = tuple(on) if on else DEFAULT_TEXT_FIELDS.get(kind, ())
+    fields = tuple(on) if on else (KIND_TABLE[kind].text if kind in KIND_TABLE else ())
     if not fields:
         raise DataprepError(
             f"cannot tell which column holds the text (columns: {', '.join(columns) or 'none'}); pass --on COLUMN"
@@ -65,7 +65,7 @@ def _scan(path, cfg: DedupeConfig):
         raise DataprepError(f"{data} is empty (0 bytes): there are no rows to dedupe; check the path or the previous stage")
     manifest_in = read_manifest(data.parent) if Path(path).is_dir() else None
     columns = record_columns(data)
-    kind = (manifest_in.get("kind") if manifest_in else None) or infer_kind(columns)
+    kind = (manifest_in.lineage.kind if manifest_in else None) or infer_kind(columns)
     return data, manifest_in, kind, text_fields(columns, kind, cfg.on)
 
 
@@ -88,14 +88,13 @@ def dedupe(path: str | Path, out: str | Path, *, force: bool = False, cache: boo
         texts = record_texts(frame, fields)
         results, nearest, embed_stats = run_methods(texts, cfg, ws.timer, cache=cache, progress=progress)
         n_kept = write_outputs(ws.out, frame, texts, results, nearest, embed_stats, cfg, fields, ws.timer)
-        details = {"kind": kind, "text_fields": list(fields), "report": "report.json",
+        details = {"text_fields": list(fields), "report": "report.json",
                    "warnings": reports.collect_warnings(texts, results, embed_stats)}
-        if manifest_in is not None and manifest_in.get("label_names") is not None:
-            details["label_names"] = manifest_in.get("label_names")
-        return Outcome(frame.height, n_kept, details, removed={r.method: int(len(r.removed)) for r in results})
+        return Outcome(frame.height, n_kept, details, removed={r.method: int(len(r.removed)) for r in results},
+                       lineage={"kind": kind})
 
     return run_stage("dedupe", out, inputs=[str(data)], config={**asdict(cfg), "on": list(fields)}, build=build,
-                     data_files=("records.parquet",), force=force)
+                     data_files=("records.parquet",), force=force, upstream=manifest_in)
 
 
 def write_outputs(out: Path, frame, texts, results, nearest, embed_stats, cfg, fields, timer) -> int:

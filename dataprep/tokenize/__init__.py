@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataprep.tokenize.masks import OVERFLOW, Specials, choose_pad, fit, prompt_completion_ids, render_chat, span_mask
 from dataprep.tokenize.rows import TRAIN_ON, TokenizeOptions, tokenize_batch
-from dataprep.tokenize.stage import generation_template, tokenize
+from dataprep.tokenize.stage import tokenize
 
 __all__ = [
     "OVERFLOW",
@@ -18,7 +18,6 @@ __all__ = [
     "TokenizeOptions",
     "choose_pad",
     "fit",
-    "generation_template",
     "prompt_completion_ids",
     "render_chat",
     "span_mask",

@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 
 from dataprep.options import opt
-from dataprep.records import IGNORE_INDEX
+from dataprep.records import IGNORE_INDEX, get_kind, load_function
 from dataprep.tokenize.masks import (
     OVERFLOW,
     Specials,
@@ -27,15 +27,6 @@ from dataprep.tokenize.masks import (
 )
 
 TRAIN_ON = ("all-assistant", "last-assistant")
-
-REQUIRED = {
-    "sft": ("prompt", "completion"),
-    "chat": ("messages",),
-    "text": ("text",),
-    "classify": ("text", "labels"),
-    "preference": ("prompt", "chosen", "rejected"),
-}
-
 
 def shard_size_problem(value: str) -> str | None:
     """A size `datasets` can split shards by: an integer and a unit, e.g. 500MB or 1GiB."""
@@ -75,16 +66,13 @@ def tokenize_batch(
 
     Returns (shard columns, rejects as {source,row,reason,detail}, event counts).
     """
-    handler = {"sft": _sft_rows, "text": _sft_rows, "chat": _chat_rows, "classify": _classify_rows,
-               "preference": _preference_rows}[kind]
-    return handler(batch, tok, kind, opts, specials, label_names)
+    build_rows = load_function(get_kind(kind).tokenize)
+    return build_rows(batch, tok, kind, opts, specials, label_names)
 
 
 def new_columns(kind: str) -> dict[str, list]:
-    if kind == "preference":
-        return {k: [] for k in ("prompt_input_ids", "chosen_input_ids", "chosen_labels", "rejected_input_ids",
-                                "rejected_labels", "length")}
-    return {"input_ids": [], "labels": [], "length": []}
+    """Empty shard columns of `kind`, named as its table entry says."""
+    return {name: [] for name in get_kind(kind).shards.names}
 
 
 def _reject(rejects: list, batch, i: int, reason: str, detail: str) -> None:
@@ -110,19 +98,27 @@ def _where(batch, i: int) -> str:
     return f"{batch['source'][i]} row {batch['row'][i]}"
 
 
-def _sft_rows(batch, tok, kind, opts, specials, label_names):
+def sft_rows(batch, tok, kind, opts, specials, label_names):
+    """sft: prompt + completion, the prompt masked."""
+    return causal_rows(batch, tok, kind, opts, specials, [p or "" for p in batch["prompt"]],
+                       [c or "" for c in batch["completion"]])
+
+
+def text_rows(batch, tok, kind, opts, specials, label_names):
+    """text: every token trained."""
+    return causal_rows(batch, tok, kind, opts, specials, [""] * len(batch["text"]), [t or "" for t in batch["text"]])
+
+
+def causal_rows(batch, tok, kind, opts, specials, prompts: list[str], completions: list[str]):
+    """Rows of prompt + completion tokenized once; labels from the first completion token."""
     cols, rejects, events = new_columns(kind), [], Counter()
-    if kind == "text":
-        prompts, completions = [""] * len(batch["text"]), [t or "" for t in batch["text"]]
-    else:
-        prompts, completions = [p or "" for p in batch["prompt"]], [c or "" for c in batch["completion"]]
     for i, (ids, k) in enumerate(prompt_completion_ids(tok, prompts, completions, specials.eos_id)):
         ids, k, event = fit(ids, k, opts.max_len, opts.overflow, _where(batch, i))
         _add_causal(cols, rejects, events, batch, i, ids, labels_after(ids, k, opts.train_on_inputs), event)
     return cols, rejects, events
 
 
-def _chat_rows(batch, tok, kind, opts, specials, label_names):
+def chat_rows(batch, tok, kind, opts, specials, label_names):
     cols, rejects, events = new_columns(kind), [], Counter()
     rendered, keep = [], []
     tools = batch.get("tools") or [None] * len(batch["messages"])
@@ -152,7 +148,7 @@ def _chat_rows(batch, tok, kind, opts, specials, label_names):
     return cols, rejects, events
 
 
-def _classify_rows(batch, tok, kind, opts, specials, label_names):
+def classify_rows(batch, tok, kind, opts, specials, label_names):
     cols, rejects, events = new_columns(kind), [], Counter()
     index = {name: j for j, name in enumerate(label_names or [])}
     encs = encode_batch(tok, [t or "" for t in batch["text"]], add_special_tokens=True)
@@ -181,7 +177,7 @@ def _classify_rows(batch, tok, kind, opts, specials, label_names):
     return cols, rejects, events
 
 
-def _preference_rows(batch, tok, kind, opts, specials, label_names):
+def preference_rows(batch, tok, kind, opts, specials, label_names):
     cols, rejects, events = new_columns(kind), [], Counter()
     use_chat = bool(tok.chat_template) and "messages" in batch
     prompts = [
@@ -212,9 +208,9 @@ def _preference_rows(batch, tok, kind, opts, specials, label_names):
 
 
 def arrow_batch(kind: str, cols: dict[str, list]) -> pa.RecordBatch:
-    lists = pa.list_(pa.int32())
-    types = {"length": pa.int32(), "labels": pa.list_(pa.float32()) if kind == "classify" else lists}
-    return pa.record_batch({k: pa.array(v, types.get(k, lists)) for k, v in cols.items()})
+    """The shard columns as one Arrow batch, typed as the kind's shard schema says."""
+    return pa.record_batch({k: pa.array(v, get_kind(kind).shards.field(k).type) for k, v in cols.items()},
+                           schema=get_kind(kind).shards)
 
 
 def count_trainable(kind: str, cols: dict[str, list]) -> int:

@@ -20,10 +20,10 @@ import pyarrow as pa
 from dataprep import io
 from dataprep.errors import DataprepError
 from dataprep.options import parse_options
-from dataprep.records import IGNORE_INDEX, infer_kind
-from dataprep.stage import Manifest, Outcome, Rejects, Timer, Workspace, read_manifest, run_stage
+from dataprep.records import IGNORE_INDEX, get_kind, infer_kind, kinds_with
+from dataprep.stage import Manifest, Outcome, Rejects, Timer, TokenizerInfo, Workspace, read_manifest, run_stage
 from dataprep.tokenize.masks import choose_pad
-from dataprep.tokenize.rows import REQUIRED, TokenizeOptions, arrow_batch, count_trainable, new_columns, tokenize_batch
+from dataprep.tokenize.rows import TokenizeOptions, arrow_batch, count_trainable, new_columns, tokenize_batch
 
 WORK_SPLIT = ("num_proc", "batch_size")  # options that split the work without changing the output
 
@@ -46,16 +46,17 @@ def _scan_input(path: str) -> tuple[Path, Manifest | None, str, list[str], int, 
     data = io.find_data_file(path)
     manifest = read_manifest(data.parent)
     columns, n_rows = io.record_columns(data), io.record_count(data)
-    kind = (manifest.get("kind") if manifest else None) or infer_kind(columns)
+    kind = (manifest.lineage.kind if manifest else None) or infer_kind(columns)
     if kind is None:
         raise DataprepError(f"cannot tell the record kind from columns {sorted(columns)}; run `dataprep convert` first")
-    if kind not in REQUIRED:
-        raise DataprepError(f"record kind {kind!r} cannot be tokenized; expected one of {', '.join(REQUIRED)}")
-    wanted = list(REQUIRED[kind]) + [c for c in ("tools", "messages") if c in columns and kind in ("chat", "preference")]
+    entry = get_kind(kind, "tokenize")
+    if entry.tokenize is None:
+        raise DataprepError(f"record kind {kind!r} cannot be tokenized; tokenize takes {kinds_with(lambda k: k.tokenize)}")
+    wanted = list(entry.reads) + [c for c in entry.reads_if_present if c in columns]
     missing = [c for c in wanted + ["source", "row"] if c not in columns]
     if missing:
         raise DataprepError(f"{data} lacks column(s) {', '.join(missing)} needed for kind {kind}; re-run `dataprep convert`")
-    label_names = manifest.get("label_names") if manifest else None
+    label_names = list(manifest.lineage.label_names) if manifest and manifest.lineage.label_names else None
     if kind == "classify" and not label_names:
         frame = io.read_records(data)
         label_names = sorted(frame["labels"].explode().drop_nulls().unique().to_list())
@@ -118,18 +119,21 @@ def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = F
         tok_path = models.resolve_model(tokenizer)
         tok = models.load_tokenizer(tok_path)
         tok_fp = models.tokenizer_fingerprint(tok)
-        if kind in ("sft", "chat", "text", "preference") and tok.eos_token_id is None:
+        entry = get_kind(kind)
+        if entry.causal and tok.eos_token_id is None:
             raise DataprepError(f"tokenizer {tokenizer} has no EOS token; pick a causal-LM tokenizer for kind {kind}")
-        if pack and kind in ("preference", "classify"):
-            raise DataprepError(f"--pack works for sft, chat and text records, not {kind}; drop --pack")
-        if kind == "chat" and not tok.chat_template:
+        if pack and not entry.packable:
+            raise DataprepError(f"--pack works for {kinds_with(lambda k: k.packable)} records, not {kind}; drop --pack")
+        if entry.chat_template and not tok.chat_template:
             raise DataprepError(f"tokenizer {tokenizer} has no chat template; chat records need one")
         specials = choose_pad(tok)
     chat_template = tok.chat_template if isinstance(tok.chat_template, str) else None
-    tok_info = {"name": tokenizer, "path": tok_path, "fingerprint": tok_fp, "files_sha256": tokenizer_files_hash(tok_path),
-                "chat_template_sha256": hashlib.sha256(chat_template.encode()).hexdigest() if chat_template else None}
+    tok_files = {"files_sha256": tokenizer_files_hash(tok_path),
+                 "chat_template_sha256": hashlib.sha256(chat_template.encode()).hexdigest() if chat_template else None}
     config = {**{k: v for k, v in asdict(opts).items() if k not in WORK_SPLIT}, "tokenizer_fingerprint": tok_fp,
               "kind": kind, "label_names": label_names}
+    facts = {"kind": kind, "label_names": label_names, "max_len": max_len, "packed": pack,
+             "tokenizer": TokenizerInfo(tokenizer, tok_fp, tok_path, specials.pad_id, specials.eos_id)}
 
     def build(ws: Workspace) -> Outcome:
         rejects, events = Rejects(), Counter()
@@ -159,53 +163,22 @@ def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = F
         with timer("write"):
             shards = _save_shards(rows_file, ws.out, num_shards, shard_size)
         details = dict(
-            kind=kind, tokenizer=tok_info, packed=pack, max_len=max_len,
-            pad_token_id=specials.pad_id, eos_token_id=specials.eos_id,
+            tokenizer_files=tok_files,
             pad_policy={"pad_token": specials.pad_token, "pad_token_id": specials.pad_id,
                         "source": specials.pad_source, "resize_embeddings": specials.pad_source.startswith("added"),
                         "vocab_size": len(tok), "eos_label_kept": True},
-            label_names=label_names, shards=shards, events=dict(events),
-            template=generation_template(kind, in_manifest),
-            prompt_template=upstream_template(in_manifest),
+            shards=shards, events=dict(events),
             token_stats=_token_stats(lengths_np, packing_info["trainable"] if pack else trainable),
             packing=packing_info,
             columns=list(new_columns(kind)) + (["position_ids", "seq_lens"] if pack else []),
         )
-        return Outcome(n_rows, len(lengths), details, rejects=rejects)
+        return Outcome(n_rows, len(lengths), details, rejects=rejects, lineage=facts)
 
     return run_stage("tokenize", out, inputs=[str(data)], config=config, build=build, data_files=("state.json",),
-                     force=force)
+                     force=force, upstream=in_manifest)
 
 
 tokenize.config_class = TokenizeOptions  # the options' one declaration: CLI, recipes, Python (dataprep.options)
-
-
-def generation_template(kind: str, in_manifest: Manifest | None) -> str | None:
-    """How to render a bare prompt at generation time like the training rows were: "chat" for chat
-    records, else convert's no-input template as a format string with `{prompt}` (None if unknown)."""
-    if kind == "chat":
-        return "chat"
-    template = upstream_template(in_manifest)
-    text = template.get("without_input") if isinstance(template, dict) else None
-    if kind != "sft" or not isinstance(text, str) or "{instruction}" not in text:
-        return None
-    return text.replace("{instruction}", "{prompt}")
-
-
-def upstream_template(manifest: Manifest | None, depth: int = 3) -> Any:
-    """convert's prompt template, from the input manifest or, through stages that do not carry
-    it (dedupe), from the manifests of their inputs."""
-    if not manifest or depth == 0:
-        return None
-    template = manifest.config.get("template")
-    if template is not None:
-        return template
-    for inp in manifest.inputs:
-        path = Path(str(inp.get("path", "")))
-        found = upstream_template(read_manifest(path if path.is_dir() else path.parent), depth - 1)
-        if found is not None:
-            return found
-    return None
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "vocab.txt",
