@@ -17,7 +17,7 @@ import click
 @click.option("--prompts-file", type=click.File("r"), help="One prompt a line.")
 @click.option("--template", default=None, help="A template name (latex, alpaca, ...), a format string with {prompt}, `chat` or `raw` "
               "[default: the template recorded in the adapter's manifest].")
-@click.option("--max-new-tokens", type=int, default=128, show_default=True)
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--compare-base", is_flag=True, help="Also show the base model's output (MODEL must be an adapter).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of text.")
 def command(model, prompts, prompts_file, template, max_new_tokens, compare_base, as_json) -> None:

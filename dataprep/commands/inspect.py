@@ -9,13 +9,13 @@ EXAMPLE = "Example: dataprep inspect out/alpaca-tok --row 0"
 
 @click.command(epilog=EXAMPLE)
 @click.argument("shards", type=click.Path(exists=True, file_okay=False))
-@click.option("--row", "rows", type=int, multiple=True, help="Row number to show (repeatable; default 0).")
+@click.option("--row", "rows", type=click.IntRange(min=0), multiple=True, help="Row number to show (repeatable; default 0).")
 @click.option("--color/--no-color", default=None, help="Colour trained tokens (default: when on a terminal; "
               "otherwise trained text is put between [[ and ]]).")
 @click.option("--tokens", is_flag=True, help="Also list every token id, its text and its label.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False),
               help="Also write a browsable HTML page of rows --first N (or the --row rows) with trained tokens highlighted.")
-@click.option("--first", type=int, default=50, show_default=True, help="Rows in the --html page when no --row is given.")
+@click.option("--first", type=click.IntRange(min=1), default=50, show_default=True, help="Rows in the --html page when no --row is given.")
 def command(shards, rows, color, tokens, html_path, first):
     """Decode rows of a tokenized output and mark the trained tokens, so the mask can be checked by eye.
     Packed rows are shown sequence by sequence."""

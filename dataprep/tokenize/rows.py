@@ -28,6 +28,7 @@ from dataprep.tokenize.masks import (
 
 TRAIN_ON = ("all-assistant", "last-assistant")
 
+
 def shard_size_problem(value: str) -> str | None:
     """A size `datasets` can split shards by: an integer and a unit, e.g. 500MB or 1GiB."""
     if re.fullmatch(r"\s*\d+\s*[kmgtp]i?b", value, re.IGNORECASE) is None:
