@@ -6,6 +6,7 @@ directory plus manifest.json and rejects.jsonl through the stage contract (datap
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from array import array
 from collections import Counter
@@ -235,4 +236,17 @@ def _save_shards(rows_file: Path, out: Path, num_shards: int | None, shard_size:
     if num_shards is not None:
         num_shards = max(1, min(num_shards, len(ds))) if len(ds) else 1
     ds.save_to_disk(str(out), num_shards=num_shards, max_shard_size=shard_size)
-    return sorted(p.name for p in out.glob("data-*.arrow"))
+    shards = sorted(p.name for p in out.glob("data-*.arrow"))
+    _stable_state(out / "state.json", shards)
+    return shards
+
+
+def _stable_state(state_file: Path, shards: list[str]) -> None:
+    """`datasets` writes a random `_fingerprint` into state.json; make it a hash of the shards, so
+    two identical runs write byte-identical directories."""
+    state = json.loads(state_file.read_text())
+    h = hashlib.sha256()
+    for name in shards:
+        h.update(name.encode() + b"\0" + (state_file.parent / name).read_bytes())
+    state["_fingerprint"] = h.hexdigest()[:16]
+    state_file.write_text(json.dumps(state, indent=2, sort_keys=True))
