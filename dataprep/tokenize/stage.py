@@ -130,12 +130,13 @@ def tokenize(
         tok = models.load_tokenizer(tok_path)
         tok_fp = models.tokenizer_fingerprint(tok)
         entry = get_kind(kind)
+        if entry.chat_template and not tok.chat_template:
+            raise DataprepError(f"tokenizer {tokenizer} has no chat template; {kind} records need one: pick a chat "
+                                "model's tokenizer (e.g. smollm2-135m)")
         if entry.causal and tok.eos_token_id is None:
             raise DataprepError(f"tokenizer {tokenizer} has no EOS token; pick a causal-LM tokenizer for kind {kind}")
         if pack and not entry.packable:
             raise DataprepError(f"--pack works for {kinds_with(lambda k: k.packable)} records, not {kind}; drop --pack")
-        if entry.chat_template and not tok.chat_template:
-            raise DataprepError(f"tokenizer {tokenizer} has no chat template; chat records need one")
         specials = choose_pad(tok)
     chat_template = tok.chat_template if isinstance(tok.chat_template, str) else None
     tok_files = {"files_sha256": tokenizer_files_hash(tok_path),
