@@ -38,16 +38,15 @@ def write_shards(out: Path, rows: list[tuple[str, list[int]]], names: list[str],
                  fingerprint: str, model: str) -> Path:
     from datasets import Dataset
 
+    from dataprep.stage import Counts, Lineage, Manifest, TokenizerInfo
+
     enc = tok([t for t, _ in rows], truncation=True, max_length=max_len)["input_ids"]
-    labels = [[1.0 if j in ids else 0.0 for j in range(len(names))] for _, ids in rows]
-    Dataset.from_dict({"input_ids": enc, "labels": labels, "length": [len(x) for x in enc]}).save_to_disk(str(out))
-    manifest = {
-        "stage": "tokenize", "kind": "classify", "label_names": names, "packed": False, "max_len": max_len,
-        "tokenizer": {"name": model, "path": resolve_model(model), "fingerprint": fingerprint},
-        "pad_token_id": tok.pad_token_id, "eos_token_id": tok.sep_token_id,
-        "counts": {"in": len(rows), "out": len(rows), "rejected": 0, "rejected_by_reason": {}},
-    }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    label_ids = [sorted(ids) for _, ids in rows]
+    Dataset.from_dict({"input_ids": enc, "label_ids": label_ids, "length": [len(x) for x in enc]}).save_to_disk(str(out))
+    info = TokenizerInfo(model, fingerprint, resolve_model(model), tok.pad_token_id, tok.sep_token_id)
+    lineage = Lineage(kind="classify", label_names=names, tokenizer=info, max_len=max_len, packed=False)
+    manifest = Manifest("tokenize", "goemotions-benchmark", [], {}, Counts(len(rows), len(rows)), lineage=lineage)
+    (out / "manifest.json").write_text(json.dumps(manifest.to_json(), indent=2))
     return out
 
 
@@ -63,7 +62,8 @@ def per_label_test(model_dir: Path, dirs: dict[str, Path], micro_batch: int) -> 
     scores = {}
     for split in ("dev", "test"):
         ds, manifest = load_shards(str(dirs[split]))
-        scores[split] = predict_scores(model, classify_batches(ds, manifest["pad_token_id"], micro_batch * 2)(0))
+        pad, n_labels = manifest.lineage.tokenizer.pad_token_id, len(saved["label_names"])
+        scores[split] = predict_scores(model, classify_batches(ds, pad, micro_batch * 2, n_labels)(0))
     threshold = tune_threshold(scores["dev"][0], scores["dev"][1], per_label=True)
     return multilabel_metrics(scores["test"][0], scores["test"][1], threshold, saved["label_names"])
 

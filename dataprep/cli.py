@@ -50,4 +50,7 @@ def cli() -> None:
 
 
 def main() -> None:
+    from dataprep.quiet import quiet_libraries
+
+    quiet_libraries()
     cli()

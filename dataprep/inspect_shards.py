@@ -183,7 +183,7 @@ def _render(tok, row: dict[str, Any], n: int, manifest: Manifest, color: bool, t
     kind = manifest.lineage.kind
     if kind == "classify":
         names = list(manifest.lineage.label_names or [])
-        hot = [names[j] if j < len(names) else str(j) for j, v in enumerate(row["labels"]) if v > 0.5]
+        hot = [names[j] if j < len(names) else str(j) for j in row["label_ids"]]
         return f"row {n} ({row['length']} tokens) labels: {', '.join(hot) or '(none)'}\n{tok.decode(row['input_ids'])}"
     if kind == "preference":
         parts = [f"row {n} (preference)"]

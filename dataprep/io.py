@@ -78,25 +78,94 @@ def atomic_dir(out_dir: str | os.PathLike) -> Iterator[Path]:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise DataprepError(f"output {out} exists and is a file; pass a directory path to -o")
-    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).exists():
-        raise DataprepError(
-            f"output directory {out} exists and is not a dataprep output; choose another -o or remove it"
-        )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the output is an ordinary directory
     try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old / "x")
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataprepError(f"cannot create the parent of -o {out}: {exc.strerror}; choose another -o") from None
+    with _output_lock(out):
+        recover_stale(out)
+        if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).exists():
+            raise DataprepError(
+                f"output directory {out} exists and is not a dataprep output; choose another -o or remove it"
+            )
+        tmp = _owned_tempdir(out, "tmp")
+        try:
+            yield tmp
+            (tmp / OWNER).unlink()
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if out.exists():
+            old = _owned_tempdir(out, "old")  # a kill between the two renames is undone by recover_stale
+            os.replace(out, old / "x")
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+
+
+OWNER = ".dataprep-owner"  # in a temporary directory: the pid of the run that writes it
+
+
+def _owned_tempdir(out: Path, kind: str) -> Path:
+    """A hidden sibling `.OUT.tmp-*` (or `.OUT.old-*`) marked with this process's pid."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{kind}-", dir=out.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the output is an ordinary directory
+    (tmp / OWNER).write_text(str(os.getpid()))
+    return tmp
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def recover_stale(out: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries that killed runs left beside `out` (no live process owns them), and
+    put back an output that a run killed in the middle of its `--force` swap left in `.OUT.old-*`.
+    Returns what was removed."""
+    out = Path(out)
+    removed = []
+    for kind in ("old", "tmp"):
+        for path in sorted(out.parent.glob(f".{out.name}.{kind}-*")):
+            owner = path / OWNER
+            try:
+                pid = int(owner.read_text())
+            except (OSError, ValueError):
+                continue  # not ours (or not readable): leave it alone
+            if _alive(pid) and pid != os.getpid():
+                continue
+            if kind == "old" and (path / "x").is_dir() and not out.exists():
+                os.replace(path / "x", out)
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+@contextlib.contextmanager
+def _output_lock(out: Path) -> Iterator[None]:
+    """Hold `.OUT.lock` beside `out` while writing it, so two runs never write one output."""
+    import fcntl
+
+    lock = out.parent / f".{out.name}.lock"
+    fh = open(lock, "a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataprepError(f"another dataprep run is writing {out} now; wait for it to finish or choose "
+                                "another -o") from None
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+    finally:
+        fh.close()
 
 
 def find_data_file(path: str | os.PathLike, stem: str = "records") -> Path:

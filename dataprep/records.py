@@ -99,7 +99,7 @@ for _kind in (
          tokenize="dataprep.tokenize.rows:text_rows", reads=("text",), packable=True, tasks=("sft",)),
     Kind("classify", SCHEMAS["classify"], ("text", "labels"), convert="dataprep.convert.flat:classify_records",
          text=("text",), stats=("text",), tokenize="dataprep.tokenize.rows:classify_rows", reads=("text", "labels"),
-         shards=pa.schema([("input_ids", TOKENS), ("labels", pa.list_(pa.float32())), ("length", pa.int32())]),
+         shards=pa.schema([("input_ids", TOKENS), ("label_ids", TOKENS), ("length", pa.int32())]),
          causal=False, tasks=("classify",)),
     Kind("preference", SCHEMAS["preference"], ("chosen", "rejected"), ("prompt", "input", "system"),
          convert="dataprep.convert.nested:preference_records", text=("prompt", "chosen"),

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from dataprep import __version__
-from dataprep.io import MANIFEST, atomic_dir, fingerprint, sha256_path, write_json
+from dataprep.errors import DataprepError
+from dataprep.io import MANIFEST, OWNER, atomic_dir, fingerprint, recover_stale, sha256_path, write_json
 
 REJECTS = "rejects.jsonl"
 
@@ -165,22 +166,24 @@ class Manifest:
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
     lineage: Lineage = dataclasses.field(default_factory=Lineage)
+    files: dict[str, int] = dataclasses.field(default_factory=dict)  # every file written, with its size
     version: str = __version__
     skipped: bool = False  # set on the returned value when an up-to-date output was kept; never written
 
-    BASE = ("stage", "version", "fingerprint", "inputs", "config", "counts", "timings", "lineage")
+    BASE = ("stage", "version", "fingerprint", "inputs", "config", "counts", "timings", "lineage", "files")
 
     def to_json(self) -> dict[str, Any]:
         return {"stage": self.stage, "version": self.version, "fingerprint": self.fingerprint, "inputs": self.inputs,
                 "config": self.config, "counts": self.counts.to_json(), "timings": self.timings,
-                "lineage": self.lineage.to_json(), **self.details}
+                "lineage": self.lineage.to_json(), "files": self.files, **self.details}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Manifest:
         return cls(stage=d.get("stage", "?"), fingerprint=d.get("fingerprint", ""), inputs=list(d.get("inputs") or []),
                    config=dict(d.get("config") or {}), counts=Counts.from_json(d.get("counts") or {}),
                    timings=dict(d.get("timings") or {}), details={k: v for k, v in d.items() if k not in cls.BASE},
-                   lineage=Lineage.from_json(d.get("lineage")), version=d.get("version", "?"))
+                   lineage=Lineage.from_json(d.get("lineage")), files=dict(d.get("files") or {}),
+                   version=d.get("version", "?"))
 
     def get(self, key: str, default: Any = None) -> Any:
         """A stage-specific figure from `details`."""
@@ -209,7 +212,10 @@ def describe_inputs(paths: list[str]) -> list[dict[str, str]]:
 
 
 def stage_fingerprint(stage: str, inputs: list[dict[str, str]], config: dict[str, Any]) -> str:
-    return fingerprint({"stage": stage, "version": __version__, "inputs": inputs, "config": config})
+    """A hash of what decides an output: the stage, the version, the config and the inputs' contents
+    (not the paths they were named by: `ko.json` and `./ko.json` are one input)."""
+    contents = [i["sha256"] if i.get("sha256") not in (None, "remote") else i["path"] for i in inputs]
+    return fingerprint({"stage": stage, "version": __version__, "inputs": contents, "config": config})
 
 
 # ---------------------------------------------------------------- running a stage
@@ -237,29 +243,70 @@ class Workspace:
 
 
 def _is_current(out: Path, fp: str, data_files: tuple[str, ...]) -> Manifest | None:
+    """The output's manifest if it was made from the same inputs and config and every file it
+    wrote is still there with its size (a deleted or truncated file means: redo)."""
     manifest = read_manifest(out)
     if manifest is None or manifest.fingerprint != fp:
         return None
     if not all((out / f).exists() for f in data_files):
         return None
+    for name, size in manifest.files.items():
+        path = out / name
+        if not path.is_file() or path.stat().st_size != size:
+            return None
     return manifest
+
+
+def _guard_inputs(stage: str, out: Path, inputs: list[str]) -> None:
+    """Refuse an output equal to, inside or around an input: writing it would change or delete the input."""
+    target = out.resolve()
+    for p in inputs:
+        path = Path(p)
+        if not path.exists():
+            continue
+        # a stage's data file stands for its whole output directory
+        guard = path.parent if path.is_file() and (path.parent / MANIFEST).is_file() else path
+        guard = guard.resolve()
+        where = ("the input" if target == guard else "inside the input" if guard in target.parents
+                 else "around the input" if target in guard.parents else None)
+        if where:
+            raise DataprepError(f"-o {out} is {where} {p} of {stage}; writing it would change or delete the input; "
+                                "choose another -o")
+
+
+def _written_files(out: Path) -> dict[str, int]:
+    return {str(p.relative_to(out)): p.stat().st_size for p in sorted(out.rglob("*"))
+            if p.is_file() and p.name not in (MANIFEST, OWNER)}
+
+
+def _empty_error(stage: str, counts: Counts) -> DataprepError:
+    if counts.n_in == 0:
+        return DataprepError(f"{stage}: the input has no rows; check the input or the previous stage, or pass "
+                             "--allow-empty to write an empty output")
+    top = ", ".join(f"{k}: {v}" for k, v in list(counts.by_reason.items())[:3])
+    because = f" ({top})" if top else ""
+    return DataprepError(f"{stage}: no rows left out of {counts.n_in}{because}; fix the input or the options, "
+                         "or pass --allow-empty to write an empty output")
 
 
 def run_stage(stage: str, out: str | os.PathLike, *, inputs: list[str], config: Any,
               build: Callable[[Workspace], Outcome], data_files: tuple[str, ...] = (), force: bool = False,
-              upstream: Manifest | None = None) -> Manifest:
+              upstream: Manifest | None = None, allow_empty: bool = False) -> Manifest:
     """Run one stage into `out` and return its manifest (with `skipped` set when it was current).
 
     `config` is a frozen dataclass or a JSON-ready dict: everything that decides the output.
     `data_files` are the files (relative to `out`) an up-to-date output must still have.
     `build` does the work into `ws.out`; it raises DataprepError for bad input, and nothing is
     left behind then. `upstream` is the manifest of the stage's input, whose lineage this output
-    extends with the facts its `Outcome.lineage` adds.
+    extends with the facts its `Outcome.lineage` adds. An output with no rows is an error unless
+    `allow_empty`.
     """
     out = Path(out)
+    _guard_inputs(stage, out, inputs)
     config = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
     described = describe_inputs([str(p) for p in inputs])
     fp = stage_fingerprint(stage, described, config)
+    recover_stale(out)  # an output a killed run moved aside counts as current again
     if not force and (done := _is_current(out, fp, data_files)):
         done.skipped = True
         return done
@@ -275,10 +322,13 @@ def run_stage(stage: str, out: str | os.PathLike, *, inputs: list[str], config: 
             outcome.rejects.counts() if outcome.rejects is not None else {})
         counts = Counts(outcome.n_in, outcome.n_out, by_reason)
         counts.check(stage)
+        if counts.n_out == 0 and not allow_empty:
+            raise _empty_error(stage, counts)
         if outcome.rejects is not None:
             outcome.rejects.write(tmp)
         lineage = upstream_lineage(upstream).extend(**outcome.lineage)
-        manifest = Manifest(stage, fp, described, config, counts, dict(timer.seconds), outcome.details, lineage)
+        manifest = Manifest(stage, fp, described, config, counts, dict(timer.seconds), outcome.details, lineage,
+                            _written_files(tmp))
         write_json(tmp / MANIFEST, manifest.to_json())
     return manifest
 

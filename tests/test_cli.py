@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from dataprep import __version__
 from dataprep.cli import COMMANDS, cli
 from tests.conftest import REPO
@@ -51,3 +53,24 @@ def test_help_does_not_import_heavy_libraries():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "", f"--help imported {out.stdout.strip()}"
+
+
+NOISE = ("gemm_4bit_forward", "Loading weights", "FutureWarning", "is_gradient_checkpointing")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry", ["main", "cli"])
+def test_training_log_is_clean_from_the_command_line(tmp_path, entry):
+    """Through `main` (the installed `dataprep` script) the libraries' noise is gone; calling the
+    click group directly (as a library user would embed it) shows what `main` silences."""
+    from tests.train_helpers import sft_rows, tiny_causal_lm, tiny_tokenizer, write_shards
+
+    model = tiny_causal_lm(tmp_path / "model")
+    shards = write_shards(tmp_path / "shards", sft_rows(16), "sft", tiny_tokenizer())
+    code = f"from dataprep.cli import {entry}; {entry}()"
+    args = [sys.executable, "-c", code, "train", str(shards), "--model", str(model), "--max-steps", "1",
+            "--quant", "4bit", "--report-to", "none", "-o", str(tmp_path / "out")]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    noise = [n for n in NOISE if n in result.stderr]
+    assert (noise == []) if entry == "main" else noise, result.stderr[-2000:]

@@ -162,3 +162,14 @@ def test_full_transcripts_share_their_prompt():
     assert rejects == []
     assert records.select("prompt", "chosen", "rejected").rows() == [
         ("Hi", "Hello", "Go away"), ("Name a fruit.", "An apple.", "A carrot.")]
+
+
+def test_capitalised_roles_are_normalised(tmp_path):
+    rows = [{"messages": [{"role": "USER", "content": "Hi"}, {"role": "Assistant", "content": "Hello"}]},
+            {"conversations": [{"from": "Human", "value": "Hi"}, {"from": "GPT", "value": "Yo"}]}]
+    for i, row in enumerate(rows):
+        (tmp_path / f"{i}.jsonl").write_text(json.dumps(row) + "\n")
+        m = convert([str(tmp_path / f"{i}.jsonl")], tmp_path / f"o{i}", kind="chat")
+        assert m.counts.n_out == 1, m.counts
+        messages = pl.read_parquet(tmp_path / f"o{i}" / "records.parquet")["messages"].to_list()[0]
+        assert [x["role"] for x in messages] == ["user", "assistant"]

@@ -82,6 +82,7 @@ def roots(work: Path) -> dict[str, str]:
 
 def manifest_of(out: Path, work: Path) -> dict:
     manifest = normalize(json.loads((out / "manifest.json").read_text()), roots(work))
+    manifest["files"] = sorted(manifest.get("files", {}))  # sizes follow the absolute source paths in records
     for holder in (manifest, manifest.get("lineage") or {}, manifest.get("shards_manifest") or {}):
         if isinstance(holder.get("tokenizer"), dict):
             holder["tokenizer"].pop("path", None)  # where the packaged model or its cache lives on this machine

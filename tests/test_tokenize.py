@@ -342,7 +342,7 @@ def test_stage_classify_multi_hot_in_manifest_order(tmp_path):
     from datasets import load_from_disk
 
     ds = load_from_disk(str(tmp_path / "tok"))
-    assert ds["labels"] == [[0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
+    assert ds["label_ids"] == [[1], [0, 2], [], [1]]  # ids in the lineage's label_names order
     assert len(ds[3]["input_ids"]) == 8 and ds[3]["input_ids"][-1] == 102 and m.get("events") == {"truncated_end": 1}
     assert m.lineage.label_names == ["sadness", "joy", "anger"]
     assert m.counts.by_reason == {"unknown label": 1}
@@ -464,3 +464,9 @@ def test_lineage_travels_through_dedupe_without_reading_upstream_manifests(tmp_p
     assert m.lineage.upstream == ({"stage": "convert", "fingerprint": conv.fingerprint},
                                   {"stage": "dedupe", "fingerprint": dd.fingerprint})
     assert m.lineage.tokenizer.name == "smollm2-135m" and m.lineage.max_len == 64 and m.lineage.packed is False
+
+
+def test_chat_records_with_an_encoder_tokenizer_name_the_missing_chat_template(tmp_path):
+    d = write_records(tmp_path, "chat", {"messages": [[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]]})
+    with pytest.raises(DataprepError, match=r"^tokenizer minilm has no chat template; chat records need one"):
+        tokenize(d, tmp_path / "tok", tokenizer="minilm", progress=False)

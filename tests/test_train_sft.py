@@ -149,7 +149,7 @@ def test_qlora_4bit_on_cpu_learns_saves_and_merges(tiny, tmp_path):
 
 def test_task_mismatch_fails_before_training(tiny, tmp_path, runner):
     names = ["a", "b"]
-    write_shards(tmp_path / "cls", [{"input_ids": [1, 2], "labels": [1.0, 0.0]}], "classify", tiny["tok"], label_names=names)
+    write_shards(tmp_path / "cls", [{"input_ids": [1, 2], "label_ids": [0]}], "classify", tiny["tok"], label_names=names)
     result = runner.invoke(cli, ["train", str(tmp_path / "cls"), "--task", "sft", "--model", str(tiny["model"]),
                                  "-o", str(tmp_path / "out")])
     assert result.exit_code == 1
@@ -281,3 +281,10 @@ def test_a_batch_with_nothing_trained_gives_zero_loss_that_backpropagates(tiny):
     loss, count = causal_lm_loss_sum(model, batch)
     loss.backward()  # the training loop backpropagates every micro-batch
     assert count == 0 and float(loss) == 0.0
+
+
+def test_classify_labels_are_stored_as_ids_and_collated_multi_hot():
+    batch = collate_padded([{"input_ids": [5, 6], "label_ids": [0, 3]}, {"input_ids": [7], "label_ids": []}], 0,
+                           num_labels=20_000)
+    assert batch["labels"].shape == (2, 20_000) and batch["labels"].dtype == torch.float32
+    assert batch["labels"][0].nonzero().flatten().tolist() == [0, 3] and batch["labels"][1].sum() == 0

@@ -119,6 +119,5 @@ def classify_rows(n: int, label_names: list[str], seed: int = 0) -> list[dict]:
     for _ in range(n):
         words = [rng.randrange(0, 8) for _ in range(rng.randint(2, 6))]
         ids = [tok.cls_token_id] + tok.convert_tokens_to_ids([WORDS[w] for w in words]) + [tok.sep_token_id]
-        labels = [1.0 if j in words else 0.0 for j in range(len(label_names))]
-        rows.append({"input_ids": ids, "labels": labels})
+        rows.append({"input_ids": ids, "label_ids": sorted({j for j in words if j < len(label_names)})})
     return rows

@@ -141,9 +141,9 @@ def predict_scores(model, batches: list) -> tuple[np.ndarray, np.ndarray, float]
     return y, np.concatenate(ps), loss / max(len(y), 1)
 
 
-def classify_batches(dataset, pad: int, micro_batch: int):
+def classify_batches(dataset, pad: int, micro_batch: int, num_labels: int):
     """seed -> list of padded micro-batches with one multi-hot label vector per row."""
-    return data.batcher(dataset, micro_batch, lambda rows: data.collate_padded(rows, pad, float_labels=True))
+    return data.batcher(dataset, micro_batch, lambda rows: data.collate_padded(rows, pad, num_labels=num_labels))
 
 
 def _prepare(shards: str, cfg: ClassifyConfig):
@@ -198,8 +198,9 @@ def train_classifier(shards: str, out: str, config: ClassifyConfig, force: bool 
     def build(ws: Workspace) -> Outcome:
         model, trainable, total = setup_model(model_path, label_names, config)
         pad = (manifest.lineage.tokenizer.pad_token_id if manifest.lineage.tokenizer else None) or 0
-        make_train = classify_batches(train_set, pad, config.micro_batch)
-        split_batches = {k: classify_batches(v, pad, config.micro_batch * 2)(config.seed) for k, v in splits.items()}
+        n = len(label_names)
+        make_train = classify_batches(train_set, pad, config.micro_batch, n)
+        split_batches = {k: classify_batches(v, pad, config.micro_batch * 2, n)(config.seed) for k, v in splits.items()}
 
         def evaluate() -> dict[str, float]:
             y, p, loss = predict_scores(model, split_batches["eval"])

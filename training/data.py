@@ -42,7 +42,10 @@ def load_shards(path: str | Path):
         dataset = load_from_disk(str(path))
     except Exception as exc:  # datasets raises several types for a directory it cannot read
         raise DataprepError(f"cannot read token shards from {path}: {str(exc).splitlines()[0]}") from None
-    missing = {"input_ids", "labels"} - set(dataset.column_names)
+    from dataprep.records import KIND_TABLE
+
+    kind = KIND_TABLE.get(manifest.lineage.kind)
+    missing = set(kind.shards.names if kind else ("input_ids",)) - set(dataset.column_names)
     if missing:
         raise DataprepError(f"shards in {path} lack column(s) {sorted(missing)}; re-run `dataprep tokenize`")
     return dataset, manifest
@@ -179,10 +182,11 @@ def collate_flat(rows: list[dict[str, Any]], pad_to: int | None = None, pad_toke
     }
 
 
-def collate_padded(rows: list[dict[str, Any]], pad_token_id: int, multiple: int = 8, float_labels: bool = False):
+def collate_padded(rows: list[dict[str, Any]], pad_token_id: int, multiple: int = 8, num_labels: int | None = None):
     """Dynamic padding to the longest row (rounded up to `multiple`), with an attention mask.
 
-    `float_labels` is for classification: labels are one multi-hot vector per row, not per token.
+    `num_labels` is for classification: each row's `label_ids` become one multi-hot vector of that
+    length (the shards store ids, so 20,000 labels cost nothing per row).
     """
     import torch
 
@@ -195,8 +199,11 @@ def collate_padded(rows: list[dict[str, Any]], pad_token_id: int, multiple: int 
         ids[i, :n] = torch.tensor(r["input_ids"], dtype=torch.long)
         mask[i, :n] = 1
     batch = {"input_ids": ids, "attention_mask": mask}
-    if float_labels:
-        batch["labels"] = torch.tensor([r["labels"] for r in rows], dtype=torch.float32)
+    if num_labels is not None:
+        hot = torch.zeros((len(rows), num_labels), dtype=torch.float32)
+        for i, r in enumerate(rows):
+            hot[i, r["label_ids"]] = 1.0
+        batch["labels"] = hot
         return batch
     labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
     for i, r in enumerate(rows):

@@ -58,7 +58,7 @@ def to_message(turn: Any) -> dict[str, str]:
     if not isinstance(turn, dict):
         raise RowError("message is not an object")
     raw_role = turn.get("role", turn.get("from"))
-    role = ROLES.get(raw_role) if isinstance(raw_role, str) else None
+    role = ROLES.get(raw_role.strip().lower()) if isinstance(raw_role, str) else None  # USER, Assistant, ...
     if role is None:
         raise RowError("unknown role")
     content = turn["content"] if "content" in turn else turn.get("value")

@@ -20,7 +20,7 @@ from dataprep.errors import DataprepError
 from dataprep.io import sha256_path
 from dataprep.options import opt, parse_options
 from dataprep.records import KINDS, get_kind
-from dataprep.sources import iter_batches
+from dataprep.sources import iter_batches, source_name
 from dataprep.stage import Manifest, Outcome, Rejects, Timer, Workspace, run_stage
 
 FORMATS = ("parquet", "jsonl")
@@ -106,6 +106,7 @@ def convert(sources: str | list[str], out: str, *, force: bool = False, **option
     config = _config(kind, tmpl, mapping, row_fn, fmt, label_names, label_sep, reader_options)
     if limit is not None:
         config["limit"] = limit
+    config["sources"] = [source_name(str(p)) for p in sources]  # records name them (contents are fingerprinted anyway)
 
     def build(ws: Workspace) -> Outcome:
         batches = iter_batches([str(p) for p in sources], batch_rows=batch_rows, **reader_options)

@@ -13,6 +13,7 @@ Modules, one per format family:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,11 @@ def read_table(
     )
 
 
+def source_name(path: str) -> str:
+    """How records name their source: the path as given, normalised (`./ko.json` is `ko.json`), or the Hub id."""
+    return path if path.startswith(HUB_PREFIX) else os.path.normpath(path)
+
+
 def iter_batches(paths: list[str], batch_rows: int = 50_000, **options: Any) -> Iterator:
     """Yield the rows of several sources as polars frames of at most `batch_rows` rows, each row with
     its `source` (as given) and 0-based `row` within that source. Options go to `read_table`
@@ -90,7 +96,7 @@ def iter_batches(paths: list[str], batch_rows: int = 50_000, **options: Any) -> 
     for p in paths:
         offset = 0
         for batch in _source_batches(p, batch_rows, **options):
-            yield batch.with_columns(source=pl.lit(str(p)),
+            yield batch.with_columns(source=pl.lit(source_name(p)),
                                      row=pl.int_range(offset, offset + pl.len(), dtype=pl.Int64))
             offset += batch.height
 

@@ -169,11 +169,8 @@ def classify_rows(batch, tok, kind, opts, specials, label_names):
             events["truncated_end"] += 1
             # keep the closing special token ([SEP]) the encoder was trained with
             ids = ids[: opts.max_len - 1] + ids[-1:] if ids[-1] in special_ids else ids[: opts.max_len]
-        hot = [0.0] * len(index)
-        for n in names or []:
-            hot[index[n]] = 1.0
         cols["input_ids"].append(ids)
-        cols["labels"].append(hot)
+        cols["label_ids"].append(sorted(index[n] for n in names or []))  # the collator builds the multi-hot vector
         cols["length"].append(len(ids))
     return cols, rejects, events
 

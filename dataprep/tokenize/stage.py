@@ -6,6 +6,7 @@ directory plus manifest.json and rejects.jsonl through the stage contract (datap
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from array import array
 from collections import Counter
@@ -120,12 +121,13 @@ def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = F
         tok = models.load_tokenizer(tok_path)
         tok_fp = models.tokenizer_fingerprint(tok)
         entry = get_kind(kind)
+        if entry.chat_template and not tok.chat_template:
+            raise DataprepError(f"tokenizer {tokenizer} has no chat template; {kind} records need one: pick a chat "
+                                "model's tokenizer (e.g. smollm2-135m)")
         if entry.causal and tok.eos_token_id is None:
             raise DataprepError(f"tokenizer {tokenizer} has no EOS token; pick a causal-LM tokenizer for kind {kind}")
         if pack and not entry.packable:
             raise DataprepError(f"--pack works for {kinds_with(lambda k: k.packable)} records, not {kind}; drop --pack")
-        if entry.chat_template and not tok.chat_template:
-            raise DataprepError(f"tokenizer {tokenizer} has no chat template; chat records need one")
         specials = choose_pad(tok)
     chat_template = tok.chat_template if isinstance(tok.chat_template, str) else None
     tok_files = {"files_sha256": tokenizer_files_hash(tok_path),
@@ -229,4 +231,17 @@ def _save_shards(rows_file: Path, out: Path, num_shards: int | None, shard_size:
     if num_shards is not None:
         num_shards = max(1, min(num_shards, len(ds))) if len(ds) else 1
     ds.save_to_disk(str(out), num_shards=num_shards, max_shard_size=shard_size)
-    return sorted(p.name for p in out.glob("data-*.arrow"))
+    shards = sorted(p.name for p in out.glob("data-*.arrow"))
+    _stable_state(out / "state.json", shards)
+    return shards
+
+
+def _stable_state(state_file: Path, shards: list[str]) -> None:
+    """`datasets` writes a random `_fingerprint` into state.json; make it a hash of the shards, so
+    two identical runs write byte-identical directories."""
+    state = json.loads(state_file.read_text())
+    h = hashlib.sha256()
+    for name in shards:
+        h.update(name.encode() + b"\0" + (state_file.parent / name).read_bytes())
+    state["_fingerprint"] = h.hexdigest()[:16]
+    state_file.write_text(json.dumps(state, indent=2, sort_keys=True))

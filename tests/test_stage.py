@@ -1,0 +1,150 @@
+"""The stage contract (dataprep.stage): skip only when current, atomic outputs whose leftovers
+the next run cleans, one writer per output, no output over an input, no silent empty output."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from dataprep.errors import DataprepError
+from dataprep.io import OWNER
+from dataprep.stage import Outcome, Rejects, read_manifest, run_stage
+
+
+def toy_stage(out, rows=3, kept=None, inputs=(), force=False, allow_empty=False, calls=None):
+    """A stage that writes data.txt with `kept` of `rows` rows (the rest rejected)."""
+    kept = rows if kept is None else kept
+
+    def build(ws):
+        if calls is not None:
+            calls.append(1)
+        (ws.out / "data.txt").write_text("x\n" * kept)
+        rejects = Rejects()
+        for i in range(rows - kept):
+            rejects.add("toy", i, "too short")
+        return Outcome(rows, kept, {"note": "toy"}, rejects=rejects, lineage={"kind": "text"})
+
+    return run_stage("toy", out, inputs=list(inputs), config={"rows": rows, "kept": kept}, build=build,
+                     data_files=("data.txt",), force=force, allow_empty=allow_empty)
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_manifest_counts_files_and_lineage(tmp_path):
+    m = toy_stage(tmp_path / "o", rows=5, kept=3)
+    on_disk = read_manifest(tmp_path / "o")
+    assert on_disk.counts.to_json() == {"in": 5, "out": 3, "rejected": 2, "rejected_by_reason": {"too short": 2}}
+    assert on_disk.files == {"data.txt": 6, "rejects.jsonl": (tmp_path / "o" / "rejects.jsonl").stat().st_size}
+    assert on_disk.lineage.kind == "text" and on_disk.get("note") == "toy" and on_disk.fingerprint == m.fingerprint
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]  # no temporaries, no lock file left
+
+
+def test_skip_only_while_the_written_files_are_intact(tmp_path):
+    calls: list = []
+    toy_stage(tmp_path / "o", calls=calls)
+    assert toy_stage(tmp_path / "o", calls=calls).skipped and len(calls) == 1
+    (tmp_path / "o" / "data.txt").write_text("x\n")  # truncated
+    assert not toy_stage(tmp_path / "o", calls=calls).skipped and len(calls) == 2
+    (tmp_path / "o" / "rejects.jsonl").unlink()  # deleted
+    assert not toy_stage(tmp_path / "o", calls=calls).skipped and len(calls) == 3
+    assert toy_stage(tmp_path / "o", calls=calls, force=True).skipped is False and len(calls) == 4
+
+
+def test_the_fingerprint_follows_contents_not_the_path_spelling(tmp_path, monkeypatch):
+    from dataprep.convert import convert
+
+    monkeypatch.chdir(tmp_path)
+    Path("a.jsonl").write_text('{"text": "one"}\n{"text": "two"}\n')
+    first = convert(["a.jsonl"], "o", kind="text")
+    again = convert(["./a.jsonl"], "o", kind="text")
+    assert again.skipped and again.fingerprint == first.fingerprint
+    Path("a.jsonl").write_text('{"text": "one"}\n{"text": "three"}\n')
+    assert not convert(["a.jsonl"], "o", kind="text").skipped
+
+
+def test_stale_temporaries_of_killed_runs_are_removed_and_live_ones_kept(tmp_path):
+    stale, live = tmp_path / ".o.tmp-dead", tmp_path / ".o.tmp-live"
+    for path, pid in ((stale, dead_pid()), (live, os.getppid())):
+        path.mkdir()
+        (path / OWNER).write_text(str(pid))
+        (path / "half.parquet").write_bytes(b"x" * 100)
+    foreign = tmp_path / ".o.tmp-notours"
+    foreign.mkdir()  # no owner file: not dataprep's, never touched
+    toy_stage(tmp_path / "o")
+    assert not stale.exists() and live.exists() and foreign.exists()
+
+
+def test_a_killed_force_swap_is_restored_on_the_next_run(tmp_path):
+    calls: list = []
+    toy_stage(tmp_path / "o", calls=calls)
+    old = tmp_path / ".o.old-killed"
+    old.mkdir()
+    (old / OWNER).write_text(str(dead_pid()))
+    os.replace(tmp_path / "o", old / "x")  # killed between the two renames: nothing at -o
+    assert toy_stage(tmp_path / "o", calls=calls).skipped and len(calls) == 1  # put back, and still current
+    assert (tmp_path / "o" / "data.txt").is_file() and not old.exists()
+
+
+def test_one_writer_per_output(tmp_path):
+    with open(tmp_path / ".o.lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another run holds it
+        with pytest.raises(DataprepError, match=r"^another dataprep run is writing .*/o now; wait for it"):
+            toy_stage(tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("where", ["the input", "inside the input", "around the input"])
+def test_an_output_equal_to_inside_or_around_an_input_is_refused(tmp_path, where):
+    src = tmp_path / "data" / "in"
+    src.mkdir(parents=True)
+    (src / "rows.txt").write_text("keep me")
+    out = {"the input": src, "inside the input": src / "sub", "around the input": tmp_path / "data"}[where]
+    with pytest.raises(DataprepError, match=f"is {where} .* choose another -o"):
+        toy_stage(out, inputs=[str(src)])
+    assert (src / "rows.txt").read_text() == "keep me" and sorted(p.name for p in src.iterdir()) == ["rows.txt"]
+
+
+def test_a_stage_output_inside_a_previous_stage_directory_is_refused(tmp_path):
+    from dataprep.convert import convert
+    from dataprep.dedupe import dedupe
+
+    raw = tmp_path / "a.jsonl"
+    raw.write_text('{"text": "one"}\n{"text": "two"}\n')
+    convert([str(raw)], tmp_path / "conv", kind="text")
+    for out in (tmp_path / "conv", tmp_path / "conv" / "dd"):
+        with pytest.raises(DataprepError, match="choose another -o"):
+            dedupe(tmp_path / "conv", out, methods=("exact",))
+    assert sorted(p.name for p in (tmp_path / "conv").iterdir()) == ["manifest.json", "records.parquet", "rejects.jsonl"]
+
+
+def test_no_rows_out_is_an_error_unless_allowed(tmp_path):
+    with pytest.raises(DataprepError, match=r"^toy: no rows left out of 4 \(too short: 4\); .* --allow-empty"):
+        toy_stage(tmp_path / "o", rows=4, kept=0)
+    assert list(tmp_path.iterdir()) == []
+    m = toy_stage(tmp_path / "o", rows=4, kept=0, allow_empty=True)
+    assert m.counts.n_out == 0 and (tmp_path / "o" / "data.txt").read_text() == ""
+
+
+def test_tokenize_writes_byte_identical_directories(tmp_path):
+    from dataprep.convert import convert
+    from dataprep.tokenize import tokenize
+
+    raw = tmp_path / "a.jsonl"
+    raw.write_text("".join(json.dumps({"instruction": f"Say {i}", "output": str(i)}) + "\n" for i in range(20)))
+    convert([str(raw)], tmp_path / "conv")
+    for name in ("t1", "t2"):
+        tokenize(tmp_path / "conv", tmp_path / name, max_len=64, progress=False)
+    files = sorted(p.name for p in (tmp_path / "t1").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "t2").iterdir())
+    for name in files:
+        if name != "manifest.json":  # the manifest holds timings
+            assert (tmp_path / "t1" / name).read_bytes() == (tmp_path / "t2" / name).read_bytes(), name
