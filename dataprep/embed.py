@@ -121,6 +121,7 @@ class EmbeddingCache:
         self.keys = np.empty(0, dtype="S16")
         self.vecs: np.ndarray | None = None
         self.truncated = np.zeros(0, dtype=bool)
+        self.error: str | None = None  # why vectors could not be written (a full disk): the run goes on without
         parts = sorted(self.dir.glob("part-*.npz")) if self.dir.is_dir() else []
         loaded = []
         for p in parts:
@@ -142,14 +143,19 @@ class EmbeddingCache:
         return self.keys[pos] == keys, pos
 
     def add(self, keys: np.ndarray, vecs: np.ndarray, truncated: np.ndarray) -> None:
-        """Append new vectors atomically (write to a temp name, then rename)."""
-        if len(keys) == 0:
+        """Append new vectors atomically (write to a temp name, then rename). The cache only saves
+        time: when it cannot be written (a full disk, no permission) it stops trying and says why."""
+        if len(keys) == 0 or self.error:
             return
-        self.dir.mkdir(parents=True, exist_ok=True)
         name = f"part-{uuid.uuid4().hex}"
         tmp = self.dir / f".{name}.tmp.npz"
-        np.savez(tmp, keys=keys, vecs=vecs.astype(np.float32), truncated=truncated)
-        os.replace(tmp, self.dir / f"{name}.npz")
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            np.savez(tmp, keys=keys, vecs=vecs.astype(np.float32), truncated=truncated)
+            os.replace(tmp, self.dir / f"{name}.npz")
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            self.error = f"{exc.strerror or exc} in {self.dir}"
 
 
 CHUNK = 8192  # texts embedded (and cached) at a time: a killed run keeps what it finished
@@ -283,6 +289,8 @@ def embed_texts(
     encoder.stats["embedded"] += int(len(todo))
     encoder.stats["cached"] += int(found.sum())
     encoder.stats["truncated"] += int(truncated.sum())
+    if cache is not None and cache.error:
+        encoder.stats["cache_error"] = cache.error
     if not len(texts):
         return np.zeros((0, encoder.dim), dtype=np.float32)
     return uniq_vecs[inverse.reshape(-1)]

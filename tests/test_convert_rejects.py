@@ -173,3 +173,55 @@ def test_capitalised_roles_are_normalised(tmp_path):
         assert m.counts.n_out == 1, m.counts
         messages = pl.read_parquet(tmp_path / f"o{i}" / "records.parquet")["messages"].to_list()[0]
         assert [x["role"] for x in messages] == ["user", "assistant"]
+
+
+def test_unusual_but_valid_input_loses_nothing(tmp_path):
+    """Each of these lost rows or content, or stopped the run, before: now every row is accounted for."""
+    cases = {
+        # U+2028 inside a JSON string is valid JSON (json.dumps writes it with ensure_ascii=False)
+        "sep.jsonl": (json.dumps({"instruction": "a\u2028b\u0085c", "output": "x"}, ensure_ascii=False) + "\n", "sft"),
+        # LLaMA-Factory v1 text parts are keyed `value`
+        "parts.jsonl": (json.dumps({"messages": [{"role": "user", "content": [{"type": "text", "value": "hi"}]},
+                                                 {"role": "assistant", "content": [{"type": "text", "value": "yo"}]}]}) + "\n",
+                        "chat"),
+        # one lone surrogate is one rejected row, not a failed run
+        "surrogate.jsonl": ('{"instruction": "a\\ud800b", "output": "x"}\n{"instruction": "ok", "output": "y"}\n', "sft"),
+        # a header naming a column twice keeps both; a user's own source/row columns are kept aside
+        "dup.csv": ("instruction,output,output\na,b,c\n", "sft"),
+        "own.jsonl": (json.dumps({"instruction": "a", "output": "b", "source": "mine", "row": 7}) + "\n", "sft"),
+    }
+    results = {}
+    for name, (text, kind) in cases.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        m = convert([str(tmp_path / name)], tmp_path / f"o-{name}", kind=kind)
+        results[name] = (m.counts.to_json()["in"], m.counts.n_out, m.counts.by_reason, m.get("ignored_columns"))
+        frame = pl.read_parquet(tmp_path / f"o-{name}" / "records.parquet")
+        if name == "surrogate.jsonl":
+            assert frame["row"].to_list() == [1]
+        if name == "sep.jsonl":
+            assert frame["instruction"].to_list() == ["a\u2028b\u0085c"]
+        if name == "parts.jsonl":
+            assert [x["content"] for x in frame["messages"].to_list()[0]] == ["hi", "yo"]
+    assert results == {
+        "sep.jsonl": (1, 1, {}, []),
+        "parts.jsonl": (1, 1, {}, []),
+        "surrogate.jsonl": (2, 1, {"invalid unicode (a lone surrogate)": 1}, []),
+        "dup.csv": (1, 1, {}, ["output_2"]),
+        "own.jsonl": (1, 1, {}, ["input_source", "input_row"]),
+    }
+
+
+def test_text_files_split_lines_at_newlines_only(tmp_path):
+    (tmp_path / "t.txt").write_text("one\u2028still one\x0cstill\r\ntwo\n", encoding="utf-8")
+    convert([str(tmp_path / "t.txt")], tmp_path / "o", kind="text")
+    frame = pl.read_parquet(tmp_path / "o" / "records.parquet")
+    assert frame.select("text", "row").rows() == [("one\u2028still one\x0cstill", 0), ("two", 1)]
+
+
+def test_deeply_nested_json_is_one_line_error(tmp_path, runner):
+    from dataprep.cli import cli
+
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    result = runner.invoke(cli, ["convert", str(tmp_path / "deep.json"), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
+    assert "nests JSON deeper than the parser allows" in result.output and not (tmp_path / "o").exists()

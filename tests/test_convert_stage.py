@@ -114,7 +114,9 @@ def test_row_fn_from_a_file(tmp_path, runner, shared_data):
     assert result.exit_code == 0, result.output
     m = read_manifest(out)
     n_fantasy = pl.read_csv(shared_data / "anime_with_synopsis.csv")["Genres"].str.contains("Fantasy").sum()
-    assert m.counts.by_reason == {"row-fn error: no fantasy today": n_fantasy}
+    assert m.counts.by_reason == {"row-fn error: ValueError": n_fantasy}
+    details = {json.loads(x)["detail"] for x in (out / "rejects.jsonl").read_text().splitlines()}
+    assert details == {"no fantasy today"}
     assert m.counts.n_out == 269 - n_fantasy and m.config["row_fn"]["sha256"]
     rec = pl.read_parquet(out / "records.parquet").row(0, named=True)
     assert rec["instruction"] == "Describe Cowboy Bebop" and rec["row"] == 0
@@ -166,3 +168,14 @@ def test_csv_error_after_the_first_batch_leaves_no_output(tmp_path):
     with pytest.raises(DataprepError, match="at line 302"):
         convert([str(src)], tmp_path / "o", template="latex", batch_rows=10)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv"]
+
+
+def test_row_fn_that_exits_rejects_its_rows_and_the_run_goes_on(tmp_path, runner):
+    fn = tmp_path / "exits.py"
+    fn.write_text("import sys\n\ndef f(row):\n    if row['x'] == 'bad':\n        sys.exit(3)\n"
+                  "    return {'text': row['x']}\n")
+    src = tmp_path / "rows.jsonl"
+    src.write_text('{"x": "good"}\n{"x": "bad"}\n')
+    result = runner.invoke(cli, ["convert", str(src), "--kind", "text", "--row-fn", f"{fn}:f", "-o", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    assert "in 2 = out 1 + rejected 1 (row-fn error: SystemExit: 1)" in result.output

@@ -76,3 +76,22 @@ def test_truncation_flag_is_exact_at_the_window_edge():
     assert [len(x) for x in model.tokenizer(texts, truncation=False, verbose=False)["input_ids"]] == [256, 257, 3, 602]
     vecs, truncated = encode_flagging_truncation(model, texts, batch_size=2)
     assert truncated.tolist() == [False, True, False, True] and vecs.shape == (4, 384)
+
+
+def test_a_cache_that_cannot_be_written_is_skipped_with_its_reason(tmp_path, monkeypatch):
+    """A full disk while caching must not abort the run: the vectors are still returned."""
+    import errno
+
+    import numpy as np
+
+    from dataprep import embed
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", full)
+    enc = embed.load_encoder("minilm", "cpu")
+    vecs = embed.embed_texts(["a cat", "a dog"], enc, cache_root=tmp_path)
+    assert vecs.shape == (2, enc.dim) and np.allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-5)
+    assert enc.stats["cache_error"].startswith("No space left on device")
+    assert not list(tmp_path.rglob("*.npz"))  # no torn part left behind

@@ -28,6 +28,9 @@ def command(sources, out, force, **options):
         secs = sum(manifest.timings.values())
         click.echo(f"convert ({kind}): {manifest.counts.line()} in {secs:.1f}s")
         click.echo(f"wrote {out}/records.{fmt}, rejects.jsonl, manifest.json")
+    if manifest.get("ignored_columns"):
+        click.echo(f"ignored columns (in no record field): {', '.join(manifest.get('ignored_columns'))}; "
+                   "use one with --map FIELD=COLUMN")
     stats = manifest.get("length_stats") or {}
     if stats:
         parts = ", ".join(f"{k} {v['p50']:.0f}/{v['p95']:.0f}/{v['max']}" for k, v in stats.items())

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 
 from dataprep.convert.columns import PROVENANCE, resolve_columns
 from dataprep.convert.flat import cast_records, checked_text
+from dataprep.convert.nested import INVALID_UNICODE_REASON
 from dataprep.convert.rowfn import apply_row_fn
 from dataprep.errors import DataprepError
 from dataprep.records import get_kind, load_function
+from dataprep.sources.json import INVALID_UNICODE
 from dataprep.templates import TEMPLATES, Template, get_template
 
 
@@ -29,9 +31,10 @@ def convert_frame(frame, kind: str, *, template: str | Template | None = None, m
 
     entry = get_kind(kind)
     tmpl = template_for(kind, template)
-    rejects: list[dict] = []
+    frame, rejects = _invalid_unicode_rows(frame)
     if row_fn is not None:
-        frame, rejects = apply_row_fn(frame, row_fn, kind)
+        frame, more = apply_row_fn(frame, row_fn, kind)
+        rejects += more
     if tmpl is not None:
         _check_template_fields(tmpl, frame.columns)
     cols = resolve_columns(frame.columns, kind, mapping, tmpl)
@@ -50,6 +53,28 @@ def _check_template_fields(tmpl: Template, columns: list[str]) -> None:
         listed = ", ".join(c for c in columns if c not in PROVENANCE)
         raise DataprepError(f"template field {{{missing[0]}}} is not a column; columns are: {listed}; "
                             "use {instruction}, {input}, {output} or a column name")
+
+
+def ignored_columns(columns: list[str], kind: str, *, template: str | Template | None = None,
+                    mapping: dict[str, str] | None = None, row_fn: Callable | None = None, **_: object) -> list[str]:
+    """The source columns `convert_frame` does not use, so the stage can say so (a row-fn sees them all)."""
+    if row_fn is not None:
+        return []
+    tmpl = template_for(kind, template)
+    used = set(resolve_columns(columns, kind, mapping, tmpl).values()) | (tmpl.fields() if tmpl else set())
+    return [c for c in columns if c not in used and c not in PROVENANCE and c != INVALID_UNICODE]
+
+
+def _invalid_unicode_rows(frame):
+    """(frame without the rows a reader marked as holding lone surrogates, their rejects)."""
+    import polars as pl
+
+    if INVALID_UNICODE not in frame.columns:
+        return frame, []
+    bad = frame.filter(pl.col(INVALID_UNICODE))
+    rejects = [{"source": s, "row": r, "reason": INVALID_UNICODE_REASON, "detail": None}
+               for s, r in bad.select("source", "row").iter_rows()]
+    return frame.filter(~pl.col(INVALID_UNICODE)).drop(INVALID_UNICODE), rejects
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,23 @@ def per_row(work, make: Callable[[dict], dict], kind: str):
             rejects.append({"source": row["source"], "row": row["row"], "reason": str(exc), "detail": None})
             continue
         out.append({**rec, "source": row["source"], "row": row["row"]})
-    return pl.DataFrame(out, schema=polars_schema(kind)), rejects
+    try:
+        return pl.DataFrame(out, schema=polars_schema(kind)), rejects
+    except UnicodeEncodeError:  # a lone surrogate somewhere in a conversation: reject those rows only
+        bad = [r for r in out if not _encodable(r)]
+        rejects += [{"source": r["source"], "row": r["row"], "reason": INVALID_UNICODE_REASON, "detail": None} for r in bad]
+        return pl.DataFrame([r for r in out if _encodable(r)], schema=polars_schema(kind)), rejects
+
+
+INVALID_UNICODE_REASON = "invalid unicode (a lone surrogate)"
+
+
+def _encodable(record: dict) -> bool:
+    try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _maybe_json(value: Any, field: str) -> Any:
@@ -67,7 +83,11 @@ def to_message(turn: Any) -> dict[str, str]:
     if content is None:
         raise RowError("missing message content")
     if isinstance(content, list) and content and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
-        content = "".join(str(p.get("text", "")) for p in content)  # OpenAI content parts, text only
+        # text parts: OpenAI's {"type": "text", "text": ...}, LLaMA-Factory's {"type": "text", "value": ...}
+        texts = [p.get("text", p.get("value")) for p in content]
+        if not all(isinstance(t, str) for t in texts):
+            raise RowError("text part without a string text or value")
+        content = "".join(texts)
     if not isinstance(content, str):
         raise RowError("non-string message content")
     return {"role": role, "content": content}

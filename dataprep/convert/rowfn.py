@@ -68,18 +68,20 @@ def apply_row_fn(frame, fn: Callable[[dict], dict], kind: str, batch_size: int =
     with tqdm(total=frame.height, desc="row-fn", unit="row", disable=None, leave=False) as bar:
         for batch in frame.iter_slices(batch_size):
             for row in batch.iter_rows(named=True):
-                reason = None
+                reason, detail = None, None
                 try:
                     rec = fn({c: row[c] for c in inputs})
-                except Exception as exc:  # the user's code: any failure is this row's reject
-                    reason = f"row-fn error: {str(exc) or type(exc).__name__}"[:200]
+                except (Exception, SystemExit) as exc:  # the user's code: any failure (sys.exit too) is this row's
+                    # reject, counted by exception type; the message goes in the detail
+                    reason, detail = f"row-fn error: {type(exc).__name__}", (str(exc) or None)
+                    detail = detail[:200] if detail else None
                 else:
                     if not isinstance(rec, dict):
                         reason = f"bad row-fn result: {type(rec).__name__}, not a dict"
                     elif set(rec) - fields:
                         reason = f"bad row-fn result: unknown field {sorted(set(rec) - fields)[0]}"
                 if reason:
-                    rejects.append({"source": row["source"], "row": row["row"], "reason": reason, "detail": None})
+                    rejects.append({"source": row["source"], "row": row["row"], "reason": reason, "detail": detail})
                 else:
                     out.append(rec)
                     provenance.append((row["source"], row["row"]))

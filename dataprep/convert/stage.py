@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 
 from dataprep.convert.flat import read_label_names
-from dataprep.convert.frame import convert_frame, template_for
+from dataprep.convert.frame import convert_frame, ignored_columns, template_for
 from dataprep.convert.rowfn import load_row_fn, row_fn_file
 from dataprep.errors import DataprepError
 from dataprep.io import sha256_path
@@ -118,7 +118,8 @@ def convert(sources: str | list[str], out: str, *, force: bool = False, **option
             raise DataprepError(f"{', '.join(map(str, sources))}: no rows to convert; check the input (and --no-header)")
         rejects = Rejects()
         rejects.extend(summary.rejects)
-        details: dict[str, Any] = {"format": fmt, "columns": list(entry.schema.names)}
+        details: dict[str, Any] = {"format": fmt, "columns": list(entry.schema.names),
+                                   "ignored_columns": list(summary.ignored)}
         lineage: dict[str, Any] = {"kind": kind, "template": tmpl.as_config() if tmpl is not None else None}
         if kind == "classify":
             lineage["label_names"] = names or sorted(summary.labels)
@@ -152,6 +153,7 @@ class _Summary:
     rejects: list[dict] = dataclasses.field(default_factory=list)
     lengths: list = dataclasses.field(default_factory=list)
     labels: Counter = dataclasses.field(default_factory=Counter)
+    ignored: dict = dataclasses.field(default_factory=dict)  # source columns no record field came from
 
 
 def _convert_batches(batches, path: Path, kind: str, timer: Timer, **options: Any) -> _Summary:
@@ -168,6 +170,7 @@ def _convert_batches(batches, path: Path, kind: str, timer: Timer, **options: An
                 break
             with timer("convert"):
                 records, rejects = convert_frame(frame, kind, **options)
+                summary.ignored.update(dict.fromkeys(ignored_columns(frame.columns, kind, **options)))
                 summary.lengths.append(records.select(**length_exprs(kind)))
                 if kind == "classify":
                     summary.labels.update(records["labels"].explode().drop_nulls().to_list())

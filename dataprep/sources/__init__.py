@@ -96,6 +96,7 @@ def iter_batches(paths: list[str], batch_rows: int = 50_000, **options: Any) -> 
     for p in paths:
         offset = 0
         for batch in _source_batches(p, batch_rows, **options):
+            batch = batch.rename({c: f"input_{c}" for c in ("source", "row") if c in batch.columns})  # ours follow
             yield batch.with_columns(source=pl.lit(source_name(p)),
                                      row=pl.int_range(offset, offset + pl.len(), dtype=pl.Int64))
             offset += batch.height

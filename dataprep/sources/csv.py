@@ -90,7 +90,18 @@ def _scan_csv(source, sep: str, has_header: bool, quote_char: str | None):
     import polars as pl
 
     return pl.scan_csv(source, separator=sep, has_header=has_header, infer_schema=False, quote_char=quote_char,
-                       with_column_names=None if has_header else _numbered_columns)
+                       with_column_names=_repeated_columns if has_header else _numbered_columns)
+
+
+def _repeated_columns(columns: list[str]) -> list[str]:
+    """A header naming a column twice keeps both: the second `output` is `output_2` (polars: output_duplicated_0)."""
+    import re
+
+    out = []
+    for c in columns:
+        m = re.fullmatch(r"(.*)_duplicated_(\d+)", c)
+        out.append(f"{m.group(1)}_{int(m.group(2)) + 2}" if m and m.group(1) in columns else c)
+    return out
 
 
 def _numbered_columns(columns: list[str]) -> list[str]:
