@@ -88,6 +88,11 @@ def test_chain_is_one_group_but_no_removal_rests_on_it():
     # equal texts are transitive: there the whole group is one cluster
     g = group_and_keep(4, np.array([0, 1]), np.array([1, 2]), transitive=True)
     assert g.keeper.tolist() == [0, 0, 0, 3] and g.kept_in_groups() == 1
+    # pinned rows (kept by an earlier method for rows it removed) stay, and lead
+    g = group_and_keep(4, np.array([0, 0]), np.array([1, 2]), transitive=True, pinned=np.array([0, 1, 1, 0], bool))
+    assert g.keeper.tolist() == [1, 1, 2, 3]
+    g = group_and_keep(3, np.array([0, 1]), np.array([1, 2]), pinned=np.array([0, 1, 1], bool))
+    assert g.keeper.tolist() == [1, 1, 2]
 
 
 def test_leaders_remove_only_direct_pairs_of_rows_that_stay():
@@ -724,3 +729,21 @@ def test_ko_alpaca_default_dedupe_removes_a_handful_and_explains_itself(shared_d
     assert "Hangul (Korean), which model 'minilm' does not read" in result.output
     assert "--allow-model-language-mismatch" in result.output
     check_removals(tmp_path / "ko", out, {"exact": 1.0, "near": 0.8})
+
+
+def test_a_later_method_never_removes_a_row_an_earlier_one_kept(tmp_path, monkeypatch):
+    import dataprep.embed as embed
+
+    # "b" and "a" are semantic duplicates (cos 0.95); "A" is an exact copy of "a" and goes first.
+    # keep=first would keep "b" and remove "a", leaving A's kept_id pointing at a removed row:
+    # instead "a", which stands for "A", stays and "b" goes for it.
+    theta = np.arccos(0.95)
+    vectors = {"b": [1.0, 0.0], "a": [np.cos(theta), np.sin(theta)], "c": [0.0, 1.0]}
+    monkeypatch.setattr(embed, "load_encoder", FakeEncoder)
+    monkeypatch.setattr(embed, "embed_texts", vector_embed(vectors))
+    path = text_table(tmp_path, ["b", "a", "c", "A"])
+    dd.dedupe(path, tmp_path / "out", methods=("exact", "semantic"), threshold=0.9)
+    removed = check_removals(path, tmp_path / "out", {"exact": 1.0, "semantic": 0.9})
+    assert removed.select("id", "kept_id", "method").rows() == [(0, 1, "semantic"), (3, 1, "exact")]
+    rows = dd.sweep(path, [0.9], methods=("exact", "semantic"))
+    assert rows[0]["removed"] == 2

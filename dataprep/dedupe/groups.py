@@ -17,6 +17,10 @@ the threshold), and no two rows that stay form a found pair. The policy is the o
   embeddings (exact and near groups) the member with the highest summed pair score first.
 Exact duplicates are equal texts, a relation that is transitive: there every group is one
 cluster and keeps exactly one row (`transitive=True`).
+
+`pinned` rows stay whatever the policy: the rows an earlier method kept for the rows it removed
+(methods run in turn). They lead their group first, so a later method never removes the row a
+`kept_id` points to.
 """
 
 from __future__ import annotations
@@ -101,9 +105,10 @@ def _rank(policy: str, n: int, a, b, score, lengths, seed, embeddings, labels) -
     raise ValueError(f"unknown keep policy {policy!r}; choose one of {', '.join(KEEP_POLICIES)}")
 
 
-def leaders(n: int, order: np.ndarray, a: np.ndarray, b: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def leaders(n: int, order: np.ndarray, a: np.ndarray, b: np.ndarray, score: np.ndarray,
+            pinned: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(keeper, score) of each row by clustering by leaders: rows in `order`; a row not yet removed
-    stays and removes its pair partners not yet decided, each with the score of that pair."""
+    stays and removes its pair partners not yet decided (and not pinned), each with the score of that pair."""
     keeper = np.full(n, -1, dtype=np.int64)
     best = np.ones(n, dtype=np.float32)
     if len(a):
@@ -120,7 +125,7 @@ def leaders(n: int, order: np.ndarray, a: np.ndarray, b: np.ndarray, score: np.n
             keeper[i] = i
             lo, hi = start[i], start[i + 1]
             partners = dst[lo:hi]
-            free = keeper[partners] < 0
+            free = (keeper[partners] < 0) & ~pinned[partners]
             keeper[partners[free]] = i
             best[partners[free]] = s[lo:hi][free]
     alone = keeper < 0
@@ -139,6 +144,7 @@ def group_and_keep(
     seed: int = 0,
     embeddings=None,
     transitive: bool = False,
+    pinned: np.ndarray | None = None,
 ) -> Groups:
     """Connected components over the pairs, and which rows stay under `keep` (see the module doc).
 
@@ -152,12 +158,15 @@ def group_and_keep(
     score = np.ones(len(a)) if score is None else score
     labels = components(n, a, b)
     key = _rank(keep, n, a, b, score, lengths, seed, embeddings, labels)
-    order = np.lexsort((np.arange(n), key, labels))  # by group, then key, then input order
+    pinned = np.zeros(n, dtype=bool) if pinned is None else np.asarray(pinned, dtype=bool)
+    order = np.lexsort((np.arange(n), key, ~pinned, labels))  # by group, pinned first, then key, then input order
     if not transitive:
-        keeper, best = leaders(n, order, np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64), score)
+        keeper, best = leaders(n, order, np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64), score, pinned)
         return Groups(labels, keeper, best)
     first_of_group = np.ones(n, dtype=bool)
     first_of_group[1:] = labels[order][1:] != labels[order][:-1]
     keeper_of_label = np.empty(labels.max() + 1 if n else 0, dtype=np.int64)
     keeper_of_label[labels[order][first_of_group]] = order[first_of_group]
-    return Groups(labels, keeper_of_label[labels] if n else np.empty(0, dtype=np.int64), np.ones(n, dtype=np.float32))
+    keeper = keeper_of_label[labels] if n else np.empty(0, dtype=np.int64)
+    keeper[pinned] = np.flatnonzero(pinned)  # a second pinned row of a group stays too
+    return Groups(labels, keeper, np.ones(n, dtype=np.float32))

@@ -91,26 +91,26 @@ def _finish(method, alive, a, b, score, groups: Groups, below, stats) -> MethodR
     )
 
 
-def run_exact(texts, alive, cfg: DedupeConfig, timer) -> MethodResult:
+def run_exact(texts, alive, cfg: DedupeConfig, timer, pinned=None) -> MethodResult:
     sub = [texts[i] for i in alive]
     with timer("exact"):
         a, b, s = exact_pairs(sub)
         # equal texts: every group is one cluster (transitive), so each keeps one row
         groups = group_and_keep(len(sub), a, b, s, keep=cfg.keep if cfg.keep != "centroid" else "first",
-                                lengths=[len(t) for t in sub], seed=cfg.seed, transitive=True)
+                                lengths=[len(t) for t in sub], seed=cfg.seed, transitive=True, pinned=pinned)
     empty = (np.array([not t.strip() for t in sub], dtype=bool)) if sub else np.zeros(0, dtype=bool)
     none = (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32))
     return _finish("exact", alive, a, b, s, groups, none, {"empty_texts": int(empty.sum())})
 
 
-def run_near(texts, alive, cfg: DedupeConfig, timer) -> MethodResult:
+def run_near(texts, alive, cfg: DedupeConfig, timer, pinned=None) -> MethodResult:
     """Every pair's score is its true Jaccard (checked after LSH), so a removal rests on the pair itself."""
     sub = [texts[i] for i in alive]
     with timer("near"):
         res = near_pairs(sub, cfg.near_threshold, ngram=cfg.ngram, unit=cfg.ngram_unit, num_perm=cfg.num_perm)
     with timer("group"):
         groups = group_and_keep(len(sub), res.a, res.b, res.score, keep=cfg.keep, lengths=[len(t) for t in sub],
-                                seed=cfg.seed)
+                                seed=cfg.seed, pinned=pinned)
     stats = {**res.stats, "no_shingles": int((res.shingles.sizes() == 0).sum())}
     return _finish("near", alive, res.a, res.b, res.score, groups, res.below, stats)
 
@@ -138,18 +138,19 @@ def cosines(emb: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", emb[a], emb[b]) if len(a) else np.empty(0, np.float32)
 
 
-def semantic_groups(emb, a, b, direct, threshold: float, cfg: DedupeConfig, lengths) -> Groups:
+def semantic_groups(emb, a, b, direct, threshold: float, cfg: DedupeConfig, lengths, pinned=None) -> Groups:
     """Groups over the pairs whose float32 cosine `direct` is at or above `threshold`."""
     ok = direct >= threshold
     return group_and_keep(len(emb), a[ok], b[ok], direct[ok], keep=cfg.keep, lengths=lengths, seed=cfg.seed,
-                          embeddings=emb if cfg.keep == "centroid" else None)
+                          embeddings=emb if cfg.keep == "centroid" else None, pinned=pinned)
 
 
-def run_semantic(texts, alive, cfg: DedupeConfig, timer, *, cache: bool, progress: bool) -> tuple[MethodResult, np.ndarray, dict]:
+def run_semantic(texts, alive, cfg: DedupeConfig, timer, *, cache: bool, progress: bool,
+                 pinned=None) -> tuple[MethodResult, np.ndarray, dict]:
     emb, res, embed_stats = embed_and_search(texts, alive, cfg, timer, cache=cache, progress=progress)
     with timer("group"):
         groups = semantic_groups(emb, res.a, res.b, cosines(emb, res.a, res.b), cfg.threshold, cfg,
-                                 [len(texts[i]) for i in alive])
+                                 [len(texts[i]) for i in alive], pinned)
     nearest = res.nearest[res.nearest > -1]  # -1: a single row has no neighbour
     median = float(np.median(nearest)) if len(nearest) else None
     stats = {**res.stats, **embed_stats, "median_nearest": round(median, 4) if median is not None else None}
@@ -207,9 +208,11 @@ def run_methods(texts, cfg: DedupeConfig, timer, *, cache: bool = True, progress
     """Run the methods in order, each on what the previous kept. Returns (results, nearest sims, embed stats).
 
     `explicit`: the methods were asked for (a missing semantic model language is then refused, not skipped).
-    Embed stats carry the language check (`language`) and its `warnings`.
+    Embed stats carry the language check (`language`) and its `warnings`. The rows a method kept
+    for the rows it removed are pinned for the later methods, so every kept_id stays.
     """
     alive = np.arange(len(texts))
+    pinned = np.zeros(len(texts), dtype=bool)
     results, nearest, embed_stats = [], None, {}
     methods = cfg.methods
     if "semantic" in methods and len(texts):
@@ -223,16 +226,18 @@ def run_methods(texts, cfg: DedupeConfig, timer, *, cache: bool = True, progress
         if len(alive) == 0:
             break
         if method == "exact":
-            res = run_exact(texts, alive, cfg, timer)
+            res = run_exact(texts, alive, cfg, timer, pinned[alive])
         elif method == "near":
-            res = run_near(texts, alive, cfg, timer)
+            res = run_near(texts, alive, cfg, timer, pinned[alive])
         else:
-            res, near_sub, stats = run_semantic(texts, alive, cfg, timer, cache=cache, progress=progress)
+            res, near_sub, stats = run_semantic(texts, alive, cfg, timer, cache=cache, progress=progress,
+                                                pinned=pinned[alive])
             embed_stats = {**stats, **embed_stats}
             if warning := separation_warning(res.stats, cfg.threshold):
                 embed_stats["warnings"] = [*embed_stats.get("warnings", []), warning]
             nearest = np.full(len(texts), np.nan, dtype=np.float32)
             nearest[alive] = near_sub
         results.append(res)
+        pinned[res.kept_id] = True
         alive = np.setdiff1d(alive, res.removed, assume_unique=True)
     return results, nearest, embed_stats

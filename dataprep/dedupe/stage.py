@@ -176,9 +176,10 @@ def sweep(path: str | Path, thresholds: list[float], plot: str | Path | None = N
         emb, res, _ = embed_and_search(texts, alive, cfg, timer, cache=cache, progress=progress)
         direct = cosines(emb, res.a, res.b)
         lengths = [len(texts[i]) for i in alive]
+        pinned = np.isin(alive, np.concatenate([r.kept_id for r in early])) if early else None  # as in run_methods
     rows = []
     for t in thresholds:
-        n_sem = len(semantic_groups(emb, res.a, res.b, direct, t, cfg, lengths).removed) if len(alive) else 0
+        n_sem = len(semantic_groups(emb, res.a, res.b, direct, t, cfg, lengths, pinned).removed) if len(alive) else 0
         rows.append({"threshold": t, "removed": n_early + n_sem, "semantic": n_sem, "kept": len(texts) - n_early - n_sem})
     if plot:
         reports.sweep_plot(rows, len(texts), plot)
