@@ -747,3 +747,16 @@ def test_a_later_method_never_removes_a_row_an_earlier_one_kept(tmp_path, monkey
     assert removed.select("id", "kept_id", "method").rows() == [(0, 1, "semantic"), (3, 1, "exact")]
     rows = dd.sweep(path, [0.9], methods=("exact", "semantic"))
     assert rows[0]["removed"] == 2
+
+
+def test_recipe_without_methods_says_semantic_was_skipped(tmp_path, runner, no_embedding):
+    path = korean_table(tmp_path)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: r\nworkdir: {tmp_path / 'w'}\ndedupe:\n  input: {path}\n")
+    result = runner.invoke(cli, ["run", str(recipe)])
+    assert result.exit_code == 0, result.output
+    assert "warning (dedupe): semantic skipped (exact and near ran): 30 of 31 texts (96.8%) are in Hangul" in result.output
+    recipe.write_text(f"name: r\nworkdir: {tmp_path / 'w2'}\ndedupe:\n  input: {path}\n  methods: [exact, semantic]\n")
+    result = runner.invoke(cli, ["run", str(recipe)])
+    assert result.exit_code == 1 and "semantic dedupe refused" in result.output
+    assert not (tmp_path / "w2" / "dedupe").exists()
