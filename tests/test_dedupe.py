@@ -716,6 +716,16 @@ def test_scripts_of_texts():
                      "Latin"]
 
 
+
+def test_large_inputs_are_sampled(monkeypatch):
+    from dataprep.dedupe import language
+
+    monkeypatch.setattr(language, "MAX_TEXTS", 100)
+    lang = language.check(["안녕하세요"] * 900 + ["hello"] * 100, "minilm", None)
+    assert lang.texts == 100 and lang.sampled_from == 1000 and 0.8 < lang.share_outside < 0.97
+    assert lang.what().startswith(f"{lang.n_outside} of 100 sampled texts (of 1000) (")
+
+
 def test_ko_alpaca_default_dedupe_removes_a_handful_and_explains_itself(shared_data, tmp_path, runner, no_embedding):
     from dataprep.convert import convert
 

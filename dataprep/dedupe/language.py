@@ -6,7 +6,8 @@ close together, and dedupe would remove them as duplicates. So before embedding:
 
 - each text's script is the Unicode script of most of its letters (Latin, Hangul, Han, Kana,
   Cyrillic, Arabic, Devanagari, Thai, ...; digits, punctuation and symbols do not count); a
-  text in Han with Kana in it is Japanese. Counting code points with numpy: no model, no package.
+  text in Han with Kana in it is Japanese. Counting code points with numpy: no model, no package;
+  the first MAX_CHARS characters of each text, of at most MAX_TEXTS texts (a seeded sample).
 - the model's languages come from its model card (`language:` in the front matter of
   README.md in the model directory) or config.json, else from `KNOWN_MODELS` by name, and are
   mapped to the scripts they are written in. A model found in neither is unknown: a warning, no
@@ -29,7 +30,8 @@ import numpy as np
 
 MISMATCH_SHARE = 0.5  # refuse (or skip) when more than this share of texts is in scripts the model does not cover
 WARN_SHARE = 0.05  # warn when more than this share is
-MAX_CHARS = 2000  # characters of each text looked at
+MAX_CHARS = 500  # characters of each text looked at
+MAX_TEXTS = 10_000  # texts looked at: a seeded random sample of larger inputs
 MULTILINGUAL_MODEL = "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2"  # the model the refusal names
 OVERRIDE_FLAG = "--allow-model-language-mismatch"
 
@@ -179,12 +181,13 @@ def model_languages(name: str, path: str | None) -> tuple[str, frozenset[str] | 
 @dataclass
 class LanguageCheck:
     model: str
-    texts: int  # texts with letters
+    texts: int  # texts with letters (of the sample)
     scripts: dict[str, int]  # texts per script, most first
     covers: str  # the model's languages in words
     covered: frozenset[str] | None  # scripts the model covers; None: unknown
     source: str
     outside: dict[str, int] = field(default_factory=dict)  # texts per script the model does not cover
+    sampled_from: int | None = None  # the number of texts when only a sample was looked at
 
     @property
     def n_outside(self) -> int:
@@ -201,8 +204,9 @@ class LanguageCheck:
     def what(self) -> str:
         """`1038 of 1040 texts (99.8%) are in Hangul (Korean), which model 'minilm' does not read (English, per its model card)`."""
         top = ", ".join(script_name(s) for s in self.outside)
-        return (f"{self.n_outside} of {self.texts} texts ({self.share_outside:.1%}) are in {top}, which model "
-                f"{self.model!r} does not read ({self.covers}, per {self.source})")
+        texts = f"sampled texts (of {self.sampled_from})" if self.sampled_from else "texts"
+        return (f"{self.n_outside} of {self.texts} {texts} ({self.share_outside:.1%}) are in {top}, which "
+                f"model {self.model!r} does not read ({self.covers}, per {self.source})")
 
     def remedy(self) -> str:
         return (f"for semantic dedupe pass a model that reads them, e.g. --model {MULTILINGUAL_MODEL} (from the Hub: "
@@ -211,14 +215,19 @@ class LanguageCheck:
     def to_json(self) -> dict:
         return {"model": self.model, "texts_with_letters": self.texts, "scripts": self.scripts,
                 "model_covers": self.covers, "model_scripts": sorted(self.covered) if self.covered is not None else None,
-                "source": self.source, "outside": self.outside, "share_outside": round(self.share_outside, 4)}
+                "source": self.source, "outside": self.outside, "share_outside": round(self.share_outside, 4),
+                "sampled_from": self.sampled_from}
 
 
 def check(texts: list[str], model: str, path: str | None) -> LanguageCheck:
     """The scripts of `texts` against the languages of `model` (at `path`, its resolved directory)."""
+    sampled_from = None
+    if len(texts) > MAX_TEXTS:
+        pick = np.sort(np.random.default_rng(0).choice(len(texts), MAX_TEXTS, replace=False))
+        texts, sampled_from = [texts[i] for i in pick.tolist()], len(texts)
     script = text_scripts(texts)
     ids, counts = np.unique(script[script >= 0], return_counts=True)
     found = {SCRIPTS[i]: int(c) for i, c in sorted(zip(ids.tolist(), counts.tolist(), strict=True), key=lambda x: -x[1])}
     covers, covered, source = model_languages(model, path)
     outside = {s: c for s, c in found.items() if covered is not None and s not in covered}
-    return LanguageCheck(model, int((script >= 0).sum()), found, covers, covered, source, outside)
+    return LanguageCheck(model, int((script >= 0).sum()), found, covers, covered, source, outside, sampled_from)
