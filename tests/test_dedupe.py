@@ -701,6 +701,9 @@ def test_model_languages_from_its_card_or_the_table(tmp_path, fake_encoder):
     bare.mkdir()
     manifest = dd.dedupe(path, tmp_path / "out2", methods=("semantic",), model=str(bare), threshold=0.99)
     assert any("cannot tell which languages model" in w for w in manifest.get("warnings"))
+    (bare / "config.json").write_text('{"language": "zh"}')  # some configs say it too
+    assert model_languages(str(bare), str(bare))[1:] == ({"Han"}, "its config.json")
+    (bare / "config.json").unlink()
     assert model_languages("sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2", None)[0] == "many languages"
     assert model_languages("BAAI/bge-m3", None)[0] == "many languages"
     assert model_languages("sentence-transformers/all-MiniLM-L6-v2", None)[1] == {"Latin"}

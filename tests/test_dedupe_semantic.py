@@ -40,6 +40,7 @@ def test_planted_paraphrases_found_by_semantic_and_cache_reused(shared_data, tmp
     assert (planted["score"][:3] >= dd.DEFAULT_THRESHOLD).all()
     assert removed.filter(pl.col("id") < N_ROWS).height == 0  # no original row is removed
     check_removals(path, out, {"exact": 1.0, "near": 0.8, "semantic": dd.DEFAULT_THRESHOLD})
+    assert not any("nearest-neighbour" in w or "does not read" in w for w in manifest.get("warnings"))
     assert manifest.counts.n_in == N_ROWS + 4 and manifest.counts.n_out == N_ROWS
     report = json.loads((out / "report.json").read_text())
     sem = report["methods"]["semantic"]

@@ -122,58 +122,62 @@ def script_name(script: str) -> str:
     return f"{script} ({SCRIPT_LANGUAGE[script]})" if script in SCRIPT_LANGUAGE else script
 
 
-def _card_languages(path: Path) -> list[str] | None:
-    """The `language:` of a model card's YAML front matter, or config.json's language(s); None if neither says."""
+def _listed(value) -> list[str]:
+    return [str(x) for x in (value if isinstance(value, list) else [value])] if value else []
+
+
+def _card_languages(path: Path) -> tuple[list[str], str]:
+    """(the `language:` of the model card's YAML front matter, or config.json's language(s), where it was read)."""
     card = path / "README.md"
     if card.is_file():
-        text = card.read_text(encoding="utf-8", errors="replace")
-        front = re.match(r"---\s*\n(.*?)\n---", text, re.S)
+        front = re.match(r"---\s*\n(.*?)\n---", card.read_text(encoding="utf-8", errors="replace"), re.S)
         if front:
             import yaml
 
             try:
-                meta = yaml.safe_load(front.group(1)) or {}
+                meta = yaml.safe_load(front.group(1))
             except yaml.YAMLError:
-                meta = {}
-            langs = meta.get("language") if isinstance(meta, dict) else None
-            if langs:
-                return [str(x) for x in (langs if isinstance(langs, list) else [langs])]
+                meta = None
+            if isinstance(meta, dict) and _listed(meta.get("language")):
+                return _listed(meta["language"]), "its model card"
     config = path / "config.json"
     if config.is_file():
         try:
             meta = json.loads(config.read_text())
         except (ValueError, OSError):
-            meta = {}
-        langs = meta.get("language") or meta.get("languages") if isinstance(meta, dict) else None
-        if langs:
-            return [str(x) for x in (langs if isinstance(langs, list) else [langs])]
-    return None
+            meta = None
+        if isinstance(meta, dict) and _listed(meta.get("language") or meta.get("languages")):
+            return _listed(meta.get("language") or meta.get("languages")), "its config.json"
+    return [], ""
 
 
 def _scripts_of(languages: list[str]) -> tuple[str, frozenset[str]]:
+    """(the languages in words, the scripts they are written in); a code not in LANGUAGE_SCRIPTS is Latin."""
     codes = [re.split(r"[-_]", x.strip().lower())[0] for x in languages]
-    if "multilingual" in codes or len(set(codes)) >= 10:
+    if "multilingual" in codes:
         return MANY
     scripts = set()
     for code in codes:
         scripts |= LANGUAGE_SCRIPTS.get(code, {"Latin"})
-    label = "English" if codes == ["en"] else ", ".join(languages)
+    if codes == ["en"]:
+        return "English", frozenset(scripts)
+    label = ", ".join(languages[:8]) + (f", ... ({len(languages)} in all)" if len(languages) > 8 else "")
     return label, frozenset(scripts)
 
 
 def model_languages(name: str, path: str | None) -> tuple[str, frozenset[str] | None, str]:
     """(what it covers in words, scripts it covers or None if unknown, where that was read)."""
     if path and Path(path).is_dir():
-        langs = _card_languages(Path(path))
+        langs, source = _card_languages(Path(path))
         if langs:
             label, scripts = _scripts_of(langs)
-            return label, scripts, "its model card"
-    for key in {name.rstrip("/").rsplit("/", 1)[-1].lower(), Path(path or "").name.lower()} - {""}:
+            return label, scripts, source
+    for key in dict.fromkeys([name.rstrip("/").rsplit("/", 1)[-1].lower(), Path(path or "").name.lower()]):
         if key in KNOWN_MODELS:
             label, scripts = KNOWN_MODELS[key]
             return label, scripts, "dataprep's table of known models"
         for prefix, (label, scripts) in KNOWN_PREFIXES.items():
-            if key.startswith(prefix):
+            if key and key.startswith(prefix):
                 return label, scripts, "dataprep's table of known models"
     return "unknown languages", None, "neither a model card nor dataprep's table of known models"
 
