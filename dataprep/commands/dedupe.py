@@ -13,8 +13,9 @@ KEEP = ("first", "longest", "shortest", "random", "centroid")
 )
 @click.argument("input_path", metavar="INPUT", type=click.Path())
 @click.option("-o", "--out", type=click.Path(), help="Output directory (required unless --sweep).")
-@click.option("--methods", default="exact,near,semantic", show_default=True,
-              help="Comma list, run in this order, each on what the previous kept.")
+@click.option("--methods", default=None,
+              help="Comma list, run in this order, each on what the previous kept [default: exact,near,semantic; "
+                   "semantic is then skipped, with a warning, when --model does not read most texts].")
 @click.option("--on", "on", default=None, help="Comma list of fields to compare (default: the record kind's text).")
 @click.option("--keep", type=click.Choice(KEEP), default="first", show_default=True, help="Which row of a group to keep.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --keep random and --clusters.")
@@ -28,6 +29,8 @@ KEEP = ("first", "longest", "shortest", "random", "centroid")
 @click.option("--device", default="auto", show_default=True, help="auto, cuda, mps or cpu.")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Embedding batch size.")
 @click.option("--clusters", type=int, default=None, help="Approximate semantic search: k-means with K clusters first.")
+@click.option("--allow-model-language-mismatch", is_flag=True,
+              help="Run semantic even when most texts are in scripts --model does not read (refused otherwise).")
 @click.option("--sweep", default=None, help="START:STOP:STEP: print rows removed per semantic threshold; write only a plot.")
 @click.option("--sweep-plot", type=click.Path(), default=None, help="Where --sweep writes its PNG [default: OUT.sweep.png or dedupe_sweep.png].")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the embedding cache.")
@@ -41,7 +44,8 @@ def command(input_path, out, methods, on, sweep, sweep_plot, no_cache, force, pr
     """
     from dataprep import dedupe as dd
 
-    options["methods"] = tuple(m.strip() for m in methods.split(",") if m.strip())
+    if methods is not None:  # not given: the default methods (see dataprep.dedupe.dedupe)
+        options["methods"] = tuple(m.strip() for m in methods.split(",") if m.strip())
     options["on"] = tuple(f.strip() for f in on.split(",") if f.strip()) if on else None
     if options["threshold"] is None:
         options["threshold"] = dd.DEFAULT_THRESHOLD
