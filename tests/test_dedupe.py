@@ -76,28 +76,51 @@ def test_exact_pairs_link_each_copy_to_the_first():
 # ---------------------------------------------------------------- groups and keep rules
 
 
-def test_chain_is_one_group_and_first_is_kept():
-    # A~B and B~C but not A~C: still one group (transitive), whatever the pair order
+def test_chain_is_one_group_but_no_removal_rests_on_it():
+    # A~B and B~C but not A~C: one group (reported whole), yet C is not a duplicate of A, so it stays
     for a, b in (([0, 1], [1, 2]), ([1, 0], [2, 1])):
-        g = group_and_keep(4, np.array(a), np.array(b))
+        g = group_and_keep(4, np.array(a), np.array(b), np.array([0.9, 0.95]))
         assert g.labels[0] == g.labels[1] == g.labels[2] != g.labels[3]
-        assert g.keeper.tolist() == [0, 0, 0, 3]
-        assert g.removed.tolist() == [1, 2]
-        assert g.sizes().tolist() == [3]
+        assert g.keeper.tolist() == [0, 0, 2, 3]
+        assert g.removed.tolist() == [1]
+        assert g.score[1] == pytest.approx(0.9 if a == [0, 1] else 0.95)  # the pair (B, A) itself
+        assert g.sizes().tolist() == [3] and g.kept_in_groups() == 2
+    # equal texts are transitive: there the whole group is one cluster
+    g = group_and_keep(4, np.array([0, 1]), np.array([1, 2]), transitive=True)
+    assert g.keeper.tolist() == [0, 0, 0, 3] and g.kept_in_groups() == 1
+    # pinned rows (kept by an earlier method for rows it removed) stay, and lead
+    g = group_and_keep(4, np.array([0, 0]), np.array([1, 2]), transitive=True, pinned=np.array([0, 1, 1, 0], bool))
+    assert g.keeper.tolist() == [1, 1, 2, 3]
+    g = group_and_keep(3, np.array([0, 1]), np.array([1, 2]), pinned=np.array([0, 1, 1], bool))
+    assert g.keeper.tolist() == [1, 1, 2]
+
+
+def test_leaders_remove_only_direct_pairs_of_rows_that_stay():
+    # a path 0-1-2-3-4 and a star 5-{6,7,8}: leaders in input order are 0, 2, 4 and 5
+    a, b = np.array([0, 1, 2, 3, 5, 5, 5]), np.array([1, 2, 3, 4, 6, 7, 8])
+    g = group_and_keep(9, a, b)
+    assert g.keeper.tolist() == [0, 0, 2, 2, 4, 5, 5, 5, 5]
+    pairs = set(zip(a.tolist(), b.tolist(), strict=True)) | set(zip(b.tolist(), a.tolist(), strict=True))
+    kept = set(np.flatnonzero(g.keeper == np.arange(9)).tolist())
+    for r in g.removed.tolist():  # every removal: a direct pair with a row that stays
+        assert (r, int(g.keeper[r])) in pairs and g.keeper[r] in kept
+    assert not any((i, j) in pairs for i in kept for j in kept)  # and no two rows that stay are a pair
 
 
 def test_longest_and_shortest_break_ties_by_input_order():
-    a, b = np.array([0, 1, 2]), np.array([1, 2, 3])
+    a, b = np.array([0, 1, 2]), np.array([1, 2, 3])  # a path 0-1-2-3
     lengths = [3, 7, 7, 1]
-    assert group_and_keep(4, a, b, keep="longest", lengths=lengths).keeper.tolist() == [1, 1, 1, 1]
-    assert group_and_keep(4, a, b, keep="shortest", lengths=lengths).keeper.tolist() == [3, 3, 3, 3]
+    # longest: 1 leads and removes 0 and 2; 3 is a pair only of 2, which went, so it stays
+    assert group_and_keep(4, a, b, keep="longest", lengths=lengths).keeper.tolist() == [1, 1, 1, 3]
+    # shortest: 3 leads and removes 2, then 0 leads and removes 1
+    assert group_and_keep(4, a, b, keep="shortest", lengths=lengths).keeper.tolist() == [0, 0, 3, 3]
     tie = [5, 5, 5, 5]
-    assert group_and_keep(4, a, b, keep="longest", lengths=tie).keeper.tolist() == [0, 0, 0, 0]
-    assert group_and_keep(4, a, b, keep="shortest", lengths=tie).keeper.tolist() == [0, 0, 0, 0]
+    assert group_and_keep(4, a, b, keep="longest", lengths=tie).keeper.tolist() == [0, 0, 2, 2]
+    assert group_and_keep(4, a, b, keep="shortest", lengths=tie).keeper.tolist() == [0, 0, 2, 2]
 
 
 def test_random_keep_is_seeded_and_picks_a_member():
-    a, b = np.array([0, 1, 4]), np.array([1, 2, 5])  # groups {0,1,2}, {3}, {4,5}
+    a, b = np.array([0, 0, 1, 4]), np.array([1, 2, 2, 5])  # groups {0,1,2} (all pairs), {3}, {4,5}
     choices = {tuple(group_and_keep(6, a, b, keep="random", seed=s).keeper.tolist()) for s in range(20)}
     for keeper in choices:
         assert keeper[0] == keeper[1] == keeper[2] in (0, 1, 2)
@@ -519,3 +542,234 @@ def test_chat_records_compare_their_messages(tmp_path):
     manifest = dd.dedupe(path, tmp_path / "out", methods=("exact",))
     assert manifest.lineage.kind == "chat" and manifest.get("text_fields") == ["messages"]
     assert pl.read_parquet(tmp_path / "out" / "removed.parquet").select("id", "kept_id").rows() == [(1, 0)]
+
+
+# ---------------------------------------------------------------- no removal by chaining, end to end
+
+
+def vector_embed(vectors: dict[str, list[float]]):
+    """A fake embed_texts that looks each text's vector up (normalised)."""
+
+    def embed(texts, encoder, **kwargs):
+        x = np.array([vectors[t] for t in texts], dtype=np.float32)
+        encoder.stats["embedded"] += len(texts)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    return embed
+
+
+def test_semantic_chain_keeps_its_far_end(tmp_path, monkeypatch):
+    import dataprep.embed as embed
+
+    # cos(a, b) = cos(b, c) = 0.9 ≥ 0.85 but cos(a, c) = 0.62: c is not a duplicate of a
+    theta = np.arccos(0.9)
+    vectors = {t: [np.cos(k * theta), np.sin(k * theta), 0.0] for k, t in enumerate(["a", "b", "c"])}
+    vectors["d"] = [0.0, 0.0, 1.0]
+    monkeypatch.setattr(embed, "load_encoder", FakeEncoder)
+    monkeypatch.setattr(embed, "embed_texts", vector_embed(vectors))
+    path = text_table(tmp_path, ["a", "b", "c", "d"])
+    manifest = dd.dedupe(path, tmp_path / "out", methods=("semantic",), threshold=0.85, keep="first")
+    removed = pl.read_parquet(tmp_path / "out" / "removed.parquet")
+    assert removed.select("id", "kept_id").rows() == [(1, 0)] and removed["score"][0] == pytest.approx(0.9)
+    assert pl.read_parquet(tmp_path / "out" / "records.parquet")["text"].to_list() == ["a", "c", "d"]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())["methods"]["semantic"]
+    assert report["group_size_histogram"] == {"3": 1} and report["kept_in_groups"] == 2  # reported whole
+    assert manifest.counts.by_reason == {"semantic": 1}
+    # keep=longest on the same chain: b leads (ties by length go to input order, so make b longest)
+    vectors["bb"] = vectors.pop("b")
+    path = text_table(tmp_path, ["a", "bb", "c", "d"])
+    dd.dedupe(path, tmp_path / "out2", methods=("semantic",), threshold=0.85, keep="longest")
+    assert pl.read_parquet(tmp_path / "out2" / "removed.parquet").select("id", "kept_id").rows() == [(0, 1), (2, 1)]
+
+
+def check_removals(source: Path, out: Path, threshold: dict[str, float]) -> pl.DataFrame:
+    """Every removed row: its kept_id stays in records.parquet and its score is at or above the method's threshold."""
+    from dataprep.io import find_data_file
+
+    rows = pl.read_parquet(find_data_file(source))
+    removed = pl.read_parquet(out / "removed.parquet")
+    stays = sorted(set(range(rows.height)) - set(removed["id"].to_list()))
+    assert pl.read_parquet(out / "records.parquet").equals(rows[stays])  # records.parquet: the rows that stay
+    assert set(removed["kept_id"].to_list()) <= set(stays), "a kept_id that was itself removed"
+    for method, t in threshold.items():
+        assert (removed.filter(pl.col("method") == method)["score"] >= t).all()
+    return removed
+
+
+def test_every_removal_scores_against_a_row_that_stays(shared_data, tmp_path):
+    frame = alpaca_frame(shared_data)
+    n = frame.height
+    long = max(frame.to_dicts(), key=lambda r: len(r["output"]))
+    # a chain on real text: windows of 900 characters 50 apart; windows 1 or 2 steps apart are near
+    # duplicates (Jaccard ≥ 0.8), 3 steps apart are not. Components join all 7; removal must not.
+    windows = [dict(long, instruction="", input="", output=long["output"][50 * k : 50 * k + 900]) for k in range(7)]
+    path = tmp_path / "chain.parquet"
+    pl.concat([frame, pl.DataFrame(windows, schema=frame.schema)]).write_parquet(path)
+    texts = dd.record_texts(pl.read_parquet(path), ("instruction", "input", "output"))
+    assert char_jaccard(texts[n], texts[n + 2]) >= 0.8 > char_jaccard(texts[n], texts[n + 3])
+    dd.dedupe(path, tmp_path / "out", methods=("exact", "near"))
+    removed = check_removals(path, tmp_path / "out", {"exact": 1.0, "near": 0.8})
+    chain = removed.filter(pl.col("id") >= n).sort("id")
+    # leaders in input order: window 0 removes 1 and 2; 3 (a pair of 1, 2, 4, 5) stays and removes 4, 5; 6 stays
+    assert chain.select("id", "kept_id").rows() == [(n + 1, n), (n + 2, n), (n + 4, n + 3), (n + 5, n + 3)]
+    for rid, kid, method, score in removed.select("id", "kept_id", "method", "score").rows():
+        if method == "near":  # the score is the true Jaccard of the pair itself
+            assert score == pytest.approx(char_jaccard(texts[rid], texts[kid]), abs=1e-6)
+        else:
+            assert normalize_text(texts[rid]) == normalize_text(texts[kid])
+    report = json.loads((tmp_path / "out" / "report.json").read_text())["methods"]["near"]
+    assert "7" in report["group_size_histogram"]  # the group is reported whole
+
+
+# ---------------------------------------------------------------- a model that cannot read the data
+
+
+def korean_table(tmp_path: Path, n: int = 30) -> Path:
+    """n rows of random Hangul syllables (no two near duplicates), an English row and a row without letters."""
+    rng = np.random.default_rng(0)
+    hangul = ["".join(chr(0xAC00 + int(c)) for c in rng.integers(0, 11172, 24)) for _ in range(n)]
+    return text_table(tmp_path, hangul + ["An English row", "12345"])
+
+
+@pytest.fixture
+def no_embedding(monkeypatch):
+    import dataprep.embed as embed
+
+    monkeypatch.setattr(embed, "load_encoder", FakeEncoder)
+    monkeypatch.setattr(embed, "embed_texts", lambda *a, **k: pytest.fail("embedded texts the model cannot read"))
+
+
+def test_semantic_asked_for_is_refused_on_text_the_model_cannot_read(tmp_path, runner, no_embedding):
+    path = korean_table(tmp_path)
+    out = tmp_path / "out"
+    result = runner.invoke(cli, ["dedupe", str(path), "-o", str(out), "--methods", "exact,near,semantic", "--no-progress"])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: semantic dedupe refused: 30 of 31 texts (96.8%) are in "
+                                                   "Hangul (Korean), which model 'minilm' does not read (English, per "
+                                                   "its model card)")
+    assert "--model sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2" in lines[0]
+    assert "--allow-model-language-mismatch" in lines[0]
+    assert not out.exists()
+    with pytest.raises(DataprepError, match="semantic dedupe refused"):
+        dd.sweep(path, [0.8, 0.9], methods=("semantic",))
+
+
+def test_default_methods_skip_semantic_and_say_why(tmp_path, runner, no_embedding):
+    path = korean_table(tmp_path)
+    out = tmp_path / "out"
+    result = runner.invoke(cli, ["dedupe", str(path), "-o", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "warning: semantic skipped (exact and near ran): 30 of 31 texts (96.8%) are in Hangul (Korean)" in result.output
+    assert "in 32 = out 32 + removed 0 (exact: 0, near: 0)" in result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["methods"] == ["exact", "near", "semantic"]
+    assert any(w.startswith("semantic skipped") for w in manifest["warnings"]) and manifest["semantic_skipped"]
+    report = json.loads((out / "report.json").read_text())
+    assert "semantic" not in report["methods"]
+    assert report["language"]["outside"] == {"Hangul": 30} and report["language"]["model_scripts"] == ["Latin"]
+    # the same options asked for explicitly are refused, not answered by the up-to-date output
+    again = runner.invoke(cli, ["dedupe", str(path), "-o", str(out), "--methods", "exact,near,semantic", "--no-progress"])
+    assert again.exit_code == 1 and "semantic dedupe refused" in again.output
+    assert (out / "manifest.json").is_file()  # the earlier output is left as it was
+
+
+def test_override_runs_semantic_anyway_with_warnings(tmp_path, fake_encoder):
+    path = korean_table(tmp_path)
+    manifest = dd.dedupe(path, tmp_path / "out", methods=("semantic",), allow_model_language_mismatch=True)
+    warnings = manifest.get("warnings")
+    assert any(w.startswith("semantic ran although 30 of 31 texts") for w in warnings)
+    # the fake letter-count vectors put every Hangul text together: the embeddings do not separate them
+    assert any("median nearest-neighbour similarity is 1.000" in w for w in warnings), warnings
+    assert manifest.config["allow_model_language_mismatch"] is True
+    check_removals(path, tmp_path / "out", {"semantic": dd.DEFAULT_THRESHOLD})
+
+
+def test_model_languages_from_its_card_or_the_table(tmp_path, fake_encoder):
+    from dataprep.dedupe.language import model_languages
+
+    ko_model = tmp_path / "my-ko-model"
+    ko_model.mkdir()
+    (ko_model / "README.md").write_text("---\nlanguage:\n- ko\n- en\nlicense: mit\n---\n# a Korean model\n")
+    label, scripts, source = model_languages(str(ko_model), str(ko_model))
+    assert scripts == {"Hangul", "Latin"} and source == "its model card"
+    path = korean_table(tmp_path)
+    manifest = dd.dedupe(path, tmp_path / "out", methods=("semantic",), model=str(ko_model), threshold=0.99)
+    assert not any("does not read" in w for w in manifest.get("warnings"))
+    # no card, not in the table: a warning, not a refusal
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    manifest = dd.dedupe(path, tmp_path / "out2", methods=("semantic",), model=str(bare), threshold=0.99)
+    assert any("cannot tell which languages model" in w for w in manifest.get("warnings"))
+    (bare / "config.json").write_text('{"language": "zh"}')  # some configs say it too
+    assert model_languages(str(bare), str(bare))[1:] == ({"Han"}, "its config.json")
+    (bare / "config.json").unlink()
+    assert model_languages("sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2", None)[0] == "many languages"
+    assert model_languages("BAAI/bge-m3", None)[0] == "many languages"
+    assert model_languages("sentence-transformers/all-MiniLM-L6-v2", None)[1] == {"Latin"}
+
+
+def test_scripts_of_texts():
+    from dataprep.dedupe.language import SCRIPTS, text_scripts
+
+    texts = ["Hello world", "안녕하세요 world", "你好世界", "こんにちは世界", "Привет мир", "مرحبا", "नमस्ते", "สวัสดี",
+             "Γειά σου", "12345 !?", "", "hello 世界"]
+    names = [SCRIPTS[i] if i >= 0 else None for i in text_scripts(texts)]
+    assert names == ["Latin", "Hangul", "Han", "Kana", "Cyrillic", "Arabic", "Devanagari", "Thai", "Greek", None, None,
+                     "Latin"]
+
+
+
+def test_large_inputs_are_sampled(monkeypatch):
+    from dataprep.dedupe import language
+
+    monkeypatch.setattr(language, "MAX_TEXTS", 100)
+    lang = language.check(["안녕하세요"] * 900 + ["hello"] * 100, "minilm", None)
+    assert lang.texts == 100 and lang.sampled_from == 1000 and 0.8 < lang.share_outside < 0.97
+    assert lang.what().startswith(f"{lang.n_outside} of 100 sampled texts (of 1000) (")
+
+
+def test_ko_alpaca_default_dedupe_removes_a_handful_and_explains_itself(shared_data, tmp_path, runner, no_embedding):
+    from dataprep.convert import convert
+
+    convert([str(shared_data / "ko_alpaca_1040.json")], str(tmp_path / "ko"), kind="sft", template="ko-alpaca")
+    out = tmp_path / "kodd"
+    result = runner.invoke(cli, ["dedupe", str(tmp_path / "ko"), "-o", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["in"] == 1040 and manifest["counts"]["rejected"] <= 5
+    assert "warning: semantic skipped (exact and near ran)" in result.output
+    assert "Hangul (Korean), which model 'minilm' does not read" in result.output
+    assert "--allow-model-language-mismatch" in result.output
+    check_removals(tmp_path / "ko", out, {"exact": 1.0, "near": 0.8})
+
+
+def test_a_later_method_never_removes_a_row_an_earlier_one_kept(tmp_path, monkeypatch):
+    import dataprep.embed as embed
+
+    # "b" and "a" are semantic duplicates (cos 0.95); "A" is an exact copy of "a" and goes first.
+    # keep=first would keep "b" and remove "a", leaving A's kept_id pointing at a removed row:
+    # instead "a", which stands for "A", stays and "b" goes for it.
+    theta = np.arccos(0.95)
+    vectors = {"b": [1.0, 0.0], "a": [np.cos(theta), np.sin(theta)], "c": [0.0, 1.0]}
+    monkeypatch.setattr(embed, "load_encoder", FakeEncoder)
+    monkeypatch.setattr(embed, "embed_texts", vector_embed(vectors))
+    path = text_table(tmp_path, ["b", "a", "c", "A"])
+    dd.dedupe(path, tmp_path / "out", methods=("exact", "semantic"), threshold=0.9)
+    removed = check_removals(path, tmp_path / "out", {"exact": 1.0, "semantic": 0.9})
+    assert removed.select("id", "kept_id", "method").rows() == [(0, 1, "semantic"), (3, 1, "exact")]
+    rows = dd.sweep(path, [0.9], methods=("exact", "semantic"))
+    assert rows[0]["removed"] == 2
+
+
+def test_recipe_without_methods_says_semantic_was_skipped(tmp_path, runner, no_embedding):
+    path = korean_table(tmp_path)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: r\nworkdir: {tmp_path / 'w'}\ndedupe:\n  input: {path}\n")
+    result = runner.invoke(cli, ["run", str(recipe)])
+    assert result.exit_code == 0, result.output
+    assert "warning (dedupe): semantic skipped (exact and near ran): 30 of 31 texts (96.8%) are in Hangul" in result.output
+    recipe.write_text(f"name: r\nworkdir: {tmp_path / 'w2'}\ndedupe:\n  input: {path}\n  methods: [exact, semantic]\n")
+    result = runner.invoke(cli, ["run", str(recipe)])
+    assert result.exit_code == 1 and "semantic dedupe refused" in result.output
+    assert not (tmp_path / "w2" / "dedupe").exists()

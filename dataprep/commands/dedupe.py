@@ -28,6 +28,8 @@ def command(input_path, out, sweep, sweep_plot, no_cache, force, progress, **opt
     """
     from dataprep import dedupe as dd
 
+    if click.get_current_context().get_parameter_source("methods") is click.core.ParameterSource.DEFAULT:
+        options.pop("methods")  # not given: the default methods, semantic skipped where --model cannot read the texts
     if sweep:
         plot = sweep_plot or (f"{str(out).rstrip('/')}.sweep.png" if out else "dedupe_sweep.png")
         options.pop("threshold")

@@ -27,4 +27,7 @@ def command(recipe, start, until, overrides, workdir, force):
 
     results = run_recipe(config, start=start, until=until, force=force, workdir=workdir, on_stage=announce)
     click.echo(summary_table(results))
+    for r in results:  # e.g. dedupe: semantic skipped because the model does not read the texts
+        for w in (r.manifest.get("warnings") or []) if r.manifest else []:
+            click.echo(f"warning ({r.stage}): {w}")
     click.echo(f"outputs: {workdir or config.workdir}/")

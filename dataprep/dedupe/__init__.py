@@ -1,15 +1,18 @@
 """`dataprep dedupe`: exact, near (MinHash) and semantic (embedding) deduplication you can inspect.
 
 The methods run in the order given, each on the rows the previous one kept. Each finds pairs,
-groups them into connected components, keeps one row per group (the keep policy) and removes
-the others, recording for every removed row the row it duplicates (`kept_id`), the method and
-the score. Row ids are 0-based positions in the input file.
+groups them into connected components (reported whole), and removes a row only for one of its
+own pair partners that stays (taken in the keep policy's order: no removal by chaining),
+recording for every removed row that row (`kept_id`), the method and the pair's score. Row ids
+are 0-based positions in the input file. Semantic dedupe first checks that the model reads the
+texts' scripts (`language`).
 
 Outputs (one directory, written atomically): records.parquet (kept rows, input schema
 unchanged), removed.parquet, pairs.parquet, report.json, report.html, manifest.json.
 
 Modules: `stage` (the stage and `sweep`), `methods` (options and the per-method runs),
-`exact`, `minhash`, `semantic` (pair finders), `groups` (grouping and keep policies), `report`
+`exact`, `minhash`, `semantic` (pair finders), `groups` (grouping, keep policies, removal only
+for a direct pair partner that stays), `language` (can the model read the texts), `report`
 (output tables, report.json and report.html). This package face re-exports the entry points.
 """
 

@@ -1,13 +1,26 @@
-"""Duplicate groups and the keep policy.
+"""Duplicate groups, the keep policy, and which rows are removed.
 
-Groups are the connected components of the graph of found pairs, so duplicates are
-transitive (A~B and B~C put A, B, C in one group even when A and C are not a pair) and the
-groups do not depend on row order. One row per group is kept, chosen by the policy:
-- `first`: the earliest row in input order;
+Groups are the connected components of the graph of found pairs (each pair was scored
+directly: exact equality, true Jaccard, or cosine, at or above the method's threshold). They
+are reported whole, but removal never rests on a chain of pairs: A~B and B~C put A, B, C in one
+group even when A and C are not a pair, and then only B may go for A; C stays unless it is
+itself a pair with a row that stays.
+
+Within a group the rows are taken in the keep policy's order; a row that is not yet removed
+stays (it leads), and removes every pair partner not yet decided (clustering by leaders). So every
+removed row's `kept_id` is a row that stays, the score is their own pair's score (never below
+the threshold), and no two rows that stay form a found pair. The policy is the order:
+- `first`: input order;
 - `longest` / `shortest`: by text length in characters, ties broken by input order;
-- `random`: a seeded random member (the same seed gives the same choice);
-- `centroid`: the member nearest the group's mean embedding (ties by input order); without
-  embeddings (exact and near groups) the member with the highest summed pair score.
+- `random`: a seeded random order (the same seed gives the same choice);
+- `centroid`: nearest the group's mean embedding first (ties by input order); without
+  embeddings (exact and near groups) the member with the highest summed pair score first.
+Exact duplicates are equal texts, a relation that is transitive: there every group is one
+cluster and keeps exactly one row (`transitive=True`).
+
+`pinned` rows stay whatever the policy: the rows an earlier method kept for the rows it removed
+(methods run in turn). They lead their group first, so a later method never removes the row a
+`kept_id` points to.
 """
 
 from __future__ import annotations
@@ -22,7 +35,8 @@ KEEP_POLICIES = ("first", "longest", "shortest", "random", "centroid")
 @dataclass
 class Groups:
     labels: np.ndarray  # component id of each row
-    keeper: np.ndarray  # for each row, the row its group keeps (itself for kept rows and singletons)
+    keeper: np.ndarray  # for each row, the row that stays for it (itself for rows that stay)
+    score: np.ndarray  # for each removed row, the score of its pair with its keeper (1.0 for rows that stay)
 
     @property
     def removed(self) -> np.ndarray:
@@ -32,6 +46,13 @@ class Groups:
         """Size of every group with more than one row."""
         counts = np.bincount(self.labels)
         return counts[counts > 1]
+
+    def kept_in_groups(self) -> int:
+        """Rows of groups with more than one row that stay (one per group only when nothing chains)."""
+        if not len(self.labels):
+            return 0
+        multi = np.bincount(self.labels)[self.labels] > 1
+        return int((multi & (self.keeper == np.arange(len(self.keeper)))).sum())
 
 
 def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -84,6 +105,34 @@ def _rank(policy: str, n: int, a, b, score, lengths, seed, embeddings, labels) -
     raise ValueError(f"unknown keep policy {policy!r}; choose one of {', '.join(KEEP_POLICIES)}")
 
 
+def leaders(n: int, order: np.ndarray, a: np.ndarray, b: np.ndarray, score: np.ndarray,
+            pinned: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(keeper, score) of each row by clustering by leaders: rows in `order`; a row not yet removed
+    stays and removes its pair partners not yet decided (and not pinned), each with the score of that pair."""
+    keeper = np.full(n, -1, dtype=np.int64)
+    best = np.ones(n, dtype=np.float32)
+    if len(a):
+        src, dst = np.concatenate([a, b]), np.concatenate([b, a])
+        s = np.concatenate([score, score]).astype(np.float32)
+        by_src = np.argsort(src, kind="stable")
+        dst, s = dst[by_src], s[by_src]
+        start = np.searchsorted(src[by_src], np.arange(n + 1)).tolist()
+        paired = np.zeros(n, dtype=bool)
+        paired[src] = True
+        for i in order[paired[order]].tolist():  # only rows with a pair can remove or be removed
+            if keeper[i] >= 0:
+                continue  # removed by an earlier leader
+            keeper[i] = i
+            lo, hi = start[i], start[i + 1]
+            partners = dst[lo:hi]
+            free = (keeper[partners] < 0) & ~pinned[partners]
+            keeper[partners[free]] = i
+            best[partners[free]] = s[lo:hi][free]
+    alone = keeper < 0
+    keeper[alone] = np.flatnonzero(alone)
+    return keeper, best
+
+
 def group_and_keep(
     n: int,
     a: np.ndarray,
@@ -94,8 +143,14 @@ def group_and_keep(
     lengths=None,
     seed: int = 0,
     embeddings=None,
+    transitive: bool = False,
+    pinned: np.ndarray | None = None,
 ) -> Groups:
-    """Connected components over the pairs, and the row each group keeps under `keep`."""
+    """Connected components over the pairs, and which rows stay under `keep` (see the module doc).
+
+    `transitive=True` is for a relation where every pair within a group holds (equal texts):
+    each group then keeps only its first row in policy order.
+    """
     if keep not in KEEP_POLICIES:
         raise ValueError(f"unknown keep policy {keep!r}; choose one of {', '.join(KEEP_POLICIES)}")
     if keep in ("longest", "shortest") and lengths is None:
@@ -103,9 +158,15 @@ def group_and_keep(
     score = np.ones(len(a)) if score is None else score
     labels = components(n, a, b)
     key = _rank(keep, n, a, b, score, lengths, seed, embeddings, labels)
-    order = np.lexsort((np.arange(n), key, labels))  # by group, then key, then input order
+    pinned = np.zeros(n, dtype=bool) if pinned is None else np.asarray(pinned, dtype=bool)
+    order = np.lexsort((np.arange(n), key, ~pinned, labels))  # by group, pinned first, then key, then input order
+    if not transitive:
+        keeper, best = leaders(n, order, np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64), score, pinned)
+        return Groups(labels, keeper, best)
     first_of_group = np.ones(n, dtype=bool)
     first_of_group[1:] = labels[order][1:] != labels[order][:-1]
     keeper_of_label = np.empty(labels.max() + 1 if n else 0, dtype=np.int64)
     keeper_of_label[labels[order][first_of_group]] = order[first_of_group]
-    return Groups(labels, keeper_of_label[labels] if n else np.empty(0, dtype=np.int64))
+    keeper = keeper_of_label[labels] if n else np.empty(0, dtype=np.int64)
+    keeper[pinned] = np.flatnonzero(pinned)  # a second pinned row of a group stays too
+    return Groups(labels, keeper, np.ones(n, dtype=np.float32))

@@ -1,7 +1,14 @@
-"""Dedupe's methods and options: each method finds pairs among the rows still alive, groups them
-and keeps one row per group (dataprep.dedupe.groups), and reports what it removed and why.
+"""Dedupe's methods and options: each method finds pairs among the rows still alive, groups them,
+removes a row only for a pair partner that stays (dataprep.dedupe.groups), and reports what it
+removed and why.
 
 `run_methods` runs the configured methods in order, each on the rows the previous one kept.
+Before semantic, the texts' scripts are checked against the model's languages
+(dataprep.dedupe.language): when most texts are in scripts the model does not read, semantic is
+refused if it was asked for (methods given), skipped with a warning if it was only the default,
+and run with a warning under `allow_model_language_mismatch`. After the search, a median
+nearest-neighbour similarity within `SEPARATION_MARGIN` of the threshold is warned about: the
+embeddings do not separate the data.
 """
 
 from __future__ import annotations
@@ -15,11 +22,13 @@ from dataprep.dedupe.exact import exact_pairs
 from dataprep.dedupe.groups import KEEP_POLICIES, Groups, group_and_keep
 from dataprep.dedupe.minhash import near_pairs
 from dataprep.dedupe.semantic import cluster_pairs, semantic_pairs
+from dataprep.errors import DataprepError
 from dataprep.options import opt, parse_options
 
 METHODS = ("exact", "near", "semantic")
 # Chosen from the STS-B precision/recall curve (benchmarks/stsb_threshold.py, benchmarks/RESULTS.md).
 DEFAULT_THRESHOLD = 0.85
+SEPARATION_MARGIN = 0.05  # warn when the median nearest-neighbour similarity is this close to the threshold (or above)
 EXTRA_COLUMNS = ("id", "kept_id", "method", "score")
 
 
@@ -35,8 +44,9 @@ def _each_once(methods: tuple[str, ...]) -> str | None:
 class DedupeConfig:
     """The dedupe stage's options (dataprep.options): CLI flags, recipe keys and `dedupe(**options)`."""
 
-    methods: tuple[str, ...] = opt(METHODS, "Comma list, run in this order, each on what the previous kept.",
-                                   choices=METHODS, check=_each_once)
+    methods: tuple[str, ...] = opt(METHODS, "Comma list, run in this order, each on what the previous kept; when "
+                                   "not given, semantic is skipped (with a warning) where --model does not read most "
+                                   "texts.", choices=METHODS, check=_each_once)
     on: tuple[str, ...] | None = opt(None, "Comma list of fields to compare (default: the record kind's text).")
     keep: str = opt("first", "Which row of a group to keep.", choices=KEEP_POLICIES)
     seed: int = opt(0, "Seed for --keep random and --clusters.", min=0)
@@ -50,6 +60,8 @@ class DedupeConfig:
     device: str = opt("auto", "auto, cuda, mps or cpu.")
     batch_size: int = opt(64, "Embedding batch size.", min=1)
     clusters: int | None = opt(None, "Approximate semantic search: k-means with K clusters first.", min=1)
+    allow_model_language_mismatch: bool = opt(
+        False, "Run semantic even when most texts are in scripts --model does not read (refused otherwise).")
 
 
 @dataclass
@@ -64,47 +76,46 @@ class MethodResult:
     stats: dict = field(default_factory=dict)
 
 
-def _finish(method, alive, a, b, score, groups: Groups, removed_score, below, stats) -> MethodResult:
+def _finish(method, alive, a, b, score, groups: Groups, below, stats) -> MethodResult:
     removed = groups.removed
-    keeper = groups.keeper[removed]
     return MethodResult(
         method,
         alive[removed],
-        alive[keeper],
-        removed_score(removed, keeper).astype(np.float32),
+        alive[groups.keeper[removed]],
+        groups.score[removed].astype(np.float32),
         (alive[a], alive[b], score.astype(np.float32)),
         groups.sizes(),
         (alive[below[0]], alive[below[1]], below[2].astype(np.float32)),
-        stats,
+        {**stats, "kept_in_groups": groups.kept_in_groups()},
     )
 
 
-def run_exact(texts, alive, cfg: DedupeConfig, timer) -> MethodResult:
+def run_exact(texts, alive, cfg: DedupeConfig, timer, pinned=None) -> MethodResult:
     sub = [texts[i] for i in alive]
     with timer("exact"):
         a, b, s = exact_pairs(sub)
+        # equal texts: every group is one cluster (transitive), so each keeps one row
         groups = group_and_keep(len(sub), a, b, s, keep=cfg.keep if cfg.keep != "centroid" else "first",
-                                lengths=[len(t) for t in sub], seed=cfg.seed)
+                                lengths=[len(t) for t in sub], seed=cfg.seed, transitive=True, pinned=pinned)
     empty = (np.array([not t.strip() for t in sub], dtype=bool)) if sub else np.zeros(0, dtype=bool)
     none = (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32))
-    return _finish("exact", alive, a, b, s, groups, lambda r, k: np.ones(len(r)), none, {"empty_texts": int(empty.sum())})
+    return _finish("exact", alive, a, b, s, groups, none, {"empty_texts": int(empty.sum())})
 
 
-def run_near(texts, alive, cfg: DedupeConfig, timer) -> MethodResult:
-    from dataprep.dedupe.minhash import jaccard
-
+def run_near(texts, alive, cfg: DedupeConfig, timer, pinned=None) -> MethodResult:
+    """Every pair's score is its true Jaccard (checked after LSH), so a removal rests on the pair itself."""
     sub = [texts[i] for i in alive]
     with timer("near"):
         res = near_pairs(sub, cfg.near_threshold, ngram=cfg.ngram, unit=cfg.ngram_unit, num_perm=cfg.num_perm)
     with timer("group"):
         groups = group_and_keep(len(sub), res.a, res.b, res.score, keep=cfg.keep, lengths=[len(t) for t in sub],
-                                seed=cfg.seed)
+                                seed=cfg.seed, pinned=pinned)
     stats = {**res.stats, "no_shingles": int((res.shingles.sizes() == 0).sum())}
-    return _finish("near", alive, res.a, res.b, res.score, groups, lambda r, k: jaccard(res.shingles, r, k),
-                   res.below, stats)
+    return _finish("near", alive, res.a, res.b, res.score, groups, res.below, stats)
 
 
-def run_semantic(texts, alive, cfg: DedupeConfig, timer, *, cache: bool, progress: bool) -> tuple[MethodResult, np.ndarray, dict]:
+def embed_and_search(texts, alive, cfg: DedupeConfig, timer, *, cache: bool, progress: bool):
+    """(embeddings of the alive rows, their SearchResult, embedding stats) at cfg.threshold."""
     from dataprep.embed import embed_texts, load_encoder
 
     sub = [texts[i] for i in alive]
@@ -116,34 +127,107 @@ def run_semantic(texts, alive, cfg: DedupeConfig, timer, *, cache: bool, progres
             res = cluster_pairs(emb, cfg.threshold, cfg.clusters, device=encoder.device)
         else:
             res = semantic_pairs(emb, cfg.threshold, device=encoder.device, progress=progress)
-    with timer("group"):
-        groups = group_and_keep(len(sub), res.a, res.b, res.score, keep=cfg.keep, lengths=[len(t) for t in sub],
-                                seed=cfg.seed, embeddings=emb if cfg.keep == "centroid" else None)
     embed_stats = {"model": cfg.model, "device": encoder.device, **encoder.stats, "max_tokens": encoder.max_tokens}
-    result = _finish("semantic", alive, res.a, res.b, res.score, groups,
-                     lambda r, k: np.einsum("ij,ij->i", emb[r], emb[k]), res.below, {**res.stats, **embed_stats})
+    return emb, res, embed_stats
+
+
+def cosines(emb: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """float32 cosine of each pair (a[k], b[k]) of L2-normalised rows (the search may have run in fp16)."""
+    emb = np.asarray(emb, dtype=np.float32)
+    return np.einsum("ij,ij->i", emb[a], emb[b]) if len(a) else np.empty(0, np.float32)
+
+
+def semantic_groups(emb, a, b, direct, threshold: float, cfg: DedupeConfig, lengths, pinned=None) -> Groups:
+    """Groups over the pairs whose float32 cosine `direct` is at or above `threshold`."""
+    ok = direct >= threshold
+    return group_and_keep(len(emb), a[ok], b[ok], direct[ok], keep=cfg.keep, lengths=lengths, seed=cfg.seed,
+                          embeddings=emb if cfg.keep == "centroid" else None, pinned=pinned)
+
+
+def run_semantic(texts, alive, cfg: DedupeConfig, timer, *, cache: bool, progress: bool,
+                 pinned=None) -> tuple[MethodResult, np.ndarray, dict]:
+    emb, res, embed_stats = embed_and_search(texts, alive, cfg, timer, cache=cache, progress=progress)
+    with timer("group"):
+        groups = semantic_groups(emb, res.a, res.b, cosines(emb, res.a, res.b), cfg.threshold, cfg,
+                                 [len(texts[i]) for i in alive], pinned)
+    nearest = res.nearest[res.nearest > -1]  # -1: a single row has no neighbour
+    median = float(np.median(nearest)) if len(nearest) else None
+    stats = {**res.stats, **embed_stats, "median_nearest": round(median, 4) if median is not None else None}
+    result = _finish("semantic", alive, res.a, res.b, res.score, groups, res.below, stats)
     return result, res.nearest, embed_stats
+
+
+def separation_warning(stats: dict, threshold: float) -> str | None:
+    """A warning when the median nearest-neighbour similarity is within SEPARATION_MARGIN of the threshold (or above)."""
+    median = stats.get("median_nearest")
+    if median is None or median < threshold - SEPARATION_MARGIN:
+        return None
+    return (f"semantic: the median nearest-neighbour similarity is {median:.3f}, within {SEPARATION_MARGIN} of the "
+            f"threshold {threshold} (or above): model {stats.get('model')!r} does not separate these texts, so half "
+            "the rows have a neighbour about as close as a duplicate; check the removed pairs in report.html, "
+            "or use a model that reads this data")
+
+
+def language_gate(texts, cfg: DedupeConfig, *, explicit: bool) -> tuple[bool, dict, list[str]]:
+    """Whether semantic runs, the language check for the report, and warnings; raises when it is refused."""
+    from dataprep.dedupe import language
+    from dataprep.models import resolve_model
+
+    lang = language.check(texts, cfg.model, resolve_model(cfg.model))
+    if lang.mismatch:
+        if cfg.allow_model_language_mismatch:
+            return True, lang.to_json(), [f"semantic ran although {lang.what()} ({language.OVERRIDE_FLAG})"]
+        if explicit:
+            raise DataprepError(f"semantic dedupe refused: {lang.what()}; {lang.remedy()}; or leave semantic out "
+                                "of --methods")
+        return False, lang.to_json(), [f"semantic skipped (exact and near ran): {lang.what()}; {lang.remedy()}"]
+    if lang.covered is None:
+        return True, lang.to_json(), [f"semantic: cannot tell which languages model {cfg.model!r} reads (no "
+                                      "`language:` in its model card, not in dataprep's table): check report.html"]
+    if lang.share_outside > language.WARN_SHARE:
+        return True, lang.to_json(), [f"semantic: {lang.what()}; their semantic matches are unreliable"]
+    return True, lang.to_json(), []
 
 
 def make_config(options: dict[str, Any]) -> DedupeConfig:
     return parse_options(DedupeConfig, options, "dedupe")
 
 
-def run_methods(texts, cfg: DedupeConfig, timer, *, cache: bool = True, progress: bool = False):
-    """Run the methods in order, each on what the previous kept. Returns (results, nearest sims, embed stats)."""
+def run_methods(texts, cfg: DedupeConfig, timer, *, cache: bool = True, progress: bool = False,
+                explicit: bool = True):
+    """Run the methods in order, each on what the previous kept. Returns (results, nearest sims, embed stats).
+
+    `explicit`: the methods were asked for (a missing semantic model language is then refused, not skipped).
+    Embed stats carry the language check (`language`) and its `warnings`. The rows a method kept
+    for the rows it removed are pinned for the later methods, so every kept_id stays.
+    """
     alive = np.arange(len(texts))
+    pinned = np.zeros(len(texts), dtype=bool)
     results, nearest, embed_stats = [], None, {}
-    for method in cfg.methods:
+    methods = cfg.methods
+    if "semantic" in methods and len(texts):
+        with timer("language"):
+            runs, lang, warnings = language_gate(texts, cfg, explicit=explicit)
+        embed_stats = {"language": lang, "warnings": warnings}
+        if not runs:
+            methods = tuple(m for m in methods if m != "semantic")
+            embed_stats["semantic_skipped"] = True
+    for method in methods:
         if len(alive) == 0:
             break
         if method == "exact":
-            res = run_exact(texts, alive, cfg, timer)
+            res = run_exact(texts, alive, cfg, timer, pinned[alive])
         elif method == "near":
-            res = run_near(texts, alive, cfg, timer)
+            res = run_near(texts, alive, cfg, timer, pinned[alive])
         else:
-            res, near_sub, embed_stats = run_semantic(texts, alive, cfg, timer, cache=cache, progress=progress)
+            res, near_sub, stats = run_semantic(texts, alive, cfg, timer, cache=cache, progress=progress,
+                                                pinned=pinned[alive])
+            embed_stats = {**stats, **embed_stats}
+            if warning := separation_warning(res.stats, cfg.threshold):
+                embed_stats["warnings"] = [*embed_stats.get("warnings", []), warning]
             nearest = np.full(len(texts), np.nan, dtype=np.float32)
             nearest[alive] = near_sub
         results.append(res)
+        pinned[res.kept_id] = True
         alive = np.setdiff1d(alive, res.removed, assume_unique=True)
     return results, nearest, embed_stats

@@ -92,14 +92,15 @@ def build_report(n_in: int, texts, results, embed_stats, cfg, fields, timer, war
         "on": list(fields),
         "keep": cfg.keep,
         "methods": methods,
-        "embedding": embed_stats,
+        "embedding": {k: v for k, v in embed_stats.items() if k not in ("language", "warnings", "semantic_skipped")},
+        "language": embed_stats.get("language"),  # the texts' scripts against the model's languages (semantic only)
         "timings": timer.seconds,
         "warnings": warnings,
     }
 
 
 def collect_warnings(texts, results, embed_stats) -> list[str]:
-    out = []
+    out = list(embed_stats.get("warnings", []))  # the model's languages, the separation of the embeddings
     n_empty = sum(1 for t in texts if not t.strip())
     if n_empty:
         out.append(f"{n_empty} empty or whitespace-only texts: they are exact duplicates of each other (one is kept)")

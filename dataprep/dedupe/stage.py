@@ -12,8 +12,15 @@ from typing import Any
 import numpy as np
 
 from dataprep.dedupe import report as reports
-from dataprep.dedupe.groups import group_and_keep
-from dataprep.dedupe.methods import DedupeConfig, make_config, run_methods, run_semantic
+from dataprep.dedupe.methods import (
+    DedupeConfig,
+    cosines,
+    embed_and_search,
+    language_gate,
+    make_config,
+    run_methods,
+    semantic_groups,
+)
 from dataprep.errors import DataprepError
 from dataprep.records import infer_kind
 from dataprep.stage import Manifest, Outcome, Workspace, run_stage
@@ -74,9 +81,15 @@ def dedupe(path: str | Path, out: str | Path, *, force: bool = False, cache: boo
     """Deduplicate the records at `path` into the directory `out`; returns the manifest.
 
     `options` are the fields of DedupeConfig (methods, on, keep, seed, near_threshold, ngram,
-    ngram_unit, num_perm, threshold, model, device, batch_size, clusters). A rerun whose
-    fingerprint matches the manifest in `out` returns it with `skipped` set.
+    ngram_unit, num_perm, threshold, model, device, batch_size, clusters,
+    allow_model_language_mismatch). Without `methods` (or with None) the default methods run, and
+    semantic is skipped with a warning when the model does not read most texts; with `methods`
+    naming semantic, that is refused (dataprep.dedupe.methods). A rerun whose fingerprint matches
+    the manifest in `out` returns it with `skipped` set.
     """
+    explicit = options.get("methods") is not None
+    if not explicit:
+        options.pop("methods", None)
     cfg = make_config(options)
     data, manifest_in, kind, fields = _scan(path, cfg)
 
@@ -86,15 +99,23 @@ def dedupe(path: str | Path, out: str | Path, *, force: bool = False, cache: boo
         with ws.timer("read"):
             frame = read_records(data)
         texts = record_texts(frame, fields)
-        results, nearest, embed_stats = run_methods(texts, cfg, ws.timer, cache=cache, progress=progress)
+        results, nearest, embed_stats = run_methods(texts, cfg, ws.timer, cache=cache, progress=progress,
+                                                    explicit=explicit)
         n_kept = write_outputs(ws.out, frame, texts, results, nearest, embed_stats, cfg, fields, ws.timer)
         details = {"text_fields": list(fields), "report": "report.json",
                    "warnings": reports.collect_warnings(texts, results, embed_stats)}
+        if embed_stats.get("semantic_skipped"):
+            details["semantic_skipped"] = True
         return Outcome(frame.height, n_kept, details, removed={r.method: int(len(r.removed)) for r in results},
                        lineage={"kind": kind})
 
-    return run_stage("dedupe", out, inputs=[str(data)], config={**asdict(cfg), "on": list(fields)}, build=build,
-                     data_files=("records.parquet",), force=force, upstream=manifest_in)
+    manifest = run_stage("dedupe", out, inputs=[str(data)], config={**asdict(cfg), "on": list(fields)}, build=build,
+                         data_files=("records.parquet",), force=force, upstream=manifest_in)
+    if manifest.skipped and explicit and manifest.get("semantic_skipped"):
+        # an up-to-date output of a default run that skipped semantic does not answer a request for semantic
+        return run_stage("dedupe", out, inputs=[str(data)], config={**asdict(cfg), "on": list(fields)}, build=build,
+                         data_files=("records.parquet",), force=True, upstream=manifest_in)
+    return manifest
 
 
 def write_outputs(out: Path, frame, texts, results, nearest, embed_stats, cfg, fields, timer) -> int:
@@ -146,20 +167,19 @@ def sweep(path: str | Path, thresholds: list[float], plot: str | Path | None = N
     data, _, _, fields = _scan(path, cfg)
     texts = record_texts(read_records(data), fields)
     timer = Timer()
+    language_gate(texts, cfg, explicit=True)  # a sweep asks for semantic: refused where the model cannot read the texts
     before = [m for m in cfg.methods if m != "semantic"]
     early, _, _ = run_methods(texts, DedupeConfig(**{**asdict(cfg), "methods": tuple(before)}), timer) if before else ([], None, None)
     alive = np.setdiff1d(np.arange(len(texts)), np.concatenate([r.removed for r in early]) if early else [])
     n_early = len(texts) - len(alive)
-    sem, _, _ = run_semantic(texts, alive, cfg, timer, cache=cache, progress=progress) if len(alive) else (None, None, None)
+    if len(alive):
+        emb, res, _ = embed_and_search(texts, alive, cfg, timer, cache=cache, progress=progress)
+        direct = cosines(emb, res.a, res.b)
+        lengths = [len(texts[i]) for i in alive]
+        pinned = np.isin(alive, np.concatenate([r.kept_id for r in early])) if early else None  # as in run_methods
     rows = []
-    local = {g: k for k, g in enumerate(alive)}
     for t in thresholds:
-        n_sem = 0
-        if sem is not None:
-            keep = sem.pairs[2] >= t
-            a = np.array([local[g] for g in sem.pairs[0][keep]], dtype=np.int64)
-            b = np.array([local[g] for g in sem.pairs[1][keep]], dtype=np.int64)
-            n_sem = len(group_and_keep(len(alive), a, b).removed)
+        n_sem = len(semantic_groups(emb, res.a, res.b, direct, t, cfg, lengths, pinned).removed) if len(alive) else 0
         rows.append({"threshold": t, "removed": n_early + n_sem, "semantic": n_sem, "kept": len(texts) - n_early - n_sem})
     if plot:
         reports.sweep_plot(rows, len(texts), plot)
