@@ -84,9 +84,9 @@ def test_row_fn_exceptions_and_bad_results_become_rejects():
                     {"q": "extra", "a": ""}, {"q": "Why?", "a": ""}])
     records, rejects = convert_frame(frame, "sft", template="latex", row_fn=row_fn)
     assert records.select("instruction", "completion", "row").rows() == [("What?", " That.", 0)]
-    assert [(r["row"], r["reason"]) for r in rejects] == [
-        (1, "row-fn error: cannot parse question"), (2, "bad row-fn result: NoneType, not a dict"),
-        (3, "bad row-fn result: unknown field score"), (4, "empty output")]
+    assert [(r["row"], r["reason"], r["detail"]) for r in rejects] == [
+        (1, "row-fn error: ValueError", "cannot parse question"), (2, "bad row-fn result: NoneType, not a dict", None),
+        (3, "bad row-fn result: unknown field score", None), (4, "empty output", None)]
 
 
 def test_chat_rejects():

@@ -104,6 +104,9 @@ def collect_warnings(texts, results, embed_stats) -> list[str]:
     n_empty = sum(1 for t in texts if not t.strip())
     if n_empty:
         out.append(f"{n_empty} empty or whitespace-only texts: they are exact duplicates of each other (one is kept)")
+    if embed_stats.get("cache_error"):
+        out.append(f"embedding cache not written ({embed_stats['cache_error']}): the vectors were used, and will be "
+                   "computed again next time")
     if embed_stats.get("truncated"):
         out.append(
             f"{embed_stats['truncated']} texts are longer than the model's {embed_stats['max_tokens']}-token window: "
