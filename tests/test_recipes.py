@@ -15,7 +15,7 @@ from tests.conftest import REPO
 
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
 # a slice small enough for 2 CPU cores: few rows, a couple of optimizer steps, no 4-bit
-# (bitsandbytes' CPU 4-bit kernels take minutes per step at this size; tests/test_train_sft.py
+# (bitsandbytes' CPU 4-bit kernels take minutes per step at this size; tests/training/test_sft.py
 # covers 4-bit QLoRA on the CPU with a tiny model)
 SLICE = ["convert.limit=24", "train.max_steps=2", "train.micro_batch=4", "train.report_to=none", "train.quant=none",
          "tokenize.max_len=256"]

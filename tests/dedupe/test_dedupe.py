@@ -1,7 +1,7 @@
 """dedupe without a real model: exact and near methods, groups and keep rules, outputs, bad input.
 
 Semantic orchestration (centroid, sweep) is tested here with a tiny deterministic fake encoder;
-the real MiniLM runs in tests/test_dedupe_semantic.py (slow).
+the real MiniLM runs in tests/dedupe/test_semantic.py (slow).
 """
 
 from __future__ import annotations

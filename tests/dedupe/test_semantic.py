@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from dataprep import dedupe as dd
-from tests.test_dedupe import alpaca_frame, check_removals
+from tests.dedupe.test_dedupe import alpaca_frame, check_removals
 
 N_ROWS = 120  # small: MiniLM on 2 shared cores embeds a few rows a second
 # planted row -> the original instruction it paraphrases (written for this test)

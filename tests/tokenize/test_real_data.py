@@ -10,7 +10,7 @@ from dataprep.models import load_tokenizer
 from dataprep.records import IGNORE_INDEX as M
 from dataprep.templates import generation_template
 from dataprep.tokenize import tokenize
-from tests.test_tokenize import trained_runs
+from tests.tokenize.test_masks_and_stage import trained_runs
 
 
 def test_glaive_after_convert(shared_data, tmp_path):
