@@ -28,6 +28,7 @@ from typing import Any
 from dataprep import __version__
 from dataprep.errors import DataprepError
 from dataprep.io import MANIFEST, OWNER, atomic_dir, fingerprint, recover_stale, sha256_path, write_json
+from dataprep.options import opt
 
 REJECTS = "rejects.jsonl"
 
@@ -70,6 +71,14 @@ class Rejects:
         with open(Path(directory) / REJECTS, "w", encoding="utf-8") as fh:
             for r in sorted(self.rows, key=lambda r: (r["source"], r["row"])):
                 fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputOptions:
+    """Options every data stage takes about its output (they do not change what it holds)."""
+
+    allow_empty: bool = opt(False, "Write the output even when no row is left; otherwise that is an error that names "
+                                   "the top reasons.")
 
 
 # ---------------------------------------------------------------- the manifest

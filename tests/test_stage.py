@@ -148,3 +148,26 @@ def test_tokenize_writes_byte_identical_directories(tmp_path):
     for name in files:
         if name != "manifest.json":  # the manifest holds timings
             assert (tmp_path / "t1" / name).read_bytes() == (tmp_path / "t2" / name).read_bytes(), name
+
+
+def test_allow_empty_outputs_load_and_inspect(tmp_path, runner):
+    """Every row too long: an error naming the reason, unless --allow-empty, whose empty shards
+    `datasets`, `dataprep stats` and `dataprep inspect` still read."""
+    from datasets import load_from_disk
+
+    from dataprep.cli import cli
+    from dataprep.convert import convert
+
+    raw = tmp_path / "a.jsonl"
+    raw.write_text("".join(json.dumps({"instruction": "word " * 50, "output": "x"}) + "\n" for _ in range(3)))
+    convert([str(raw)], tmp_path / "conv")
+    args = ["tokenize", str(tmp_path / "conv"), "-o", str(tmp_path / "tok"), "--max-len", "8", "--overflow", "drop"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 1 and "no rows left out of 3 (too_long: 3)" in result.output
+    assert not (tmp_path / "tok").exists()
+    result = runner.invoke(cli, args + ["--allow-empty"])
+    assert result.exit_code == 0, result.output
+    assert len(load_from_disk(str(tmp_path / "tok"))) == 0
+    for command in (["stats", str(tmp_path / "tok")], ["inspect", str(tmp_path / "tok")]):
+        result = runner.invoke(cli, command)
+        assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit), result.output

@@ -21,7 +21,7 @@ from dataprep.io import sha256_path
 from dataprep.options import opt, parse_options
 from dataprep.records import KINDS, get_kind
 from dataprep.sources import iter_batches, source_name
-from dataprep.stage import Manifest, Outcome, Rejects, Timer, Workspace, run_stage
+from dataprep.stage import Manifest, Outcome, OutputOptions, Rejects, Timer, Workspace, run_stage
 
 FORMATS = ("parquet", "jsonl")
 READER = ("delimiter", "encoding", "has_header", "quote_char", "split")  # options of dataprep.sources.read_table
@@ -48,7 +48,7 @@ def _kind_problem(kind: str) -> str | None:
 
 
 @dataclasses.dataclass(frozen=True)
-class ConvertOptions:
+class ConvertOptions(OutputOptions):
     """The convert stage's options (dataprep.options): CLI flags, recipe keys and `convert(**options)`."""
 
     kind: str = opt("sft", f"Record kind to produce: {', '.join(KINDS)}.", check=_kind_problem)
@@ -127,7 +127,7 @@ def convert(sources: str | list[str], out: str, *, force: bool = False, **option
         details["length_stats"] = summarize_lengths(summary.lengths)
         return Outcome(summary.n_in, summary.n_out, details, rejects=rejects, lineage=lineage)
 
-    return run_stage("convert", out, inputs=[str(p) for p in sources], config=config, build=build,
+    return run_stage("convert", out, inputs=[str(p) for p in sources], config=config, build=build, allow_empty=o.allow_empty,
                      data_files=(f"records.{fmt}",), force=force)
 
 

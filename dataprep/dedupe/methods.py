@@ -24,6 +24,7 @@ from dataprep.dedupe.minhash import near_pairs
 from dataprep.dedupe.semantic import cluster_pairs, semantic_pairs
 from dataprep.errors import DataprepError
 from dataprep.options import opt, parse_options
+from dataprep.stage import OutputOptions
 
 METHODS = ("exact", "near", "semantic")
 # Chosen from the STS-B precision/recall curve (benchmarks/stsb_threshold.py, benchmarks/RESULTS.md).
@@ -41,7 +42,7 @@ def _each_once(methods: tuple[str, ...]) -> str | None:
 
 
 @dataclass(frozen=True)
-class DedupeConfig:
+class DedupeConfig(OutputOptions):
     """The dedupe stage's options (dataprep.options): CLI flags, recipe keys and `dedupe(**options)`."""
 
     methods: tuple[str, ...] = opt(METHODS, "Comma list, run in this order, each on what the previous kept; when "

@@ -109,13 +109,20 @@ def dedupe(path: str | Path, out: str | Path, *, force: bool = False, cache: boo
         return Outcome(frame.height, n_kept, details, removed={r.method: int(len(r.removed)) for r in results},
                        lineage={"kind": kind})
 
-    manifest = run_stage("dedupe", out, inputs=[str(data)], config={**asdict(cfg), "on": list(fields)}, build=build,
-                         data_files=("records.parquet",), force=force, upstream=manifest_in)
+    manifest = run_stage("dedupe", out, inputs=[str(data)], config=_fingerprinted(cfg, fields), build=build,
+                         data_files=("records.parquet",), force=force, upstream=manifest_in,
+                         allow_empty=cfg.allow_empty)
     if manifest.skipped and explicit and manifest.get("semantic_skipped"):
         # an up-to-date output of a default run that skipped semantic does not answer a request for semantic
-        return run_stage("dedupe", out, inputs=[str(data)], config={**asdict(cfg), "on": list(fields)}, build=build,
-                         data_files=("records.parquet",), force=True, upstream=manifest_in)
+        return run_stage("dedupe", out, inputs=[str(data)], config=_fingerprinted(cfg, fields), build=build,
+                         data_files=("records.parquet",), force=True, upstream=manifest_in,
+                         allow_empty=cfg.allow_empty)
     return manifest
+
+
+def _fingerprinted(cfg: DedupeConfig, fields) -> dict[str, Any]:
+    """What decides the output: the options (not allow_empty, which only permits an empty one) and the fields."""
+    return {**{k: v for k, v in asdict(cfg).items() if k != "allow_empty"}, "on": list(fields)}
 
 
 def write_outputs(out: Path, frame, texts, results, nearest, embed_stats, cfg, fields, timer) -> int:

@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from dataprep.options import opt
 from dataprep.records import IGNORE_INDEX, get_kind, load_function
+from dataprep.stage import OutputOptions
 from dataprep.tokenize.masks import (
     OVERFLOW,
     Specials,
@@ -37,7 +38,7 @@ def shard_size_problem(value: str) -> str | None:
 
 
 @dataclass(frozen=True)
-class TokenizeOptions:
+class TokenizeOptions(OutputOptions):
     """The tokenize stage's options (dataprep.options). All but num_proc and batch_size, which only
     split the work, decide the output and go into the fingerprint."""
 

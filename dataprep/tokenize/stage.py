@@ -26,7 +26,7 @@ from dataprep.stage import Manifest, Outcome, Rejects, Timer, TokenizerInfo, Wor
 from dataprep.tokenize.masks import choose_pad
 from dataprep.tokenize.rows import TokenizeOptions, arrow_batch, count_trainable, new_columns, tokenize_batch
 
-WORK_SPLIT = ("num_proc", "batch_size")  # options that split the work without changing the output
+WORK_SPLIT = ("num_proc", "batch_size", "allow_empty")  # options that do not change what the output holds
 
 
 def _read_batches(data: Path, columns: list[str], batch_size: int) -> Iterator[dict[str, list]]:
@@ -177,6 +177,7 @@ def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = F
         return Outcome(n_rows, len(lengths), details, rejects=rejects, lineage=facts)
 
     return run_stage("tokenize", out, inputs=[str(data)], config=config, build=build, data_files=("state.json",),
+                     allow_empty=opts.allow_empty,
                      force=force, upstream=in_manifest)
 
 
@@ -228,8 +229,8 @@ def _save_shards(rows_file: Path, out: Path, num_shards: int | None, shard_size:
 
     disable_progress_bar()
     ds = Dataset.from_file(str(rows_file))
-    if num_shards is not None:
-        num_shards = max(1, min(num_shards, len(ds))) if len(ds) else 1
+    if num_shards is not None or not len(ds):  # an empty dataset still gets one (empty) shard, so it loads
+        num_shards = max(1, min(num_shards or 1, len(ds))) if len(ds) else 1
     ds.save_to_disk(str(out), num_shards=num_shards, max_shard_size=shard_size)
     shards = sorted(p.name for p in out.glob("data-*.arrow"))
     _stable_state(out / "state.json", shards)

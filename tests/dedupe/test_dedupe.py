@@ -310,6 +310,9 @@ def test_empty_file(tmp_path, runner):
         "Error: dedupe: the input has no rows; check the input or the previous stage, or pass --allow-empty to "
         "write an empty output"]
     assert not (tmp_path / "out").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["empty.jsonl", "empty.parquet"]
+    result = runner.invoke(cli, ["dedupe", str(tmp_path / "empty.parquet"), "-o", str(tmp_path / "out"), "--no-progress",
+                                 "--allow-empty"])
+    assert result.exit_code == 0 and "in 0 = out 0 + removed 0" in result.output, result.output
     result = runner.invoke(cli, ["dedupe", str(path), "-o", str(tmp_path / "out2"), "--no-progress"])
     assert result.exit_code == 1 and result.output.strip().splitlines() == [
         f"Error: {path} is empty (0 bytes): there are no rows to dedupe; check the path or the previous stage"
