@@ -114,9 +114,16 @@ def _hub_snapshot(name: str) -> str:
 
 
 def load_tokenizer(name: str):
+    """The tokenizer of a packaged name, local directory or Hub id; a directory without one is a one-line error."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(resolve_model(name))
+    path = resolve_model(name)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, KeyError) as exc:  # transformers' ways of saying "no tokenizer here"
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise DataprepError(f"cannot load a tokenizer from {name} ({first}); pass a model or tokenizer directory "
+                            "(tokenizer.json or tokenizer_config.json), smollm2-135m, minilm or a Hub id") from None
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

@@ -320,6 +320,15 @@ def run_stage(stage: str, out: str | os.PathLike, *, inputs: list[str], config: 
         done.skipped = True
         return done
     timer = Timer()
+    try:
+        manifest = _write(stage, out, fp, described, config, build, timer, upstream, allow_empty)
+    except OSError as exc:  # a full disk, a permission: one line, and atomic_dir has removed the partial output
+        raise _os_error(stage, out, exc) from None
+    return manifest
+
+
+def _write(stage, out, fp, described, config, build, timer, upstream, allow_empty) -> Manifest:
+    """The atomic part of `run_stage`: build into a temporary directory, check, write the manifest."""
     with atomic_dir(out) as tmp:
         scratch = tmp / ".scratch"
         scratch.mkdir()
@@ -341,6 +350,17 @@ def run_stage(stage: str, out: str | os.PathLike, *, inputs: list[str], config: 
         write_json(tmp / MANIFEST, manifest.to_json())
     return manifest
 
+
+def _os_error(stage: str, out: Path, exc: OSError) -> DataprepError:
+    import errno
+
+    where = f" ({exc.filename})" if exc.filename else ""
+    if exc.errno == errno.ENOSPC:
+        return DataprepError(f"{stage}: no space left on the device while writing {out}; free some space or choose "
+                             "another -o")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return DataprepError(f"{stage}: permission denied{where}; check the permissions of the input and of -o's parent")
+    return DataprepError(f"{stage}: {exc.strerror or str(exc).splitlines()[0]}{where}")
 
 
 def upstream_lineage(upstream: Manifest | None) -> Lineage:

@@ -171,3 +171,15 @@ def test_allow_empty_outputs_load_and_inspect(tmp_path, runner):
     for command in (["stats", str(tmp_path / "tok")], ["inspect", str(tmp_path / "tok")]):
         result = runner.invoke(cli, command)
         assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit), result.output
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
+    import errno
+
+    def build(ws):
+        (ws.out / "part.bin").write_bytes(b"x" * 1000)
+        raise OSError(errno.ENOSPC, "No space left on device", str(ws.out / "part.bin"))
+
+    with pytest.raises(DataprepError, match=r"^toy: no space left on the device while writing .*/o; free some space"):
+        run_stage("toy", tmp_path / "o", inputs=[], config={}, build=build)
+    assert list(tmp_path.iterdir()) == []
