@@ -72,6 +72,8 @@ class ConvertOptions(OutputOptions):
     split: str | None = opt(None, "Split of a datasets directory or hub: id (default: train).")
     batch_rows: int = opt(50_000, "Rows converted and written at a time; bounds memory.", min=1)
     limit: int | None = opt(None, "Read only the first N input rows (to try on a slice).", min=1)
+    ignore_columns: tuple[str, ...] | None = opt(None, "Comma list of source columns you know convert leaves out (a `label` "
+                                          "column on sft/chat data stops the run unless named here).")
 
     def reader(self) -> dict[str, Any]:
         """The reader options that differ from their defaults (how they were passed does not change
@@ -116,6 +118,7 @@ def convert(sources: str | list[str], out: str, *, force: bool = False, **option
                                    row_fn=fn, label_names=names, label_sep=label_sep)
         if summary.n_in == 0:
             raise DataprepError(f"{', '.join(map(str, sources))}: no rows to convert; check the input (and --no-header)")
+        _question_labels(kind, summary.ignored, o.ignore_columns or ())
         rejects = Rejects()
         rejects.extend(summary.rejects)
         details: dict[str, Any] = {"format": fmt, "columns": list(entry.schema.names),
@@ -129,6 +132,19 @@ def convert(sources: str | list[str], out: str, *, force: bool = False, **option
 
     return run_stage("convert", out, inputs=[str(p) for p in sources], config=config, build=build, allow_empty=o.allow_empty,
                      data_files=(f"records.{fmt}",), force=force)
+
+
+def _question_labels(kind: str, ignored, acknowledged) -> None:
+    """A `label` column left out of sft/chat/preference records may say which answers are bad (KTO's
+    desirable/undesirable): converting without it would make every answer a training target."""
+    if kind not in ("sft", "chat", "preference"):
+        return
+    for column in ignored:
+        if column.lower() in ("label", "labels", "kto_tag") and column not in acknowledged:
+            raise DataprepError(
+                f"column {column!r} looks like per-row labels (e.g. KTO's desirable/undesirable), and --kind {kind} "
+                f"would train on every answer; pass --kind classify for labels, or --ignore-columns {column} to "
+                "convert without it")
 
 
 convert.config_class = ConvertOptions  # the options' one declaration: CLI, recipes, Python (dataprep.options)

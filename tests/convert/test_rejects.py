@@ -225,3 +225,15 @@ def test_deeply_nested_json_is_one_line_error(tmp_path, runner):
     result = runner.invoke(cli, ["convert", str(tmp_path / "deep.json"), "-o", str(tmp_path / "o")])
     assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
     assert "nests JSON deeper than the parser allows" in result.output and not (tmp_path / "o").exists()
+
+
+def test_a_label_column_on_chat_data_is_a_question_not_a_silent_drop(tmp_path):
+    from dataprep.errors import DataprepError
+
+    row = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], "label": False}
+    (tmp_path / "kto.jsonl").write_text(json.dumps(row) + "\n")
+    with pytest.raises(DataprepError, match=r"column 'label' looks like per-row labels .* --ignore-columns label"):
+        convert([str(tmp_path / "kto.jsonl")], tmp_path / "o", kind="chat")
+    assert not (tmp_path / "o").exists()
+    m = convert([str(tmp_path / "kto.jsonl")], tmp_path / "o", kind="chat", ignore_columns=("label",))
+    assert m.counts.n_out == 1 and m.get("ignored_columns") == ["label"]
