@@ -171,7 +171,7 @@ def main() -> None:
     t_raw, t_trl = best["raw tokenizer(texts)"], best["trl SFTTrainer._prepare_dataset"]
     for name, secs in best.items():
         print(f"{name:34s}{secs:9.2f}{n / secs:10.0f}{t_trl / secs:8.2f}{t_raw / secs:8.2f}")
-    print(f"dataprep: {manifest['counts']}, overflow events {manifest['events']}")
+    print(f"dataprep: {manifest.counts.to_json()}, overflow events {manifest.get('events')}")
     print(f"trl kept {len(theirs)} of {n} rows")
     compare_labels(ours_labels, theirs["labels"], ours_ids, theirs["input_ids"], tok)
     shutil.rmtree(tmp, ignore_errors=True)
