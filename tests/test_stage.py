@@ -183,3 +183,47 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
     with pytest.raises(DataprepError, match=r"^toy: no space left on the device while writing .*/o; free some space"):
         run_stage("toy", tmp_path / "o", inputs=[], config={}, build=build)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["convert", "tokenize"])
+def test_a_killed_run_looks_incomplete_and_the_rerun_equals_a_clean_run(tmp_path, stage):
+    """kill -9 in the middle of writing: nothing at -o looks complete; the next run removes the
+    dead run's temporaries and writes what a clean run writes, byte for byte."""
+    import signal
+    import sys
+    import time
+
+    from dataprep.convert import convert
+    from dataprep.tokenize import tokenize
+
+    raw = tmp_path / "big.jsonl"
+    with open(raw, "w") as fh:
+        for i in range(200_000 if stage == "convert" else 20_000):
+            fh.write(json.dumps({"instruction": f"Question {i}: " + "word " * 20, "output": f"answer {i}"}) + "\n")
+    if stage == "convert":
+        args, source = ["convert", str(raw), "--batch-rows", "5000", "-o", str(tmp_path / "out")], str(raw)
+    else:
+        convert([str(raw)], tmp_path / "records")
+        args = ["tokenize", str(tmp_path / "records"), "--max-len", "128", "--batch-size", "200", "-o", str(tmp_path / "out")]
+    proc = subprocess.Popen([sys.executable, "-m", "dataprep", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list(tmp_path.glob(".out.tmp-*/*")) and time.time() < deadline:  # writing has begun
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "out" / "manifest.json").exists()  # nothing that looks complete
+    assert list(tmp_path.glob(".out.tmp-*")), "the kill came too late to test anything"
+    if stage == "convert":
+        convert([source], tmp_path / "out", batch_rows=5000)
+        convert([source], tmp_path / "clean", batch_rows=5000)
+    else:
+        tokenize(tmp_path / "records", tmp_path / "out", max_len=128, batch_size=200, progress=False)
+        tokenize(tmp_path / "records", tmp_path / "clean", max_len=128, batch_size=200, progress=False)
+    assert not list(tmp_path.glob(".out.*")), "the dead run's temporaries are gone"
+    names = sorted(p.name for p in (tmp_path / "clean").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "out").iterdir())
+    for name in names:
+        if name != "manifest.json":  # it holds timings
+            assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "clean" / name).read_bytes(), name
