@@ -11,7 +11,7 @@ import os
 from array import array
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,14 @@ from dataprep.options import parse_options
 from dataprep.records import IGNORE_INDEX, get_kind, infer_kind, kinds_with
 from dataprep.stage import Manifest, Outcome, Rejects, Timer, TokenizerInfo, Workspace, read_manifest, run_stage
 from dataprep.tokenize.masks import choose_pad
-from dataprep.tokenize.rows import TokenizeOptions, arrow_batch, count_trainable, new_columns, tokenize_batch
+from dataprep.tokenize.rows import (
+    TokenizeOptions,
+    arrow_batch,
+    count_trainable,
+    new_columns,
+    overflow_for,
+    tokenize_batch,
+)
 
 WORK_SPLIT = ("num_proc", "batch_size", "allow_empty")  # options that do not change what the output holds
 
@@ -129,10 +136,13 @@ def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = F
         if pack and not entry.packable:
             raise DataprepError(f"--pack works for {kinds_with(lambda k: k.packable)} records, not {kind}; drop --pack")
         specials = choose_pad(tok)
+        opts = replace(opts, overflow=overflow_for(kind, opts.overflow))
+        _check_overflow(kind, opts)
     chat_template = tok.chat_template if isinstance(tok.chat_template, str) else None
     tok_files = {"files_sha256": tokenizer_files_hash(tok_path),
                  "chat_template_sha256": hashlib.sha256(chat_template.encode()).hexdigest() if chat_template else None}
-    config = {**{k: v for k, v in asdict(opts).items() if k not in WORK_SPLIT}, "tokenizer_fingerprint": tok_fp,
+    split_only = () if opts.overflow == "split" else ("stride",)  # stride changes nothing else: not fingerprinted
+    config = {**{k: v for k, v in asdict(opts).items() if k not in WORK_SPLIT + split_only}, "tokenizer_fingerprint": tok_fp,
               "kind": kind, "label_names": label_names}
     facts = {"kind": kind, "label_names": label_names, "max_len": max_len, "packed": pack,
              "tokenizer": TokenizerInfo(tokenizer, tok_fp, tok_path, specials.pad_id, specials.eos_id)}
@@ -179,6 +189,17 @@ def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = F
     return run_stage("tokenize", out, inputs=[str(data)], config=config, build=build, data_files=("state.json",),
                      allow_empty=opts.allow_empty,
                      force=force, upstream=in_manifest)
+
+
+def _check_overflow(kind: str, opts: TokenizeOptions) -> None:
+    """--overflow split is for text; --stride goes with it and stays below --max-len."""
+    if opts.overflow == "split" and kind != "text":
+        raise DataprepError(f"--overflow split is for text records, not {kind}; pick truncate-prompt, truncate, drop or error")
+    if opts.stride and opts.overflow != "split":
+        raise DataprepError(f"--stride applies to text records split into windows (--overflow split), not to {kind} "
+                            f"records with --overflow {opts.overflow}; drop --stride")
+    if opts.stride >= opts.max_len:
+        raise DataprepError(f"--stride {opts.stride} must be below --max-len {opts.max_len}")
 
 
 tokenize.config_class = TokenizeOptions  # the options' one declaration: CLI, recipes, Python (dataprep.options)
