@@ -149,7 +149,7 @@ def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = F
 
     def build(ws: Workspace) -> Outcome:
         rejects, events = Rejects(), Counter()
-        lengths, trainable = array("i"), 0  # 4 bytes a row: the only per-row state kept in memory
+        lengths, trainable, records_out = array("i"), 0, 0  # 4 bytes a row: the only per-row state kept in memory
         timer, rows_file, writer = ws.timer, ws.scratch / "rows.arrow", None
         bar = tqdm(total=n_rows, desc="tokenize", unit="row", disable=not progress, leave=False)
         with bar, timer("tokenize"):  # the bar is cleared before an error is printed
@@ -162,7 +162,9 @@ def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = F
                 events.update(ev)
                 lengths.extend(cols["length"])
                 trainable += count_trainable(kind, cols)
-                bar.update(len(cols["length"]) + len(rej))
+                kept = len(cols["length"]) - ev.get("windows", 0)  # records kept (a split text is one record)
+                records_out += kept
+                bar.update(kept + len(rej))
             if writer is None:  # no batches at all: an empty input
                 rb = arrow_batch(kind, new_columns(kind))
                 writer = pa.ipc.new_stream(str(rows_file), rb.schema)
@@ -184,7 +186,7 @@ def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = F
             packing=packing_info,
             columns=list(new_columns(kind)) + (["position_ids", "seq_lens"] if pack else []),
         )
-        return Outcome(n_rows, len(lengths), details, rejects=rejects, lineage=facts)
+        return Outcome(n_rows, records_out, details, rejects=rejects, lineage=facts)
 
     return run_stage("tokenize", out, inputs=[str(data)], config=config, build=build, data_files=("state.json",),
                      allow_empty=opts.allow_empty,
