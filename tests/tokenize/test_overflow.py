@@ -165,3 +165,19 @@ def test_split_and_stride_are_checked(tmp_path):
         tokenize(d, tmp_path / "c", max_len=8, stride=8, progress=False)
     m = tokenize(d, tmp_path / "d", max_len=8, progress=False)
     assert m.counts.n_out == 1 and m.get("events") == {} and Counter(m.config)["stride"] == 0
+
+
+def test_dpo_en_demo_prompt_keeps_every_turn(shared_data, tmp_path):
+    """186 of its 300 pairs are multi-turn: the chat template renders every turn of `messages`."""
+    import polars as pl
+
+    from dataprep.models import load_tokenizer
+
+    convert([str(shared_data / "dpo_en_demo.json")], str(tmp_path / "records"), kind="preference")
+    tokenize(tmp_path / "records", tmp_path / "tok", max_len=8192, progress=False)
+    tok, ds = load_tokenizer("smollm2-135m"), load_from_disk(str(tmp_path / "tok"))
+    messages = pl.read_parquet(tmp_path / "records" / "records.parquet")["messages"].to_list()
+    assert sum(len(m) > 1 for m in messages) > 100
+    for msgs, p in zip(messages, ds["prompt_input_ids"], strict=True):
+        text = tok.decode(p)
+        assert all(m["content"].strip() in text for m in msgs)
