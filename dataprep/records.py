@@ -41,7 +41,8 @@ SCHEMAS: dict[str, pa.Schema] = {
     # `labels` are label names; the vocabulary (in order) is in the manifest's lineage as `label_names`.
     "classify": pa.schema([("text", pa.string()), ("labels", pa.list_(pa.string()))] + PROVENANCE),
     # `prompt` is the prompt as plain text (for conversations: the last user turn);
-    # `messages` is the whole prompt conversation, for tokenizers with a chat template.
+    # `messages` is the whole prompt conversation: tokenize renders it (chat template, or every
+    # turn role-labelled without one; dataprep.tokenize.rows.plain_prompt).
     "preference": pa.schema(
         [
             ("prompt", pa.string()),

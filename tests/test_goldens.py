@@ -186,6 +186,7 @@ TOKENIZE_CASES = {
     "classify_anime": (("convert", "classify_anime"), {"tokenizer": "minilm", "max_len": 128}),
     "preference_dpo": (("convert", "preference_dpo"), {"tokenizer": "smollm2-135m", "max_len": 256}),
     "text_c4": (("convert", "text_c4"), {"tokenizer": "smollm2-135m", "max_len": 128, "overflow": "truncate"}),
+    "text_c4_windows": (("convert", "text_c4"), {"tokenizer": "smollm2-135m", "max_len": 128, "stride": 16}),
 }
 
 

@@ -20,7 +20,9 @@ def command(records, out, force, **options):
 
     Labels are -100 for every token that starts before the completion's first character (chat: outside the
     assistant turns), found by character offsets of ONE tokenization. EOS is appended and trained on; the pad
-    id is never EOS. Writes a `datasets.load_from_disk` directory, manifest.json and rejects.jsonl."""
+    id is never EOS. Preference pairs share one prompt, cut the same way on both sides; text rows over
+    --max-len become windows (--overflow split, --stride). Writes a `datasets.load_from_disk` directory,
+    manifest.json and rejects.jsonl."""
     from dataprep.tokenize import tokenize
 
     m = tokenize(records, out, force=force, **options)
@@ -33,8 +35,13 @@ def command(records, out, force, **options):
         ln = stats["length"]
         click.echo(f"tokens: {stats['total']:,} total, {stats['trainable']:,} trained; "
                    f"length p50 {ln['p50']}, p95 {ln['p95']}, p99 {ln['p99']}, max {ln['max']}")
-    if m.get("events"):
-        click.echo("overflow: " + ", ".join(f"{k} {v}" for k, v in sorted(m.get("events").items())))
+    events = dict(m.get("events") or {})
+    split, extra = events.pop("split_into_windows", 0), events.pop("windows", 0)
+    if split:
+        click.echo(f"windows: {split:,} row(s) over --max-len split into {split + extra:,} windows "
+                   f"({extra:,} extra rows, stride {m.config.get('stride', 0)}); no token lost")
+    if events:
+        click.echo("overflow (rows cut, by what was cut): " + ", ".join(f"{k} {v}" for k, v in sorted(events.items())))
     if m.get("packing"):
         p = m.get("packing")
         click.echo(f"packed {p['sequences']:,} sequences into {p['bins']:,} bin(s) of {p['capacity']} "

@@ -7,7 +7,8 @@ So a template whose last word tokenizes differently alone and in context (`###ë‹
 `LaTeX:` + ` \\frac`, `### Response:\\n`) cannot shift the mask. Chat records are rendered
 with the tokenizer's chat template and the assistant contents are found as character spans
 in the rendered text; the end-of-turn token the template adds after an assistant turn is
-trained on. `fit` applies the overflow policy to one sequence.
+trained on. `fit` applies the overflow policy to one sequence, `fit_pair` to a preference pair
+(one prompt cut the same way for both answers), `windows` splits a long text into --max-len windows.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 from dataprep.errors import DataprepError
 from dataprep.records import IGNORE_INDEX
 
-OVERFLOW = ("truncate-prompt", "truncate", "drop", "error")
+OVERFLOW = ("truncate-prompt", "truncate", "drop", "error", "split")  # split: text only (its default)
 
 # Existing special tokens that can serve as padding (never predicted by a chat model).
 PAD_CANDIDATES = ("<|endoftext|>", "<pad>", "<|pad|>", "[PAD]", "<|finetune_right_pad_id|>", "<unk>")
@@ -108,6 +109,42 @@ def fit(ids: list[int], k: int, max_len: int, overflow: str, where: str = "a row
     # answer stays conditioned on its question) and cut the completion's end.
     kept = min(k, max_len // 2)
     return ids[k - kept : k - kept + max_len], kept, "truncated_completion"
+
+
+def fit_pair(k: int, a: int, b: int, max_len: int, overflow: str, where: str = "a pair") -> tuple[int, int, int, list[str]]:
+    """The overflow policy for one prompt of `k` tokens shared by two answers of `a` and `b` tokens.
+
+    Returns (prompt tokens kept, from its end; a's and b's tokens kept, from their start; events).
+    The prompt is cut once, as `fit` cuts it for the longer answer, so both sides keep the same
+    prompt. Events: "truncated_prompt", "truncated_a", "truncated_b", or ["too_long"] (drop).
+    """
+    if k + max(a, b) <= max_len:
+        return k, a, b, []
+    if overflow == "drop":
+        return k, a, b, ["too_long"]
+    if overflow == "error":
+        fit([0] * (k + max(a, b)), k, max_len, "error", where)
+    if overflow == "truncate":  # cut the end: the prompt stays whole if it fits, the answers lose their end
+        kept = min(k, max_len)
+    elif max(a, b) <= max_len:  # truncate-prompt: cut the prompt from the left, keep the answers whole
+        kept = max_len - max(a, b)
+    else:  # an answer too long alone: the prompt keeps its last max_len/2 tokens, the answer loses its end
+        kept = min(k, max_len // 2)
+    room = max_len - kept
+    events = [e for e, cut in (("truncated_prompt", kept < k), ("truncated_a", a > room), ("truncated_b", b > room)) if cut]
+    return kept, min(a, room), min(b, room), events
+
+
+def windows(ids: list[int], max_len: int, stride: int) -> list[tuple[list[int], int]]:
+    """`ids` as consecutive windows of at most `max_len` tokens, each overlapping the one before by
+    `stride` tokens: (window, k) with k = the overlap already trained in the window before (0 first)."""
+    step = max_len - stride
+    out, start = [], 0
+    while True:
+        out.append((ids[start : start + max_len], stride if start else 0))
+        if start + max_len >= len(ids):
+            return out
+        start += step
 
 
 def labels_after(ids: list[int], k: int, train_on_inputs: bool) -> list[int]:

@@ -21,10 +21,13 @@ from dataprep.tokenize.masks import (
     encode_batch,
     end_of_turn_tokens,
     fit,
+    fit_pair,
     labels_after,
     prompt_completion_ids,
     render_chat,
     span_mask,
+    windows,
+    with_eos,
 )
 
 TRAIN_ON = ("all-assistant", "last-assistant")
@@ -44,9 +47,13 @@ class TokenizeOptions(OutputOptions):
 
     tokenizer: str = opt("smollm2-135m", "smollm2-135m, minilm, a local tokenizer/model directory, or a Hub id.")
     max_len: int = opt(2048, "Maximum tokens per row (and per bin).", min=2)
-    overflow: str = opt("truncate-prompt", "Rows over --max-len: cut the prompt from the left keeping the completion "
-                        "whole (a completion too long alone keeps the prompt's last max-len/2 tokens and loses its "
-                        "end), cut the end, drop the row (a reject), or stop with an error.", choices=OVERFLOW)
+    overflow: str | None = opt(None, "Rows over --max-len: cut the prompt from the left keeping the completion "
+                               "whole (a completion too long alone keeps the prompt's last max-len/2 tokens and loses "
+                               "its end), cut the end, drop the row (a reject), stop with an error, or (text only) split "
+                               "it into --max-len windows. Default: split for text, truncate-prompt otherwise.",
+                               choices=OVERFLOW)
+    stride: int = opt(0, "text with --overflow split: tokens each window repeats from the one before (as "
+                      "context, not trained again); below --max-len.", min=0)
     train_on: str = opt("all-assistant", "chat: which assistant turns get labels.", choices=TRAIN_ON)
     train_on_inputs: bool = opt(False, "Train on every token, prompt included.")
     pack: bool = opt(False, "Pack sequences into --max-len bins (best-fit-decreasing).")
@@ -54,6 +61,11 @@ class TokenizeOptions(OutputOptions):
     shard_size: str | None = opt(None, "Maximum shard size instead, e.g. 500MB.", check=shard_size_problem)
     num_proc: int = opt(1, "Worker processes (the fast tokenizer already uses all cores for a batch).", min=1)
     batch_size: int = opt(1000, "Records per batch (bounds memory).", min=1)
+
+
+def overflow_for(kind: str, overflow: str | None) -> str:
+    """The overflow policy a kind gets: --overflow, or its default (split for text, truncate-prompt otherwise)."""
+    return overflow or ("split" if kind == "text" else "truncate-prompt")
 
 
 def tokenize_batch(
@@ -79,6 +91,14 @@ def new_columns(kind: str) -> dict[str, list]:
 
 def _reject(rejects: list, batch, i: int, reason: str, detail: str) -> None:
     rejects.append({"source": batch["source"][i], "row": batch["row"][i], "reason": reason, "detail": detail})
+
+
+# `fit`'s events as each kind names them: what was cut.
+EVENT_NAMES = {
+    "sft": {"truncated_end": "truncated_completion"},
+    "chat": {"truncated_completion": "truncated_answer", "truncated_end": "truncated_answer"},
+    "text": {"truncated_completion": "truncated_text", "truncated_end": "truncated_text"},
+}
 
 
 def _add_causal(cols, rejects, events, batch, i, ids: list[int], labels: list[int], event: str | None) -> None:
@@ -107,15 +127,30 @@ def sft_rows(batch, tok, kind, opts, specials, label_names):
 
 
 def text_rows(batch, tok, kind, opts, specials, label_names):
-    """text: every token trained."""
-    return causal_rows(batch, tok, kind, opts, specials, [""] * len(batch["text"]), [t or "" for t in batch["text"]])
+    """text: every token trained. A row over --max-len is split into windows (--overflow split, the
+    default): EOS only after the last, the --stride overlap of each later window masked (trained in
+    the window before); the rows split and the extra windows are counted."""
+    texts = [t or "" for t in batch["text"]]
+    if overflow_for(kind, opts.overflow) != "split":
+        return causal_rows(batch, tok, kind, opts, specials, [""] * len(texts), texts)
+    cols, rejects, events = new_columns(kind), [], Counter()
+    for i, enc in enumerate(encode_batch(tok, texts, add_special_tokens=True)):
+        parts = windows(with_eos(enc.ids, specials.eos_id), opts.max_len, opts.stride)
+        if len(parts) > 1:
+            events["split_into_windows"] += 1
+            events["windows"] += len(parts) - 1
+        for ids, k in parts:
+            _add_causal(cols, rejects, events, batch, i, ids, labels_after(ids, k, opts.train_on_inputs), None)
+    return cols, rejects, events
 
 
 def causal_rows(batch, tok, kind, opts, specials, prompts: list[str], completions: list[str]):
     """Rows of prompt + completion tokenized once; labels from the first completion token."""
     cols, rejects, events = new_columns(kind), [], Counter()
+    overflow, names = overflow_for(kind, opts.overflow), EVENT_NAMES.get(kind, {})
     for i, (ids, k) in enumerate(prompt_completion_ids(tok, prompts, completions, specials.eos_id)):
-        ids, k, event = fit(ids, k, opts.max_len, opts.overflow, _where(batch, i))
+        ids, k, event = fit(ids, k, opts.max_len, overflow, _where(batch, i))
+        event = names.get(event, event)
         _add_causal(cols, rejects, events, batch, i, ids, labels_after(ids, k, opts.train_on_inputs), event)
     return cols, rejects, events
 
@@ -142,11 +177,11 @@ def chat_rows(batch, tok, kind, opts, specials, label_names):
         ids = enc.ids
         # Only the leading prompt is cut by truncate-prompt; k = tokens before the first trained one.
         k = int(mask.argmax()) if mask.any() else len(ids)
-        fitted, k2, event = fit(ids, k, opts.max_len, opts.overflow, _where(batch, i))
+        fitted, k2, event = fit(ids, k, opts.max_len, overflow_for(kind, opts.overflow), _where(batch, i))
         offset = k - k2 if event in ("truncated_prompt", "truncated_completion") else 0  # tokens cut on the left
         kept = mask[offset : offset + len(fitted)]
         labels = list(fitted) if opts.train_on_inputs else [t if m else IGNORE_INDEX for t, m in zip(fitted, kept, strict=True)]
-        _add_causal(cols, rejects, events, batch, i, fitted, labels, event)
+        _add_causal(cols, rejects, events, batch, i, fitted, labels, EVENT_NAMES["chat"].get(event, event))
     return cols, rejects, events
 
 
@@ -162,12 +197,12 @@ def classify_rows(batch, tok, kind, opts, specials, label_names):
             continue
         ids = enc.ids
         if len(ids) > opts.max_len:  # classify has no prompt: every truncating policy cuts the end
-            _, _, event = fit(ids, 0, opts.max_len, opts.overflow, _where(batch, i))
+            _, _, event = fit(ids, 0, opts.max_len, overflow_for(kind, opts.overflow), _where(batch, i))
             if event == "too_long":
                 events[event] += 1
                 _reject(rejects, batch, i, "too_long", f"{len(ids)} tokens")
                 continue
-            events["truncated_end"] += 1
+            events["truncated_text"] += 1
             # keep the closing special token ([SEP]) the encoder was trained with
             ids = ids[: opts.max_len - 1] + ids[-1:] if ids[-1] in special_ids else ids[: opts.max_len]
         cols["input_ids"].append(ids)
@@ -176,33 +211,53 @@ def classify_rows(batch, tok, kind, opts, specials, label_names):
     return cols, rejects, events
 
 
+ROLE_LABELS = {"system": "System", "user": "User", "assistant": "Assistant", "tool": "Tool"}
+
+
+def plain_prompt(prompt: str, messages: list[dict] | None) -> str:
+    """The prompt as plain text for a tokenizer without a chat template: `prompt` (the user turn)
+    when the conversation is one user turn (after an optional system turn); else every turn,
+    role-labelled (`User: ...`, blank lines between), ending with `Assistant: ` for the answer."""
+    turns = [m for m in messages or [] if m["role"] != "system"]
+    if len(turns) <= 1:
+        return prompt
+    return "".join(f"{ROLE_LABELS.get(m['role'], m['role'].title())}: {m['content']}\n\n" for m in messages) + "Assistant: "
+
+
 def preference_rows(batch, tok, kind, opts, specials, label_names):
+    """preference: the prompt tokenized once, each answer after it (EOS appended). Both sides share
+    one prompt, cut the same way when either side is over --max-len (`fit_pair`), so
+    chosen_input_ids[:k] == rejected_input_ids[:k] == prompt_input_ids."""
     cols, rejects, events = new_columns(kind), [], Counter()
     use_chat = bool(tok.chat_template) and "messages" in batch
     prompts = [
-        tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True) if use_chat and m else (p or "")
+        tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True) if use_chat and m
+        else plain_prompt(p or "", m)
         for p, m in zip(batch["prompt"], batch.get("messages") or [None] * len(batch["prompt"]), strict=True)
     ]
-    chosen = prompt_completion_ids(tok, prompts, [c or "" for c in batch["chosen"]], specials.eos_id, not use_chat)
-    rejected = prompt_completion_ids(tok, prompts, [r or "" for r in batch["rejected"]], specials.eos_id, not use_chat)
-    for i, ((cids, ck), (rids, rk)) in enumerate(zip(chosen, rejected, strict=True)):
-        where = _where(batch, i)
-        c, r = fit(cids, ck, opts.max_len, opts.overflow, where), fit(rids, rk, opts.max_len, opts.overflow, where)
-        for _, _, ev in (c, r):
-            if ev:
-                events[ev] += 1
-        untrained = not opts.train_on_inputs and (c[1] >= len(c[0]) or r[1] >= len(r[0]))
-        if "too_long" in (c[2], r[2]) or untrained:
-            event = c[2] or r[2]
-            reason = "too_long" if "too_long" in (c[2], r[2]) else f"no trainable tokens{f' after {event}' if event else ''}"
-            _reject(rejects, batch, i, reason, f"chosen {len(cids)}, rejected {len(rids)} tokens")
+    prompt_ids = [e.ids for e in encode_batch(tok, prompts, add_special_tokens=not use_chat)]
+    chosen, rejected = ([with_eos(e.ids, specials.eos_id) for e in encode_batch(tok, [x or "" for x in batch[side]], False)]
+                        for side in ("chosen", "rejected"))
+    overflow = overflow_for(kind, opts.overflow)
+    for i, (p, c, r) in enumerate(zip(prompt_ids, chosen, rejected, strict=True)):
+        kept, a, b, evs = fit_pair(len(p), len(c), len(r), opts.max_len, overflow, _where(batch, i))
+        evs = [{"truncated_a": "truncated_chosen", "truncated_b": "truncated_rejected"}.get(e, e) for e in evs]
+        events.update(evs)
+        detail = f"prompt {len(p)}, chosen {len(c)}, rejected {len(r)} tokens"
+        if evs == ["too_long"]:
+            _reject(rejects, batch, i, "too_long", detail)
             continue
-        cols["prompt_input_ids"].append(c[0][: c[1]])
-        cols["chosen_input_ids"].append(c[0])
-        cols["chosen_labels"].append(labels_after(c[0], c[1], opts.train_on_inputs))
-        cols["rejected_input_ids"].append(r[0])
-        cols["rejected_labels"].append(labels_after(r[0], r[1], opts.train_on_inputs))
-        cols["length"].append(max(len(c[0]), len(r[0])))
+        if not opts.train_on_inputs and not (a and b):
+            _reject(rejects, batch, i, f"no trainable tokens after {', '.join(evs)}", detail)
+            continue
+        p = p[len(p) - kept :]
+        c, r = p + c[:a], p + r[:b]
+        cols["prompt_input_ids"].append(p)
+        cols["chosen_input_ids"].append(c)
+        cols["chosen_labels"].append(labels_after(c, kept, opts.train_on_inputs))
+        cols["rejected_input_ids"].append(r)
+        cols["rejected_labels"].append(labels_after(r, kept, opts.train_on_inputs))
+        cols["length"].append(max(len(c), len(r)))
     return cols, rejects, events
 
 

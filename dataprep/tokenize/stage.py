@@ -11,7 +11,7 @@ import os
 from array import array
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,14 @@ from dataprep.options import parse_options
 from dataprep.records import IGNORE_INDEX, get_kind, infer_kind, kinds_with
 from dataprep.stage import Manifest, Outcome, Rejects, Timer, TokenizerInfo, Workspace, read_manifest, run_stage
 from dataprep.tokenize.masks import choose_pad
-from dataprep.tokenize.rows import TokenizeOptions, arrow_batch, count_trainable, new_columns, tokenize_batch
+from dataprep.tokenize.rows import (
+    TokenizeOptions,
+    arrow_batch,
+    count_trainable,
+    new_columns,
+    overflow_for,
+    tokenize_batch,
+)
 
 WORK_SPLIT = ("num_proc", "batch_size", "allow_empty")  # options that do not change what the output holds
 
@@ -129,17 +136,20 @@ def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = F
         if pack and not entry.packable:
             raise DataprepError(f"--pack works for {kinds_with(lambda k: k.packable)} records, not {kind}; drop --pack")
         specials = choose_pad(tok)
+        opts = replace(opts, overflow=overflow_for(kind, opts.overflow))
+        _check_overflow(kind, opts)
     chat_template = tok.chat_template if isinstance(tok.chat_template, str) else None
     tok_files = {"files_sha256": tokenizer_files_hash(tok_path),
                  "chat_template_sha256": hashlib.sha256(chat_template.encode()).hexdigest() if chat_template else None}
-    config = {**{k: v for k, v in asdict(opts).items() if k not in WORK_SPLIT}, "tokenizer_fingerprint": tok_fp,
+    split_only = () if opts.overflow == "split" else ("stride",)  # stride changes nothing else: not fingerprinted
+    config = {**{k: v for k, v in asdict(opts).items() if k not in WORK_SPLIT + split_only}, "tokenizer_fingerprint": tok_fp,
               "kind": kind, "label_names": label_names}
     facts = {"kind": kind, "label_names": label_names, "max_len": max_len, "packed": pack,
              "tokenizer": TokenizerInfo(tokenizer, tok_fp, tok_path, specials.pad_id, specials.eos_id)}
 
     def build(ws: Workspace) -> Outcome:
         rejects, events = Rejects(), Counter()
-        lengths, trainable = array("i"), 0  # 4 bytes a row: the only per-row state kept in memory
+        lengths, trainable, records_out = array("i"), 0, 0  # 4 bytes a row: the only per-row state kept in memory
         timer, rows_file, writer = ws.timer, ws.scratch / "rows.arrow", None
         bar = tqdm(total=n_rows, desc="tokenize", unit="row", disable=not progress, leave=False)
         with bar, timer("tokenize"):  # the bar is cleared before an error is printed
@@ -152,7 +162,9 @@ def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = F
                 events.update(ev)
                 lengths.extend(cols["length"])
                 trainable += count_trainable(kind, cols)
-                bar.update(len(cols["length"]) + len(rej))
+                kept = len(cols["length"]) - ev.get("windows", 0)  # records kept (a split text is one record)
+                records_out += kept
+                bar.update(kept + len(rej))
             if writer is None:  # no batches at all: an empty input
                 rb = arrow_batch(kind, new_columns(kind))
                 writer = pa.ipc.new_stream(str(rows_file), rb.schema)
@@ -174,11 +186,22 @@ def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = F
             packing=packing_info,
             columns=list(new_columns(kind)) + (["position_ids", "seq_lens"] if pack else []),
         )
-        return Outcome(n_rows, len(lengths), details, rejects=rejects, lineage=facts)
+        return Outcome(n_rows, records_out, details, rejects=rejects, lineage=facts)
 
     return run_stage("tokenize", out, inputs=[str(data)], config=config, build=build, data_files=("state.json",),
                      allow_empty=opts.allow_empty,
                      force=force, upstream=in_manifest)
+
+
+def _check_overflow(kind: str, opts: TokenizeOptions) -> None:
+    """--overflow split is for text; --stride goes with it and stays below --max-len."""
+    if opts.overflow == "split" and kind != "text":
+        raise DataprepError(f"--overflow split is for text records, not {kind}; pick truncate-prompt, truncate, drop or error")
+    if opts.stride and opts.overflow != "split":
+        raise DataprepError(f"--stride applies to text records split into windows (--overflow split), not to {kind} "
+                            f"records with --overflow {opts.overflow}; drop --stride")
+    if opts.stride >= opts.max_len:
+        raise DataprepError(f"--stride {opts.stride} must be below --max-len {opts.max_len}")
 
 
 tokenize.config_class = TokenizeOptions  # the options' one declaration: CLI, recipes, Python (dataprep.options)

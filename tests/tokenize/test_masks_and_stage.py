@@ -200,9 +200,9 @@ def test_batch_rejects_zero_trainable_after_truncation(smol):
     cols, rejects, events = tokenize_batch(sft_batch([(long_prompt, "ok"), ("Q:", " A")]), smol, "sft",
                                            TokenizeOptions(max_len=10, overflow="truncate"), sp)
     assert [r["row"] for r in rejects] == [0]
-    assert rejects[0]["reason"] == "no trainable tokens after truncated_end"
+    assert rejects[0]["reason"] == "no trainable tokens after truncated_completion"
     assert cols["length"] == [4] and cols["labels"][0][-1] == 2
-    assert events == Counter({"truncated_end": 1})
+    assert events == Counter({"truncated_completion": 1})
 
 
 def test_batch_train_on_inputs(smol):
@@ -343,7 +343,7 @@ def test_stage_classify_multi_hot_in_manifest_order(tmp_path):
 
     ds = load_from_disk(str(tmp_path / "tok"))
     assert ds["label_ids"] == [[1], [0, 2], [], [1]]  # ids in the lineage's label_names order
-    assert len(ds[3]["input_ids"]) == 8 and ds[3]["input_ids"][-1] == 102 and m.get("events") == {"truncated_end": 1}
+    assert len(ds[3]["input_ids"]) == 8 and ds[3]["input_ids"][-1] == 102 and m.get("events") == {"truncated_text": 1}
     assert m.lineage.label_names == ["sadness", "joy", "anger"]
     assert m.counts.by_reason == {"unknown label": 1}
     assert ds[0]["input_ids"][0] == 101 and ds[0]["input_ids"][-1] == 102  # [CLS] ... [SEP]
