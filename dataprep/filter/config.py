@@ -64,14 +64,14 @@ class FilterConfig:
                           choices=MODES)
     pii_types: tuple[str, ...] = opt(TYPES, "PII types looked for.", choices=TYPES)
     quality: bool = opt(False, "Run the quality rules (empty/repeated answers, refusals, Gopher repetition and ratios).")
-    quality_min_words: int = opt(20, "Gopher rules apply only to answers of at least this many words.", min=1)
-    max_dup_line_frac: float = opt(0.3, "Largest share of repeated lines.", min=0, max=1)
-    max_top_2gram_frac: float = opt(0.2, "Largest share of characters in the most frequent word 2-gram.", min=0, max=1)
-    max_dup_5gram_frac: float = opt(0.2, "Largest share of characters in repeated word 5-grams.", min=0, max=1)
-    max_symbol_ratio: float = opt(0.1, "Largest ratio of # and ellipses to words.", min=0)
+    quality_min_words: int = opt(50, "Gopher rules apply only to answers of at least this many words.", min=1)
+    max_dup_line_frac: float = opt(0.5, "Largest share of repeated lines.", min=0, max=1)
+    max_top_2gram_frac: float = opt(0.3, "Largest share of characters in the most frequent word 2-gram.", min=0, max=1)
+    max_dup_5gram_frac: float = opt(0.3, "Largest share of characters in repeated word 5-grams.", min=0, max=1)
+    max_symbol_ratio: float = opt(0.2, "Largest ratio of # and ellipses to words.", min=0)
     mean_word_length: tuple[str, ...] = opt(("2", "12"), "MIN,MAX mean word length (not for Han/Kana texts).",
                                             check=_word_length)
-    max_bullet_frac: float = opt(0.9, "Largest share of lines starting with a bullet (answers of 3+ lines).",
+    max_bullet_frac: float = opt(1.0, "Largest share of lines starting with a bullet (answers of 3+ lines; 1 = off: lists are good SFT answers).",
                                  min=0, max=1)
     max_ellipsis_frac: float = opt(0.3, "Largest share of lines ending in an ellipsis (answers of 3+ lines).",
                                    min=0, max=1)

@@ -19,20 +19,21 @@ TYPES = ("email", "phone", "ip", "card", "rrn")
 MODES = ("redact", "drop", "flag")
 PLACEHOLDER = {"email": "[EMAIL]", "phone": "[PHONE]", "ip": "[IP]", "card": "[CARD]", "rrn": "[RRN]"}
 
-_EMAIL = r"(?P<email>\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b)"
+_EMAIL = r"(?P<email>(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![A-Za-z0-9]))"
 _RRN = r"(?P<rrn>(?<![\d-])\d{6}[- ]?[1-8]\d{6}(?![\d-]))"
 _CARD = r"(?P<card>(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-]))"
 _IP = (r"(?P<ip>(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\d.])"
-       r"|(?<![:\w])(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}(?![:\w]))")
+       r"|(?<![:A-Za-z0-9])(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}(?![:A-Za-z0-9]))")
 # Korean mobile (010-1234-5678, 01012345678), Korean landline (02-123-4567, 031-1234-5678), +82 forms,
 # 15xx-xxxx numbers (1588-1234; 16xx/18xx are left out: they read as year ranges), and North American / international forms with separators
-_PHONE = (r"(?P<phone>(?<![\w+])(?:"
+_PHONE = (r"(?P<phone>(?<![A-Za-z0-9+])(?:"
           r"(?:(?:\+82|\(\+82\))[- .]?0?|0)1[016789][- .]?\d{3,4}[- .]?\d{4}"
           r"|(?:(?:\+82[- .]?)\(?0?|\(?0)(?:2|[3-6][1-5]|70)\)?[- .]?\d{3,4}[- .]\d{4}"
           r"|15[4-9]\d-\d{4}"
           r"|\+\d{1,3}[- .]?\(?\d{1,4}\)?[- .]?\d{2,4}[- .]?\d{3,4}(?:[- .]?\d{1,4})?"
           r"|\(\d{3}\)[- .]?\d{3}[- .]\d{4}|\d{3}[-.]\d{3}[-.]\d{4}"
-          r")(?![\w-]))")
+          r")(?![A-Za-z0-9-]))")
+# lookarounds are ASCII-only: Korean particles follow PII directly ("010-1234-5678입니다")
 PATTERN = re.compile("|".join((_EMAIL, _RRN, _CARD, _IP, _PHONE)))
 
 

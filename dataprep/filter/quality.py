@@ -27,11 +27,11 @@ from dataprep.filter.fields import FilterResult, field_texts
 
 REFUSAL_CHARS = 300
 REFUSALS = re.compile("|".join([
-    r"\bas an ai(?: language model| assistant| model)?\b", r"\bi(?:'m| am) (?:just )?an ai\b",
+    r"\bas an ai language model\b", r"\bas an ai(?: assistant| model)?,? i (?:do not|don't|cannot|can't|am not|am unable)\b",
     r"\bas a (?:large )?language model\b", r"\bi(?:'m| am) sorry,? but i (?:can ?not|can't|am unable)\b",
     r"\bi (?:can ?not|can't) (?:fulfill|comply with|assist with) (?:this|that|your) request\b",
     r"\bi(?:'m| am) not able to (?:provide|help|assist)\b",
-    r"(?:ai|인공지능) ?(?:언어 ?모델|어시스턴트|비서)?(?:로서|으로서)", r"저는 (?:ai|인공지능)(?: 언어 모델)?(?:이기| 모델이기)",
+    r"(?:ai|인공지능) ?(?:언어 ?모델|어시스턴트|비서)?(?:로서|으로서)[^.!?\n]{0,30}(?:수 없|않습니다|없습니다)", r"저는 (?:ai|인공지능)(?: 언어 모델)?(?:이기| 모델이기)",
     r"죄송하지만[^.!?\n]{0,40}(?:수 없습니다|할 수 없어요|드릴 수 없)",
     r"作为(?:一个|一名)?(?:ai|人工智能)(?:语言模型|助手)?", r"抱歉，?我(?:无法|不能)",
 ]), re.IGNORECASE)
