@@ -123,7 +123,7 @@ def pii_filter(frame, mode: str, types=TYPES) -> FilterResult:
             res.score[i] = len(kinds)
             res.detail[i] = ",".join(dict.fromkeys(kinds))
             if mode == "drop":
-                res.reason[i] = f"pii: {kinds[0]}"
+                res.reason[i] = kinds[0]
     res.stats = {"spans": counts, "rows_with_pii": int(sum(1 for k in found if k))}
     if mode == "redact":
         res.texts = new
