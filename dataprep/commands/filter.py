@@ -10,7 +10,7 @@ from dataprep.options import click_options
 
 @click.command(
     "filter",
-    epilog="Example: dataprep filter out/ko -o out/ko-filtered --lang ko --pii redact --quality --min-chars answer=2",
+    epilog="Example: dataprep filter out/ko -o out/ko-f --lang ko --pii redact --quality",
 )
 @click.argument("input_path", metavar="INPUT", type=click.Path())
 @click.option("-o", "--out", type=click.Path(), required=True, help="Output directory.")
