@@ -34,6 +34,7 @@ _PHONE = (r"(?P<phone>(?<![A-Za-z0-9+])(?:"
           r"|\(\d{3}\)[- .]?\d{3}[- .]\d{4}|\d{3}[-.]\d{3}[-.]\d{4}"
           r")(?![A-Za-z0-9-]))")
 # lookarounds are ASCII-only: Korean particles follow PII directly ("010-1234-5678입니다")
+_HINT = re.compile(r"[0-9@]")  # every PII type has a digit or an @: skip texts without
 PATTERN = re.compile("|".join((_EMAIL, _RRN, _CARD, _IP, _PHONE)))
 
 
@@ -59,7 +60,7 @@ def rrn_valid(digits: str) -> bool:
 def find_pii(text: str, types=TYPES) -> list[tuple[int, int, str]]:
     """(start, end, type) of each PII span of `text`, left to right."""
     out = []
-    if not text or not any(ch.isdigit() or ch == "@" for ch in text):
+    if not text or not _HINT.search(text):
         return out
     for m in PATTERN.finditer(text):
         kind = m.lastgroup

@@ -21,24 +21,10 @@ from dataprep.filter import report as reports
 from dataprep.filter.config import ENABLING, FilterConfig
 from dataprep.filter.fields import DEFAULT_FIELDS, FilterResult, check_fields, parse_spec
 from dataprep.options import parse_options
-from dataprep.stage import Manifest, Outcome, Workspace, run_stage
+from dataprep.stage import Manifest, Outcome, Workspace, run_stage, scan_records
 
 ANNOTATIONS = ("filter", "filter_reason", "filter_score", "filter_detail")
 NEAR_SAMPLES = 3  # kept rows closest to a threshold, per family, in the report
-
-
-def _scan(path):
-    from dataprep.io import find_data_file, record_columns
-    from dataprep.records import infer_kind
-    from dataprep.stage import read_manifest
-
-    data = find_data_file(path)
-    if data.stat().st_size == 0:
-        raise DataprepError(f"{data} is empty (0 bytes): there are no rows to filter; check the path or the previous stage")
-    manifest_in = read_manifest(data.parent) if Path(path).is_dir() else None
-    columns = record_columns(data)
-    kind = (manifest_in.lineage.kind if manifest_in else None) or infer_kind(columns)
-    return data, manifest_in, kind, columns
 
 
 def _named_fields(cfg: FilterConfig) -> list[str]:
@@ -145,7 +131,7 @@ def filter(path: str | Path, out: str | Path, *, force: bool = False, allow_empt
         raise DataprepError(f"filter: no filter enabled; pass {ENABLING}")
     if (cfg.min_tokens or cfg.max_tokens) and not cfg.tokenizer:
         raise DataprepError("filter: --min-tokens/--max-tokens need --tokenizer (a packaged name, path or Hub id)")
-    data, manifest_in, kind, columns = _scan(path)
+    data, manifest_in, kind, columns = scan_records(path, "filter")
     fields = tuple(cfg.fields or DEFAULT_FIELDS.get(kind or "", ()))
     if not fields:
         raise DataprepError(f"filter: cannot tell the fields of these records (columns: {', '.join(columns)}); "

@@ -41,10 +41,33 @@ def test_length(tmp_path):
 
 def test_language_per_field(tmp_path):
     m = run_filter(write_rows(tmp_path), tmp_path / "out", lang=("ko",), lang_min_chars=10)
-    assert m.counts.by_reason == {"language: prompt not ko": 2, "language: answer not ko": 0} or \
-        m.counts.by_reason == {"language: prompt not ko": 2}
-    m = run_filter(write_rows(tmp_path), tmp_path / "out2", lang=("prompt=en", "answer=en"), lang_min_chars=10)
-    assert sum(m.counts.by_reason.values()) == 2  # the two Korean rows with long texts
+    assert m.counts.by_reason == {"language: prompt not ko": 2}  # rows 1 and 3; short prompts are not judged
+    removed = pl.read_parquet(tmp_path / "out" / "removed.parquet")
+    assert removed["row"].to_list() == [1, 3] and removed["filter_detail"].str.starts_with("prompt: en").all()
+    mixed = [{"instruction": "다음 문장을 영어로 번역하세요: 오늘은 날씨가 정말 좋습니다.", "input": "",
+              "output": "The weather is really nice today, so let us go for a walk."}]
+    path = write_rows(tmp_path, mixed)
+    assert run_filter(path, tmp_path / "same", lang=("ko",), allow_empty=True).counts.by_reason == {
+        "language: answer not ko": 1}
+    assert run_filter(path, tmp_path / "per", lang=("prompt=ko", "answer=en+ko")).counts.n_out == 1
+
+
+def test_tokens(tmp_path):
+    m = run_filter(write_rows(tmp_path), tmp_path / "out", min_tokens=("answer=3",), tokenizer="smollm2-135m")
+    assert m.counts.by_reason == {"length: answer tokens < 3": 2}
+    with pytest.raises(DataprepError, match="need --tokenizer"):
+        run_filter(write_rows(tmp_path), tmp_path / "o2", max_tokens=("10",))
+
+
+def test_recipe_section(tmp_path):
+    from dataprep.recipe import load_recipe
+
+    path = tmp_path / "r.yaml"
+    path.write_text("convert:\n  input: x.json\nfilter:\n  lang: [ko]\n  quality: true\ntokenize:\n  tokenizer: t\n")
+    assert dict(load_recipe(path).stage("filter").options) == {"lang": ["ko"], "quality": True}
+    path.write_text("convert:\n  input: x.json\nfilter:\n  lang_threshold: 3\n")
+    with pytest.raises(DataprepError, match=r"r.yaml:4: filter.lang_threshold: 3 is out of range"):
+        load_recipe(path)
 
 
 def test_pii_modes(tmp_path):
