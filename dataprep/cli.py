@@ -15,6 +15,7 @@ COMMANDS = {
     "run": "run",
     "validate": "validate",
     "dedupe": "dedupe",
+    "filter": "filter",
     "tokenize": "tokenize",
     "stats": "stats",
     "inspect": "inspect",

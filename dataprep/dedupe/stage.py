@@ -64,15 +64,9 @@ def record_texts(frame, fields: tuple[str, ...]) -> list[str]:
 
 def _scan(path, cfg: DedupeConfig):
     """(data file, input manifest, kind, text fields) from the file's schema, before reading it."""
-    from dataprep.io import find_data_file, record_columns
-    from dataprep.stage import read_manifest
+    from dataprep.stage import scan_records
 
-    data = find_data_file(path)
-    if data.stat().st_size == 0:
-        raise DataprepError(f"{data} is empty (0 bytes): there are no rows to dedupe; check the path or the previous stage")
-    manifest_in = read_manifest(data.parent) if Path(path).is_dir() else None
-    columns = record_columns(data)
-    kind = (manifest_in.lineage.kind if manifest_in else None) or infer_kind(columns)
+    data, manifest_in, kind, columns = scan_records(path, "dedupe")
     return data, manifest_in, kind, text_fields(columns, kind, cfg.on)
 
 
