@@ -37,7 +37,7 @@ def sequence_lengths(ds, packed: bool) -> np.ndarray:
 
     table = ds.data.table
     if packed:
-        return pc.list_flatten(table.column("seq_lens")).to_numpy().astype(np.int64)
+        return pc.list_flatten(table.column("seq_lengths")).to_numpy().astype(np.int64)
     return table.column("length").to_numpy().astype(np.int64)
 
 
@@ -148,7 +148,7 @@ def write_html(path: str | os.PathLike, html_path: str | os.PathLike, rows: list
         row = ds[n]
         trained = sum(x != IGNORE_INDEX for x in row["labels"])
         parts.append(f"<h2>row {n}: {row['length']} tokens, {trained} trained</h2>")
-        seq_lens, start = row.get("seq_lens") or [len(row["input_ids"])], 0
+        seq_lens, start = row.get("seq_lengths") or [len(row["input_ids"])], 0
         for j, m in enumerate(seq_lens):
             if len(seq_lens) > 1:
                 parts.append(f'<div class="seq">sequence {j + 1}/{len(seq_lens)}, {m} tokens</div>')
@@ -194,7 +194,7 @@ def _render(tok, row: dict[str, Any], n: int, manifest: Manifest, color: bool, t
     trained = sum(lab != IGNORE_INDEX for lab in labels)
     legend = "trained tokens in green" if color else "trained tokens between [[ ]]"
     parts = [f"row {n}: {len(ids)} tokens, {trained} trained ({legend})"]
-    seq_lens = row.get("seq_lens") or [len(ids)]
+    seq_lens = row.get("seq_lengths") or [len(ids)]
     start = 0
     for j, m in enumerate(seq_lens):
         if len(seq_lens) > 1:

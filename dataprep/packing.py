@@ -5,7 +5,7 @@ also tries minimum-bin-slack (fill one bin at a time by a bounded subset search)
 the one with fewer bins: on small sets one extra BFD bin costs a whole percent.
 
 A whole-dataset step kept apart from the per-batch tokenization. No sequence is split; each
-packed row carries `position_ids` that restart at 0 for every sequence and `seq_lens`, so a
+packed row carries `position_ids` that restart at 0 for every sequence and `seq_lengths`, so a
 padding-free collator (FlashAttention varlen, or a block-diagonal mask) keeps sequences
 isolated. The first label of every packed sequence is set to -100
 (`records.mask_sequence_starts`): the model's label shift would otherwise train the last token
@@ -131,7 +131,7 @@ def pack(lengths: Sequence[int], capacity: int) -> tuple[list[list[int]], str]:
 
 
 PACKED_SCHEMA = pa.schema(
-    [(name, SHARD_COLUMNS[name]) for name in ("input_ids", "labels", "length", "position_ids", "seq_lens")]
+    [(name, SHARD_COLUMNS[name]) for name in ("input_ids", "labels", "length", "position_ids", "seq_lengths")]
 )
 
 
@@ -156,7 +156,7 @@ def packed_table(rows: pa.Table, bins: list[list[int]]) -> pa.Table:
             "labels": pa.ListArray.from_arrays(token_offsets, pa.array(labels, pa.int32())),
             "length": pa.array(bin_tokens, pa.int32()),
             "position_ids": pa.ListArray.from_arrays(token_offsets, pa.array(positions, pa.int32())),
-            "seq_lens": pa.ListArray.from_arrays(seq_offsets, pa.array(lens, pa.int32())),
+            "seq_lengths": pa.ListArray.from_arrays(seq_offsets, pa.array(lens, pa.int32())),
         },
         schema=PACKED_SCHEMA,
     )

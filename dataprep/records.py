@@ -159,7 +159,7 @@ SHARD_COLUMNS = {
     "labels": pa.list_(pa.int32()),  # -100 = not trained on; classify: list<float32> multi-hot
     "length": pa.int32(),
     "position_ids": pa.list_(pa.int32()),  # packed shards only: restart at 0 per sequence
-    "seq_lens": pa.list_(pa.int32()),  # packed shards only: lengths of the packed sequences
+    "seq_lengths": pa.list_(pa.int32()),  # packed shards only: lengths of the packed sequences
 }
 IGNORE_INDEX = -100
 

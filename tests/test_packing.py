@@ -68,9 +68,9 @@ def test_packed_table_positions_seq_lens_and_boundary_labels():
         "labels": [M, M, 32, 33, M, 11, 12],
         "length": 7,
         "position_ids": [0, 1, 2, 3, 0, 1, 2],
-        "seq_lens": [4, 3],
+        "seq_lengths": [4, 3],
     }
-    assert t[1] == {"input_ids": [20, 21], "labels": [M, 21], "length": 2, "position_ids": [0, 1], "seq_lens": [2]}
+    assert t[1] == {"input_ids": [20, 21], "labels": [M, 21], "length": 2, "position_ids": [0, 1], "seq_lengths": [2]}
 
 
 @pytest.mark.slow
@@ -91,14 +91,14 @@ def test_stage_pack_alpaca(shared_data, tmp_path):
     packed = tokenize(d, tmp_path / "packed", max_len=1024, pack=True, progress=False)
     ds = load_from_disk(str(tmp_path / "packed"))
     assert packed.lineage.packed and packed.get("packing")["bins"] == len(ds)
-    assert sum(len(s) for s in ds["seq_lens"]) == 300
-    assert all(n <= 1024 and n == sum(s) for n, s in zip(ds["length"], ds["seq_lens"], strict=True))
+    assert sum(len(s) for s in ds["seq_lengths"]) == 300
+    assert all(n <= 1024 and n == sum(s) for n, s in zip(ds["length"], ds["seq_lengths"], strict=True))
     assert packed.get("packing")["efficiency"] == pytest.approx(plain.get("token_stats")["total"] / (len(ds) * 1024), abs=1e-5)
     assert packed.get("token_stats")["trainable"] == sum(sum(x != M for x in r) for r in ds["labels"])
     # the multiset of sequences is unchanged by packing
     unpacked = sorted(tuple(x) for x in load_from_disk(str(tmp_path / "plain"))["input_ids"])
     seqs = []
-    for ids, lens in zip(ds["input_ids"], ds["seq_lens"], strict=True):
+    for ids, lens in zip(ds["input_ids"], ds["seq_lengths"], strict=True):
         start = 0
         for n in lens:
             seqs.append(tuple(ids[start : start + n]))

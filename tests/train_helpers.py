@@ -86,7 +86,7 @@ def pack(rows: list[dict], max_len: int) -> list[dict]:
             "input_ids": [t for r in b for t in r["input_ids"]],
             "labels": [t for r in b for t in r["labels"]],
             "position_ids": [p for r in b for p in range(len(r["input_ids"]))],
-            "seq_lens": [len(r["input_ids"]) for r in b],
+            "seq_lengths": [len(r["input_ids"]) for r in b],
         })
     return out
 

@@ -184,7 +184,7 @@ def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = F
             shards=shards, events=dict(events),
             token_stats=_token_stats(lengths_np, packing_info["trainable"] if pack else trainable),
             packing=packing_info,
-            columns=list(new_columns(kind)) + (["position_ids", "seq_lens"] if pack else []),
+            columns=list(new_columns(kind)) + (["position_ids", "seq_lengths"] if pack else []),
         )
         return Outcome(n_rows, records_out, details, rejects=rejects, lineage=facts)
 
