@@ -13,7 +13,7 @@ PROVENANCE = ("source", "row")
 # kind -> (required fields, optional fields) that a source must provide
 # canonical field -> source column names tried in order (case-insensitive) when not mapped
 DEFAULT_ALIASES: dict[str, tuple[str, ...]] = {
-    "instruction": ("instruction", "prompt", "question", "query"),
+    "instruction": ("instruction", "prompt", "question", "query", "goal"),
     "input": ("input", "context"),
     "output": ("output", "response", "answer", "completion"),
     "messages": ("messages", "conversations", "conversation"),

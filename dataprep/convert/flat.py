@@ -6,6 +6,7 @@ non-string field is a reject with its reason.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,47 @@ def sft_records(work, frame, ctx):
         if tmpl.completion_prefix else pl.col("output").alias("completion"),
     )
     return records, rejects
+
+
+def choice_index(value: Any, n: int) -> tuple[int | None, str | None]:
+    """(index, None) or (None, reject reason) for a multiple-choice label: a 0-based int or digit string below `n`."""
+    if isinstance(value, str):
+        value = value.strip()
+        if not value:
+            return None, "missing label"
+        if not re.fullmatch(r"[+-]?\d+", value):
+            return None, "non-integer label"
+        value = int(value)
+    if value is None:
+        return None, "missing label"
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None, "non-integer label"
+    return (value, None) if 0 <= value < n else (None, "label out of range")
+
+
+def choose_answers(work, frame, choices: tuple[str, ...], label: str):
+    """`work` (rows of `frame`, in order) with `output` the answer column the row's label picks; rows whose
+    label is missing, not an integer or out of range, or whose chosen answer is empty, are rejects."""
+    import polars as pl
+
+    outputs, reasons, details = [], [], []
+    for value, answers in zip(frame[label].to_list(), frame.select(choices).iter_rows(), strict=True):
+        i, why = choice_index(value, len(choices))
+        answer = answers[i] if why is None else None
+        if why is None and not (isinstance(answer, str) and answer.strip()):
+            why = "empty chosen answer"
+        outputs.append(answer if why is None else None)
+        reasons.append(why)
+        # the raw label of a bad label, or the column the label picked
+        details.append(None if why is None or value is None else repr(value)[:200] if i is None else choices[i])
+    work = work.with_columns(
+        pl.Series("output", outputs, dtype=pl.String),
+        pl.Series("_reason", reasons, dtype=pl.String),
+        pl.Series("_detail", details, dtype=pl.String),
+    )
+    return split_rejects(work)
 
 
 def read_label_names(path: str) -> list[str]:

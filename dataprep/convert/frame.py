@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from dataprep.convert.columns import PROVENANCE, resolve_columns
-from dataprep.convert.flat import cast_records, checked_text
+from dataprep.convert.flat import cast_records, checked_text, choose_answers
 from dataprep.convert.nested import INVALID_UNICODE_REASON
 from dataprep.convert.rowfn import apply_row_fn
 from dataprep.errors import DataprepError
@@ -19,26 +19,33 @@ from dataprep.templates import TEMPLATES, Template, get_template
 
 def convert_frame(frame, kind: str, *, template: str | Template | None = None, mapping: dict[str, str] | None = None,
                   row_fn: Callable[[dict], dict] | None = None, label_names: list[str] | None = None,
-                  label_sep: str = ","):
+                  label_sep: str = ",", choices: tuple[str, ...] | None = None, choice_label: str = "label"):
     """Convert one frame (with `source`/`row` columns) into canonical records of `kind`.
 
     Returns (records, rejects): a polars frame with the columns of records.SCHEMAS[kind] and
     a list of {source, row, reason, detail}. Every input row is in exactly one of them.
     Raises DataprepError for problems that concern the whole input (a missing column, an
-    unknown template field).
+    unknown template field). `choices` (sft): answer columns; the row's `choice_label` column (a
+    0-based index) picks the one that becomes `output`.
     """
     import polars as pl
 
     entry = get_kind(kind)
     tmpl = template_for(kind, template)
+    check_choices(kind, choices, row_fn, choice_label)
     frame, rejects = _invalid_unicode_rows(frame)
     if row_fn is not None:
         frame, more = apply_row_fn(frame, row_fn, kind)
         rejects += more
     if tmpl is not None:
         _check_template_fields(tmpl, frame.columns)
+    if choices:
+        mapping = choice_mapping(frame.columns, mapping, choices, choice_label)
     cols = resolve_columns(frame.columns, kind, mapping, tmpl)
     work = frame.select([pl.col(src).alias(field) for field, src in cols.items()] + [pl.col(c) for c in PROVENANCE])
+    if choices:
+        work, more = choose_answers(work, frame, tuple(choices), choice_label)
+        rejects += more
     if entry.convert is None:  # a kind of text fields only
         records, more = checked_text(work, entry.fields, entry.optional)
     else:
@@ -55,13 +62,43 @@ def _check_template_fields(tmpl: Template, columns: list[str]) -> None:
                             "use {instruction}, {input}, {output} or a column name")
 
 
+def check_choices(kind: str, choices: tuple[str, ...] | None, row_fn: object, choice_label: str = "label") -> None:
+    """--choice is for sft data without a row-fn; --choice-label only with it."""
+    if not choices:
+        if choice_label != "label":
+            raise DataprepError("--choice-label applies with --choice only; drop it")
+        return
+    if kind != "sft":
+        raise DataprepError(f"--choice applies to --kind sft only, not {kind}; drop --choice")
+    if row_fn is not None:
+        raise DataprepError("--choice and --row-fn do not combine; pick the answer in the row-fn, or drop it")
+
+
+def choice_mapping(columns: list[str], mapping: dict[str, str] | None, choices: tuple[str, ...],
+                   label: str) -> dict[str, str]:
+    """`mapping` with `output` from the first answer column (`choose_answers` then picks each row's),
+    after checking that the answer and label columns exist."""
+    listed = ", ".join(c for c in columns if c not in PROVENANCE)
+    for flag, column in [("--choice", c) for c in choices] + [("--choice-label", label)]:
+        if column not in columns:
+            raise DataprepError(f"{flag} {column}: no column {column!r}; columns are: {listed}")
+    if mapping and "output" in mapping:
+        raise DataprepError(f"--choice picks the output; drop --map output={mapping['output']}")
+    return {**(mapping or {}), "output": choices[0]}
+
+
 def ignored_columns(columns: list[str], kind: str, *, template: str | Template | None = None,
-                    mapping: dict[str, str] | None = None, row_fn: Callable | None = None, **_: object) -> list[str]:
-    """The source columns `convert_frame` does not use, so the stage can say so (a row-fn sees them all)."""
+                    mapping: dict[str, str] | None = None, row_fn: Callable | None = None,
+                    choices: tuple[str, ...] | None = None, choice_label: str = "label", **_: object) -> list[str]:
+    """The source columns `convert_frame` does not use, so the stage can say so (a row-fn sees them all;
+    every answer column of --choice is used to pick, and so is its label column)."""
     if row_fn is not None:
         return []
     tmpl = template_for(kind, template)
+    if choices:
+        mapping = choice_mapping(columns, mapping, choices, choice_label)
     used = set(resolve_columns(columns, kind, mapping, tmpl).values()) | (tmpl.fields() if tmpl else set())
+    used |= set(choices or ()) | ({choice_label} if choices else set())
     return [c for c in columns if c not in used and c not in PROVENANCE and c != INVALID_UNICODE]
 
 

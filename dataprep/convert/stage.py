@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 
 from dataprep.convert.flat import read_label_names
-from dataprep.convert.frame import convert_frame, ignored_columns, template_for
+from dataprep.convert.frame import check_choices, convert_frame, ignored_columns, template_for
 from dataprep.convert.rowfn import load_row_fn, row_fn_file
 from dataprep.errors import DataprepError
 from dataprep.io import sha256_path
@@ -72,6 +72,10 @@ class ConvertOptions(OutputOptions):
     split: str | None = opt(None, "Split of a datasets directory or hub: id (default: train).")
     batch_rows: int = opt(50_000, "Rows converted and written at a time; bounds memory.", min=1)
     limit: int | None = opt(None, "Read only the first N input rows (to try on a slice).", min=1)
+    choices: tuple[str, ...] | None = opt(None, "sft: comma list of answer columns; the row's label picks the completion "
+                                          "(multiple-choice data such as PIQA: --choice sol1,sol2).", flag="--choice",
+                                          metavar="COLUMNS")
+    choice_label: str = opt("label", "With --choice: the column holding the 0-based index of the right answer.")
     ignore_columns: tuple[str, ...] | None = opt(None, "Comma list of source columns you know convert leaves out (a `label` "
                                           "column on sft/chat data stops the run unless named here).")
 
@@ -98,6 +102,8 @@ def convert(sources: str | list[str], out: str, *, force: bool = False, **option
     sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
     entry = get_kind(kind)
     tmpl = template_for(kind, template)
+    choices = tuple(o.choices) if o.choices else None
+    check_choices(kind, choices, row_fn, o.choice_label)
     fn = load_row_fn(row_fn) if isinstance(row_fn, str) else row_fn
     names = read_label_names(label_names) if label_names else None
     if label_names and kind != "classify":
@@ -108,6 +114,8 @@ def convert(sources: str | list[str], out: str, *, force: bool = False, **option
     config = _config(kind, tmpl, mapping, row_fn, fmt, label_names, label_sep, reader_options)
     if limit is not None:
         config["limit"] = limit
+    if choices:
+        config["choices"] = {"columns": list(choices), "label": o.choice_label}
     config["sources"] = [source_name(str(p)) for p in sources]  # records name them (contents are fingerprinted anyway)
 
     def build(ws: Workspace) -> Outcome:
@@ -115,7 +123,8 @@ def convert(sources: str | list[str], out: str, *, force: bool = False, **option
         if limit is not None:
             batches = _first_rows(batches, limit)
         summary = _convert_batches(batches, ws.out / f"records.{fmt}", kind, ws.timer, template=tmpl, mapping=mapping,
-                                   row_fn=fn, label_names=names, label_sep=label_sep)
+                                   row_fn=fn, label_names=names, label_sep=label_sep, choices=choices,
+                                   choice_label=o.choice_label)
         if summary.n_in == 0:
             raise DataprepError(f"{', '.join(map(str, sources))}: no rows to convert; check the input (and --no-header)")
         _question_labels(kind, summary.ignored, o.ignore_columns or ())
@@ -123,6 +132,8 @@ def convert(sources: str | list[str], out: str, *, force: bool = False, **option
         rejects.extend(summary.rejects)
         details: dict[str, Any] = {"format": fmt, "columns": list(entry.schema.names),
                                    "ignored_columns": list(summary.ignored)}
+        if choices:  # the output came from these columns, picked by the label
+            details["choices"] = config["choices"]
         lineage: dict[str, Any] = {"kind": kind, "template": tmpl.as_config() if tmpl is not None else None}
         if kind == "classify":
             lineage["label_names"] = names or sorted(summary.labels)
