@@ -17,6 +17,7 @@ COMMANDS = {
     "dedupe": "dedupe",
     "filter": "filter",
     "tokenize": "tokenize",
+    "tokenizer-train": "tokenizer_train",
     "stats": "stats",
     "inspect": "inspect",
     "train": "train",
