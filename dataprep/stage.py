@@ -373,13 +373,15 @@ def upstream_lineage(upstream: Manifest | None) -> Lineage:
 
 def scan_records(path: str | os.PathLike, verb: str) -> tuple[Path, Manifest | None, str | None, list[str]]:
     """(data file, its stage manifest or None, record kind, columns) of a records input, read from
-    its schema before the rows; an empty file is a one-line error saying there is nothing to `verb`."""
+    its schema before the rows; an empty file is a one-line error saying there is nothing to `verb`.
+    The manifest beside the data file is read whether the stage directory or its file was named,
+    so the lineage travels either way."""
     from dataprep.io import find_data_file, record_columns
     from dataprep.records import infer_kind
 
     data = find_data_file(path)
     if data.stat().st_size == 0:
         raise DataprepError(f"{data} is empty (0 bytes): there are no rows to {verb}; check the path or the previous stage")
-    manifest_in = read_manifest(data.parent) if Path(path).is_dir() else None
+    manifest_in = read_manifest(data.parent)
     columns = record_columns(data)
     return data, manifest_in, (manifest_in.lineage.kind if manifest_in else None) or infer_kind(columns), columns

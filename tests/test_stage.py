@@ -170,7 +170,8 @@ def test_allow_empty_outputs_load_and_inspect(tmp_path, runner):
     assert len(load_from_disk(str(tmp_path / "tok"))) == 0
     for command in (["stats", str(tmp_path / "tok")], ["inspect", str(tmp_path / "tok")]):
         result = runner.invoke(cli, command)
-        assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit), result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit), (command, result.exception)
+        assert "Traceback" not in result.output, result.output
 
 
 def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):

@@ -44,15 +44,17 @@ def per_row(work, make: Callable[[dict], dict], kind: str):
     try:
         return pl.DataFrame(out, schema=polars_schema(kind)), rejects
     except UnicodeEncodeError:  # a lone surrogate somewhere in a conversation: reject those rows only
-        bad = [r for r in out if not _encodable(r)]
-        rejects += [{"source": r["source"], "row": r["row"], "reason": INVALID_UNICODE_REASON, "detail": None} for r in bad]
-        return pl.DataFrame([r for r in out if _encodable(r)], schema=polars_schema(kind)), rejects
+        ok = [_storable(r) for r in out]
+        rejects += [{"source": r["source"], "row": r["row"], "reason": INVALID_UNICODE_REASON, "detail": None}
+                    for r, good in zip(out, ok, strict=True) if not good]
+        return pl.DataFrame([r for r, good in zip(out, ok, strict=True) if good], schema=polars_schema(kind)), rejects
 
 
 INVALID_UNICODE_REASON = "invalid unicode (a lone surrogate)"
 
 
-def _encodable(record: dict) -> bool:
+def _storable(record: dict) -> bool:
+    """Whether a record's strings can be written as UTF-8 (no lone surrogate anywhere in it)."""
     try:
         json.dumps(record, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:

@@ -21,8 +21,8 @@ import pyarrow as pa
 from dataprep import io
 from dataprep.errors import DataprepError
 from dataprep.options import parse_options
-from dataprep.records import IGNORE_INDEX, get_kind, infer_kind, kinds_with
-from dataprep.stage import Manifest, Outcome, Rejects, Timer, TokenizerInfo, Workspace, read_manifest, run_stage
+from dataprep.records import IGNORE_INDEX, get_kind, kinds_with
+from dataprep.stage import Manifest, Outcome, Rejects, Timer, TokenizerInfo, Workspace, run_stage, scan_records
 from dataprep.tokenize.masks import choose_pad
 from dataprep.tokenize.rows import (
     TokenizeOptions,
@@ -51,10 +51,8 @@ def _read_batches(data: Path, columns: list[str], batch_size: int) -> Iterator[d
 
 def _scan_input(path: str) -> tuple[Path, Manifest | None, str, list[str], int, list[str] | None]:
     """(data file, input manifest, kind, columns to read, row count, label names); validates early."""
-    data = io.find_data_file(path)
-    manifest = read_manifest(data.parent)
-    columns, n_rows = io.record_columns(data), io.record_count(data)
-    kind = (manifest.lineage.kind if manifest else None) or infer_kind(columns)
+    data, manifest, kind, columns = scan_records(path, "tokenize")
+    n_rows = io.record_count(data)
     if kind is None:
         raise DataprepError(f"cannot tell the record kind from columns {sorted(columns)}; run `dataprep convert` first")
     entry = get_kind(kind, "tokenize")

@@ -237,3 +237,13 @@ def test_a_label_column_on_chat_data_is_a_question_not_a_silent_drop(tmp_path):
     assert not (tmp_path / "o").exists()
     m = convert([str(tmp_path / "kto.jsonl")], tmp_path / "o", kind="chat", ignore_columns=("label",))
     assert m.counts.n_out == 1 and m.get("ignored_columns") == ["label"]
+
+
+def test_a_lone_surrogate_inside_a_conversation_rejects_that_row_only(tmp_path):
+    good = '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}'
+    bad = '{"messages": [{"role": "user", "content": "a\\ud800"}, {"role": "assistant", "content": "yo"}]}'
+    (tmp_path / "c.jsonl").write_text("\n".join([good, bad, good]) + "\n")
+    m = convert([str(tmp_path / "c.jsonl")], tmp_path / "o", kind="chat")
+    assert m.counts.to_json() == {"in": 3, "out": 2, "rejected": 1,
+                                  "rejected_by_reason": {"invalid unicode (a lone surrogate)": 1}}
+    assert pl.read_parquet(tmp_path / "o" / "records.parquet")["row"].to_list() == [0, 2]
