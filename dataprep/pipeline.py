@@ -48,7 +48,8 @@ def stage_input(recipe: Recipe, stage: str, workdir: Path) -> str | list[str]:
     previous = workdir / earlier[-1]
     if not (previous / MANIFEST).is_file():
         raise DataprepError(f"{stage} needs the output of {earlier[-1]} in {previous}; run without --from first")
-    return str(previous)
+    part = getattr(stage_function(earlier[-1]), "chained_output", None)  # split: the next stage reads OUT/train
+    return str(previous / part) if part else str(previous)
 
 
 def run_recipe(recipe: Recipe, *, start: str | None = None, until: str | None = None, force: bool = False,
