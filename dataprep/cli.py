@@ -16,6 +16,7 @@ COMMANDS = {
     "validate": "validate",
     "dedupe": "dedupe",
     "filter": "filter",
+    "mix": "mix",
     "split": "split",
     "tokenize": "tokenize",
     "tokenizer-train": "tokenizer_train",

@@ -38,17 +38,25 @@ def select_stages(recipe: Recipe, start: str | None, until: str | None) -> list[
 
 
 def stage_input(recipe: Recipe, stage: str, workdir: Path) -> str | list[str]:
-    """The stage's explicit `input`, else the output directory of the recipe's previous stage."""
+    """The stage's explicit `input` (where an item names an earlier stage of the recipe, that stage's
+    output: `mix: {input: [filter, other/records]}`), else the output of the recipe's previous stage."""
     config = recipe.stage(stage)
-    if config.input is not None:
-        return config.input
     earlier = [s.stage for s in recipe.stages if STAGES.index(s.stage) < STAGES.index(stage)]
+    if config.input is not None:
+        items = [config.input] if isinstance(config.input, str) else list(config.input)
+        resolved = [stage_output(stage, name, workdir) if name in earlier else name for name in items]
+        return resolved[0] if isinstance(config.input, str) else resolved
     if not earlier:
         raise DataprepError(f"{recipe.path}: {stage} is the first stage, so it needs `input:` (a file or directory)")
-    previous = workdir / earlier[-1]
+    return stage_output(stage, earlier[-1], workdir)
+
+
+def stage_output(stage: str, earlier: str, workdir: Path) -> str:
+    """Where `stage` reads the output of the earlier stage `earlier` (split: its train part)."""
+    previous = workdir / earlier
     if not (previous / MANIFEST).is_file():
-        raise DataprepError(f"{stage} needs the output of {earlier[-1]} in {previous}; run without --from first")
-    part = getattr(stage_function(earlier[-1]), "chained_output", None)  # split: the next stage reads OUT/train
+        raise DataprepError(f"{stage} needs the output of {earlier} in {previous}; run without --from first")
+    part = getattr(stage_function(earlier), "chained_output", None)
     return str(previous / part) if part else str(previous)
 
 

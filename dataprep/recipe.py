@@ -1,7 +1,7 @@
 """Recipes: one YAML file describing a whole pipeline, validated into frozen dataclasses.
 
 A recipe has top-level keys `name`, `description`, `workdir` and one optional section per
-stage (`convert`, `dedupe`, `filter`, `split`, `tokenize`, `train`). A stage section's keys are exactly the
+stage (`convert`, `dedupe`, `filter`, `mix`, `split`, `tokenize`, `train`). A stage section's keys are exactly the
 keyword options of that stage's library function: the fields of its config dataclass (its
 `config_class`, dataprep.options) and its other keyword parameters. So a new option is usable
 from recipes the day it is added, and it is checked as the stage function checks it (type,
@@ -25,12 +25,13 @@ import yaml
 from dataprep.errors import DataprepError
 from dataprep.options import MISSING, Option, problems, schema
 
-STAGES = ("convert", "dedupe", "filter", "split", "tokenize", "train")
+STAGES = ("convert", "dedupe", "filter", "mix", "split", "tokenize", "train")
 # stage -> "module:function"; the function's first parameter is its input, the second its output dir.
 STAGE_FUNCTIONS = {
     "convert": "dataprep.convert:convert",
     "dedupe": "dataprep.dedupe:dedupe",
     "filter": "dataprep.filter:filter",
+    "mix": "dataprep.mix:mix",
     "split": "dataprep.split:split",
     "tokenize": "dataprep.tokenize:tokenize",
     "train": "training.run:train",
