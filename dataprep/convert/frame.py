@@ -19,14 +19,16 @@ from dataprep.templates import TEMPLATES, Template, get_template
 
 def convert_frame(frame, kind: str, *, template: str | Template | None = None, mapping: dict[str, str] | None = None,
                   row_fn: Callable[[dict], dict] | None = None, label_names: list[str] | None = None,
-                  label_sep: str = ",", choices: tuple[str, ...] | None = None, choice_label: str = "label"):
+                  label_sep: str = ",", choices: tuple[str, ...] | None = None, choice_label: str = "label",
+                  keep_columns: tuple[str, ...] | None = None):
     """Convert one frame (with `source`/`row` columns) into canonical records of `kind`.
 
     Returns (records, rejects): a polars frame with the columns of records.SCHEMAS[kind] and
     a list of {source, row, reason, detail}. Every input row is in exactly one of them.
     Raises DataprepError for problems that concern the whole input (a missing column, an
     unknown template field). `choices` (sft): answer columns; the row's `choice_label` column (a
-    0-based index) picks the one that becomes `output`.
+    0-based index) picks the one that becomes `output`. `keep_columns` (or `("all",)`: every column
+    no field uses) are carried in a `meta` struct column, matched to each record by source and row.
     """
     import polars as pl
 
@@ -34,6 +36,9 @@ def convert_frame(frame, kind: str, *, template: str | Template | None = None, m
     tmpl = template_for(kind, template)
     check_choices(kind, choices, row_fn, choice_label)
     frame, rejects = _invalid_unicode_rows(frame)
+    kept = kept_columns(frame.columns, keep_columns, kind, template=template, mapping=mapping, row_fn=row_fn,
+                        choices=choices, choice_label=choice_label) if keep_columns else {}
+    original = frame
     if row_fn is not None:
         frame, more = apply_row_fn(frame, row_fn, kind)
         rejects += more
@@ -51,7 +56,12 @@ def convert_frame(frame, kind: str, *, template: str | Template | None = None, m
     else:
         ctx = ConvertContext(kind, tmpl, label_names, label_sep)
         records, more = load_function(entry.convert)(work, frame, ctx)
-    return cast_records(records, kind), rejects + more
+    records = cast_records(records, kind)
+    if kept:
+        values = [_storable(original.get_column(c)).alias(f) for f, c in kept.items()]
+        meta = original.select(*PROVENANCE).with_columns(pl.struct(values).alias("meta"))
+        records = records.join(meta, on=list(PROVENANCE), how="left", maintain_order="left")
+    return records, rejects + more
 
 
 def _check_template_fields(tmpl: Template, columns: list[str]) -> None:
@@ -89,11 +99,39 @@ def choice_mapping(columns: list[str], mapping: dict[str, str] | None, choices: 
 
 def ignored_columns(columns: list[str], kind: str, *, template: str | Template | None = None,
                     mapping: dict[str, str] | None = None, row_fn: Callable | None = None,
-                    choices: tuple[str, ...] | None = None, choice_label: str = "label", **_: object) -> list[str]:
+                    choices: tuple[str, ...] | None = None, choice_label: str = "label",
+                    keep_columns: tuple[str, ...] | None = None, **_: object) -> list[str]:
     """The source columns `convert_frame` does not use, so the stage can say so (a row-fn sees them all;
-    every answer column of --choice is used to pick, and so is its label column)."""
+    every answer column of --choice is used to pick, and so is its label column; kept columns are used)."""
     if row_fn is not None:
         return []
+    unused = _unused_columns(columns, kind, template, mapping, choices, choice_label)
+    kept = set(kept_columns(columns, keep_columns, kind, template=template, mapping=mapping, choices=choices,
+                            choice_label=choice_label).values()) if keep_columns else set()
+    return [c for c in unused if c not in kept]
+
+
+def kept_columns(columns: list[str], keep: tuple[str, ...], kind: str, *, row_fn: Callable | None = None,
+                 **options) -> dict[str, str]:
+    """--keep-columns as meta field -> source column. `all`: every column no field uses (with a row-fn:
+    every column). A user's own `source`/`row` (read as input_source/input_row) keep their names."""
+    if tuple(keep) == ("all",):
+        chosen = [c for c in columns if c not in PROVENANCE and c != INVALID_UNICODE] if row_fn is not None else \
+            _unused_columns(columns, kind, **options)
+    else:
+        chosen = []
+        for name in keep:
+            column = f"input_{name}" if name in PROVENANCE else name
+            if column not in columns:
+                listed = ", ".join(c for c in columns if c not in PROVENANCE)
+                raise DataprepError(f"--keep-columns {name}: no column {name!r}; columns are: {listed}")
+            chosen.append(column)
+    return {c.removeprefix("input_") if c in ("input_source", "input_row") else c: c for c in chosen}
+
+
+def _unused_columns(columns: list[str], kind: str, template: str | Template | None = None,
+                    mapping: dict[str, str] | None = None, choices: tuple[str, ...] | None = None,
+                    choice_label: str = "label") -> list[str]:
     tmpl = template_for(kind, template)
     if choices:
         mapping = choice_mapping(columns, mapping, choices, choice_label)
@@ -130,3 +168,40 @@ def template_for(kind: str, template: str | Template | None) -> Template | None:
             raise DataprepError(f"--template applies to --kind sft only, not {kind}; drop --template")
         return None
     return get_template(template) or TEMPLATES["alpaca"]
+
+
+def conform_meta(records, meta_type):
+    """`records` with its `meta` column in `meta_type` (the first batch's): missing fields as nulls; a new
+    field or a type that does not cast is a one-line error."""
+    import polars as pl
+
+    have = {f.name: f.dtype for f in records.schema["meta"].fields}
+    want = {f.name: f.dtype for f in meta_type.fields}
+    new = [name for name in have if name not in want]
+    if new:
+        raise DataprepError(f"--keep-columns: column {new[0]!r} appears in a later source but not in the first; "
+                            "name the columns to keep (--keep-columns a,b) instead of all")
+    fields = [pl.col("meta").struct.field(n).alias(n) if n in have else pl.lit(None).alias(n) for n in want]
+    try:
+        return records.with_columns(pl.struct(fields).cast(meta_type, strict=True).alias("meta"))
+    except pl.exceptions.PolarsError:
+        changed = next(n for n in want if n in have and have[n] != want[n])
+        raise DataprepError(f"--keep-columns: column {changed!r} is {have[changed]} in a later source but "
+                            f"{want[changed]} in the first; make the sources agree") from None
+
+
+def _storable(column):
+    """A column as parquet can store it: JSON values read as Python objects (dataprep.sources.json) get
+    their inferred type, or, when they mix types, JSON text."""
+    import json
+
+    import polars as pl
+
+    if column.dtype != pl.Object:
+        return column
+    values = column.to_list()
+    try:
+        return pl.Series(column.name, values, strict=True)
+    except (TypeError, ValueError, pl.exceptions.PolarsError):
+        return pl.Series(column.name, [None if v is None else json.dumps(v, ensure_ascii=False) for v in values],
+                         dtype=pl.String)

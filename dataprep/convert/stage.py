@@ -78,6 +78,9 @@ class ConvertOptions(OutputOptions):
     choice_label: str = opt("label", "With --choice: the column holding the 0-based index of the right answer.")
     ignore_columns: tuple[str, ...] | None = opt(None, "Comma list of source columns you know convert leaves out (a `label` "
                                           "column on sft/chat data stops the run unless named here).")
+    keep_columns: tuple[str, ...] | None = opt(None, "Comma list of source columns to carry through every stage in a "
+                                               "`meta` struct column (e.g. id,category), or `all`: every column no "
+                                               "record field uses.", metavar="COLUMNS")
 
     def reader(self) -> dict[str, Any]:
         """The reader options that differ from their defaults (how they were passed does not change
@@ -116,6 +119,8 @@ def convert(sources: str | list[str], out: str, *, force: bool = False, **option
         config["limit"] = limit
     if choices:
         config["choices"] = {"columns": list(choices), "label": o.choice_label}
+    if o.keep_columns:
+        config["keep_columns"] = list(o.keep_columns)
     config["sources"] = [source_name(str(p)) for p in sources]  # records name them (contents are fingerprinted anyway)
 
     def build(ws: Workspace) -> Outcome:
@@ -124,13 +129,13 @@ def convert(sources: str | list[str], out: str, *, force: bool = False, **option
             batches = _first_rows(batches, limit)
         summary = _convert_batches(batches, ws.out / f"records.{fmt}", kind, ws.timer, template=tmpl, mapping=mapping,
                                    row_fn=fn, label_names=names, label_sep=label_sep, choices=choices,
-                                   choice_label=o.choice_label)
+                                   choice_label=o.choice_label, keep_columns=o.keep_columns)
         if summary.n_in == 0:
             raise DataprepError(f"{', '.join(map(str, sources))}: no rows to convert; check the input (and --no-header)")
         _question_labels(kind, summary.ignored, o.ignore_columns or ())
         rejects = Rejects()
         rejects.extend(summary.rejects)
-        details: dict[str, Any] = {"format": fmt, "columns": list(entry.schema.names),
+        details: dict[str, Any] = {"format": fmt, "columns": list(entry.schema.names) + ["meta"] * bool(o.keep_columns),
                                    "ignored_columns": list(summary.ignored)}
         if choices:  # the output came from these columns, picked by the label
             details["choices"] = config["choices"]
@@ -211,30 +216,45 @@ def _convert_batches(batches, path: Path, kind: str, timer: Timer, **options: An
 
 
 class RecordWriter:
-    """Appends record batches to OUT/records.parquet (one row group per batch) or records.jsonl."""
+    """Appends record batches to OUT/records.parquet (one row group per batch) or records.jsonl. A
+    `meta` column (--keep-columns) takes its fields and types from the first batch; a later batch
+    lacking a field gets nulls, one with a new field or another type is a one-line error."""
 
     def __init__(self, path: Path, kind: str) -> None:
         self.path, self.kind = Path(path), kind
         self.schema = get_kind(kind).schema
+        self.meta = None  # the polars type of `meta`, from the first batch
         self._parquet = None
         self._fh = None
 
     def __enter__(self) -> RecordWriter:
-        if self.path.suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            self._parquet = pq.ParquetWriter(self.path, self.schema)
-        else:
+        if self.path.suffix != ".parquet":
             self._fh = open(self.path, "wb")
         return self
 
     def write(self, records) -> None:
-        if self._parquet is not None:
-            self._parquet.write_table(records.to_arrow().cast(self.schema))
+        if "meta" in records.columns:
+            from dataprep.convert.frame import conform_meta
+
+            self.meta = self.meta or records.schema["meta"]
+            records = conform_meta(records, self.meta)
+        if self.path.suffix == ".parquet":
+            table = records.to_arrow()
+            if self._parquet is None:
+                import pyarrow.parquet as pq
+
+                if "meta" in records.columns:
+                    self.schema = self.schema.append(table.schema.field("meta"))
+                self._parquet = pq.ParquetWriter(self.path, self.schema)
+            self._parquet.write_table(table.select(self.schema.names).cast(self.schema))
         elif records.height:
             records.write_ndjson(self._fh)
 
     def __exit__(self, *exc: Any) -> None:
+        if self._parquet is None and self.path.suffix == ".parquet" and exc[0] is None:
+            import pyarrow.parquet as pq
+
+            self._parquet = pq.ParquetWriter(self.path, self.schema)  # no batch: an empty file of the schema
         if self._parquet is not None:
             self._parquet.close()
         if self._fh is not None:
