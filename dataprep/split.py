@@ -74,7 +74,7 @@ def split(path: str | Path, out: str | Path, *, force: bool = False, **options: 
     stratify = o.stratify if o.stratify is not None else ("labels" if kind == "classify" else "none")
     for flag, col in [("--stratify", stratify)] * (stratify != "none") + [("--group-by", c) for c in o.group_by or ()]:
         _check_column(flag, col, columns)
-    fractions = {"train": 1 - o.val - o.test, "val": o.val, "test": o.test}
+    fractions = {"train": round(1 - o.val - o.test, 10), "val": o.val, "test": o.test}  # 0.9, not 0.8999...
     config = {**dataclasses.asdict(o), "stratify": stratify, "group_by": list(o.group_by or ())}
     config.pop("allow_empty")
     described = describe_inputs([str(data)])
