@@ -202,6 +202,24 @@ def test_tokenize_golden(work, case):
                                "rejects": rejects_of(out, work)})
 
 
+SPLIT_CASES = {  # a stratified classify split, and one that reads a dedupe output's pairs
+    "classify_anime": (lambda work: converted(work, "classify_anime"), {"val": 0.2, "test": 0.2, "seed": 0}),
+    "ko_deduped": (lambda work: deduped(work, "ko_exact_near"), {"val": 0.2, "test": 0.2, "seed": 0}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SPLIT_CASES))
+def test_split_golden(work, case):
+    from dataprep.split import split
+
+    source, options = SPLIT_CASES[case]
+    out = work / "split" / case
+    split(str(source(work)), str(out), **options)
+    check(f"split/{case}", {"manifest": manifest_of(out, work),
+                            **{part: [r["row"] for r in records_of(out / part, work)] for part in ("train", "val", "test")},
+                            "val_manifest": manifest_of(out / "val", work)})
+
+
 @pytest.mark.slow
 def test_train_and_merge_goldens(work, tmp_path):
     """A tiny model trained for two steps on shards of the tokenize stage: the manifests of train and

@@ -143,3 +143,12 @@ def test_cli_summary_and_next_stage_reads_a_part(tmp_path, runner):
     assert "in 40 = train 20 + val 10 + test 10" in result.output
     m = run_filter(tmp_path / "out" / "train", tmp_path / "f", min_chars=("1",))
     assert m.counts.n_in == 20 and m.lineage.upstream[-1]["stage"] == "split"
+
+
+def test_rerun_is_skipped_until_a_part_is_gone(tmp_path):
+    data = write_jsonl(tmp_path / "in.jsonl", text_rows(20))
+    split(data, tmp_path / "out", val=0.25, test=0.25)
+    assert split(data, tmp_path / "out", val=0.25, test=0.25).skipped
+    (tmp_path / "out" / "val" / "records.parquet").unlink()
+    m = split(data, tmp_path / "out", val=0.25, test=0.25)
+    assert not m.skipped and (tmp_path / "out" / "val" / "records.parquet").is_file()
