@@ -72,8 +72,10 @@ def split(path: str | Path, out: str | Path, *, force: bool = False, **options: 
                             "make their sum less than 1")
     data, manifest_in, kind, columns = scan_records(path, "split")
     stratify = o.stratify if o.stratify is not None else ("labels" if kind == "classify" else "none")
-    for flag, col in [("--stratify", stratify)] * (stratify != "none") + [("--group-by", c) for c in o.group_by or ()]:
-        _check_column(flag, col, columns)
+    if stratify != "none":
+        _check_column("--stratify", stratify, columns)
+    for col in o.group_by or ():
+        _check_column("--group-by", col, columns)
     fractions = {"train": round(1 - o.val - o.test, 10), "val": o.val, "test": o.test}  # 0.9, not 0.8999...
     config = {**dataclasses.asdict(o), "stratify": stratify, "group_by": list(o.group_by or ())}
     config.pop("allow_empty")
@@ -208,7 +210,12 @@ def row_groups(frame, text_fields, group_by, links) -> tuple[np.ndarray, dict[st
 
 
 def _hashable(value):
-    return tuple(value) if isinstance(value, list) else (None if value is None else repr(value) if isinstance(value, dict) else value)
+    """A column value as a dict key: lists as tuples, structs as their sorted items."""
+    if isinstance(value, list):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    return value
 
 
 def dedupe_links(data: Path, manifest_in: Manifest | None) -> np.ndarray | None:
