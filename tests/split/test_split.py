@@ -152,3 +152,18 @@ def test_rerun_is_skipped_until_a_part_is_gone(tmp_path):
     (tmp_path / "out" / "val" / "records.parquet").unlink()
     m = split(data, tmp_path / "out", val=0.25, test=0.25)
     assert not m.skipped and (tmp_path / "out" / "val" / "records.parquet").is_file()
+
+
+def test_stratify_by_a_kept_value_column(tmp_path):
+    from dataprep.convert import convert
+
+    cats = ["qa"] * 20 + ["code"] * 12 + ["math"] * 8  # 25% of each: 5, 3, 2
+    path = tmp_path / "raw.jsonl"
+    path.write_text("".join(json.dumps({"instruction": f"task {i}", "output": f"answer {i}", "category": c}) + "\n"
+                            for i, c in enumerate(cats)))
+    convert(str(path), str(tmp_path / "c"), keep_columns=("category",))
+    m = split(tmp_path / "c", tmp_path / "out", val=0.25, test=0.25, stratify="meta.category")
+    for part in ("val", "test"):
+        got = Counter(r["category"] for r in read(tmp_path / "out", part)["meta"].to_list())
+        assert got == {"qa": 5, "code": 3, "math": 2}, part
+    assert m.get("label_shares")["max_gap"] == 0.0
