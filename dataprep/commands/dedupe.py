@@ -21,7 +21,8 @@ from dataprep.options import click_options
 @click.option("--force", is_flag=True, help="Redo the work even if OUT is up to date.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars.")
 def command(input_path, out, sweep, sweep_plot, no_cache, force, progress, **options):
-    """Remove exact, near (MinHash) and semantic (embedding) duplicates, and report them.
+    """Remove exact, near (MinHash) and semantic (embedding) duplicates, and report them; with
+    --against EVAL, remove the rows that match an eval set's row instead (decontamination).
 
     Writes OUT/records.parquet (kept rows), removed.parquet (each removed row with kept_id,
     method, score), pairs.parquet, report.json, report.html and manifest.json.
@@ -47,4 +48,5 @@ def command(input_path, out, sweep, sweep_plot, no_cache, force, progress, **opt
     for w in manifest.get("warnings", []):
         click.echo(f"warning: {w}")
     click.echo(manifest.counts.line(removed_word="removed"))
-    click.echo(f"wrote {out}/records.parquet, removed.parquet, pairs.parquet, report.html")
+    pairs = "" if options.get("against") else " pairs.parquet,"
+    click.echo(f"wrote {out}/records.parquet, removed.parquet,{pairs} report.html")

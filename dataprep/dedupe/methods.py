@@ -27,6 +27,7 @@ from dataprep.options import opt, parse_options
 from dataprep.stage import OutputOptions
 
 METHODS = ("exact", "near", "semantic")
+ALL_METHODS = ("exact", "ngram", "near", "semantic")  # ngram: only with --against (dataprep.dedupe.against)
 # Chosen from the STS-B precision/recall curve (benchmarks/stsb_threshold.py, benchmarks/RESULTS.md).
 DEFAULT_THRESHOLD = 0.85
 SEPARATION_MARGIN = 0.05  # warn when the median nearest-neighbour similarity is this close to the threshold (or above)
@@ -47,7 +48,8 @@ class DedupeConfig(OutputOptions):
 
     methods: tuple[str, ...] = opt(METHODS, "Comma list, run in this order, each on what the previous kept; when "
                                    "not given, semantic is skipped (with a warning) where --model does not read most "
-                                   "texts.", choices=METHODS, check=_each_once)
+                                   "texts. With --against: exact, ngram, near, semantic [default: exact,ngram].",
+                                   choices=ALL_METHODS, check=_each_once)
     on: tuple[str, ...] | None = opt(None, "Comma list of fields to compare (default: the record kind's text).")
     keep: str = opt("first", "Which row of a group to keep.", choices=KEEP_POLICIES)
     seed: int = opt(0, "Seed for --keep random and --clusters.", min=0)
@@ -63,6 +65,14 @@ class DedupeConfig(OutputOptions):
     clusters: int | None = opt(None, "Approximate semantic search: k-means with K clusters first.", min=1)
     allow_model_language_mismatch: bool = opt(
         False, "Run semantic even when most texts are in scripts --model does not read (refused otherwise).")
+    against: tuple[str, ...] | None = opt(None, "Decontaminate: remove the rows that match a row of this eval set "
+                                          "(records or any file convert reads; repeatable). The eval rows are "
+                                          "never changed.", multiple=True, metavar="EVAL")
+    against_on: tuple[str, ...] | None = opt(None, "Comma list of the eval sets' fields to compare (default: their "
+                                             "record kind's text, or every text column of a raw file).")
+    against_ngram: int = opt(13, "Word n-gram size of --against's ngram method.", min=1)
+    min_overlap: float = opt(0.0, "ngram: the share of an eval row's n-grams a row must contain (0: any one).",
+                             min=0, max=1)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from dataprep.dedupe import report as reports
+from dataprep.dedupe.against import DEFAULT_AGAINST_METHODS
 from dataprep.dedupe.methods import (
     DedupeConfig,
     cosines,
@@ -84,8 +85,15 @@ def dedupe(path: str | Path, out: str | Path, *, force: bool = False, cache: boo
     explicit = options.get("methods") is not None
     if not explicit:
         options.pop("methods", None)
+        if options.get("against"):
+            options["methods"] = DEFAULT_AGAINST_METHODS
     cfg = make_config(options)
+    if "ngram" in cfg.methods and not cfg.against:
+        raise DataprepError("the ngram method compares against eval sets: give --against EVAL, or use exact, near "
+                            "or semantic")
     data, manifest_in, kind, fields = _scan(path, cfg)
+    if cfg.against:
+        return _decontaminate(data, out, manifest_in, kind, fields, cfg, force=force, cache=cache, progress=progress)
 
     def build(ws: Workspace) -> Outcome:
         from dataprep.io import read_records
@@ -114,9 +122,44 @@ def dedupe(path: str | Path, out: str | Path, *, force: bool = False, cache: boo
     return manifest
 
 
+def _decontaminate(data, out, manifest_in, kind, fields, cfg: DedupeConfig, *, force: bool, cache: bool,
+                   progress: bool) -> Manifest:
+    """`dedupe --against`: remove the rows matching an eval row (dataprep.dedupe.against)."""
+    from dataprep.dedupe import against as ag
+    from dataprep.io import read_records, write_json
+
+    ev = ag.read_eval(cfg.against, cfg.against_on)
+
+    def build(ws: Workspace) -> Outcome:
+        with ws.timer("read"):
+            frame = read_records(data)
+        texts = record_texts(frame, fields)
+        if "semantic" in cfg.methods:
+            with ws.timer("language"):
+                language_gate(texts + ev.texts, cfg, explicit=True)
+        results = ag.decontaminate(texts, ev, cfg, ws.timer, cache=cache, progress=progress)
+        with ws.timer("write"):
+            removed = np.concatenate([h.train for h in results]) if results else np.empty(0, np.int64)
+            kept = np.setdiff1d(np.arange(frame.height), removed)
+            (frame[kept.tolist()] if len(kept) else frame.clear()).write_parquet(ws.out / "records.parquet")
+            ag.removed_frame(frame, results, ev).write_parquet(ws.out / "removed.parquet")
+            report = ag.build_report(frame.height, ev, results, cfg, fields, ws.timer)
+            (ws.out / "report.html").write_text(ag.render_html(report, texts, ev, results), encoding="utf-8")
+            write_json(ws.out / "report.json", report)
+        details = {"text_fields": list(fields), "report": "report.json", "against": report["against"],
+                   "methods": {m: {k: v for k, v in s.items() if k != "removed"} for m, s in report["methods"].items()}}
+        return Outcome(frame.height, int(len(kept)), details,
+                       removed={f"contaminated ({h.method})": int(len(h.train)) for h in results},
+                       lineage={"kind": kind})
+
+    return run_stage("dedupe", out, inputs=[str(data), *ev.files], config=_fingerprinted(cfg, fields), build=build,
+                     data_files=("records.parquet",), force=force, upstream=manifest_in, allow_empty=cfg.allow_empty)
+
+
 def _fingerprinted(cfg: DedupeConfig, fields) -> dict[str, Any]:
     """What decides the output: the options (not allow_empty, which only permits an empty one) and the fields."""
-    return {**{k: v for k, v in asdict(cfg).items() if k != "allow_empty"}, "on": list(fields)}
+    skip = ("allow_empty", "against")  # the eval sets count by their contents, as inputs
+    return {**{k: v for k, v in asdict(cfg).items() if k not in skip}, "on": list(fields)}
 
 
 def write_outputs(out: Path, frame, texts, results, nearest, embed_stats, cfg, fields, timer) -> int:

@@ -382,7 +382,7 @@ def test_unknown_text_column_asks_for_on(tmp_path):
 
 def test_bad_options_are_one_line_errors(tmp_path):
     path = text_table(tmp_path, ["x"])
-    with pytest.raises(DataprepError, match="dedupe.methods: 'fuzzy' is not one of exact, near, semantic"):
+    with pytest.raises(DataprepError, match="dedupe.methods: 'fuzzy' is not one of exact, ngram, near, semantic"):
         dd.dedupe(path, tmp_path / "o", methods=("fuzzy",))
     with pytest.raises(DataprepError, match="names a method twice"):
         dd.dedupe(path, tmp_path / "o", methods=("exact", "exact"))
