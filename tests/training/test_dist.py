@@ -91,36 +91,79 @@ def test_two_gloo_ranks_give_the_loss_and_gradients_of_one_process(tiny, tmp_pat
     assert counts[0] * 2 < counts[1]
 
 
-def _torchrun(tiny, out: Path, nproc: int, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-port",
-           str(_free_port()), "-m", "dataprep", "train", str(tiny["packed"]), "-o", str(out), "--model",
-           str(tiny["model"]), "--max-steps", "3", "--micro-batch", "2", "--lr", "5e-3", "--report-to", "none",
-           "--lora-dropout", "0", "--warmup-ratio", "0", *extra]
+def _torchrun(shards: Path, model: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
+           "-m", "dataprep", "train", str(shards), "-o", str(out), "--model", str(model), "--max-steps", "3",
+           "--micro-batch", "2", "--lr", "5e-3", "--report-to", "none", "--warmup-ratio", "0", *extra]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
 
 
-def test_train_on_two_processes_matches_one_and_only_rank0_writes(tiny, tmp_path):
-    """torchrun -m dataprep train on 2 gloo ranks (micro-batch 2 each) against 1 process with
-    grad accumulation 2: the same global batches, so the same losses step by step."""
+@pytest.fixture(scope="module")
+def one_process_sft(tiny, tmp_path_factory):
+    """The reference: 1 process, micro-batch 2, grad accumulation 2 (the global batch of 2 ranks x 2)."""
     from training.sft import SFTConfig, train_sft
 
-    one = tmp_path / "one"
-    train_sft(str(tiny["packed"]), str(one), SFTConfig(
+    out = tmp_path_factory.mktemp("one") / "adapter"
+    train_sft(str(tiny["packed"]), str(out), SFTConfig(
         model=str(tiny["model"]), micro_batch=2, grad_accum=2, lr=5e-3, max_steps=3, report_to="none",
         lora_dropout=0.0, warmup_ratio=0.0))
+    return out
+
+
+def _assert_same_steps(one: Path, two: Path) -> dict:
+    m1, m2 = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
+    assert m2["processes"] == 2 and m1["processes"] == 1
+    for a, b in zip(m1["train_loss"], m2["train_loss"], strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
+    return m2
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_train_on_two_processes_matches_one_and_only_rank0_writes(tiny, one_process_sft, tmp_path, parallel):
+    """torchrun -m dataprep train on 2 gloo ranks (micro-batch 2 each) against 1 process with
+    grad accumulation 2: the same global batches, so the same losses, gradient norms and adapter."""
+    from safetensors.torch import load_file
+
     two = tmp_path / "runs" / "two"
-    done = _torchrun(tiny, two, 2)
+    done = _torchrun(tiny["packed"], tiny["model"], two, "--lora-dropout", "0",
+                     *(["--fsdp"] if parallel == "fsdp" else []))
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("trained 3 steps") == 1  # rank 0 alone reports
     assert sorted(p.name for p in two.parent.iterdir()) == ["two"]  # nothing left beside the output
-    m1, m2 = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
-    assert m2["processes"] == 2 and m2["parallel"] == "ddp" and m1["processes"] == 1
-    assert m2["trained_tokens"] == m1["trained_tokens"] and m2["tokens"] == m1["tokens"]
-    for a, b in zip(m1["train_loss"], m2["train_loss"], strict=True):
-        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4) and b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-3)
-    assert (two / "adapter_model.safetensors").is_file() and (two / "manifest.json").is_file()
+    m2 = _assert_same_steps(one_process_sft, two)
+    assert m2["parallel"] == parallel
+    m1 = json.loads((one_process_sft / "metrics.json").read_text())
+    assert (m2["tokens"], m2["trained_tokens"]) == (m1["tokens"], m1["trained_tokens"])
+    a, b = (load_file(d / "adapter_model.safetensors") for d in (one_process_sft, two))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-6, msg=k)
     assert json.loads((two / "manifest.json").read_text())["counts"]["out"] == 14
+
+
+def test_classify_on_two_processes_matches_one(tmp_path):
+    """--task classify on 2 gloo ranks against 1 process with grad accumulation 2: the same losses,
+    and the same tuned threshold and validation micro-F1 (every rank evaluates all rows)."""
+    from tests.train_helpers import classify_rows, tiny_encoder
+    from training.classify import ClassifyConfig, train_classifier
+
+    names = ["a", "b", "c", "d"]
+    model = tiny_encoder(tmp_path / "enc")
+    config = json.loads((model / "config.json").read_text())  # no dropout: each rank draws its own masks
+    (model / "config.json").write_text(json.dumps({**config, "hidden_dropout_prob": 0.0,
+                                                   "attention_probs_dropout_prob": 0.0}))
+    shards = write_shards(tmp_path / "cls", classify_rows(64, names), "classify", tiny_tokenizer(), label_names=names)
+    one = tmp_path / "one"
+    train_classifier(str(shards), str(one), ClassifyConfig(
+        model=str(model), micro_batch=2, grad_accum=2, lr=5e-3, max_steps=3, report_to="none", warmup_ratio=0.0))
+    done = _torchrun(shards, model, tmp_path / "two", "--task", "classify")
+    assert done.returncode == 0, done.stderr[-3000:]
+    m2 = _assert_same_steps(one, tmp_path / "two")
+    m1 = json.loads((one / "metrics.json").read_text())
+    assert m2["val"]["f1_micro"] == pytest.approx(m1["val"]["f1_micro"], abs=1e-6)
+    assert m2["threshold"] == pytest.approx(m1["threshold"], abs=1e-6)
 
 
 @pytest.mark.parametrize(("env", "args", "message"), [
