@@ -244,7 +244,8 @@ def train_classifier(shards: str, out: str, config: ClassifyConfig, force: bool 
 
     return dist.run_stage_on_main(
         run_stage, build, stage="train", out=out, inputs=[p for p in (shards, config.eval_shards, config.test_shards) if p],
-        config=config, data_files=("thresholds.json", "metrics.json"), force=force, upstream=manifest)
+        config={**dataclasses.asdict(config), "processes": dist.world()},  # they decide the global batch
+        data_files=("thresholds.json", "metrics.json"), force=force, upstream=manifest)
 
 
 def _final_metrics(model, split_batches: dict, label_names: list[str], per_label: bool) -> dict[str, Any]:

@@ -169,11 +169,14 @@ def train_loop(
     model.train()
     start = time.perf_counter()
     for step in tqdm(range(1, steps + 1), desc="train", unit="step", disable=None if dist.is_main() else True):
+        step_start = time.perf_counter()
         done = train_step(model, [next(batches) for _ in range(cfg.grad_accum)], loss_sum, optimizer, scheduler,
                           parallel)
         hist.tokens += done.tokens
         hist.trained_tokens += done.trained_tokens
-        row = {"step": step, "loss": done.loss, "lr": scheduler.get_last_lr()[0], "grad_norm": done.grad_norm}
+        # seconds: the step's wall time (its losses are read back, so the device has finished it)
+        row = {"step": step, "loss": done.loss, "lr": scheduler.get_last_lr()[0], "grad_norm": done.grad_norm,
+               "seconds": round(time.perf_counter() - step_start, 4)}
         hist.train.append(row)
         logger.log({"train/loss": row["loss"], "train/lr": row["lr"]}, step)
         if evaluate and (step % cfg.eval_steps == 0 or step == steps):

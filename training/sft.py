@@ -273,7 +273,8 @@ def train_sft(shards: str, out: str, config: SFTConfig, force: bool = False) -> 
     """
     dist.setup()
     train_set, eval_set, manifest, tokenizer, model_path, quant = _prepare(shards, config)
-    stage_config = {**dataclasses.asdict(config), "quant": quant}
+    # the processes decide the global batch (micro_batch x grad_accum x processes), so the output
+    stage_config = {**dataclasses.asdict(config), "quant": quant, "processes": dist.world()}
 
     def build(ws: Workspace) -> Outcome:
         import torch
