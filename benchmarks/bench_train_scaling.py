@@ -94,7 +94,7 @@ def main() -> None:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(7, 4))
-        ax.plot(range(1, len(a) + 1), a, label="1 GPU (grad accum %d)" % args.gpus, lw=2)
+        ax.plot(range(1, len(a) + 1), a, label=f"1 GPU (grad accum {args.gpus})", lw=2)
         ax.plot(range(1, len(b) + 1), b, "--", label=f"{args.gpus} GPUs (DDP)", lw=1)
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("training loss")
