@@ -33,6 +33,8 @@ Whole runs, from the model's loading to the saved adapter (need --data, see belo
                    the same rows, micro-batch 4 packed rows: what a user gets with the defaults
 Both report steady-state step time (median of the steps after --warmup) and the whole run
 (compilation and warm-up included), and their loss per step (--loss-png draws them side by side).
+Each whole run is a fresh process with empty torch.compile/Triton caches, so neither inherits the
+other's compiled FlexAttention kernels (a first run on a new machine pays the same).
 
 Reported per variant: tokens/s (non-pad tokens through the model), trained tokens/s (tokens
 with a label), peak GPU memory (torch.cuda.max_memory_allocated), or peak RSS on CPU.
@@ -352,6 +354,23 @@ def run_trl(model_dir: Path, data: Path, steps: int, warmup: int, work: Path) ->
     return steady_and_whole("trl_liger_flex", times, trained[0], warmup, run_s, total, losses, peak)
 
 
+def fresh_process(name: str, shape: str, args, work: Path) -> dict:
+    """One whole run in a new process with empty compile caches; its result."""
+    import os
+    import subprocess
+
+    out = work / "result.json"
+    cmd = [sys.executable, __file__, "--shape", shape, "--data", args.data, "--variants", name, "--run-steps",
+           str(args.run_steps), "--warmup", str(args.warmup), "--model-cache", args.model_cache, "--in-process",
+           "--json", str(out)]
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(work / "inductor"), "TRITON_CACHE_DIR": str(work / "triton")}
+    done = subprocess.run(cmd, env=env)
+    if done.returncode or not out.is_file():
+        raise RuntimeError(f"the {name} run failed (exit {done.returncode})")
+    (res,) = json.loads(out.read_text())
+    return res
+
+
 def plot_runs(results: list[dict], path: str) -> None:
     import matplotlib
 
@@ -389,7 +408,10 @@ def bench_shape(shape: str, rows: list[dict], args) -> list[dict]:
         work = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
         run = run_trl if name == "trl_liger_flex" else run_dataprep
         try:
-            res = run(model_dir, Path(args.data), args.run_steps, args.warmup, work)
+            if args.in_process:
+                res = run(model_dir, Path(args.data), args.run_steps, args.warmup, work)
+            else:
+                res = fresh_process(name, shape, args, work)
         except Exception as exc:  # e.g. a missing package on the GPU machine: the other variants still run
             res = {"variant": name, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
         gc.collect()
@@ -478,6 +500,7 @@ def main() -> None:
     ap.add_argument("--data", default=None, help="dir with plain/, packed/ (dataprep tokenize) and tokenizer/")
     ap.add_argument("--run-steps", type=int, default=30, help="timed steps of the whole runs (after --warmup)")
     ap.add_argument("--loss-png", default=None, help="draw the whole runs' loss curves here")
+    ap.add_argument("--in-process", action="store_true", help="whole runs in this process (warm caches after the first)")
     args = ap.parse_args()
 
     import torch

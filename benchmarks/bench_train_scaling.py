@@ -57,7 +57,7 @@ def main() -> None:
     AutoTokenizer.from_pretrained(str(data / "tokenizer")).save_pretrained(model)
     counts = (1, args.gpus)
     for gpus in args.runs if args.runs is not None else counts:
-        env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")]))}
         if gpus == 1 and "CUDA_VISIBLE_DEVICES" not in os.environ:
             env["CUDA_VISIBLE_DEVICES"] = "0"
         done = subprocess.run(train_cmd(data, model, out / f"{gpus}gpu", gpus, args.gpus, args.steps), env=env,
