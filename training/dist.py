@@ -264,7 +264,7 @@ def run_stage_on_main(run_stage_fn, build, **kwargs):
             raise
         if not started:
             broadcast("skipped")
-        barrier()
+        barrier()  # the output is in place (or was current) before any rank returns
         return broadcast(manifest)
     signal = broadcast(None)
     if signal == "failed":
@@ -277,7 +277,7 @@ def run_stage_on_main(run_stage_fn, build, **kwargs):
 
         with tempfile.TemporaryDirectory(prefix="dataprep-rank-") as tmp:
             build(Workspace(Path(tmp), Path(tmp), Timer()))
-        barrier()
+    barrier()
     return broadcast(None)
 
 

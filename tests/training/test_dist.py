@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -96,7 +97,15 @@ def _torchrun(shards: Path, model: Path, out: Path, *extra: str) -> subprocess.C
            "-m", "dataprep", "train", str(shards), "-o", str(out), "--model", str(model), "--max-steps", "3",
            "--micro-batch", "2", "--lr", "5e-3", "--report-to", "none", "--warmup-ratio", "0", *extra]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:  # a hang: end the launcher and its ranks, then fail
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +150,9 @@ def test_train_on_two_processes_matches_one_and_only_rank0_writes(tiny, one_proc
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-6, msg=k)
     assert json.loads((two / "manifest.json").read_text())["counts"]["out"] == 14
+    if parallel == "ddp":  # rank 0 finds the output current: every rank stops, nobody trains or waits
+        again = _torchrun(tiny["packed"], tiny["model"], two, "--lora-dropout", "0")
+        assert again.returncode == 0 and again.stdout.count("is up to date") == 1, again.stderr[-3000:]
 
 
 def test_classify_on_two_processes_matches_one(tmp_path):
