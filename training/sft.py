@@ -249,7 +249,7 @@ def _prepare(shards: str, cfg: SFTConfig):
     dataset, manifest = data.load_shards(shards)
     data.check_task(manifest, "sft", shards)
     quant = resolved_quant(cfg)
-    if cfg.fsdp:
+    if cfg.fsdp and dist.world() > 1:  # one process: --fsdp has nothing to shard
         import torch
 
         dist.check_fsdp_quant(torch.bfloat16 if use_bf16(cfg, quant) else torch.float32, quant, QUANT_STORAGE)
