@@ -25,6 +25,17 @@ residual stream is fp32); ours keep those frozen weights in bf16 and run under b
   flex_compile     flex with each decoder layer torch.compile'd
   flex_half / flex_2x / flex_4x  flex with 1/2, 2x, 4x the token budget
 
+Whole runs, from the model's loading to the saved adapter (need --data, see below):
+  trl_liger_flex   the best-configured peer: trl's SFTTrainer on the plain shards with BFD packing to
+                   2048, padding_free, use_liger_kernel, attn_implementation flex_attention, the same
+                   QLoRA setup; 4 packed rows (8,192 tokens) per step
+  dataprep         `dataprep train`'s own code path (training.sft.train_sft) on the packed shards of
+                   the same rows, micro-batch 4 packed rows: what a user gets with the defaults
+Both report steady-state step time (median of the steps after --warmup) and the whole run
+(compilation and warm-up included), and their loss per step (--loss-png draws them side by side).
+Each whole run is a fresh process with empty torch.compile/Triton caches, so neither inherits the
+other's compiled FlexAttention kernels (a first run on a new machine pays the same).
+
 Reported per variant: tokens/s (non-pad tokens through the model), trained tokens/s (tokens
 with a label), peak GPU memory (torch.cuda.max_memory_allocated), or peak RSS on CPU.
 
@@ -32,7 +43,14 @@ with a label), peak GPU memory (torch.cuda.max_memory_allocated), or peak RSS on
     python benchmarks/bench_train_gpu.py --shape 1b --shape 8b             # on the H100
 
 The tokenized rows are cached in --token-cache (JSON), so a GPU machine without the packaged
-SmolLM2 tokenizer can reuse rows tokenized elsewhere (carry the file).
+SmolLM2 tokenizer can reuse rows tokenized elsewhere (carry the file). --data DIR instead takes
+every variant's rows from `dataprep tokenize` output made elsewhere: DIR/plain, DIR/packed (--pack)
+and DIR/tokenizer (the SmolLM2 tokenizer, saved beside the random model so train_sft accepts it):
+
+    dataprep convert ../shared/data/alpaca_en_demo.json -o D/records
+    dataprep tokenize D/records -o D/plain; dataprep tokenize D/records -o D/packed --pack
+    python -c "from dataprep.models import *; load_tokenizer(resolve_model('smollm2-135m')).save_pretrained('D/tokenizer')"
+    python benchmarks/bench_train_gpu.py --shape 1b --data D --variants seed padded8 trl_liger_flex dataprep
 """
 
 from __future__ import annotations
@@ -76,6 +94,8 @@ VARIANTS = {
     "flex_2x": {**BASE, "budget_x": 2},
     "flex_4x": {**BASE, "budget_x": 4},
 }
+RUNS = ("trl_liger_flex", "dataprep")  # whole runs (run_whole), not steps on a shared model
+PACK_LEN, PACK_ROWS = 2048, 4  # trl packs to 2048 and takes 4 packed rows a step; dataprep the same
 ALPACA = "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
 
 
@@ -97,6 +117,14 @@ def tokenized_rows(cache: Path, tokenizer: str) -> list[dict]:
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(rows))
     return rows
+
+
+def shard_rows(data: Path) -> list[dict]:
+    """The plain shards' rows as {input_ids, labels} (what the seed and padded variants batch)."""
+    from datasets import load_from_disk
+
+    ds = load_from_disk(str(data / "plain"))
+    return [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in ds.select_columns(["input_ids", "labels"])]
 
 
 def random_model_dir(shape: str, root: Path) -> Path:
@@ -233,6 +261,134 @@ def run_variant(model, rows, name: str, budget: int, steps: int, warmup: int, pr
     }
 
 
+def steady_and_whole(name: str, step_seconds: list[float], trained: int, warmup: int, run_s: float,
+                     total_s: float, losses: list[float], peak_gb: float | None) -> dict:
+    """Throughput at steady state (median step after the warm-up) and over the whole run."""
+    import statistics
+
+    per_step = trained / len(step_seconds)
+    steady = statistics.median(step_seconds[warmup:]) if len(step_seconds) > warmup else float("nan")
+    return {"variant": name, "micro_batch": f"{PACK_ROWS} rows of {PACK_LEN}", "grad_accum": 1,
+            "steps": len(step_seconds), "steady_step_s": round(steady, 4),
+            "trained_tokens_per_s": round(per_step / steady, 1), "tokens_per_s": None,
+            "whole_train_s": round(run_s, 2), "whole_trained_tokens_per_s": round(trained / run_s, 1),
+            "whole_run_s": round(total_s, 2), "peak_gpu_gb": peak_gb, "peak_rss_gb": None, "resident_gpu_gb": None,
+            "first_loss": round(losses[0], 4), "last_loss": round(losses[-1], 4), "losses": losses}
+
+
+def run_dataprep(model_dir: Path, data: Path, steps: int, warmup: int, work: Path) -> dict:
+    """`dataprep train`'s product path: train_sft on the packed shards, defaults but the schedule."""
+    import torch
+
+    from training.outputs import read_metrics
+    from training.sft import SFTConfig, train_sft
+
+    torch.cuda.reset_peak_memory_stats() if torch.cuda.is_available() else None
+    cfg = SFTConfig(model=str(model_dir), micro_batch=PACK_ROWS, max_steps=warmup + steps, lr=2e-4,
+                    scheduler="constant", warmup_ratio=0.0, report_to="none")
+    start = time.perf_counter()
+    train_sft(str(data / "packed"), str(work / "dataprep"), cfg, force=True)
+    total = time.perf_counter() - start
+    m = read_metrics(work / "dataprep")
+    return steady_and_whole("dataprep", [r["seconds"] for r in m["train_loss"]], m["trained_tokens"], warmup,
+                            m["train_seconds"], total, [r["loss"] for r in m["train_loss"]], m.get("peak_gpu_gb"))
+
+
+def run_trl(model_dir: Path, data: Path, steps: int, warmup: int, work: Path) -> dict:
+    """trl SFTTrainer configured at its best: BFD packing, padding-free, liger kernels, FlexAttention."""
+    import torch
+    from datasets import load_from_disk
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    cuda = torch.cuda.is_available()
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    torch.cuda.reset_peak_memory_stats() if cuda else None
+    start = time.perf_counter()
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_quant_storage=torch.bfloat16)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(model_dir), dtype=torch.bfloat16, quantization_config=quant if cuda else None,
+        attn_implementation="flex_attention" if cuda else "sdpa")
+    ds = load_from_disk(str(data / "plain")).select_columns(["input_ids", "labels"])
+    args = SFTConfig(
+        output_dir=str(work / "trl"), max_steps=warmup + steps, per_device_train_batch_size=PACK_ROWS,
+        max_length=PACK_LEN, packing=True, packing_strategy="bfd", padding_free=True, use_liger_kernel=cuda,
+        gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False},
+        optim="paged_adamw_8bit" if cuda else "adamw_torch", bf16=cuda, learning_rate=2e-4,
+        lr_scheduler_type="constant", warmup_steps=0, logging_steps=1, save_strategy="no", report_to="none",
+        use_cpu=not cuda, seed=42)
+    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
+    times: list[float] = []
+    trained = [0]
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, *_, **__):
+            sync()
+            times.append(-time.perf_counter())
+
+        def on_step_end(self, *_, **__):
+            sync()
+            times[-1] += time.perf_counter()
+
+    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, peft_config=lora, callbacks=[StepTimer()],
+                         processing_class=AutoTokenizer.from_pretrained(str(model_dir)))
+    collate = trainer.data_collator
+
+    def counting(examples):  # trained tokens: a label at the next position, as dataprep counts them
+        batch = collate(examples)
+        trained[0] += int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+        return batch
+
+    trainer.data_collator = counting
+    run_start = time.perf_counter()
+    trainer.train()
+    sync()
+    run_s = time.perf_counter() - run_start
+    total = time.perf_counter() - start
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    peak = round(torch.cuda.max_memory_allocated() / 1e9, 3) if cuda else None
+    del trainer, model
+    gc.collect()
+    return steady_and_whole("trl_liger_flex", times, trained[0], warmup, run_s, total, losses, peak)
+
+
+def fresh_process(name: str, shape: str, args, work: Path) -> dict:
+    """One whole run in a new process with empty compile caches; its result."""
+    import os
+    import subprocess
+
+    out = work / "result.json"
+    cmd = [sys.executable, __file__, "--shape", shape, "--data", args.data, "--variants", name, "--run-steps",
+           str(args.run_steps), "--warmup", str(args.warmup), "--model-cache", args.model_cache, "--in-process",
+           "--json", str(out)]
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(work / "inductor"), "TRITON_CACHE_DIR": str(work / "triton")}
+    done = subprocess.run(cmd, env=env)
+    if done.returncode or not out.is_file():
+        raise RuntimeError(f"the {name} run failed (exit {done.returncode})")
+    (res,) = json.loads(out.read_text())
+    return res
+
+
+def plot_runs(results: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in results:
+        if r.get("losses"):
+            ax.plot(range(1, len(r["losses"]) + 1), r["losses"], label=f"{r['shape']} {r['variant']}", lw=1)
+    ax.set_xlabel("optimizer step (8,192-token packed batches)")
+    ax.set_ylabel("training loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def bench_shape(shape: str, rows: list[dict], args) -> list[dict]:
     import torch
 
@@ -244,8 +400,27 @@ def bench_shape(shape: str, rows: list[dict], args) -> list[dict]:
         lora_r, lora_alpha, lora_dropout, target_modules = 16, 32, 0.0, "all-linear"
 
     results = []
+    if args.data:  # the random model must carry the shards' tokenizer for train_sft's check
+        from transformers import AutoTokenizer
+
+        AutoTokenizer.from_pretrained(str(Path(args.data) / "tokenizer")).save_pretrained(model_dir)
+    for name in [n for n in RUNS if n in args.variants]:
+        work = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+        run = run_trl if name == "trl_liger_flex" else run_dataprep
+        try:
+            if args.in_process:
+                res = run(model_dir, Path(args.data), args.run_steps, args.warmup, work)
+            else:
+                res = fresh_process(name, shape, args, work)
+        except Exception as exc:  # e.g. a missing package on the GPU machine: the other variants still run
+            res = {"variant": name, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+        gc.collect()
+        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+        res["shape"] = shape
+        results.append(res)
+        print(json.dumps({k: v for k, v in res.items() if k != "losses"}), flush=True)
     # one model per weight setup (seed-recipe fp32 upcast, or ours); compiled variants last (compile is in place)
-    order = sorted(args.variants, key=lambda n: (not VARIANTS[n]["upcast"], VARIANTS[n]["compile"]))
+    order = sorted([n for n in args.variants if n not in RUNS], key=lambda n: (not VARIANTS[n]["upcast"], VARIANTS[n]["compile"]))
     model, loaded = None, None
     for name in order:
         upcast = VARIANTS[name]["upcast"]
@@ -272,6 +447,23 @@ def bench_shape(shape: str, rows: list[dict], args) -> list[dict]:
     return results
 
 
+def print_runs(results: list[dict]) -> None:
+    runs = [r for r in results if r["variant"] in RUNS and "error" not in r]
+    if not runs:
+        return
+    print("\n| shape | whole run | steps | steady step s | steady trained tok/s | train loop s | whole-run trained tok/s "
+          "| load+train+save s | peak GPU GB | x trl steady | x trl whole |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    peer = {r["shape"]: r for r in runs if r["variant"] == "trl_liger_flex"}
+    for r in runs:
+        p = peer.get(r["shape"])
+        xs = f"{r['trained_tokens_per_s'] / p['trained_tokens_per_s']:.2f}" if p else "-"
+        xw = f"{r['whole_trained_tokens_per_s'] / p['whole_trained_tokens_per_s']:.2f}" if p else "-"
+        print(f"| {r['shape']} | {r['variant']} | {r['steps']} | {r['steady_step_s']} | {r['trained_tokens_per_s']:,.0f} | "
+              f"{r['whole_train_s']} | {r['whole_trained_tokens_per_s']:,.0f} | {r['whole_run_s']} | "
+              f"{r['peak_gpu_gb'] or '-'} | {xs} | {xw} |")
+
+
 def print_table(results: list[dict]) -> None:
     print("\n| shape | variant | micro-batch | tokens/s | trained tok/s | resident GB | peak GPU GB | "
           "x seed | x padded8 tok/s | x padded8 memory |")
@@ -279,6 +471,8 @@ def print_table(results: list[dict]) -> None:
     ok = [r for r in results if "error" not in r]
     ref = {(r["shape"], r["variant"]): r for r in ok}
     for r in results:
+        if r["variant"] in RUNS and "error" not in r:
+            continue  # print_runs
         if "error" in r:
             print(f"| {r['shape']} | {r['variant']} | failed: {r['error']} | | | | | | | |")
             continue
@@ -294,7 +488,7 @@ def print_table(results: list[dict]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", action="append", choices=sorted(SHAPES), help="repeatable; default toy")
-    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS) + list(RUNS))
     ap.add_argument("--budget", type=int, default=8192, help="tokens per packed micro-batch")
     ap.add_argument("--steps", type=int, default=10, help="timed optimizer steps per variant")
     ap.add_argument("--warmup", type=int, default=2, help="untimed optimizer steps first (compilation, allocator)")
@@ -303,11 +497,17 @@ def main() -> None:
     ap.add_argument("--model-cache", default=str(Path(tempfile.gettempdir()) / "dataprep-bench-models"))
     ap.add_argument("--profile", nargs="*", default=[], help="variants to profile (2 extra steps, top kernels)")
     ap.add_argument("--json", default=None, help="also write the results to this file")
+    ap.add_argument("--data", default=None, help="dir with plain/, packed/ (dataprep tokenize) and tokenizer/")
+    ap.add_argument("--run-steps", type=int, default=30, help="timed steps of the whole runs (after --warmup)")
+    ap.add_argument("--loss-png", default=None, help="draw the whole runs' loss curves here")
+    ap.add_argument("--in-process", action="store_true", help="whole runs in this process (warm caches after the first)")
     args = ap.parse_args()
 
     import torch
 
-    rows = tokenized_rows(Path(args.token_cache), args.tokenizer)
+    if set(args.variants) & set(RUNS) and not args.data:
+        ap.error(f"{', '.join(RUNS)} need --data")
+    rows = shard_rows(Path(args.data)) if args.data else tokenized_rows(Path(args.token_cache), args.tokenizer)
     lengths = [len(r["input_ids"]) for r in rows]
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     import peft
@@ -319,6 +519,9 @@ def main() -> None:
     for shape in args.shape or ["toy"]:
         results += bench_shape(shape, rows, args)
     print_table(results)
+    print_runs(results)
+    if args.loss_png:
+        plot_runs(results, args.loss_png)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

@@ -22,7 +22,7 @@ from dataprep import io
 from dataprep.errors import DataprepError
 from dataprep.options import opt
 from dataprep.stage import Manifest, Outcome, Workspace, run_stage
-from training import data, metrics
+from training import data, dist, metrics
 from training.loop import Logger, LoopConfig, LoraOptions, device, peak_memory_gb, plot_losses, to_device, train_loop
 
 
@@ -141,9 +141,11 @@ def predict_scores(model, batches: list) -> tuple[np.ndarray, np.ndarray, float]
     return y, np.concatenate(ps), loss / max(len(y), 1)
 
 
-def classify_batches(dataset, pad: int, micro_batch: int, num_labels: int):
-    """seed -> list of padded micro-batches with one multi-hot label vector per row."""
-    return data.batcher(dataset, micro_batch, lambda rows: data.collate_padded(rows, pad, num_labels=num_labels))
+def classify_batches(dataset, pad: int, micro_batch: int, num_labels: int, shard: bool = False):
+    """seed -> list of padded micro-batches with one multi-hot label vector per row (`shard`: this
+    rank's share of them)."""
+    return data.batcher(dataset, micro_batch, lambda rows: data.collate_padded(rows, pad, num_labels=num_labels),
+                        shard=shard)
 
 
 def _prepare(shards: str, cfg: ClassifyConfig):
@@ -193,22 +195,28 @@ def setup_model(model_path: str, label_names: list[str], cfg: ClassifyConfig):
 def train_classifier(shards: str, out: str, config: ClassifyConfig, force: bool = False) -> Manifest:
     """Train a multi-label classifier on `shards`; tune the threshold on validation; write the
     model, tokenizer, thresholds.json, metrics.json and loss.png to `out`. Returns the manifest."""
+    dist.setup()
     train_set, splits, manifest, label_names, tokenizer, model_path = _prepare(shards, config)
 
     def build(ws: Workspace) -> Outcome:
+        import torch
+
+        torch.manual_seed(config.seed)  # the new head (and LoRA): the same on every rank, and run after run
         model, trainable, total = setup_model(model_path, label_names, config)
         pad = (manifest.lineage.tokenizer.pad_token_id if manifest.lineage.tokenizer else None) or 0
         n = len(label_names)
-        make_train = classify_batches(train_set, pad, config.micro_batch, n)
+        make_train = classify_batches(train_set, pad, config.micro_batch, n, shard=True)
+        # every rank evaluates all rows (the threshold is tuned on them); rank 0 writes
         split_batches = {k: classify_batches(v, pad, config.micro_batch * 2, n)(config.seed) for k, v in splits.items()}
 
         def evaluate() -> dict[str, float]:
             y, p, loss = predict_scores(model, split_batches["eval"])
             return {"loss": loss, "f1_micro@0.5": metrics.multilabel_metrics(y, p, 0.5)["f1_micro"]}
 
-        logger = Logger(config.report_to, ws.out / "runs", dataclasses.asdict(config))
+        logger = Logger(config.report_to if dist.is_main() else "none", ws.out / "runs", dataclasses.asdict(config))
         with ws.timer("train"):
             hist = train_loop(model, make_train, classify_loss_sum, evaluate, config, logger)
+        seconds = dist.reduce([hist.seconds], "max")[0]  # the slowest rank's
         logger.close()
         with ws.timer("evaluate"):
             result = _final_metrics(model, split_batches, label_names, config.per_label_threshold)
@@ -216,14 +224,17 @@ def train_classifier(shards: str, out: str, config: ClassifyConfig, force: bool 
             "train_loss": hist.train,
             "eval_curve": hist.eval,
             "steps": len(hist.train),
-            "train_seconds": round(hist.seconds, 3),
-            "rows_per_s": round(len(hist.train) * config.micro_batch * config.grad_accum / max(hist.seconds, 1e-9), 1),
+            "train_seconds": round(seconds, 3),
+            "rows_per_s": round(hist.trained_tokens / max(seconds, 1e-9), 1),  # a row is one target
             "pooling": getattr(model, "pooling", "cls"),
             "trainable_params": int(trainable),
             "total_params": int(total),
             "device": device(),
-            **peak_memory_gb(),
+            "processes": dist.world(),
+            **dist.max_across(peak_memory_gb()),
         })
+        if not dist.is_main():
+            return Outcome(0, 0)
         _save(model, tokenizer, ws.out, label_names, result, config)
         plot_losses(hist, ws.out / "loss.png", f"multi-label {config.model}")
         n = len(train_set) + (len(splits["eval"]) if not config.eval_shards else 0)
@@ -231,9 +242,10 @@ def train_classifier(shards: str, out: str, config: ClassifyConfig, force: bool 
                        metrics={k: v for k, v in result.items() if k not in ("train_loss", "eval_curve")})
         return Outcome(n, n, details, lineage={"task": "classify", "base_model": config.model})
 
-    return run_stage("train", out, inputs=[p for p in (shards, config.eval_shards, config.test_shards) if p],
-                     config=config, build=build, data_files=("thresholds.json", "metrics.json"), force=force,
-                     upstream=manifest)
+    return dist.run_stage_on_main(
+        run_stage, build, stage="train", out=out, inputs=[p for p in (shards, config.eval_shards, config.test_shards) if p],
+        config={**dataclasses.asdict(config), "processes": dist.world()},  # they decide the global batch
+        data_files=("thresholds.json", "metrics.json"), force=force, upstream=manifest)
 
 
 def _final_metrics(model, split_batches: dict, label_names: list[str], per_label: bool) -> dict[str, Any]:

@@ -139,13 +139,17 @@ def batch_indices(lengths: list[int], micro_batch: int, seed: int, group_by_leng
 
 
 def batcher(dataset, micro_batch: int, collate: Callable[[list[dict[str, Any]]], dict[str, Any]],
-            group_by_length: bool = False) -> Callable[[int], list]:
-    """seed -> the dataset's rows in shuffled micro-batches (`batch_indices`), each collated."""
+            group_by_length: bool = False, shard: bool = False) -> Callable[[int], list]:
+    """seed -> the dataset's rows in shuffled micro-batches (`batch_indices`), each collated.
+    `shard`: only this rank's share of them when several processes train (training.dist.shard)."""
+    from training import dist
+
     lengths = dataset["length"] if "length" in dataset.column_names else [len(x) for x in dataset["input_ids"]]
     rows = dataset.with_format(None)
 
     def make(seed: int) -> list:
-        return [collate([rows[i] for i in idx]) for idx in batch_indices(lengths, micro_batch, seed, group_by_length)]
+        batches = batch_indices(lengths, micro_batch, seed, group_by_length)
+        return [collate([rows[i] for i in idx]) for idx in (dist.shard(batches) if shard else batches)]
 
     return make
 

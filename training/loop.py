@@ -77,10 +77,12 @@ def make_optimizer(model, lr: float, weight_decay: float):
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay), "adamw_torch"
 
 
-def total_steps(n_batches: int, cfg: LoopConfig) -> int:
+def total_steps(n_batches: int, cfg: LoopConfig, world: int = 1) -> int:
+    """Optimizer steps: --max-steps, else the epochs over `n_batches` micro-batches (all ranks'),
+    each step taking grad_accum micro-batches on each of `world` ranks."""
     if cfg.max_steps > 0:
         return cfg.max_steps
-    return max(1, math.ceil(n_batches * cfg.epochs / cfg.grad_accum))
+    return max(1, math.ceil(n_batches * cfg.epochs / (cfg.grad_accum * world)))
 
 
 class Logger:
@@ -141,16 +143,23 @@ def train_loop(
     evaluate: Callable[[], dict[str, float]] | None,
     cfg: LoopConfig,
     logger: Logger,
+    parallel: Any = None,
 ) -> History:
     """Run `total_steps` optimizer steps. `loss_sum(model, batch)` -> (summed loss, #targets);
-    the loss of one step is normalised by the targets of all its micro-batches."""
+    the loss of one step is normalised by the targets of all its micro-batches, on all ranks.
+
+    Launched on several processes (training.dist), `make_batches` gives this rank's share and
+    the model trains under DDP, or under `parallel` when the task wrapped it (FSDP)."""
     import torch
     from tqdm.auto import tqdm
     from transformers import get_scheduler
 
+    from training import dist
+
     torch.manual_seed(cfg.seed)
-    n_batches = len(make_batches(cfg.seed))
-    steps = total_steps(n_batches, cfg)
+    n_batches = int(dist.sum_across(len(make_batches(cfg.seed))))
+    steps = total_steps(n_batches, cfg, dist.world())
+    parallel = parallel or dist.wrap(model, loss_sum)
     optimizer, _ = make_optimizer(model, cfg.lr, cfg.weight_decay)
     scheduler = get_scheduler(cfg.scheduler, optimizer, int(cfg.warmup_ratio * steps), steps)
     hist = History()
@@ -159,11 +168,15 @@ def train_loop(
     batches = epoch_batches(make_batches, cfg)
     model.train()
     start = time.perf_counter()
-    for step in tqdm(range(1, steps + 1), desc="train", unit="step", disable=None):
-        done = train_step(model, [next(batches) for _ in range(cfg.grad_accum)], loss_sum, optimizer, scheduler)
+    for step in tqdm(range(1, steps + 1), desc="train", unit="step", disable=None if dist.is_main() else True):
+        step_start = time.perf_counter()
+        done = train_step(model, [next(batches) for _ in range(cfg.grad_accum)], loss_sum, optimizer, scheduler,
+                          parallel)
         hist.tokens += done.tokens
         hist.trained_tokens += done.trained_tokens
-        row = {"step": step, "loss": done.loss, "lr": scheduler.get_last_lr()[0], "grad_norm": done.grad_norm}
+        # seconds: the step's wall time (its losses are read back, so the device has finished it)
+        row = {"step": step, "loss": done.loss, "lr": scheduler.get_last_lr()[0], "grad_norm": done.grad_norm,
+               "seconds": round(time.perf_counter() - step_start, 4)}
         hist.train.append(row)
         logger.log({"train/loss": row["loss"], "train/lr": row["lr"]}, step)
         if evaluate and (step % cfg.eval_steps == 0 or step == steps):
@@ -188,25 +201,42 @@ class Step:
 
 
 def train_step(model, micro_batches: list[dict[str, Any]], loss_sum: Callable[[Any, dict], tuple[Any, int]],
-               optimizer, scheduler) -> Step:
+               optimizer, scheduler, parallel: Any = None) -> Step:
     """One optimizer step over `micro_batches` (gradient accumulation): each one's summed loss,
     normalised by the targets of all of them, is backpropagated; then the gradients are clipped
-    to norm 1, and the optimizer and the schedule step."""
+    to norm 1, and the optimizer and the schedule step.
+
+    Under `parallel` (training.dist.wrap: DDP or FSDP on N ranks) the targets are counted on all
+    ranks, and the loss is scaled by N because the gradient all-reduce averages over ranks: the
+    gradients are then those of one process on the global batch (transformers#34242). The Step's
+    loss and counts are global too."""
     import torch
 
+    from training import dist
+
     window = [to_device(b) for b in micro_batches]
-    targets = sum(count_targets(b) for b in window)
+    local_targets = sum(count_targets(b) for b in window)
+    targets = int(dist.sum_across(local_targets)) if parallel else local_targets
+    scale = (dist.world() if parallel else 1) / max(targets, 1)
     step_loss, tokens = 0.0, 0
-    for batch in window:
-        loss, _ = loss_sum(model, batch)
-        (loss / max(targets, 1)).backward()
+    for i, batch in enumerate(window):
+        if parallel:
+            with parallel.no_sync(i < len(window) - 1):
+                loss, _ = parallel(batch)
+                (loss * scale).backward()
+        else:
+            loss, _ = loss_sum(model, batch)
+            (loss * scale).backward()
         step_loss += float(loss.detach())
         tokens += real_tokens(batch)
-    grad_norm = float(torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0))
+    norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+    grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return Step(step_loss / max(targets, 1), grad_norm, tokens, targets)
+    if parallel:
+        step_loss, tokens = dist.reduce([step_loss, tokens])
+    return Step(step_loss / max(targets, 1), grad_norm, int(tokens), targets)
 
 
 def real_tokens(batch: dict[str, Any]) -> int:

@@ -21,7 +21,7 @@ from dataprep.errors import DataprepError
 from dataprep.options import opt
 from dataprep.records import IGNORE_INDEX
 from dataprep.stage import Lineage, Manifest, Outcome, Workspace, run_stage
-from training import data
+from training import data, dist
 from training.loop import Logger, LoopConfig, LoraOptions, device, peak_memory_gb, plot_losses, train_loop
 
 
@@ -39,6 +39,8 @@ class SFTOptions:
     bf16: Literal["auto", "yes", "no"] = opt("auto", "sft: bf16 weights and autocast; auto: where supported.")
     # auto: flex_attention for packed shards on CUDA, else sdpa
     attn_implementation: str = opt("auto", "sft attention: auto, sdpa, eager, flex_attention.", name="attn")
+    fsdp: bool = opt(False, "sft on several processes: shard the model with FSDP2 (a model too big for one GPU) "
+                     "instead of DDP.")
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,9 @@ def attn_implementation(cfg: SFTConfig, packed: bool) -> str:
     return "flex_attention" if packed and device() == "cuda" else "sdpa"
 
 
+QUANT_STORAGE = "bfloat16"  # 4-bit weights are packed into bf16 tensors (FSDP shards them as such)
+
+
 def load_model(path: str, quant: str, bf16: bool, attn: str, gradient_checkpointing: bool,
                kbit_upcast: bool = False):
     """The base causal LM, 4-bit quantised and prepared for k-bit training when asked.
@@ -90,8 +95,10 @@ def load_model(path: str, quant: str, bf16: bool, attn: str, gradient_checkpoint
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.bfloat16,
-            bnb_4bit_quant_storage=torch.bfloat16,
+            bnb_4bit_quant_storage=getattr(torch, QUANT_STORAGE),
         )
+        if device() == "cuda":  # this rank's GPU (the current device), not always cuda:0
+            kwargs["device_map"] = {"": torch.cuda.current_device()}
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if device() == "cuda" and quant != "4bit":
         model.to("cuda")
@@ -206,20 +213,21 @@ def input_pad_id(lineage: Lineage, vocab_size: int | None = None) -> int:
 
 
 def causal_batches(dataset, lineage: Lineage, micro_batch: int, group_by_length: bool,
-                   vocab_size: int | None = None, static_len: int | None = None):
+                   vocab_size: int | None = None, static_len: int | None = None, shard: bool = False):
     """seed -> list of collated micro-batches (padding-free for packed shards, padded otherwise).
     `static_len` pads every flat batch to that many tokens with one filler sequence (FlexAttention
-    is compiled, and a new length per batch would recompile it)."""
+    is compiled, and a new length per batch would recompile it). `shard`: this rank's share."""
     pad = input_pad_id(lineage, vocab_size)
 
     def collate(rows: list[dict[str, Any]]) -> dict[str, Any]:
         return data.collate_flat(rows, static_len, pad) if lineage.packed else data.collate_padded(rows, pad)
 
-    return data.batcher(dataset, micro_batch, collate, group_by_length)
+    return data.batcher(dataset, micro_batch, collate, group_by_length, shard)
 
 
-def eval_loss(model, batches: list) -> dict[str, float]:
-    """Mean cross-entropy per trained token over the eval batches."""
+def eval_loss(model, batches: list, loss_sum=causal_lm_loss_sum) -> dict[str, float]:
+    """Mean cross-entropy per trained token over the eval batches (each rank's share, summed
+    across ranks)."""
     import torch
 
     from training.loop import to_device
@@ -228,9 +236,10 @@ def eval_loss(model, batches: list) -> dict[str, float]:
     total, n = 0.0, 0
     with torch.no_grad():
         for batch in batches:
-            loss, count = causal_lm_loss_sum(model, to_device(batch))
+            loss, count = loss_sum(model, to_device(batch))
             total, n = total + float(loss), n + count
-    return {"loss": total / max(n, 1), "tokens": n}
+    total, n = dist.reduce([total, n])
+    return {"loss": total / max(n, 1), "tokens": int(n)}
 
 
 def _prepare(shards: str, cfg: SFTConfig):
@@ -240,6 +249,10 @@ def _prepare(shards: str, cfg: SFTConfig):
     dataset, manifest = data.load_shards(shards)
     data.check_task(manifest, "sft", shards)
     quant = resolved_quant(cfg)
+    if cfg.fsdp and dist.world() > 1:  # one process: --fsdp has nothing to shard
+        import torch
+
+        dist.check_fsdp_quant(torch.bfloat16 if use_bf16(cfg, quant) else torch.float32, quant, QUANT_STORAGE)
     model_path = resolve_model(cfg.model)
     tokenizer = load_tokenizer(model_path)
     data.check_tokenizer(manifest, tokenizer, cfg.model)
@@ -258,14 +271,19 @@ def train_sft(shards: str, out: str, config: SFTConfig, force: bool = False) -> 
     Returns the manifest (the metrics are in OUT/metrics.json), with `skipped` set when an
     up-to-date output already exists and `force` is false.
     """
+    dist.setup()
     train_set, eval_set, manifest, tokenizer, model_path, quant = _prepare(shards, config)
-    stage_config = {**dataclasses.asdict(config), "quant": quant}
+    # the processes decide the global batch (micro_batch x grad_accum x processes), so the output
+    stage_config = {**dataclasses.asdict(config), "quant": quant, "processes": dist.world()}
 
     def build(ws: Workspace) -> Outcome:
+        import torch
+
         bf16 = use_bf16(config, quant)
         shards_lineage = manifest.lineage
         attn = attn_implementation(config, bool(shards_lineage.packed))
         model = load_model(model_path, quant, bf16, attn, config.gradient_checkpointing, config.kbit_upcast)
+        torch.manual_seed(config.seed)  # the LoRA weights: the same on every rank, and run after run
         model = add_lora(model, config)
         if config.compile:
             compile_layers(model)
@@ -273,25 +291,32 @@ def train_sft(shards: str, out: str, config: SFTConfig, force: bool = False) -> 
         vocab = model.get_input_embeddings().num_embeddings
         max_len = shards_lineage.max_len
         static = config.micro_batch * max_len if attn == "flex_attention" and max_len else None
-        make_train = causal_batches(train_set, shards_lineage, config.micro_batch, config.group_by_length, vocab, static)
-        make_eval = causal_batches(eval_set, shards_lineage, config.micro_batch, False, vocab, static) if eval_set else None
+        make_train = causal_batches(train_set, shards_lineage, config.micro_batch, config.group_by_length, vocab, static,
+                                    shard=True)
+        make_eval = causal_batches(eval_set, shards_lineage, config.micro_batch, False, vocab, static,
+                                   shard=True) if eval_set else None
         eval_batches = make_eval(config.seed) if make_eval else None
-        logger = Logger(config.report_to, ws.out / "runs", dataclasses.asdict(config))
+        # FSDP: the sharded model runs only through its wrapper, evaluation included
+        parallel = dist.wrap(model, causal_lm_loss_sum, "fsdp") if config.fsdp else None
+        eval_sum = (lambda _, batch: parallel(batch)) if parallel else causal_lm_loss_sum
+        logger = Logger(config.report_to if dist.is_main() else "none", ws.out / "runs", dataclasses.asdict(config))
         with ws.timer("train"):
             hist = train_loop(
-                model, make_train, causal_lm_loss_sum, (lambda: eval_loss(model, eval_batches)) if eval_batches else None,
-                config, logger,
+                model, make_train, causal_lm_loss_sum,
+                (lambda: eval_loss(model, eval_batches, eval_sum)) if eval_batches is not None else None,
+                config, logger, parallel=parallel,
             )
         logger.close()
+        seconds = dist.reduce([hist.seconds], "max")[0]  # the slowest rank's
         metrics = {
             "train_loss": hist.train,
             "eval_loss": hist.eval,
             "steps": len(hist.train),
             "tokens": hist.tokens,
             "trained_tokens": hist.trained_tokens,
-            "train_seconds": round(hist.seconds, 3),
-            "tokens_per_s": round(hist.tokens / max(hist.seconds, 1e-9), 1),
-            "trained_tokens_per_s": round(hist.trained_tokens / max(hist.seconds, 1e-9), 1),
+            "train_seconds": round(seconds, 3),
+            "tokens_per_s": round(hist.tokens / max(seconds, 1e-9), 1),
+            "trained_tokens_per_s": round(hist.trained_tokens / max(seconds, 1e-9), 1),
             "trainable_params": int(trainable),
             "total_params": int(total),
             "quant": quant,
@@ -299,9 +324,14 @@ def train_sft(shards: str, out: str, config: SFTConfig, force: bool = False) -> 
             "attn_implementation": attn,
             "packed": bool(shards_lineage.packed),
             "device": device(),
-            **peak_memory_gb(),
+            "processes": dist.world(),
+            "parallel": ("fsdp" if config.fsdp else "ddp") if dist.world() > 1 else "none",
+            **dist.max_across(peak_memory_gb()),
         }
-        model.save_pretrained(ws.out)
+        state = dist.full_state_dict(model) if config.fsdp else None
+        if not dist.is_main():
+            return Outcome(0, 0)
+        model.save_pretrained(ws.out, state_dict=state)
         tokenizer.save_pretrained(ws.out)
         io.write_json(ws.out / "metrics.json", metrics)
         plot_losses(hist, ws.out / "loss.png", f"SFT {config.model} ({'QLoRA' if quant == '4bit' else 'LoRA'} r{config.lora_r})")
@@ -310,5 +340,6 @@ def train_sft(shards: str, out: str, config: SFTConfig, force: bool = False) -> 
                        metrics={k: v for k, v in metrics.items() if k not in ("train_loss", "eval_loss")})
         return Outcome(n, n, details, lineage={"task": "sft", "base_model": config.model})
 
-    return run_stage("train", out, inputs=[p for p in (shards, config.eval_shards) if p], config=stage_config,
-                     build=build, data_files=("adapter_config.json", "metrics.json"), force=force, upstream=manifest)
+    return dist.run_stage_on_main(
+        run_stage, build, stage="train", out=out, inputs=[p for p in (shards, config.eval_shards) if p],
+        config=stage_config, data_files=("adapter_config.json", "metrics.json"), force=force, upstream=manifest)

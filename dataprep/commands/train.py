@@ -16,20 +16,48 @@ from training.run import TrainOptions
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click_options(TrainOptions, first=("task", "model"))
 @click.option("--force", is_flag=True, help="Retrain even if an up-to-date output exists.")
-def command(shards, out, force, **options) -> None:
+@click.option("--gpus", type=click.IntRange(min=1), default=None,
+              help="Train on N GPUs of this machine (DDP; --fsdp shards the model): runs `accelerate launch` for you. "
+                   "Under `accelerate launch`/`torchrun` leave it out.")
+def command(shards, out, force, gpus, **options) -> None:
     """Fine-tune on the shards of `dataprep tokenize`: LoRA/QLoRA SFT or multi-label classification.
 
     Writes the adapter (or model) and tokenizer, metrics.json, loss.png, runs/ (TensorBoard)
-    and manifest.json to OUT.
+    and manifest.json to OUT. Several GPUs: `--gpus N`, or `accelerate launch -m dataprep train ...`.
     """
+    from training import dist
+
+    if gpus is not None and not dist.launched():
+        dist.check_gpus(gpus)
+        if gpus > 1:
+            launch(gpus)
+            return
+    dist.check_launch_env(gpus=gpus)
     from training.outputs import read_metrics
     from training.run import train
 
     manifest = train(shards, out, force=force, **options)
+    if not dist.is_main():
+        return
     if manifest.skipped:
         click.echo(f"{out} is up to date (same shards, model and options); nothing to do (--force retrains)")
     else:
         click.echo(summary(manifest.lineage.task, out, read_metrics(out)))
+
+
+def launch(gpus: int) -> None:
+    """Run this same command under `accelerate launch` on `gpus` processes, without --gpus."""
+    import subprocess
+    import sys
+
+    from training.dist import launch_command
+
+    args = sys.argv[sys.argv.index("train"):]
+    argv = [a for i, a in enumerate(args) if not (a == "--gpus" or a.startswith("--gpus=") or
+                                                     (i > 0 and args[i - 1] == "--gpus"))]
+    rc = subprocess.call(launch_command(gpus, argv))
+    if rc:
+        raise click.exceptions.Exit(rc)
 
 
 def summary(task: str, out: str, m: dict) -> str:
