@@ -29,6 +29,7 @@ from dataprep.tokenize.masks import (
     windows,
     with_eos,
 )
+from dataprep.tokenize.seam import ON_MISMATCH, SEAMS, count_fidelity, seam_ids
 
 TRAIN_ON = ("all-assistant", "last-assistant")
 
@@ -55,6 +56,13 @@ class TokenizeOptions(OutputOptions):
     stride: int = opt(0, "text with --overflow split: tokens each window repeats from the one before (as "
                       "context, not trained again); below --max-len.", min=0)
     train_on: str = opt("all-assistant", "chat: which assistant turns get labels.", choices=TRAIN_ON)
+    seam: str = opt("inference", "sft: tokenize the prompt alone as at inference and the completion from a token "
+                    "boundary (inference), or prompt + completion as one string, a token straddling the seam "
+                    "counted as prompt (joint, the behaviour before 2026-11-30).", choices=SEAMS)
+    on_mismatch: str | None = opt(None, "sft rows whose ids differ from the prompt tokenized alone + the completion "
+                                  "as generated (the fidelity check): reject them, or keep them and count them. "
+                                  "Default: reject, warn with --seam joint (whose seam differs by design).",
+                                  choices=ON_MISMATCH)
     train_on_inputs: bool = opt(False, "Train on every token, prompt included.")
     pack: bool = opt(False, "Pack sequences into --max-len bins (best-fit-decreasing).")
     num_shards: int | None = opt(None, "Number of Arrow shards to write.", min=1)
@@ -120,10 +128,28 @@ def _where(batch, i: int) -> str:
     return f"{batch['source'][i]} row {batch['row'][i]}"
 
 
+def on_mismatch_for(seam: str, on_mismatch: str | None) -> str:
+    """What a fidelity mismatch does: --on-mismatch, or its default (warn for --seam joint, else reject)."""
+    return on_mismatch or ("warn" if seam == "joint" else "reject")
+
+
 def sft_rows(batch, tok, kind, opts, specials, label_names):
-    """sft: prompt + completion, the prompt masked."""
-    return causal_rows(batch, tok, kind, opts, specials, [p or "" for p in batch["prompt"]],
-                       [c or "" for c in batch["completion"]])
+    """sft: the prompt masked, joined to the completion at the --seam; every row goes through the
+    fidelity check (dataprep.tokenize.seam), a mismatch rejected or counted (--on-mismatch)."""
+    cols, rejects, events = new_columns(kind), [], Counter()
+    prompts, completions = [p or "" for p in batch["prompt"]], [c or "" for c in batch["completion"]]
+    rows, reasons = seam_ids(tok, prompts, completions, specials.eos_id, opts.seam)
+    count_fidelity(events, reasons)
+    reject_mismatch = on_mismatch_for(opts.seam, opts.on_mismatch) == "reject"
+    overflow = overflow_for(kind, opts.overflow)
+    for i, ((ids, k), reason) in enumerate(zip(rows, reasons, strict=True)):
+        if reason is not None and reject_mismatch:
+            _reject(rejects, batch, i, f"fidelity: {reason}", f"--seam {opts.seam}; --on-mismatch warn keeps the row")
+            continue
+        ids, k, event = fit(ids, k, opts.max_len, overflow, _where(batch, i))
+        event = EVENT_NAMES[kind].get(event, event)
+        _add_causal(cols, rejects, events, batch, i, ids, labels_after(ids, k, opts.train_on_inputs), event)
+    return cols, rejects, events
 
 
 def text_rows(batch, tok, kind, opts, specials, label_names):
