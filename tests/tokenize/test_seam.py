@@ -1,0 +1,184 @@
+"""The sft seam (--seam inference|joint) token by token, SentencePiece's dummy prefix, and the sft
+fidelity check (a planted mismatch is counted and rejected, or kept with --on-mismatch warn)."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+
+from dataprep.records import IGNORE_INDEX
+from dataprep.tokenize import Specials, TokenizeOptions, tokenize, tokenize_batch
+from dataprep.tokenize.seam import FIDELITY_DECODE, FIDELITY_STRADDLE, continuation_tokenizer, seam_ids
+
+M = IGNORE_INDEX
+
+
+@pytest.fixture(scope="module")
+def smol():
+    from dataprep.models import load_tokenizer
+
+    return load_tokenizer("smollm2-135m")
+
+
+@pytest.fixture(scope="module")
+def handmade():
+    """Character-level BPE with one merge, `a`+`b` -> `ab`, so `ab` can straddle the seam; no `z`."""
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {c: i for i, c in enumerate(["<eos>", "<pad>", "x", "a", "b", "y", "ab"])}
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=[("a", "b")]))
+    tk.decoder = decoders.Fuse()  # tokens joined as they are (no decoder would join them with spaces)
+    return PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<eos>", pad_token="<pad>")
+
+
+SP_VOCAB = ["<unk>", "<s>", "</s>", "▁", "a", "b", "x", "y", ":", '"', "▁a", "ab", ':"', "▁x"]
+SP_MERGES = [("▁", "a"), ("a", "b"), (":", '"'), ("▁", "x")]
+
+
+@pytest.fixture(scope="module")
+def llama():
+    """A tiny Llama-style SentencePiece BPE (transformers' LlamaTokenizer: Metaspace, prepend_scheme
+    "first", a decoder that strips the dummy space): every text it encodes gets a leading `▁`."""
+    from transformers import LlamaTokenizer
+
+    return LlamaTokenizer(vocab={t: i for i, t in enumerate(SP_VOCAB)}, merges=SP_MERGES)
+
+
+@pytest.fixture(scope="module")
+def llama_legacy():
+    """The same vocabulary as a legacy (transformers 4) Llama conversion: a `Prepend("▁")` + `Replace`
+    normalizer instead of a pre-tokenizer, byte fallback, and the decoder's `Strip` of the first space."""
+    from tokenizers import Tokenizer, decoders, models, normalizers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(SP_VOCAB)}, merges=SP_MERGES, unk_token="<unk>",
+                              fuse_unk=True))
+    tk.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tk.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                    decoders.Strip(" ", 1, 0)])
+    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
+def masked(tok, prompt, completion, seam):
+    """(tokens, labels as tokens or None, fidelity reason) for one sft row, EOS appended."""
+    ((ids, k),), (reason,) = seam_ids(tok, [prompt], [completion], tok.eos_token_id, seam)
+    toks = tok.convert_ids_to_tokens(ids)
+    return toks, [None] * k + toks[k:], reason
+
+
+# ---------------------------------------------------------------- the straddling token
+
+
+def test_handmade_straddle_inference_trains_the_completions_first_token(handmade):
+    tokens, labels, reason = masked(handmade, "xa", "by", "inference")
+    assert handmade("xa").input_ids == [2, 3]  # the prompt as inference tokenizes it: x, a
+    assert tokens == ["x", "a", "b", "y", "<eos>"]
+    assert labels == [None, None, "b", "y", "<eos>"]
+    assert reason is None
+
+
+def test_handmade_straddle_joint_unchanged(handmade):
+    tokens, labels, reason = masked(handmade, "xa", "by", "joint")
+    assert tokens == ["x", "ab", "y", "<eos>"]  # `ab` spans the seam and counts as prompt
+    assert labels == [None, None, "y", "<eos>"]
+    assert reason == FIDELITY_STRADDLE
+
+
+def test_smollm2_colon_quote_inference(smol):
+    # ko-alpaca's `###답변:` then a completion starting with `"`: jointly `:"` is one token
+    tokens, labels, reason = masked(smol, "###답변:", '"서울"', "inference")
+    assert tokens == ["###", "ëĭ", "µ", "ë", "³", "Ģ", ":", '"', "ì", "Ħ", "ľ", "ì", "ļ", "¸", '"', "<|im_end|>"]
+    assert labels == [None] * 7 + ['"', "ì", "Ħ", "ľ", "ì", "ļ", "¸", '"', "<|im_end|>"]
+    assert reason is None
+    assert smol("###답변:").input_ids == smol.convert_tokens_to_ids(tokens[:7])  # the prompt as at inference
+
+
+def test_smollm2_colon_quote_joint_unchanged(smol):
+    tokens, labels, reason = masked(smol, "###답변:", '"서울"', "joint")
+    assert tokens == ["###", "ëĭ", "µ", "ë", "³", "Ģ", ':"', "ì", "Ħ", "ľ", "ì", "ļ", "¸", '"', "<|im_end|>"]
+    assert labels == [None] * 7 + ["ì", "Ħ", "ľ", "ì", "ļ", "¸", '"', "<|im_end|>"]  # `"` never trained
+    assert reason == FIDELITY_STRADDLE
+
+
+def test_smollm2_no_merge_identical_in_both_seams(smol):
+    prompt = "### Instruction:\nSay hi.\n\n### Response:\n"
+    assert masked(smol, prompt, "Hello!", "inference") == masked(smol, prompt, "Hello!", "joint")
+    assert masked(smol, prompt, "Hello!", "inference")[1][-3:] == ["Hello", "!", "<|im_end|>"]
+
+
+def test_smollm2_has_no_dummy_prefix_so_no_copy(smol):
+    assert continuation_tokenizer(smol) is smol.backend_tokenizer
+
+
+# ---------------------------------------------------------------- SentencePiece's dummy prefix
+
+
+@pytest.mark.parametrize("name", ["llama", "llama_legacy"])
+def test_sentencepiece_completion_has_no_dummy_prefix(name, request):
+    tok = request.getfixturevalue(name)
+    # encoded as a text of its own, the completion gets a leading `▁` (a space inference never emits)
+    assert tok.convert_ids_to_tokens(tok('"y', add_special_tokens=False).input_ids) == ["▁", '"', "y"]
+    tokens, labels, reason = masked(tok, "x:", '"y', "inference")
+    assert tokens == [*tokens[: tokens.index("▁x")], "▁x", ":", '"', "y", "</s>"]
+    assert labels[-3:] == ['"', "y", "</s>"] and labels[-4] is None
+    assert reason is None
+    assert tok.decode(tok.convert_tokens_to_ids(tokens), skip_special_tokens=True) == 'x:"y'
+
+
+@pytest.mark.parametrize("name", ["llama", "llama_legacy"])
+def test_sentencepiece_completion_with_its_own_space(name, request):
+    tok = request.getfixturevalue(name)
+    tokens, labels, reason = masked(tok, "x:", " ab", "inference")
+    assert tokens[-3:] == ["▁a", "b", "</s>"] and labels[-3:] == ["▁a", "b", "</s>"]  # one space, not two
+    assert reason is None
+    # joint agrees here (no merge across the seam) and straddles where `:"` merges
+    assert masked(tok, "x:", " ab", "joint")[:2] == (tokens, labels)
+    assert masked(tok, "x:", '"y', "joint")[2] == FIDELITY_STRADDLE
+
+
+# ---------------------------------------------------------------- the fidelity check
+
+
+def test_planted_mismatch_is_counted(handmade):
+    # `z` is not in the vocabulary: its ids lose it, so they cannot be what the model generates for "bz"
+    (_, (ids, k)), reasons = seam_ids(handmade, ["x", "x"], ["ab", "bz"], 0, "inference")
+    assert reasons == [None, FIDELITY_DECODE]
+    assert handmade.convert_ids_to_tokens(ids[k:]) == ["b", "<eos>"]
+
+
+def write_records(directory, rows):
+    directory.mkdir()
+    pl.DataFrame({"prompt": [p for p, _ in rows], "completion": [c for _, c in rows],
+                  "source": ["t.jsonl"] * len(rows), "row": list(range(len(rows)))}).write_parquet(directory / "records.parquet")
+    return directory
+
+
+def test_stage_rejects_planted_mismatch_and_counts_it(handmade, tmp_path):
+    handmade.save_pretrained(tmp_path / "tok")
+    rec = write_records(tmp_path / "rec", [("x", "ab"), ("x", "bz"), ("xa", "by")])
+    m = tokenize(rec, tmp_path / "out", tokenizer=str(tmp_path / "tok"), progress=False)
+    assert m.get("fidelity") == {"checked": 3, "mismatched": 1, "by_reason": {FIDELITY_DECODE: 1}}
+    assert (m.counts.n_in, m.counts.n_out) == (3, 2)
+    rejects = [json.loads(x) for x in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
+    assert [(r["row"], r["reason"]) for r in rejects] == [(1, f"fidelity: {FIDELITY_DECODE}")]
+    assert m.config["seam"] == "inference" and m.config["on_mismatch"] == "reject"
+
+    warn = tokenize(rec, tmp_path / "warn", tokenizer=str(tmp_path / "tok"), on_mismatch="warn", progress=False)
+    assert warn.get("fidelity")["mismatched"] == 1 and warn.counts.n_out == 3
+
+    joint = tokenize(rec, tmp_path / "joint", tokenizer=str(tmp_path / "tok"), seam="joint", progress=False)
+    assert joint.get("fidelity") == {"checked": 3, "mismatched": 2,
+                                     "by_reason": {FIDELITY_DECODE: 1, FIDELITY_STRADDLE: 1}}
+    assert joint.counts.n_out == 3 and joint.config["on_mismatch"] == "warn"  # joint's seam differs by design
+
+
+def test_batch_options_reject_or_keep(handmade):
+    sp = Specials(0, 1, "<pad>", "tokenizer")
+    batch = {"prompt": ["x", "x"], "completion": ["ab", "bz"], "source": ["s", "s"], "row": [0, 1]}
+    cols, rejects, _ = tokenize_batch(batch, handmade, "sft", TokenizeOptions(), sp)
+    assert len(cols["input_ids"]) == 1 and [r["row"] for r in rejects] == [1]
+    cols, rejects, _ = tokenize_batch(batch, handmade, "sft", TokenizeOptions(on_mismatch="warn"), sp)
+    assert len(cols["input_ids"]) == 2 and not rejects
