@@ -36,12 +36,13 @@ def smol():
 
 @pytest.fixture(scope="module")
 def handmade():
-    """A character-level BPE with one merge, `a`+`b` -> `ab`, so `ab` can straddle a boundary."""
-    from tokenizers import Tokenizer, models
+    """A character-level BPE with one merge, `a`+`b` -> `ab`, so `ab` can straddle a boundary (no `z`)."""
+    from tokenizers import Tokenizer, decoders, models
     from transformers import PreTrainedTokenizerFast
 
     vocab = {c: i for i, c in enumerate(["<eos>", "<pad>", "x", "a", "b", "y", "ab"])}
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[("a", "b")]))
+    tok.decoder = decoders.Fuse()  # tokens joined as they are (without a decoder they are joined with spaces)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>")
 
 

@@ -5,34 +5,11 @@ from __future__ import annotations
 
 import json
 
-import polars as pl
 import pytest
 
-from dataprep.records import IGNORE_INDEX
 from dataprep.tokenize import Specials, TokenizeOptions, tokenize, tokenize_batch
 from dataprep.tokenize.seam import FIDELITY_DECODE, FIDELITY_STRADDLE, continuation_tokenizer, seam_ids
-
-M = IGNORE_INDEX
-
-
-@pytest.fixture(scope="module")
-def smol():
-    from dataprep.models import load_tokenizer
-
-    return load_tokenizer("smollm2-135m")
-
-
-@pytest.fixture(scope="module")
-def handmade():
-    """Character-level BPE with one merge, `a`+`b` -> `ab`, so `ab` can straddle the seam; no `z`."""
-    from tokenizers import Tokenizer, decoders, models
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {c: i for i, c in enumerate(["<eos>", "<pad>", "x", "a", "b", "y", "ab"])}
-    tk = Tokenizer(models.BPE(vocab=vocab, merges=[("a", "b")]))
-    tk.decoder = decoders.Fuse()  # tokens joined as they are (no decoder would join them with spaces)
-    return PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<eos>", pad_token="<pad>")
-
+from tests.tokenize.test_masks_and_stage import handmade, sft_batch, smol, write_records  # noqa: F401  (fixtures)
 
 SP_VOCAB = ["<unk>", "<s>", "</s>", "▁", "a", "b", "x", "y", ":", '"', "▁a", "ab", ':"', "▁x"]
 SP_MERGES = [("▁", "a"), ("a", "b"), (":", '"'), ("▁", "x")]
@@ -72,7 +49,7 @@ def masked(tok, prompt, completion, seam):
 # ---------------------------------------------------------------- the straddling token
 
 
-def test_handmade_straddle_inference_trains_the_completions_first_token(handmade):
+def test_handmade_straddle_inference_trains_the_completions_first_token(handmade):  # noqa: F811
     tokens, labels, reason = masked(handmade, "xa", "by", "inference")
     assert handmade("xa").input_ids == [2, 3]  # the prompt as inference tokenizes it: x, a
     assert tokens == ["x", "a", "b", "y", "<eos>"]
@@ -80,14 +57,14 @@ def test_handmade_straddle_inference_trains_the_completions_first_token(handmade
     assert reason is None
 
 
-def test_handmade_straddle_joint_unchanged(handmade):
+def test_handmade_straddle_joint_unchanged(handmade):  # noqa: F811
     tokens, labels, reason = masked(handmade, "xa", "by", "joint")
     assert tokens == ["x", "ab", "y", "<eos>"]  # `ab` spans the seam and counts as prompt
     assert labels == [None, None, "y", "<eos>"]
     assert reason == FIDELITY_STRADDLE
 
 
-def test_smollm2_colon_quote_inference(smol):
+def test_smollm2_colon_quote_inference(smol):  # noqa: F811
     # ko-alpaca's `###답변:` then a completion starting with `"`: jointly `:"` is one token
     tokens, labels, reason = masked(smol, "###답변:", '"서울"', "inference")
     assert tokens == ["###", "ëĭ", "µ", "ë", "³", "Ģ", ":", '"', "ì", "Ħ", "ľ", "ì", "ļ", "¸", '"', "<|im_end|>"]
@@ -96,20 +73,20 @@ def test_smollm2_colon_quote_inference(smol):
     assert smol("###답변:").input_ids == smol.convert_tokens_to_ids(tokens[:7])  # the prompt as at inference
 
 
-def test_smollm2_colon_quote_joint_unchanged(smol):
+def test_smollm2_colon_quote_joint_unchanged(smol):  # noqa: F811
     tokens, labels, reason = masked(smol, "###답변:", '"서울"', "joint")
     assert tokens == ["###", "ëĭ", "µ", "ë", "³", "Ģ", ':"', "ì", "Ħ", "ľ", "ì", "ļ", "¸", '"', "<|im_end|>"]
     assert labels == [None] * 7 + ["ì", "Ħ", "ľ", "ì", "ļ", "¸", '"', "<|im_end|>"]  # `"` never trained
     assert reason == FIDELITY_STRADDLE
 
 
-def test_smollm2_no_merge_identical_in_both_seams(smol):
+def test_smollm2_no_merge_identical_in_both_seams(smol):  # noqa: F811
     prompt = "### Instruction:\nSay hi.\n\n### Response:\n"
     assert masked(smol, prompt, "Hello!", "inference") == masked(smol, prompt, "Hello!", "joint")
     assert masked(smol, prompt, "Hello!", "inference")[1][-3:] == ["Hello", "!", "<|im_end|>"]
 
 
-def test_smollm2_has_no_dummy_prefix_so_no_copy(smol):
+def test_smollm2_has_no_dummy_prefix_so_no_copy(smol):  # noqa: F811
     assert continuation_tokenizer(smol) is smol.backend_tokenizer
 
 
@@ -142,23 +119,16 @@ def test_sentencepiece_completion_with_its_own_space(name, request):
 # ---------------------------------------------------------------- the fidelity check
 
 
-def test_planted_mismatch_is_counted(handmade):
+def test_planted_mismatch_is_counted(handmade):  # noqa: F811
     # `z` is not in the vocabulary: its ids lose it, so they cannot be what the model generates for "bz"
     (_, (ids, k)), reasons = seam_ids(handmade, ["x", "x"], ["ab", "bz"], 0, "inference")
     assert reasons == [None, FIDELITY_DECODE]
     assert handmade.convert_ids_to_tokens(ids[k:]) == ["b", "<eos>"]
 
 
-def write_records(directory, rows):
-    directory.mkdir()
-    pl.DataFrame({"prompt": [p for p, _ in rows], "completion": [c for _, c in rows],
-                  "source": ["t.jsonl"] * len(rows), "row": list(range(len(rows)))}).write_parquet(directory / "records.parquet")
-    return directory
-
-
-def test_stage_rejects_planted_mismatch_and_counts_it(handmade, tmp_path):
+def test_stage_rejects_planted_mismatch_and_counts_it(handmade, tmp_path):  # noqa: F811
     handmade.save_pretrained(tmp_path / "tok")
-    rec = write_records(tmp_path / "rec", [("x", "ab"), ("x", "bz"), ("xa", "by")])
+    rec = write_records(tmp_path, "sft", {"prompt": ["x", "x", "xa"], "completion": ["ab", "bz", "by"]})
     m = tokenize(rec, tmp_path / "out", tokenizer=str(tmp_path / "tok"), progress=False)
     assert m.get("fidelity") == {"checked": 3, "mismatched": 1, "by_reason": {FIDELITY_DECODE: 1}}
     assert (m.counts.n_in, m.counts.n_out) == (3, 2)
@@ -175,9 +145,9 @@ def test_stage_rejects_planted_mismatch_and_counts_it(handmade, tmp_path):
     assert joint.counts.n_out == 3 and joint.config["on_mismatch"] == "warn"  # joint's seam differs by design
 
 
-def test_batch_options_reject_or_keep(handmade):
+def test_batch_options_reject_or_keep(handmade):  # noqa: F811
     sp = Specials(0, 1, "<pad>", "tokenizer")
-    batch = {"prompt": ["x", "x"], "completion": ["ab", "bz"], "source": ["s", "s"], "row": [0, 1]}
+    batch = sft_batch([("x", "ab"), ("x", "bz")])
     cols, rejects, _ = tokenize_batch(batch, handmade, "sft", TokenizeOptions(), sp)
     assert len(cols["input_ids"]) == 1 and [r["row"] for r in rejects] == [1]
     cols, rejects, _ = tokenize_batch(batch, handmade, "sft", TokenizeOptions(on_mismatch="warn"), sp)
