@@ -34,7 +34,7 @@ FIDELITY_DECODE = "completion ids do not decode to the completion text"
 CHECKED_KEY = "fidelity:checked"
 MISMATCH_PREFIX = "fidelity:mismatch:"
 
-_CONTINUATION: dict[int, tuple[object, object]] = {}  # id(backend) -> (backend kept alive, continuation tokenizer)
+_CONTINUATION: dict[int, tuple[object, tuple[object, bool]]] = {}  # id(tok) -> (tok kept alive, its answer)
 
 
 def _without_dummy_prefix(spec: dict | None, where: str) -> tuple[dict | None, bool]:
@@ -64,25 +64,46 @@ def _without_dummy_prefix(spec: dict | None, where: str) -> tuple[dict | None, b
     return spec, False
 
 
-def continuation_tokenizer(tok):
-    """The backend tokenizer that encodes (and decodes) text continuing other text from a token
-    boundary: `tok`'s own, without a dummy prefix. `tok.backend_tokenizer` itself when it has none
-    (byte-level BPE such as SmolLM2, GPT-2, Llama 3, Qwen); built once per tokenizer."""
-    backend = tok.backend_tokenizer
-    cached = _CONTINUATION.get(id(backend))
-    if cached is not None and cached[0] is backend:
+def continuation_tokenizer(tok) -> tuple[object, bool]:
+    """(the backend tokenizer that encodes and decodes text continuing other text from a token boundary,
+    whether its output round-trips by construction). The continuation tokenizer is `tok`'s own without
+    a dummy prefix: `tok.backend_tokenizer` itself when it has none (byte-level BPE such as SmolLM2,
+    GPT-2, Llama 3, Qwen), else a copy. Built once per tokenizer."""
+    cached = _CONTINUATION.get(id(tok))
+    if cached is not None and cached[0] is tok:
         return cached[1]
     from tokenizers import Tokenizer
 
-    spec, changed = json.loads(backend.to_str()), False
+    backend = tok.backend_tokenizer
+    spec = {where: json.loads(part.__getstate__()) if part is not None else None  # the three parts alone: cheap
+            for where, part in (("normalizer", backend.normalizer), ("pre_tokenizer", backend.pre_tokenizer),
+                                ("decoder", backend.decoder))}
+    spec["model"] = {"type": type(backend.model).__name__}
+    lossless, changed = _lossless(spec), {}
     for where in ("normalizer", "pre_tokenizer", "decoder"):
-        spec[where], did = _without_dummy_prefix(spec.get(where), where)
-        changed |= did
-    cont = Tokenizer.from_str(json.dumps(spec)) if changed else backend
-    cont.no_padding()
-    cont.no_truncation()
-    _CONTINUATION[id(backend)] = (backend, cont)
-    return cont
+        new, did = _without_dummy_prefix(spec[where], where)
+        if did:
+            changed[where] = new
+    cont = backend
+    if changed:  # a dummy prefix: a copy of the whole tokenizer without it
+        cont = Tokenizer.from_str(json.dumps({**json.loads(backend.to_str()), **changed}))
+        cont.no_padding()
+        cont.no_truncation()
+    _CONTINUATION[id(tok)] = (tok, (cont, lossless))
+    return cont, lossless
+
+
+def _lossless(spec: dict) -> bool:
+    """True for a byte-level BPE with no normalizer (SmolLM2, GPT-2, Llama 3, Qwen): every text is
+    encoded byte for byte and decodes back to itself, so the completion's round trip needs no decode."""
+    def types(part):
+        if part is None:
+            return set()
+        inner = part.get("pretokenizers") or part.get("decoders") or []
+        return {part["type"]} | set().union(*(types(x) for x in inner))
+
+    return (spec.get("normalizer") is None and spec["model"].get("type") == "BPE"
+            and "ByteLevel" in types(spec.get("pre_tokenizer")) and types(spec.get("decoder")) == {"ByteLevel"})
 
 
 def seam_ids(tok, prompts: list[str], completions: list[str], eos_id: int | None,
@@ -94,11 +115,14 @@ def seam_ids(tok, prompts: list[str], completions: list[str], eos_id: int | None
     """
     if seam not in SEAMS:
         raise ValueError(f"seam must be one of {SEAMS}, not {seam!r}")
-    cont = continuation_tokenizer(tok)
-    prompt_ids = [e.ids for e in encode_batch(tok, prompts, add_special_tokens=True)]
+    cont, lossless = continuation_tokenizer(tok)
+    prompt_ids = [e.ids for e in encode_batch(tok, prompts, add_special_tokens=True, offsets=False)]
     completion_ids = [e.ids for e in cont.encode_batch_fast(completions, add_special_tokens=False)]
-    decoded = cont.decode_batch(completion_ids, skip_special_tokens=False)
-    reasons: list[str | None] = [None if d == c else FIDELITY_DECODE for d, c in zip(decoded, completions, strict=True)]
+    if lossless:  # byte-level: the ids decode to the completion by construction
+        reasons: list[str | None] = [None] * len(completions)
+    else:
+        decoded = cont.decode_batch(completion_ids, skip_special_tokens=False)
+        reasons = [None if d == c else FIDELITY_DECODE for d, c in zip(decoded, completions, strict=True)]
     if seam == "inference":
         rows = [(with_eos(p + c, eos_id), len(p)) for p, c in zip(prompt_ids, completion_ids, strict=True)]
         return rows, reasons

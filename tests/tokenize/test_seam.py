@@ -86,8 +86,11 @@ def test_smollm2_no_merge_identical_in_both_seams(smol):  # noqa: F811
     assert masked(smol, prompt, "Hello!", "inference")[1][-3:] == ["Hello", "!", "<|im_end|>"]
 
 
-def test_smollm2_has_no_dummy_prefix_so_no_copy(smol):  # noqa: F811
-    assert continuation_tokenizer(smol) is smol.backend_tokenizer
+def test_smollm2_has_no_dummy_prefix_so_no_copy(smol, llama):  # noqa: F811
+    # byte-level BPE without a normalizer: no copy, and the completion round-trips by construction
+    assert continuation_tokenizer(smol) == (smol.backend_tokenizer, True)
+    cont, lossless = continuation_tokenizer(llama)  # SentencePiece: a copy without the prefix, decoded to check
+    assert cont is not llama.backend_tokenizer and not lossless
 
 
 # ---------------------------------------------------------------- SentencePiece's dummy prefix
