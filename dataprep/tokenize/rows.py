@@ -29,7 +29,7 @@ from dataprep.tokenize.masks import (
     windows,
     with_eos,
 )
-from dataprep.tokenize.seam import ON_MISMATCH, SEAMS, count_fidelity, seam_ids
+from dataprep.tokenize.seam import ON_MISMATCH, SEAMS, continuation_tokenizer, count_fidelity, seam_ids
 
 TRAIN_ON = ("all-assistant", "last-assistant")
 
@@ -251,7 +251,8 @@ def plain_prompt(prompt: str, messages: list[dict] | None) -> str:
 
 
 def preference_rows(batch, tok, kind, opts, specials, label_names):
-    """preference: the prompt tokenized once, each answer after it (EOS appended). Both sides share
+    """preference: the prompt tokenized once as at inference, each answer after it from a token boundary
+    (EOS appended; dataprep.tokenize.seam, as sft's --seam inference). Both sides share
     one prompt, cut the same way when either side is over --max-len (`fit_pair`), so
     chosen_input_ids[:k] == rejected_input_ids[:k] == prompt_input_ids."""
     cols, rejects, events = new_columns(kind), [], Counter()
@@ -262,7 +263,9 @@ def preference_rows(batch, tok, kind, opts, specials, label_names):
         for p, m in zip(batch["prompt"], batch.get("messages") or [None] * len(batch["prompt"]), strict=True)
     ]
     prompt_ids = [e.ids for e in encode_batch(tok, prompts, add_special_tokens=not use_chat)]
-    chosen, rejected = ([with_eos(e.ids, specials.eos_id) for e in encode_batch(tok, [x or "" for x in batch[side]], False)]
+    answers = continuation_tokenizer(tok)[0]  # each answer from a token boundary, as generated (no dummy prefix)
+    chosen, rejected = ([with_eos(e.ids, specials.eos_id) for e in answers.encode_batch_fast([x or "" for x in batch[side]],
+                                                                                           add_special_tokens=False)]
                         for side in ("chosen", "rejected"))
     overflow = overflow_for(kind, opts.overflow)
     for i, (p, c, r) in enumerate(zip(prompt_ids, chosen, rejected, strict=True)):

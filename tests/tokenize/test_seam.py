@@ -155,3 +155,11 @@ def test_batch_options_reject_or_keep(handmade):  # noqa: F811
     assert len(cols["input_ids"]) == 1 and [r["row"] for r in rejects] == [1]
     cols, rejects, _ = tokenize_batch(batch, handmade, "sft", TokenizeOptions(on_mismatch="warn"), sp)
     assert len(cols["input_ids"]) == 2 and not rejects
+
+
+def test_preference_answers_have_no_dummy_prefix(llama):
+    batch = {"prompt": ["x:"], "chosen": ['"y'], "rejected": [" ab"], "source": ["s"], "row": [0]}
+    cols, _, _ = tokenize_batch(batch, llama, "preference", TokenizeOptions(), Specials(2, 0, "<unk>", "tokenizer"))
+    k = len(cols["prompt_input_ids"][0])
+    assert llama.convert_ids_to_tokens(cols["chosen_input_ids"][0][k:]) == ['"', "y", "</s>"]
+    assert llama.convert_ids_to_tokens(cols["rejected_input_ids"][0][k:]) == ["▁a", "b", "</s>"]
