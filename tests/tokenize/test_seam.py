@@ -163,3 +163,17 @@ def test_preference_answers_have_no_dummy_prefix(llama):
     k = len(cols["prompt_input_ids"][0])
     assert llama.convert_ids_to_tokens(cols["chosen_input_ids"][0][k:]) == ['"', "y", "</s>"]
     assert llama.convert_ids_to_tokens(cols["rejected_input_ids"][0][k:]) == ["▁a", "b", "</s>"]
+
+
+def test_cli_prints_the_fidelity_line(handmade, tmp_path):  # noqa: F811
+    from click.testing import CliRunner
+
+    from dataprep.cli import cli
+
+    handmade.save_pretrained(tmp_path / "tok")
+    rec = write_records(tmp_path, "sft", {"prompt": ["x", "x", "xa"], "completion": ["ab", "bz", "by"]})
+    result = CliRunner().invoke(cli, ["tokenize", str(rec), "-o", str(tmp_path / "out"), "--tokenizer",
+                                      str(tmp_path / "tok"), "--seam", "joint"])
+    assert result.exit_code == 0, result.output
+    assert ("fidelity (--seam joint): 2 of 3 rows differ from the prompt tokenized alone + the completion as "
+            f"generated, kept (--on-mismatch warn); 1 {FIDELITY_STRADDLE}; 1 {FIDELITY_DECODE}") in result.output
