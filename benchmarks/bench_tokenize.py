@@ -97,14 +97,23 @@ def write_records(prompts, completions, directory: Path) -> Path:
     return directory
 
 
-def compare_labels(ours: list[list[int]], theirs: list[list[int]], ours_ids, theirs_ids, tok) -> None:
+def compare_labels(ours: list[list[int]], theirs: list[list[int]], ours_ids, theirs_ids, tok, max_len: int) -> None:
     kinds: Counter = Counter()
     example: dict[str, str] = {}
     for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
         if a == b:
             continue
         if ours_ids[i] != theirs_ids[i]:
-            kind = "different input_ids (truncation)"
+            cut = max_len in (len(ours_ids[i]), len(theirs_ids[i]))
+            kind = "different input_ids (truncation)" if cut else "different input_ids at the seam"
+            if not cut and kind not in example:  # the tokens around the first difference, [trained] ones bracketed
+                j = next(j for j, (x, y) in enumerate(zip(ours_ids[i], theirs_ids[i], strict=False)) if x != y)
+
+                def around(ids, lab, j=j):
+                    return [t if lab[j - 2 + n] == -100 else f"[{t}]"
+                            for n, t in enumerate(tok.convert_ids_to_tokens(ids[j - 2 : j + 3]))]
+
+                example[kind] = f"row {i}: ours {around(ours_ids[i], a)}; trl {around(theirs_ids[i], b)}"
         else:
             ka = next(j for j, x in enumerate(a) if x != -100)
             kb = next(j for j, x in enumerate(b) if x != -100)
@@ -186,7 +195,7 @@ def main() -> None:
     print(f"dataprep: {manifest.counts.to_json()}, overflow events {manifest.get('events')}, "
           f"fidelity {manifest.get('fidelity')}; --seam joint: fidelity {results['  same, --seam joint'].get('fidelity')}")
     print(f"trl kept {len(theirs)} of {n} rows")
-    compare_labels(ours_labels, theirs["labels"], ours_ids, theirs["input_ids"], tok)
+    compare_labels(ours_labels, theirs["labels"], ours_ids, theirs["input_ids"], tok, a.max_len)
     shutil.rmtree(tmp, ignore_errors=True)
     for label, (p, c, max_len) in other_sets().items():
         print(f"\n{label}: {len(p)} rows")
@@ -197,9 +206,10 @@ def main() -> None:
             print(f"--seam {seam}: {first_char_untrained(tok, c, cols['labels'])} of {len(p)} rows never train the "
                   f"completion's first character; fidelity mismatches {fid or 0}")
         theirs = trl_preparer(tok, p, c, max_len)()
-        print(f"dataprep kept {len(cols['labels'])} (overflow {dict(events)}), trl kept {len(theirs)}")
+        overflow = {k: v for k, v in events.items() if not k.startswith("fidelity:")}
+        print(f"dataprep kept {len(cols['labels'])} (overflow {overflow}), trl kept {len(theirs)}")
         if len(theirs) == len(cols["labels"]):
-            compare_labels(cols["labels"], theirs["labels"], cols["input_ids"], theirs["input_ids"], tok)
+            compare_labels(cols["labels"], theirs["labels"], cols["input_ids"], theirs["input_ids"], tok, max_len)
 
 
 if __name__ == "__main__":
