@@ -177,3 +177,25 @@ def test_cli_prints_the_fidelity_line(handmade, tmp_path):  # noqa: F811
     assert result.exit_code == 0, result.output
     assert ("fidelity (--seam joint): 2 of 3 rows differ from the prompt tokenized alone + the completion as "
             f"generated, kept (--on-mismatch warn); 1 {FIDELITY_STRADDLE}; 1 {FIDELITY_DECODE}") in result.output
+
+
+def test_joint_is_the_previous_tokenization_on_ko_alpaca(smol, shared_data):  # noqa: F811
+    from dataprep.templates import render_prompt
+    from dataprep.tokenize import prompt_completion_ids
+
+    rows = json.loads((shared_data / "ko_alpaca_1040.json").read_text())[:300]
+    prompts, completions = [render_prompt(r, "ko-alpaca") for r in rows], [r["output"] for r in rows]
+    joint, reasons = seam_ids(smol, prompts, completions, smol.eos_token_id, "joint")
+    assert joint == prompt_completion_ids(smol, prompts, completions, smol.eos_token_id)  # today's ids and k
+    inference, none = seam_ids(smol, prompts, completions, smol.eos_token_id, "inference")
+    straddled = [i for i, r in enumerate(reasons) if r is not None]
+    assert set(reasons) == {None, FIDELITY_STRADDLE} and none == [None] * 300
+    # rows without a merge are identical; in each straddled row `:` merged with the answer's first
+    # character (`:"`, `:'`); inference has the two apart, one token more, the character trained
+    assert all(joint[i] == inference[i] for i in range(300) if i not in straddled)
+    assert len(straddled) == 30  # 182 of all 1,040: answers starting with " (152), ' (16), : (10), - (3), | (1)
+    for i in straddled:
+        (ids_j, k_j), (ids_i, k_i) = joint[i], inference[i]
+        first = completions[i][0]
+        assert len(ids_i) == len(ids_j) + 1 and k_i == k_j
+        assert [smol.decode([t]) for t in (ids_j[k_j - 1], ids_i[k_i - 1], ids_i[k_i])] == [":" + first, ":", first]
