@@ -80,6 +80,15 @@ def test_smollm2_colon_quote_joint_unchanged(smol):  # noqa: F811
     assert reason == FIDELITY_STRADDLE
 
 
+def test_smollm2_prompt_ending_in_a_space(smol):  # noqa: F811
+    tokens, labels, reason = masked(smol, "Answer: ", "Paris", "inference")
+    assert tokens == ["Answer", ":", "Ġ", "Paris", "<|im_end|>"]  # the prompt's space alone, as at inference
+    assert labels == [None, None, None, "Paris", "<|im_end|>"] and reason is None
+    tokens, labels, reason = masked(smol, "Answer: ", "Paris", "joint")
+    assert tokens == ["Answer", ":", "ĠParis", "<|im_end|>"] and labels == [None, None, None, "<|im_end|>"]
+    assert reason == FIDELITY_STRADDLE
+
+
 def test_smollm2_no_merge_identical_in_both_seams(smol):  # noqa: F811
     prompt = "### Instruction:\nSay hi.\n\n### Response:\n"
     assert masked(smol, prompt, "Hello!", "inference") == masked(smol, prompt, "Hello!", "joint")
