@@ -18,8 +18,9 @@ EXAMPLE = "Example: dataprep tokenize out/alpaca -o out/alpaca-tok --pack"
 def command(records, out, force, **options):
     """Tokenize the output of `dataprep convert` or `dataprep dedupe` (or a records .parquet/.jsonl file).
 
-    Labels are -100 for every token that starts before the completion's first character (chat: outside the
-    assistant turns), found by character offsets of ONE tokenization. EOS is appended and trained on; the pad
+    sft: the prompt is tokenized alone, as at inference, and the completion from a token boundary (--seam
+    inference); its tokens are -100. Chat: tokens outside the assistant turns are -100, found by character
+    offsets of the one rendering. EOS is appended and trained on; the pad
     id is never EOS. Preference pairs share one prompt, cut the same way on both sides; text rows over
     --max-len become windows (--overflow split, --stride). Writes a `datasets.load_from_disk` directory,
     manifest.json and rejects.jsonl."""
@@ -42,6 +43,12 @@ def command(records, out, force, **options):
                    f"({extra:,} extra rows, stride {m.config.get('stride', 0)}); no token lost")
     if events:
         click.echo("overflow (rows cut, by what was cut): " + ", ".join(f"{k} {v}" for k, v in sorted(events.items())))
+    fid = m.get("fidelity")
+    if fid:
+        fate = "rejected" if m.config.get("on_mismatch") == "reject" else "kept (--on-mismatch warn)"
+        reasons = "".join(f"; {n:,} {r}" for r, n in fid["by_reason"].items())
+        click.echo(f"fidelity (--seam {m.config.get('seam')}): {fid['mismatched']:,} of {fid['checked']:,} rows differ "
+                   f"from the prompt tokenized alone + the completion as generated" + (f", {fate}{reasons}" if reasons else ""))
     if m.get("packing"):
         p = m.get("packing")
         click.echo(f"packed {p['sequences']:,} sequences into {p['bins']:,} bin(s) of {p['capacity']} "

@@ -155,15 +155,17 @@ def with_eos(ids: list[int], eos_id: int | None) -> list[int]:
     return ids + [eos_id] if eos_id is not None and (not ids or ids[-1] != eos_id) else ids
 
 
-def encode_batch(tok, texts: list[str], add_special_tokens: bool) -> list:
+def encode_batch(tok, texts: list[str], add_special_tokens: bool, offsets: bool = True) -> list:
     """The fast tokenizer's own batch encode (both cores), with any padding or truncation saved in
-    tokenizer.json switched off (sentence-transformers tokenizers pad and cut at 128 there)."""
+    tokenizer.json switched off (sentence-transformers tokenizers pad and cut at 128 there).
+    `offsets=False` skips the character offsets (the encodings then have ids only)."""
     backend = tok.backend_tokenizer
     if backend.padding is not None:
         backend.no_padding()
     if backend.truncation is not None:
         backend.no_truncation()
-    return backend.encode_batch(texts, add_special_tokens=add_special_tokens)
+    encode = backend.encode_batch if offsets else backend.encode_batch_fast
+    return encode(texts, add_special_tokens=add_special_tokens)
 
 
 def prompt_completion_ids(

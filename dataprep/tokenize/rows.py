@@ -29,6 +29,7 @@ from dataprep.tokenize.masks import (
     windows,
     with_eos,
 )
+from dataprep.tokenize.seam import ON_MISMATCH, SEAMS, continuation_tokenizer, count_fidelity, seam_ids
 
 TRAIN_ON = ("all-assistant", "last-assistant")
 
@@ -55,6 +56,13 @@ class TokenizeOptions(OutputOptions):
     stride: int = opt(0, "text with --overflow split: tokens each window repeats from the one before (as "
                       "context, not trained again); below --max-len.", min=0)
     train_on: str = opt("all-assistant", "chat: which assistant turns get labels.", choices=TRAIN_ON)
+    seam: str = opt("inference", "sft: tokenize the prompt alone as at inference and the completion from a token "
+                    "boundary (inference), or prompt + completion as one string, a token straddling the seam "
+                    "counted as prompt (joint, the behaviour before 2026-11-30).", choices=SEAMS)
+    on_mismatch: str | None = opt(None, "sft rows whose ids differ from the prompt tokenized alone + the completion "
+                                  "as generated (the fidelity check): reject them, or keep them and count them. "
+                                  "Default: reject, warn with --seam joint (whose seam differs by design).",
+                                  choices=ON_MISMATCH)
     train_on_inputs: bool = opt(False, "Train on every token, prompt included.")
     pack: bool = opt(False, "Pack sequences into --max-len bins (best-fit-decreasing).")
     num_shards: int | None = opt(None, "Number of Arrow shards to write.", min=1)
@@ -108,7 +116,7 @@ def _add_causal(cols, rejects, events, batch, i, ids: list[int], labels: list[in
         events[event] += 1
     if event == "too_long":
         return _reject(rejects, batch, i, "too_long", f"{len(ids)} tokens")
-    if all(x == IGNORE_INDEX for x in labels):
+    if labels.count(IGNORE_INDEX) == len(labels):  # nothing trained (a C-speed count, not a Python loop)
         return _reject(rejects, batch, i, f"no trainable tokens after {event}" if event else "no trainable tokens",
                        f"{len(ids)} tokens")
     cols["input_ids"].append(list(ids))
@@ -120,10 +128,28 @@ def _where(batch, i: int) -> str:
     return f"{batch['source'][i]} row {batch['row'][i]}"
 
 
+def on_mismatch_for(seam: str, on_mismatch: str | None) -> str:
+    """What a fidelity mismatch does: --on-mismatch, or its default (warn for --seam joint, else reject)."""
+    return on_mismatch or ("warn" if seam == "joint" else "reject")
+
+
 def sft_rows(batch, tok, kind, opts, specials, label_names):
-    """sft: prompt + completion, the prompt masked."""
-    return causal_rows(batch, tok, kind, opts, specials, [p or "" for p in batch["prompt"]],
-                       [c or "" for c in batch["completion"]])
+    """sft: the prompt masked, joined to the completion at the --seam; every row goes through the
+    fidelity check (dataprep.tokenize.seam), a mismatch rejected or counted (--on-mismatch)."""
+    cols, rejects, events = new_columns(kind), [], Counter()
+    prompts, completions = [p or "" for p in batch["prompt"]], [c or "" for c in batch["completion"]]
+    rows, reasons = seam_ids(tok, prompts, completions, specials.eos_id, opts.seam)
+    count_fidelity(events, reasons)
+    reject_mismatch = on_mismatch_for(opts.seam, opts.on_mismatch) == "reject"
+    overflow = overflow_for(kind, opts.overflow)
+    for i, ((ids, k), reason) in enumerate(zip(rows, reasons, strict=True)):
+        if reason is not None and reject_mismatch:
+            _reject(rejects, batch, i, f"fidelity: {reason}", f"--seam {opts.seam}; --on-mismatch warn keeps the row")
+            continue
+        ids, k, event = fit(ids, k, opts.max_len, overflow, _where(batch, i))
+        event = EVENT_NAMES[kind].get(event, event)
+        _add_causal(cols, rejects, events, batch, i, ids, labels_after(ids, k, opts.train_on_inputs), event)
+    return cols, rejects, events
 
 
 def text_rows(batch, tok, kind, opts, specials, label_names):
@@ -225,7 +251,8 @@ def plain_prompt(prompt: str, messages: list[dict] | None) -> str:
 
 
 def preference_rows(batch, tok, kind, opts, specials, label_names):
-    """preference: the prompt tokenized once, each answer after it (EOS appended). Both sides share
+    """preference: the prompt tokenized once as at inference, each answer after it from a token boundary
+    (EOS appended; dataprep.tokenize.seam, as sft's --seam inference). Both sides share
     one prompt, cut the same way when either side is over --max-len (`fit_pair`), so
     chosen_input_ids[:k] == rejected_input_ids[:k] == prompt_input_ids."""
     cols, rejects, events = new_columns(kind), [], Counter()
@@ -236,7 +263,9 @@ def preference_rows(batch, tok, kind, opts, specials, label_names):
         for p, m in zip(batch["prompt"], batch.get("messages") or [None] * len(batch["prompt"]), strict=True)
     ]
     prompt_ids = [e.ids for e in encode_batch(tok, prompts, add_special_tokens=not use_chat)]
-    chosen, rejected = ([with_eos(e.ids, specials.eos_id) for e in encode_batch(tok, [x or "" for x in batch[side]], False)]
+    answers = continuation_tokenizer(tok)[0]  # each answer from a token boundary, as generated (no dummy prefix)
+    chosen, rejected = ([with_eos(e.ids, specials.eos_id) for e in answers.encode_batch_fast([x or "" for x in batch[side]],
+                                                                                           add_special_tokens=False)]
                         for side in ("chosen", "rejected"))
     overflow = overflow_for(kind, opts.overflow)
     for i, (p, c, r) in enumerate(zip(prompt_ids, chosen, rejected, strict=True)):

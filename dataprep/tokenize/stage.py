@@ -29,9 +29,11 @@ from dataprep.tokenize.rows import (
     arrow_batch,
     count_trainable,
     new_columns,
+    on_mismatch_for,
     overflow_for,
     tokenize_batch,
 )
+from dataprep.tokenize.seam import fidelity_summary
 
 WORK_SPLIT = ("num_proc", "batch_size", "allow_empty")  # options that do not change what the output holds
 
@@ -134,13 +136,15 @@ def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = F
         if pack and not entry.packable:
             raise DataprepError(f"--pack works for {kinds_with(lambda k: k.packable)} records, not {kind}; drop --pack")
         specials = choose_pad(tok)
-        opts = replace(opts, overflow=overflow_for(kind, opts.overflow))
+        opts = replace(opts, overflow=overflow_for(kind, opts.overflow), on_mismatch=on_mismatch_for(opts.seam, opts.on_mismatch))
         _check_overflow(kind, opts)
     chat_template = tok.chat_template if isinstance(tok.chat_template, str) else None
     tok_files = {"files_sha256": tokenizer_files_hash(tok_path),
                  "chat_template_sha256": hashlib.sha256(chat_template.encode()).hexdigest() if chat_template else None}
     split_only = () if opts.overflow == "split" else ("stride",)  # stride changes nothing else: not fingerprinted
-    config = {**{k: v for k, v in asdict(opts).items() if k not in WORK_SPLIT + split_only}, "tokenizer_fingerprint": tok_fp,
+    sft_only = () if kind == "sft" else ("seam", "on_mismatch")  # nor do the seam options outside sft
+    config = {**{k: v for k, v in asdict(opts).items() if k not in WORK_SPLIT + split_only + sft_only},
+              "tokenizer_fingerprint": tok_fp,
               "kind": kind, "label_names": label_names}
     facts = {"kind": kind, "label_names": label_names, "max_len": max_len, "packed": pack,
              "tokenizer": TokenizerInfo(tokenizer, tok_fp, tok_path, specials.pad_id, specials.eos_id)}
@@ -174,12 +178,13 @@ def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = F
                 rows_file, packing_info = _pack_file(rows_file, lengths_np, max_len, ws.scratch)
         with timer("write"):
             shards = _save_shards(rows_file, ws.out, num_shards, shard_size)
+        fidelity = fidelity_summary(events)
         details = dict(
             tokenizer_files=tok_files,
             pad_policy={"pad_token": specials.pad_token, "pad_token_id": specials.pad_id,
                         "source": specials.pad_source, "resize_embeddings": specials.pad_source.startswith("added"),
                         "vocab_size": len(tok), "eos_label_kept": True},
-            shards=shards, events=dict(events),
+            shards=shards, events=dict(events), **({"fidelity": fidelity} if fidelity else {}),
             token_stats=_token_stats(lengths_np, packing_info["trainable"] if pack else trainable),
             packing=packing_info,
             columns=list(new_columns(kind)) + (["position_ids", "seq_lengths"] if pack else []),

@@ -36,12 +36,13 @@ def smol():
 
 @pytest.fixture(scope="module")
 def handmade():
-    """A character-level BPE with one merge, `a`+`b` -> `ab`, so `ab` can straddle a boundary."""
-    from tokenizers import Tokenizer, models
+    """A character-level BPE with one merge, `a`+`b` -> `ab`, so `ab` can straddle a boundary (no `z`)."""
+    from tokenizers import Tokenizer, decoders, models
     from transformers import PreTrainedTokenizerFast
 
     vocab = {c: i for i, c in enumerate(["<eos>", "<pad>", "x", "a", "b", "y", "ab"])}
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[("a", "b")]))
+    tok.decoder = decoders.Fuse()  # tokens joined as they are (without a decoder they are joined with spaces)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>")
 
 
@@ -202,7 +203,7 @@ def test_batch_rejects_zero_trainable_after_truncation(smol):
     assert [r["row"] for r in rejects] == [0]
     assert rejects[0]["reason"] == "no trainable tokens after truncated_completion"
     assert cols["length"] == [4] and cols["labels"][0][-1] == 2
-    assert events == Counter({"truncated_completion": 1})
+    assert events == Counter({"truncated_completion": 1, "fidelity:checked": 2})
 
 
 def test_batch_train_on_inputs(smol):

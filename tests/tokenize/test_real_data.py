@@ -10,6 +10,7 @@ from dataprep.models import load_tokenizer
 from dataprep.records import IGNORE_INDEX as M
 from dataprep.templates import generation_template
 from dataprep.tokenize import tokenize
+from dataprep.tokenize.seam import FIDELITY_STRADDLE
 from tests.tokenize.test_masks_and_stage import trained_runs
 
 
@@ -41,13 +42,18 @@ def test_ko_alpaca_after_convert(shared_data, tmp_path):
     records = pl.read_parquet(tmp_path / "records" / "records.parquet")
     tok = load_tokenizer("smollm2-135m")
     ds = load_from_disk(str(tmp_path / "tok"))
-    exact = 0
     for prompt, completion, ids, labels in zip(records["prompt"], records["completion"], ds["input_ids"],
                                                ds["labels"], strict=True):
         k = next(i for i, x in enumerate(labels) if x != M)
         assert all(x == M for x in labels[:k]) and labels[k:] == ids[k:]  # one prompt block, then all trained
-        assert tok.decode(ids[:k]).startswith(prompt) and ids[-1] == 2  # longer only by a straddling token
-        assert tok.decode(ids) == prompt + completion + "<|im_end|>"
-        exact += tok.decode(ids[k:]) == completion + "<|im_end|>"
-    # every row masks exactly at the boundary except those whose first answer char merged with ':'
-    assert exact >= 0.8 * len(ds)
+        assert ids[:k] == tok(prompt).input_ids  # the prompt exactly as inference tokenizes it
+        assert tok.decode(ids[k:]) == completion + "<|im_end|>"  # the answer from its first character
+    assert m.get("fidelity") == {"checked": 1040, "mismatched": 0, "by_reason": {}}
+    # --seam joint: 182 rows whose answer starts with `"` merge it with the prompt's `:` into `:"`
+    joint = tokenize(tmp_path / "records", tmp_path / "joint", max_len=4096, seam="joint", progress=False)
+    assert joint.get("fidelity") == {"checked": 1040, "mismatched": 182, "by_reason": {FIDELITY_STRADDLE: 182}}
+    assert joint.counts.n_out == 1040
+    jd = load_from_disk(str(tmp_path / "joint"))
+    untrained_first = sum(not tok.decode([t for t in labels if t != M]).startswith(c[:1])
+                          for c, labels in zip(records["completion"], jd["labels"], strict=True))
+    assert untrained_first == 182  # their first character is never trained under joint; 0 under inference

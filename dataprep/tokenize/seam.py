@@ -1,0 +1,156 @@
+"""The sft seam: how an sft row's prompt and completion meet in tokens, and the fidelity check.
+
+- `inference` (the default): the prompt is tokenized alone, special tokens included, exactly as a
+  generation call tokenizes it; the completion is tokenized from a token boundary, as the model emits
+  it after that prompt (LLaMA-Factory encodes its template slots this way). A SentencePiece-style
+  tokenizer prepends a dummy `▁` (a space) to every text it encodes; the completion continues the
+  prompt, so it is encoded by `continuation_tokenizer`, which has no dummy prefix.
+- `joint`: `prompt + completion` tokenized as one string, a token straddling the seam counted as
+  prompt (`masks.prompt_completion_ids`). When the prompt's last characters merge with the
+  completion's first (`:` + `"` -> `:"`), the completion's first character is never trained, and the
+  model trains on a token sequence inference never produces.
+
+The fidelity check: a row's ids must equal the prompt tokenized alone followed by the completion as
+generated (ids that decode to exactly the completion text). `FIDELITY_*` reasons name what differs;
+`fidelity_summary` turns the counts into the manifest's `fidelity` block
+(`{"checked", "mismatched", "by_reason"}`, the shape the chat check uses).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from dataprep.tokenize.masks import encode_batch, first_trained_token, with_eos
+
+SEAMS = ("inference", "joint")
+ON_MISMATCH = ("reject", "warn")
+
+FIDELITY_STRADDLE = "a token spans the seam (prompt and completion merged)"
+FIDELITY_CONTEXT = "tokens differ from prompt and completion tokenized apart"
+FIDELITY_DECODE = "completion ids do not decode to the completion text"
+
+# Event keys the row builders count fidelity under; the stage folds them into details["fidelity"].
+CHECKED_KEY = "fidelity:checked"
+MISMATCH_PREFIX = "fidelity:mismatch:"
+
+_CONTINUATION: dict[int, tuple[object, tuple[object, bool]]] = {}  # id(tok) -> (tok kept alive, its answer)
+
+
+def _without_dummy_prefix(spec: dict | None, where: str) -> tuple[dict | None, bool]:
+    """One normalizer/pre-tokenizer/decoder spec (tokenizer.json) with the dummy prefix switched off:
+    Metaspace `prepend_scheme` never, ByteLevel `add_prefix_space` off, a `Prepend("▁")` normalizer
+    and the decoder's `Strip` of the first space removed. Returns (spec, whether anything changed)."""
+    if spec is None:
+        return None, False
+    kind = spec.get("type")
+    if kind == "Sequence":
+        key = next(k for k in ("normalizers", "pretokenizers", "decoders") if k in spec)
+        parts, changed = [], False
+        for part in spec[key]:
+            new, did = _without_dummy_prefix(part, where)
+            changed |= did
+            if new is not None:
+                parts.append(new)
+        return {**spec, key: parts}, changed
+    if kind == "Metaspace" and (spec.get("prepend_scheme", "always") != "never" or spec.get("add_prefix_space")):
+        return {**spec, "prepend_scheme": "never", **({"add_prefix_space": False} if "add_prefix_space" in spec else {})}, True
+    if kind == "ByteLevel" and where == "pre_tokenizer" and spec.get("add_prefix_space"):
+        return {**spec, "add_prefix_space": False}, True
+    if kind == "Prepend" and where == "normalizer":
+        return None, True
+    if kind == "Strip" and where == "decoder" and spec.get("content") == " " and spec.get("start", 0) > 0:
+        return None, True
+    return spec, False
+
+
+def continuation_tokenizer(tok) -> tuple[object, bool]:
+    """(the backend tokenizer that encodes and decodes text continuing other text from a token boundary,
+    whether its output round-trips by construction). The continuation tokenizer is `tok`'s own without
+    a dummy prefix: `tok.backend_tokenizer` itself when it has none (byte-level BPE such as SmolLM2,
+    GPT-2, Llama 3, Qwen), else a copy. Built once per tokenizer."""
+    cached = _CONTINUATION.get(id(tok))
+    if cached is not None and cached[0] is tok:
+        return cached[1]
+    from tokenizers import Tokenizer
+
+    backend = tok.backend_tokenizer
+    spec = {where: json.loads(part.__getstate__()) if part is not None else None  # the three parts alone: cheap
+            for where, part in (("normalizer", backend.normalizer), ("pre_tokenizer", backend.pre_tokenizer),
+                                ("decoder", backend.decoder))}
+    spec["model"] = {"type": type(backend.model).__name__}
+    lossless, changed = _lossless(spec), {}
+    for where in ("normalizer", "pre_tokenizer", "decoder"):
+        new, did = _without_dummy_prefix(spec[where], where)
+        if did:
+            changed[where] = new
+    cont = backend
+    if changed:  # a dummy prefix: a copy of the whole tokenizer without it
+        cont = Tokenizer.from_str(json.dumps({**json.loads(backend.to_str()), **changed}))
+        cont.no_padding()
+        cont.no_truncation()
+    _CONTINUATION[id(tok)] = (tok, (cont, lossless))
+    return cont, lossless
+
+
+def _lossless(spec: dict) -> bool:
+    """True for a byte-level BPE with no normalizer (SmolLM2, GPT-2, Llama 3, Qwen): every text is
+    encoded byte for byte and decodes back to itself, so the completion's round trip needs no decode."""
+    def types(part):
+        if part is None:
+            return set()
+        inner = part.get("pretokenizers") or part.get("decoders") or []
+        return {part["type"]} | set().union(*(types(x) for x in inner))
+
+    return (spec.get("normalizer") is None and spec["model"].get("type") == "BPE"
+            and "ByteLevel" in types(spec.get("pre_tokenizer")) and types(spec.get("decoder")) == {"ByteLevel"})
+
+
+def seam_ids(tok, prompts: list[str], completions: list[str], eos_id: int | None,
+             seam: str = "inference") -> tuple[list[tuple[list[int], int]], list[str | None]]:
+    """(ids, k) per sft row with k = the number of prompt tokens, and the row's fidelity mismatch
+    reason (None when the ids are the prompt tokenized alone + the completion as generated).
+
+    EOS is appended after the completion unless the ids already end with it; it is trained on.
+    """
+    if seam not in SEAMS:
+        raise ValueError(f"seam must be one of {SEAMS}, not {seam!r}")
+    cont, lossless = continuation_tokenizer(tok)
+    prompt_ids = [e.ids for e in encode_batch(tok, prompts, add_special_tokens=True, offsets=False)]
+    completion_ids = [e.ids for e in cont.encode_batch_fast(completions, add_special_tokens=False)]
+    if lossless:  # byte-level: the ids decode to the completion by construction
+        reasons: list[str | None] = [None] * len(completions)
+    else:
+        decoded = cont.decode_batch(completion_ids, skip_special_tokens=False)
+        reasons = [None if d == c else FIDELITY_DECODE for d, c in zip(decoded, completions, strict=True)]
+    if seam == "inference":
+        rows = [(with_eos(p + c, eos_id), len(p)) for p, c in zip(prompt_ids, completion_ids, strict=True)]
+        return rows, reasons
+    texts = [p + c for p, c in zip(prompts, completions, strict=True)]
+    rows = []
+    for i, (enc, p, text) in enumerate(zip(encode_batch(tok, texts, True), prompts, texts, strict=True)):
+        k = first_trained_token(enc, len(p), len(text))
+        rows.append((with_eos(enc.ids, eos_id), k))
+        if enc.ids != prompt_ids[i] + completion_ids[i] and reasons[i] is None:
+            start = enc.char_to_token(len(p)) if len(p) < len(text) else None
+            straddles = start is not None and enc.token_to_chars(start)[0] < len(p)
+            reasons[i] = FIDELITY_STRADDLE if straddles else FIDELITY_CONTEXT
+    return rows, reasons
+
+
+def count_fidelity(events: Counter, reasons: list[str | None]) -> None:
+    """Add one batch's fidelity results to the row builder's event counts."""
+    events[CHECKED_KEY] += len(reasons)
+    for r in reasons:
+        if r is not None:
+            events[MISMATCH_PREFIX + r] += 1
+
+
+def fidelity_summary(events: Counter) -> dict | None:
+    """Take the fidelity counts out of `events`: {"checked", "mismatched", "by_reason"}, or None if
+    no row was checked (kinds the check does not cover)."""
+    checked = events.pop(CHECKED_KEY, 0)
+    by_reason = {k[len(MISMATCH_PREFIX):]: events.pop(k) for k in sorted(events) if k.startswith(MISMATCH_PREFIX)}
+    if not checked:
+        return None
+    return {"checked": checked, "mismatched": sum(by_reason.values()), "by_reason": by_reason}
