@@ -230,19 +230,16 @@ def ray_map(fn: Callable[[Any], Any], read: Callable[[], Iterable[Any]], *, addr
     are). A task whose worker dies is retried by Ray (Ray Data's default for tasks and actors). A
     DataprepError raised by either is raised here, with its message.
     """
-    with cluster(address) as ray:
-        from ray.data import ActorPoolStrategy, DataContext, TaskPoolStrategy
+    with cluster(address) as ray, _one_batch_per_block():
+        from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
-        _quiet_data()
-        ctx = DataContext.get_current()
-        ctx.execution_options.preserve_order = True  # results in input order: the output equals local's
         n = actor_count(ray)
-        ds = ray.data.read_datasource(_source(read), num_cpus=0, override_num_blocks=1)  # the reader is light next to the map
+        ds = ray.data.read_datasource(_source(read), num_cpus=0, override_num_blocks=1)  # a light reader
         if actors:
+            gpus = int(ray.cluster_resources().get("GPU", 0))
             ds = ds.map_batches(_holding(fn), batch_size=1, batch_format="pyarrow", num_gpus=num_gpus,
                                 num_cpus=0 if num_gpus else 1,
-                                compute=ActorPoolStrategy(min_size=1, max_size=int(num_gpus and ray.cluster_resources()
-                                                                                   .get("GPU", 1) or n)))
+                                compute=ActorPoolStrategy(min_size=1, max_size=gpus if num_gpus else n))
         else:
             ds = ds.map_batches(_Apply(fn), batch_size=1, batch_format="pyarrow", num_cpus=1,
                                 compute=TaskPoolStrategy(size=n))
@@ -252,6 +249,23 @@ def ray_map(fn: Callable[[Any], Any], read: Callable[[], Iterable[Any]], *, addr
                 if isinstance(result, _Failed):
                     raise DataprepError(result.message)
                 yield result
+
+
+@contextlib.contextmanager
+def _one_batch_per_block():
+    """Ray Data's settings for mapping batches: results in input order (so the output equals
+    local's), progress bars off, and one batch per block: a read task otherwise merges its small
+    blocks up to 128 MiB, and one map task would then get every batch, one after another."""
+    from ray.data import DataContext
+
+    _quiet_data()
+    ctx = DataContext.get_current()
+    saved = ctx.execution_options.preserve_order, ctx.target_max_block_size
+    ctx.execution_options.preserve_order, ctx.target_max_block_size = True, 1
+    try:
+        yield
+    finally:
+        ctx.execution_options.preserve_order, ctx.target_max_block_size = saved
 
 
 def timed(results: Iterator[Any], timer, name: str) -> Iterator[Any]:

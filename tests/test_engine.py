@@ -105,3 +105,22 @@ def test_ray_not_installed_is_one_line(runner, monkeypatch, tmp_path):
     r = runner.invoke(cli, ["convert", str(BAD), "-o", str(tmp_path / "o"), "--engine", "ray"])
     assert r.exit_code == 1 and r.output.startswith("Error: --engine ray needs Ray Data")
     assert "pip install 'dataprep[ray]'" in r.output and not (tmp_path / "o").exists()
+
+
+def test_dedupe_exact_and_near_on_ray_equal_local(ray_cluster, shared_data, tmp_path):
+    """Shuffles by hash and by (band, bucket) find the same pairs, and the same rows go for the same
+    kept rows, as local (english_to_latex.csv: one exact duplicate, near ones that chain at 0.5)."""
+    from dataprep.dedupe import dedupe
+
+    convert([str(shared_data / "english_to_latex.csv")], str(tmp_path / "latex"), template="latex")
+    opts = dict(methods=("exact", "near"), keep="longest", near_threshold=0.5)
+    local = dedupe(tmp_path / "latex", tmp_path / "local", **opts)
+    ray = dedupe(tmp_path / "latex", tmp_path / "ray", engine="ray", **opts)
+    assert local.counts.by_reason == {"exact": 1, "near": 11} and ray.counts == local.counts
+    assert ray.fingerprint == local.fingerprint
+    for name in ("records.parquet", "removed.parquet", "pairs.parquet"):
+        assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "ray" / name).read_bytes(), name
+    reports = [json.loads((tmp_path / d / "report.json").read_text()) for d in ("local", "ray")]
+    for r in reports:
+        r.pop("timings")
+    assert reports[0] == reports[1]

@@ -21,6 +21,7 @@ from dataprep.dedupe.methods import (
     run_methods,
     semantic_groups,
 )
+from dataprep.engine import NOT_FINGERPRINTED
 from dataprep.errors import DataprepError
 from dataprep.records import infer_kind
 from dataprep.stage import Manifest, Outcome, Workspace, run_stage
@@ -93,8 +94,9 @@ def dedupe(path: str | Path, out: str | Path, *, force: bool = False, cache: boo
         with ws.timer("read"):
             frame = read_records(data)
         texts = record_texts(frame, fields)
-        results, nearest, embed_stats = run_methods(texts, cfg, ws.timer, cache=cache, progress=progress,
-                                                    explicit=explicit)
+        with engine_cluster(cfg):  # one Ray cluster for every method (none for the local engine)
+            results, nearest, embed_stats = run_methods(texts, cfg, ws.timer, cache=cache, progress=progress,
+                                                        explicit=explicit)
         n_kept = write_outputs(ws.out, frame, texts, results, nearest, embed_stats, cfg, fields, ws.timer)
         details = {"text_fields": list(fields), "report": "report.json",
                    "warnings": reports.collect_warnings(texts, results, embed_stats)}
@@ -114,9 +116,19 @@ def dedupe(path: str | Path, out: str | Path, *, force: bool = False, cache: boo
     return manifest
 
 
+def engine_cluster(cfg: DedupeConfig):
+    """The Ray cluster of --engine ray (started here, or at --ray-address), else nothing."""
+    import contextlib
+
+    from dataprep.engine import cluster
+
+    return cluster(cfg.ray_address) if cfg.engine == "ray" else contextlib.nullcontext()
+
+
 def _fingerprinted(cfg: DedupeConfig, fields) -> dict[str, Any]:
-    """What decides the output: the options (not allow_empty, which only permits an empty one) and the fields."""
-    return {**{k: v for k, v in asdict(cfg).items() if k != "allow_empty"}, "on": list(fields)}
+    """What decides the output: the options (not allow_empty, which only permits an empty one, nor the
+    engine, which gives the same output) and the fields."""
+    return {**{k: v for k, v in asdict(cfg).items() if k not in ("allow_empty", *NOT_FINGERPRINTED)}, "on": list(fields)}
 
 
 def write_outputs(out: Path, frame, texts, results, nearest, embed_stats, cfg, fields, timer) -> int:

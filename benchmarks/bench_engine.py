@@ -1,0 +1,111 @@
+"""Benchmark: `--engine local` vs `--engine ray` on convert and tokenize, side by side in one run.
+
+Builds (or reuses) an Alpaca-like CSV of --rows rows (alpaca_en_demo.json repeated, as
+bench_convert.py), then runs in separate subprocesses, each timed end to end including the Ray
+cluster's start and stop:
+- convert of the CSV: local; ray (a local cluster with every core);
+- tokenize of the first --tokenize-rows records (SmolLM2, max_len 2048): local in one process,
+  local with --num-proc 2 (the best-configured local run), ray.
+Peak RSS is the peak of the summed RSS of the process and all its descendants (the raylet, GCS
+and Ray workers included; shared object-store pages are counted in each process that maps them,
+so this overstates Ray), sampled every 0.1 s. Every engine's data files must be byte-identical to
+local's, or the benchmark stops.
+
+    python benchmarks/bench_engine.py [--rows 1000000] [--tokenize-rows 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+OUT = REPO / "benchmarks" / "out"
+
+RUN = """
+import json, sys, threading, time, psutil
+me, peak, done = psutil.Process(), [0], threading.Event()
+def sample():
+    while not done.is_set():
+        total = 0
+        for p in [me, *me.children(recursive=True)]:
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+        peak[0] = max(peak[0], total)
+        time.sleep(0.1)
+threading.Thread(target=sample, daemon=True).start()
+stage, src, out, options = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+t = time.perf_counter()
+if stage == "convert":
+    from dataprep.convert import convert
+    m = convert([src], out, force=True, **options)
+else:
+    from dataprep.tokenize import tokenize
+    m = tokenize(src, out, force=True, progress=False, **options)
+secs = time.perf_counter() - t
+done.set()
+print(json.dumps({"seconds": secs, "rows": m.counts.n_in, "peak_rss_gb": peak[0] / 1024**3}))
+"""
+
+
+def run(stage: str, src: Path, out: Path, **options) -> dict:
+    proc = subprocess.run([sys.executable, "-c", RUN, stage, str(src), str(out), json.dumps(options)], cwd=REPO,
+                          capture_output=True, text=True)
+    if proc.returncode:
+        sys.exit(proc.stderr[-3000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def digest(out: Path) -> dict[str, str]:
+    """sha256 of every data file of an output (not the manifest, which holds timings)."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.iterdir())
+            if p.is_file() and p.name != "manifest.json"}
+
+
+def table(title: str, results: dict[str, dict], base: str) -> None:
+    print(f"\n{title}")
+    print(f"{'':24} {'seconds':>8} {'rows/s':>9} {'peak RSS GB':>12} {'time / ' + base:>14} {'RSS / ' + base:>13}")
+    for name, r in results.items():
+        b = results[base]
+        print(f"{name:24} {r['seconds']:8.2f} {r['rows'] / r['seconds']:9,.0f} {r['peak_rss_gb']:12.2f} "
+              f"{r['seconds'] / b['seconds']:14.2f} {r['peak_rss_gb'] / b['peak_rss_gb']:13.2f}")
+
+
+def main() -> None:
+    from benchmarks.bench_convert import build_csv
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--tokenize-rows", type=int, default=100_000)
+    args = ap.parse_args()
+    csv = build_csv(args.rows)
+    print(f"input: {csv} ({csv.stat().st_size / 1e6:.0f} MB, {args.rows:,} rows)")
+
+    convert = {"local": run("convert", csv, OUT / "engine_convert_local"),
+               "ray": run("convert", csv, OUT / "engine_convert_ray", engine="ray")}
+    assert digest(OUT / "engine_convert_local") == digest(OUT / "engine_convert_ray"), "convert: outputs differ"
+    table(f"convert, {args.rows:,} rows (outputs identical)", convert, "local")
+
+    records = OUT / "engine_records"
+    run("convert", csv, records, limit=args.tokenize_rows)
+    opts = {"max_len": 2048, "batch_size": 2000}
+    tok = {"local": run("tokenize", records, OUT / "engine_tok_local", **opts),
+           "local --num-proc 2": run("tokenize", records, OUT / "engine_tok_local2", num_proc=2, **opts),
+           "ray": run("tokenize", records, OUT / "engine_tok_ray", engine="ray", **opts)}
+    for name in ("engine_tok_local2", "engine_tok_ray"):
+        assert digest(OUT / "engine_tok_local") == digest(OUT / name), f"tokenize: {name} differs from local"
+    table(f"tokenize, {args.tokenize_rows:,} rows (outputs identical)", tok, "local")
+
+
+if __name__ == "__main__":
+    t = time.perf_counter()
+    main()
+    print(f"\nbenchmark wall time {time.perf_counter() - t:.0f}s")
