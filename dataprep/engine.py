@@ -168,7 +168,7 @@ class _Apply:
     applies it to each batch."""
 
     def __init__(self, fn: Callable[[Any], Any]) -> None:
-        self.fn = fn() if isinstance(fn, type) else fn  # a class: its instance holds the state (a model)
+        self.fn = fn
 
     def __call__(self, table):
         import pyarrow as pa
@@ -187,13 +187,14 @@ class _Apply:
         return pa.table({"payload": pa.array(out, pa.large_binary())})
 
 
-def _holding(fn: Callable[[Any], Any]) -> type:
-    """An `_Apply` class that carries `fn` in its definition: sent once with the class, not as
-    constructor arguments in the object store (which Ray warns cannot be restored for a restart)."""
+def _holding(setup: Callable[[], Callable[[Any], Any]]) -> type:
+    """An `_Apply` class whose actors call `setup()` once (load a model) for the function they apply.
+    It carries `setup` in its definition: sent once with the class, not as constructor arguments in
+    the object store (which Ray warns cannot be restored for a restart)."""
 
     class Apply(_Apply):
         def __init__(self) -> None:
-            super().__init__(fn)
+            super().__init__(setup())
 
     return Apply
 
@@ -225,9 +226,9 @@ def ray_map(fn: Callable[[Any], Any], read: Callable[[], Iterable[Any]], *, addr
     """`fn(batch)` for each batch `read()` yields, in input order, computed on Ray Data.
 
     `read` runs in a Ray read task, `fn` in map tasks (one CPU each, as many at once as the cluster
-    has CPUs), or with `actors` in a pool of actors that each build their state once (a model:
-    pass a class whose __init__ loads it; `num_gpus` per actor). Both must be picklable (closures
-    are). A task whose worker dies is retried by Ray (Ray Data's default for tasks and actors). A
+    has CPUs). With `actors`, `fn` is a setup: each actor of a pool calls it once (to load a model)
+    and applies the function it returns (`num_gpus` per actor: one actor per GPU; else one per CPU).
+    Both must be picklable (closures are). A task whose worker dies is retried by Ray (Ray Data's default for tasks and actors). A
     DataprepError raised by either is raised here, with its message.
     """
     with cluster(address) as ray, _one_batch_per_block():

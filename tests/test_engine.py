@@ -124,3 +124,18 @@ def test_dedupe_exact_and_near_on_ray_equal_local(ray_cluster, shared_data, tmp_
     for r in reports:
         r.pop("timings")
     assert reports[0] == reports[1]
+
+
+@pytest.mark.slow
+def test_semantic_dedupe_embeds_in_ray_actors_with_the_local_answer(ray_cluster, shared_data, tmp_path):
+    """Embedding runs in CPU actors (one MiniLM load each, the cache off so nothing is reused) and
+    the search on the driver: the same pairs, removed rows and scores as local."""
+    from dataprep.dedupe import dedupe
+
+    convert([str(shared_data / "english_to_latex.csv")], str(tmp_path / "latex"), template="latex")
+    opts = dict(methods=("semantic",), threshold=0.8, cache=False)
+    local = dedupe(tmp_path / "latex", tmp_path / "local", **opts)
+    ray = dedupe(tmp_path / "latex", tmp_path / "ray", engine="ray", **opts)
+    assert local.counts.by_reason["semantic"] > 0 and ray.counts == local.counts
+    for name in ("records.parquet", "removed.parquet", "pairs.parquet"):
+        assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "ray" / name).read_bytes(), name

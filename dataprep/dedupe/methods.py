@@ -130,7 +130,8 @@ def embed_and_search(texts, alive, cfg: DedupeConfig, timer, *, cache: bool, pro
     sub = [texts[i] for i in alive]
     with timer("embed"):
         encoder = load_encoder(cfg.model, cfg.device)
-        emb = embed_texts(sub, encoder, batch_size=cfg.batch_size, use_cache=cache, progress=progress)
+        emb = embed_texts(sub, encoder, batch_size=cfg.batch_size, use_cache=cache, progress=progress,
+                          engine=cfg.engine)  # ray: in actors; the search below stays on the driver
     with timer("search"):
         if cfg.clusters:
             res = cluster_pairs(emb, cfg.threshold, cfg.clusters, device=encoder.device)
