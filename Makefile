@@ -59,6 +59,7 @@ bench: $(BENCH_STAMP)
 	$(PY) benchmarks/bench_dedupe.py --embed-rows 2000
 	$(PY) benchmarks/bench_tokenize.py
 	$(PY) benchmarks/bench_packing.py
+	$(PY) benchmarks/bench_engine.py --rows 500000 --tokenize-rows 50000
 
 lint: setup
 	$(PY) -m ruff check dataprep training tests benchmarks

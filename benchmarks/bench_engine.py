@@ -6,9 +6,10 @@ cluster's start and stop:
 - convert of the CSV: local; ray (a local cluster with every core);
 - tokenize of the first --tokenize-rows records (SmolLM2, max_len 2048): local in one process,
   local with --num-proc 2 (the best-configured local run), ray.
-Peak RSS is the peak of the summed RSS of the process and all its descendants (the raylet, GCS
-and Ray workers included; shared object-store pages are counted in each process that maps them,
-so this overstates Ray), sampled every 0.1 s. Every engine's data files must be byte-identical to
+Peak memory is the peak of the summed PSS (proportional set size: a shared page counts once
+overall, split between the processes that map it, so Ray's shared object store is not counted
+per worker) of the process and all its descendants (the raylet, GCS and Ray workers included),
+sampled every 0.1 s; `driver RSS` is the command's own process. Every engine's data files must be byte-identical to
 local's, or the benchmark stops.
 
     python benchmarks/bench_engine.py [--rows 1000000] [--tokenize-rows 100000]
@@ -30,16 +31,17 @@ OUT = REPO / "benchmarks" / "out"
 
 RUN = """
 import json, sys, threading, time, psutil
-me, peak, done = psutil.Process(), [0], threading.Event()
+me, peak, done = psutil.Process(), [0, 0], threading.Event()
 def sample():
     while not done.is_set():
         total = 0
         for p in [me, *me.children(recursive=True)]:
             try:
-                total += p.memory_info().rss
+                total += p.memory_full_info().pss
             except psutil.Error:
                 pass
         peak[0] = max(peak[0], total)
+        peak[1] = max(peak[1], me.memory_info().rss)
         time.sleep(0.1)
 threading.Thread(target=sample, daemon=True).start()
 stage, src, out, options = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
@@ -52,7 +54,7 @@ else:
     m = tokenize(src, out, force=True, progress=False, **options)
 secs = time.perf_counter() - t
 done.set()
-print(json.dumps({"seconds": secs, "rows": m.counts.n_in, "peak_rss_gb": peak[0] / 1024**3}))
+print(json.dumps({"seconds": secs, "rows": m.counts.n_in, "peak_gb": peak[0] / 1024**3, "driver_gb": peak[1] / 1024**3}))
 """
 
 
@@ -72,11 +74,12 @@ def digest(out: Path) -> dict[str, str]:
 
 def table(title: str, results: dict[str, dict], base: str) -> None:
     print(f"\n{title}")
-    print(f"{'':24} {'seconds':>8} {'rows/s':>9} {'peak RSS GB':>12} {'time / ' + base:>14} {'RSS / ' + base:>13}")
+    print(f"{'':20} {'seconds':>8} {'rows/s':>9} {'peak PSS GB':>12} {'driver RSS GB':>14} {'time / ' + base:>13} "
+          f"{'PSS / ' + base:>12}")
     for name, r in results.items():
         b = results[base]
-        print(f"{name:24} {r['seconds']:8.2f} {r['rows'] / r['seconds']:9,.0f} {r['peak_rss_gb']:12.2f} "
-              f"{r['seconds'] / b['seconds']:14.2f} {r['peak_rss_gb'] / b['peak_rss_gb']:13.2f}")
+        print(f"{name:20} {r['seconds']:8.2f} {r['rows'] / r['seconds']:9,.0f} {r['peak_gb']:12.2f} {r['driver_gb']:14.2f} "
+              f"{r['seconds'] / b['seconds']:13.2f} {r['peak_gb'] / b['peak_gb']:12.2f}")
 
 
 def main() -> None:

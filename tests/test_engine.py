@@ -139,3 +139,25 @@ def test_semantic_dedupe_embeds_in_ray_actors_with_the_local_answer(ray_cluster,
     assert local.counts.by_reason["semantic"] > 0 and ray.counts == local.counts
     for name in ("records.parquet", "removed.parquet", "pairs.parquet"):
         assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "ray" / name).read_bytes(), name
+
+
+def test_a_recipe_with_engine_ray_runs_end_to_end(ray_cluster, shared_data, tmp_path):
+    """`engine: ray` at the top of a recipe applies to convert and tokenize (a stage may override it);
+    the shards equal a local tokenize of the same records."""
+    from dataprep.pipeline import run_recipe
+    from dataprep.recipe import load_recipe
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: r\nworkdir: {tmp_path / 'work'}\nengine: ray\n"
+                      f"convert:\n  input: {shared_data / 'english_to_latex.csv'}\n  template: latex\n"
+                      "tokenize:\n  max_len: 128\n  batch_size: 16\n")
+    loaded = load_recipe(recipe)
+    assert loaded.stage("convert").options["engine"] == loaded.stage("tokenize").options["engine"] == "ray"
+    results = run_recipe(loaded)
+    assert [r.stage for r in results] == ["convert", "tokenize"] and results[1].manifest.counts.n_in == 50
+    tokenize(tmp_path / "work" / "convert", tmp_path / "local", max_len=128, progress=False)
+    assert_same(tmp_path / "local", tmp_path / "work" / "tokenize")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("engine: spark\nconvert:\n  input: x.csv\n")
+    with pytest.raises(DataprepError, match=r"bad.yaml:1: engine: 'spark' is not one of local, ray"):
+        load_recipe(bad)
