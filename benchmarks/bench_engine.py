@@ -11,7 +11,7 @@ command pays on a cluster that is already running (--ray-address), without Ray's
 Peak memory is the peak of the summed PSS (proportional set size: a shared page counts once
 overall, split between the processes that map it, so Ray's shared object store is not counted
 per worker) of the process and all its descendants (the raylet, GCS and Ray workers included),
-sampled every 0.1 s; `driver RSS` is the command's own process. Every engine's data files must be byte-identical to
+sampled every 0.2 s by the benchmark's own process; `driver RSS` is the command's own process. Every engine's data files must be byte-identical to
 local's, or the benchmark stops.
 
     python benchmarks/bench_engine.py [--rows 1000000] [--tokenize-rows 100000]
@@ -32,20 +32,7 @@ sys.path.insert(0, str(REPO))
 OUT = REPO / "benchmarks" / "out"
 
 RUN = """
-import json, sys, threading, time, psutil
-me, peak, done = psutil.Process(), [0, 0], threading.Event()
-def sample():
-    while not done.is_set():
-        total = 0
-        for p in [me, *me.children(recursive=True)]:
-            try:
-                total += p.memory_full_info().pss
-            except psutil.Error:
-                pass
-        peak[0] = max(peak[0], total)
-        peak[1] = max(peak[1], me.memory_info().rss)
-        time.sleep(0.1)
-threading.Thread(target=sample, daemon=True).start()
+import json, sys, time
 stage, src, out, options = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 if options.pop("cluster_up", False):  # the cluster started (and warmed by a tiny map) before the clock starts
     from dataprep.engine import cluster, ray_map
@@ -58,18 +45,39 @@ if stage == "convert":
 else:
     from dataprep.tokenize import tokenize
     m = tokenize(src, out, force=True, progress=False, **options)
-secs = time.perf_counter() - t
-done.set()
-print(json.dumps({"seconds": secs, "rows": m.counts.n_in, "peak_gb": peak[0] / 1024**3, "driver_gb": peak[1] / 1024**3}))
+print(json.dumps({"seconds": time.perf_counter() - t, "rows": m.counts.n_in}))
 """
 
 
 def run(stage: str, src: Path, out: Path, **options) -> dict:
-    proc = subprocess.run([sys.executable, "-c", RUN, stage, str(src), str(out), json.dumps(options)], cwd=REPO,
-                          capture_output=True, text=True)
+    """Runs one stage in a subprocess; this process samples its memory meanwhile (sampling in the
+    measured process would take its GIL and slow it)."""
+    import psutil
+
+    proc = subprocess.Popen([sys.executable, "-c", RUN, stage, str(src), str(out), json.dumps(options)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child, peak, driver = psutil.Process(proc.pid), 0, 0
+    while proc.poll() is None:
+        total = 0
+        try:
+            tree = [child, *child.children(recursive=True)]
+        except psutil.Error:
+            tree = []
+        for p in tree:
+            try:
+                total += p.memory_full_info().pss
+            except psutil.Error:
+                pass
+        peak = max(peak, total)
+        try:
+            driver = max(driver, child.memory_info().rss)
+        except psutil.Error:
+            pass
+        time.sleep(0.2)
+    stdout, stderr = proc.communicate()
     if proc.returncode:
-        sys.exit(proc.stderr[-3000:])
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        sys.exit(stderr[-3000:])
+    return {**json.loads(stdout.strip().splitlines()[-1]), "peak_gb": peak / 1024**3, "driver_gb": driver / 1024**3}
 
 
 def digest(out: Path) -> dict[str, str]:

@@ -181,6 +181,11 @@ def sweep(path: str | Path, thresholds: list[float], plot: str | Path | None = N
     texts = record_texts(read_records(data), fields)
     timer = Timer()
     language_gate(texts, cfg, explicit=True)  # a sweep asks for semantic: refused where the model cannot read the texts
+    with engine_cluster(cfg):  # one Ray cluster for the earlier methods and the embedding (none for local)
+        return _sweep(texts, thresholds, plot, cfg, timer, cache=cache, progress=progress)
+
+
+def _sweep(texts, thresholds, plot, cfg: DedupeConfig, timer, *, cache: bool, progress: bool) -> list[dict[str, Any]]:
     before = [m for m in cfg.methods if m != "semantic"]
     early, _, _ = run_methods(texts, DedupeConfig(**{**asdict(cfg), "methods": tuple(before)}), timer) if before else ([], None, None)
     alive = np.setdiff1d(np.arange(len(texts)), np.concatenate([r.removed for r in early]) if early else [])
