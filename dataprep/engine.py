@@ -24,6 +24,7 @@ import dataclasses
 import logging
 import os
 import pickle
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -61,6 +62,7 @@ def cluster(address: str | None = None) -> Iterator[Any]:
     """A Ray cluster for the duration of a command: the one already up in this process, the one at
     `address`, or a new local one (stopped at the end)."""
     ray = ray_module()
+    _quiet_data()
     if ray.is_initialized():
         yield ray
         return
@@ -109,6 +111,8 @@ def _quiet_data() -> None:
     ctx.enable_operator_progress_bars = False
     for name in ("ray", "ray.data", "ray._private"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # said because the stage's reader is one read task; it yields many blocks, which the map spreads
+    warnings.filterwarnings("ignore", message=r"The maximum number of concurrent tasks", category=UserWarning)
 
 
 # ---------------------------------------------------------------- mapping a batch function
@@ -255,11 +259,10 @@ def ray_map(fn: Callable[[Any], Any], read: Callable[[], Iterable[Any]], *, addr
 @contextlib.contextmanager
 def _one_batch_per_block():
     """Ray Data's settings for mapping batches: results in input order (so the output equals
-    local's), progress bars off, and one batch per block: a read task otherwise merges its small
+    local's), and one batch per block: a read task otherwise merges its small
     blocks up to 128 MiB, and one map task would then get every batch, one after another."""
     from ray.data import DataContext
 
-    _quiet_data()
     ctx = DataContext.get_current()
     saved = ctx.execution_options.preserve_order, ctx.target_max_block_size
     ctx.execution_options.preserve_order, ctx.target_max_block_size = True, 1
