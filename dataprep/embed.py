@@ -57,7 +57,7 @@ class Encoder:
     def __init__(self, name: str = "minilm", device: str = "auto") -> None:
         self.name = name
         self.path = resolve_model(name)
-        self.device = pick_device(device)
+        self.device_option, self.device = device, pick_device(device)
         self.precision = "fp16" if self.device.startswith("cuda") else "fp32"
         self.key = _model_key(self.path, self.precision)
         self.stats = {"truncated": 0, "embedded": 0, "cached": 0}
@@ -161,19 +161,45 @@ class EmbeddingCache:
 CHUNK = 8192  # texts embedded (and cached) at a time: a killed run keeps what it finished
 
 
-def _encode_chunks(texts, first, todo, uniq_keys, uniq_vecs, truncated, encoder, cache, batch_size, progress) -> None:
-    """Embed the unique texts `todo` longest first, in chunks that are cached as they finish."""
+def _encode_chunks(texts, first, todo, uniq_keys, uniq_vecs, truncated, encoder, cache, batch_size, progress,
+                   engine: str = "local") -> None:
+    """Embed the unique texts `todo` longest first, in chunks that are cached as they finish; on
+    `engine` ray the chunks are embedded by Ray actors (dataprep.engine.ray_map, one model each)."""
     from tqdm.auto import tqdm
 
     todo = todo[np.argsort([-len(texts[first[u]]) for u in todo], kind="stable")]
+    parts = [todo[start : start + CHUNK] for start in range(0, len(todo), CHUNK)]
+    chunks = [[texts[i] for i in first[part]] for part in parts]
+    if engine == "ray":
+        results = _ray_encode(chunks, encoder, batch_size)
+    else:
+        results = (encode_flagging_truncation(encoder.model, chunk, batch_size) for chunk in chunks)
     with tqdm(total=len(todo), desc="embed", unit="text", disable=not progress) as bar:
-        for start in range(0, len(todo), CHUNK):
-            part = todo[start : start + CHUNK]
-            part_texts = [texts[i] for i in first[part]]
-            uniq_vecs[part], truncated[part] = encode_flagging_truncation(encoder.model, part_texts, batch_size)
+        for part, (vecs, cut) in zip(parts, results, strict=True):
+            uniq_vecs[part], truncated[part] = vecs, cut
             if cache:
                 cache.add(uniq_keys[part], uniq_vecs[part], truncated[part])
             bar.update(len(part))
+
+
+def _ray_encode(chunks: list[list[str]], encoder: Encoder, batch_size: int):
+    """(vectors, truncated) of each chunk, in order, from Ray actors that each load the model once:
+    one GPU per actor when the cluster has GPUs (and --device allows), else CPU actors."""
+    import functools
+
+    from dataprep.engine import cluster, ray_map
+
+    with cluster() as ray:
+        gpus = 1 if encoder.device_option in ("auto", "cuda") and ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        factory = functools.partial(_chunk_encoder, encoder.name, "cuda" if gpus else "cpu", batch_size)
+        yield from ray_map(factory, lambda: iter(chunks), actors=True, num_gpus=gpus)
+
+
+def _chunk_encoder(name: str, device: str, batch_size: int):
+    """In a Ray actor: load the model once; return the function that embeds a chunk with it."""
+    import functools
+
+    return functools.partial(encode_flagging_truncation, load_encoder(name, device).model, batch_size=batch_size)
 
 
 def encode(model, texts: list[str], batch_size: int = 64) -> np.ndarray:
@@ -266,6 +292,7 @@ def embed_texts(
     cache_root: str | os.PathLike | None = None,
     use_cache: bool = True,
     progress: bool = False,
+    engine: str = "local",
 ) -> np.ndarray:
     """L2-normalised float32 embeddings of `texts` (n × d), reusing cached vectors by text hash.
 
@@ -285,7 +312,8 @@ def embed_texts(
         if found.any():
             uniq_vecs[found], truncated[found] = cache.vecs[pos[found]], cache.truncated[pos[found]]
         if len(todo):
-            _encode_chunks(texts, first, todo, uniq_keys, uniq_vecs, truncated, encoder, cache, batch_size, progress)
+            _encode_chunks(texts, first, todo, uniq_keys, uniq_vecs, truncated, encoder, cache, batch_size, progress,
+                           engine)
     encoder.stats["embedded"] += int(len(todo))
     encoder.stats["cached"] += int(found.sum())
     encoder.stats["truncated"] += int(truncated.sum())

@@ -1,6 +1,7 @@
 """Recipes: one YAML file describing a whole pipeline, validated into frozen dataclasses.
 
-A recipe has top-level keys `name`, `description`, `workdir` and one optional section per
+A recipe has top-level keys `name`, `description`, `workdir`, `engine` and `ray_address` (the
+default of every stage that takes them: convert, dedupe, tokenize) and one optional section per
 stage (`convert`, `dedupe`, `filter`, `mix`, `split`, `tokenize`, `train`). A stage section's keys are exactly the
 keyword options of that stage's library function: the fields of its config dataclass (its
 `config_class`, dataprep.options) and its other keyword parameters. So a new option is usable
@@ -22,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from dataprep.engine import ENGINES
 from dataprep.errors import DataprepError
 from dataprep.options import MISSING, Option, problems, schema
 
@@ -38,7 +40,8 @@ STAGE_FUNCTIONS = {
 }
 # options of a stage function that the runner fills in itself
 RUNNER_OWNED = {"out", "force", "progress"}
-TOP_LEVEL = {"name": str, "description": str, "workdir": str}
+TOP_LEVEL = {"name": str, "description": str, "workdir": str, "engine": str, "ray_address": str}
+ENGINE_KEYS = ("engine", "ray_address")  # top-level defaults for every stage that takes them (dataprep.engine)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,7 +171,10 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
             found.add((key,), f"{key}: unknown key; a recipe's top-level keys are {', '.join([*TOP_LEVEL, *STAGES])}")
         elif key in TOP_LEVEL and not isinstance(value, TOP_LEVEL[key]):
             found.add((key,), f"{key}: {value!r} has the wrong type; expected {TOP_LEVEL[key].__name__}")
-    stages = tuple(_stage_config(s, data[s], found) for s in STAGES if s in data)
+    engine = {k: data[k] for k in ENGINE_KEYS if isinstance(data.get(k), str)}
+    if engine.get("engine", "local") not in ENGINES:
+        found.add(("engine",), f"engine: {engine['engine']!r} is not one of {', '.join(ENGINES)}")
+    stages = tuple(_stage_config(s, data[s], found, engine) for s in STAGES if s in data)
     if not stages:
         found.found.append((0, f"{path}: the recipe has no stage; add at least one of {', '.join(STAGES)}"))
     name = data.get("name", path.stem)
@@ -182,7 +188,9 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
 INPUT = Option("input", "input", str | list[str] | None, None)  # a stage's explicit input; None: the previous output
 
 
-def _stage_config(stage: str, section: Any, found: Problems) -> StageConfig | None:
+def _stage_config(stage: str, section: Any, found: Problems, engine: dict[str, str]) -> StageConfig | None:
+    """A stage's validated options; the recipe's top-level `engine:`/`ray_address:` apply to each stage
+    that takes them, unless the stage's section sets its own."""
     if section is None:
         section = {}
     if not isinstance(section, dict):
@@ -191,5 +199,5 @@ def _stage_config(stage: str, section: Any, found: Problems) -> StageConfig | No
     params = {"input": INPUT, **stage_parameters(stage)}
     for key, message in problems(params, section, stage):
         found.add((stage, key), message)
-    options = {k: v for k, v in section.items() if k != "input"}
+    options = {**{k: v for k, v in engine.items() if k in params}, **{k: v for k, v in section.items() if k != "input"}}
     return StageConfig(stage=stage, input=section.get("input"), options=types.MappingProxyType(options))

@@ -21,3 +21,13 @@ def shared_data() -> Path:
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One real local Ray cluster with 2 CPUs for the whole session; the stages use it as it is."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()

@@ -149,7 +149,7 @@ def test_stage_functions_check_their_keyword_options(tmp_path):
     out = tmp_path / "out"
     with pytest.raises(DataprepError, match=r"^tokenize.max_len: -1 is out of range; expected an int ≥ 2$"):
         tokenize(tmp_path, out, max_len=-1)
-    with pytest.raises(DataprepError, match=r"^convert.kindd: unknown option; convert takes allow_empty, kind, template, mapping"):
+    with pytest.raises(DataprepError, match=r"^convert.kindd: unknown option; convert takes allow_empty, engine, ray_address, kind, template, mapping"):
         convert(["x.csv"], out, kindd="sft")
     with pytest.raises(DataprepError, match=r"^dedupe.num_perm: 0 is out of range; expected an int ≥ 1$"):
         dedupe(tmp_path, out, num_perm=0)
@@ -190,7 +190,7 @@ def test_validate_lists_every_problem_with_its_line(tmp_path, runner):
     assert result.exit_code == 1
     assert result.output.splitlines() == [
         f"{path}:4: dedupe.num_perm: 0 is out of range; expected an int ≥ 1",
-        f"{path}:6: tokenize.max_lenght: unknown option; tokenize takes input, allow_empty, tokenizer, max_len, overflow, stride, "
+        f"{path}:6: tokenize.max_lenght: unknown option; tokenize takes input, allow_empty, engine, ray_address, tokenizer, max_len, overflow, stride, "
         "train_on, seam, on_mismatch, train_on_inputs, pack, num_shards, shard_size, num_proc, batch_size",
         f"{path}:7: tokenize.overflow: 'wrap' is not one of truncate-prompt, truncate, drop, error, split",
     ]

@@ -5,6 +5,7 @@ to the records file, then rejects and the manifest through the stage contract (d
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 from collections import Counter
 from collections.abc import Callable
@@ -16,6 +17,7 @@ import pyarrow as pa
 from dataprep.convert.flat import read_label_names
 from dataprep.convert.frame import check_choices, convert_frame, ignored_columns, template_for
 from dataprep.convert.rowfn import load_row_fn, row_fn_file
+from dataprep.engine import EngineOptions, ray_map, timed
 from dataprep.errors import DataprepError
 from dataprep.io import sha256_path
 from dataprep.options import opt, parse_options
@@ -48,7 +50,7 @@ def _kind_problem(kind: str) -> str | None:
 
 
 @dataclasses.dataclass(frozen=True)
-class ConvertOptions(OutputOptions):
+class ConvertOptions(EngineOptions, OutputOptions):
     """The convert stage's options (dataprep.options): CLI flags, recipe keys and `convert(**options)`."""
 
     kind: str = opt("sft", f"Record kind to produce: {', '.join(KINDS)}.", check=_kind_problem)
@@ -124,10 +126,11 @@ def convert(sources: str | list[str], out: str, *, force: bool = False, **option
     config["sources"] = [source_name(str(p)) for p in sources]  # records name them (contents are fingerprinted anyway)
 
     def build(ws: Workspace) -> Outcome:
-        batches = iter_batches([str(p) for p in sources], batch_rows=batch_rows, **reader_options)
-        if limit is not None:
-            batches = _first_rows(batches, limit)
-        summary = _convert_batches(batches, ws.out / f"records.{fmt}", kind, ws.timer, template=tmpl, mapping=mapping,
+        def read():
+            batches = iter_batches([str(p) for p in sources], batch_rows=batch_rows, **reader_options)
+            return _first_rows(batches, limit) if limit is not None else batches
+
+        summary = _convert_batches(read, ws.out / f"records.{fmt}", kind, ws.timer, o, template=tmpl, mapping=mapping,
                                    row_fn=fn, label_names=names, label_sep=label_sep, choices=choices,
                                    choice_label=o.choice_label, keep_columns=o.keep_columns)
         if summary.n_in == 0:
@@ -188,30 +191,59 @@ class _Summary:
     ignored: dict = dataclasses.field(default_factory=dict)  # source columns no record field came from
 
 
-def _convert_batches(batches, path: Path, kind: str, timer: Timer, **options: Any) -> _Summary:
-    """Convert and write batch by batch, so memory stays bounded by the batch size."""
+@dataclasses.dataclass
+class _Batch:
+    """One converted batch: what `_convert_batch` returns, on any engine."""
+
+    n_in: int
+    records: Any  # polars frame of canonical records
+    rejects: list[dict]
+    ignored: list[str]
+    lengths: Any
+    labels: list
+
+
+def _convert_batch(frame, kind: str, options: dict[str, Any]) -> _Batch:
+    """The per-batch step an engine maps: records, rejects, ignored columns, lengths and labels of one frame."""
+    records, rejects = convert_frame(frame, kind, **options)
+    labels = records["labels"].explode().drop_nulls().to_list() if kind == "classify" else []
+    return _Batch(frame.height, records, rejects, ignored_columns(frame.columns, kind, **options),
+                  records.select(**length_exprs(kind)), labels)
+
+
+def _local_batches(batches, kind: str, timer: Timer, options: dict[str, Any]):
+    while True:
+        with timer("read"):
+            frame = next(batches, None)
+        if frame is None:
+            return
+        with timer("convert"):
+            yield _convert_batch(frame, kind, options)
+
+
+def _convert_batches(read, path: Path, kind: str, timer: Timer, engine: EngineOptions, **options: Any) -> _Summary:
+    """Convert and write batch by batch, so memory stays bounded by the batch size. `read()` yields the
+    input frames; on the ray engine it runs in a Ray read task and `_convert_batch` in Ray tasks."""
     from tqdm import tqdm
 
+    if engine.engine == "ray":
+        results = timed(ray_map(functools.partial(_convert_batch, kind=kind, options=options), read,
+                                address=engine.ray_address), timer, "convert")
+    else:
+        results = _local_batches(read(), kind, timer, options)
     summary = _Summary()
     writer = RecordWriter(path, kind)
     with writer, tqdm(desc=f"convert {kind}", unit="row", disable=None, leave=False) as bar:
-        while True:
-            with timer("read"):
-                frame = next(batches, None)
-            if frame is None:
-                break
-            with timer("convert"):
-                records, rejects = convert_frame(frame, kind, **options)
-                summary.ignored.update(dict.fromkeys(ignored_columns(frame.columns, kind, **options)))
-                summary.lengths.append(records.select(**length_exprs(kind)))
-                if kind == "classify":
-                    summary.labels.update(records["labels"].explode().drop_nulls().to_list())
+        for batch in results:
+            summary.ignored.update(dict.fromkeys(batch.ignored))
+            summary.lengths.append(batch.lengths)
+            summary.labels.update(batch.labels)
             with timer("write"):
-                writer.write(records)
-            summary.n_in += frame.height
-            summary.n_out += records.height
-            summary.rejects.extend(rejects)
-            bar.update(frame.height)
+                writer.write(batch.records)
+            summary.n_in += batch.n_in
+            summary.n_out += batch.records.height
+            summary.rejects.extend(batch.rejects)
+            bar.update(batch.n_in)
     return summary
 
 

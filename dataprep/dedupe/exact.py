@@ -16,6 +16,11 @@ def normalize_text(text: str) -> str:
     return _SPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
 
 
+def text_hash(text: str) -> bytes:
+    """16-byte hash of the normalised text: equal for exact duplicates."""
+    return hashlib.blake2b(normalize_text(text).encode("utf-8"), digest_size=16).digest()
+
+
 def exact_pairs(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairs (i, j, score=1.0) linking each row to the first earlier row with the same normalised text.
 
@@ -25,8 +30,7 @@ def exact_pairs(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     first: dict[bytes, int] = {}
     a, b = [], []
     for j, text in enumerate(texts):
-        h = hashlib.blake2b(normalize_text(text).encode("utf-8"), digest_size=16).digest()
-        i = first.setdefault(h, j)
+        i = first.setdefault(text_hash(text), j)
         if i != j:
             a.append(i)
             b.append(j)

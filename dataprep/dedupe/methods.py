@@ -18,10 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from dataprep.dedupe import on_ray
 from dataprep.dedupe.exact import exact_pairs
 from dataprep.dedupe.groups import KEEP_POLICIES, Groups, group_and_keep
 from dataprep.dedupe.minhash import near_pairs
 from dataprep.dedupe.semantic import cluster_pairs, semantic_pairs
+from dataprep.engine import EngineOptions
 from dataprep.errors import DataprepError
 from dataprep.options import opt, parse_options
 from dataprep.stage import OutputOptions
@@ -43,7 +45,7 @@ def _each_once(methods: tuple[str, ...]) -> str | None:
 
 
 @dataclass(frozen=True)
-class DedupeConfig(OutputOptions):
+class DedupeConfig(EngineOptions, OutputOptions):
     """The dedupe stage's options (dataprep.options): CLI flags, recipe keys and `dedupe(**options)`."""
 
     methods: tuple[str, ...] = opt(METHODS, "Comma list, run in this order, each on what the previous kept; when "
@@ -103,11 +105,16 @@ def _finish(method, alive, a, b, score, groups: Groups, below, stats) -> MethodR
 
 def run_exact(texts, alive, cfg: DedupeConfig, timer, pinned=None) -> MethodResult:
     sub = [texts[i] for i in alive]
+    keep, lengths = cfg.keep if cfg.keep != "centroid" else "first", [len(t) for t in sub]
     with timer("exact"):
-        a, b, s = exact_pairs(sub)
-        # equal texts: every group is one cluster (transitive), so each keeps one row
-        groups = group_and_keep(len(sub), a, b, s, keep=cfg.keep if cfg.keep != "centroid" else "first",
-                                lengths=[len(t) for t in sub], seed=cfg.seed, transitive=True, pinned=pinned)
+        if cfg.engine == "ray":  # a shuffle by hash, the keep policy inside each group
+            a, b, s, groups = on_ray.exact_groups(sub, keep=keep, lengths=lengths, seed=cfg.seed,
+                                                  pinned=np.zeros(len(sub), bool) if pinned is None else pinned)
+        else:
+            a, b, s = exact_pairs(sub)
+            # equal texts: every group is one cluster (transitive), so each keeps one row
+            groups = group_and_keep(len(sub), a, b, s, keep=keep, lengths=lengths, seed=cfg.seed, transitive=True,
+                                    pinned=pinned)
     empty = (np.array([not t.strip() for t in sub], dtype=bool)) if sub else np.zeros(0, dtype=bool)
     none = (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32))
     return _finish("exact", alive, a, b, s, groups, none, {"empty_texts": int(empty.sum())})
@@ -117,11 +124,12 @@ def run_near(texts, alive, cfg: DedupeConfig, timer, pinned=None) -> MethodResul
     """Every pair's score is its true Jaccard (checked after LSH), so a removal rests on the pair itself."""
     sub = [texts[i] for i in alive]
     with timer("near"):
-        res = near_pairs(sub, cfg.near_threshold, ngram=cfg.ngram, unit=cfg.ngram_unit, num_perm=cfg.num_perm)
+        find = on_ray.near_pairs if cfg.engine == "ray" else near_pairs
+        res = find(sub, cfg.near_threshold, ngram=cfg.ngram, unit=cfg.ngram_unit, num_perm=cfg.num_perm)
     with timer("group"):
         groups = group_and_keep(len(sub), res.a, res.b, res.score, keep=cfg.keep, lengths=[len(t) for t in sub],
                                 seed=cfg.seed, pinned=pinned)
-    stats = {**res.stats, "no_shingles": int((res.shingles.sizes() == 0).sum())}
+    stats = res.stats
     return _finish("near", alive, res.a, res.b, res.score, groups, res.below, stats)
 
 
@@ -132,7 +140,8 @@ def embed_and_search(texts, alive, cfg: DedupeConfig, timer, *, cache: bool, pro
     sub = [texts[i] for i in alive]
     with timer("embed"):
         encoder = load_encoder(cfg.model, cfg.device)
-        emb = embed_texts(sub, encoder, batch_size=cfg.batch_size, use_cache=cache, progress=progress)
+        emb = embed_texts(sub, encoder, batch_size=cfg.batch_size, use_cache=cache, progress=progress,
+                          engine=cfg.engine)  # ray: in actors; the search below stays on the driver
     with timer("search"):
         if cfg.clusters:
             res = cluster_pairs(emb, cfg.threshold, cfg.clusters, device=encoder.device)

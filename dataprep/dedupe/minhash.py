@@ -183,6 +183,14 @@ def _pairs_within(groups: np.ndarray, members: np.ndarray, n: int) -> np.ndarray
     return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
 
 
+def band_key(rows: np.ndarray) -> np.ndarray:
+    """One 64-bit bucket key per document from its signature's rows in one band (n × rows)."""
+    key = np.zeros(len(rows), dtype=np.uint64)
+    for col in rows.T:
+        key = key * _PRIME + col.astype(np.uint64)
+    return key
+
+
 def lsh_candidates(sig: np.ndarray, bands: int, rows: int, valid: np.ndarray | None = None) -> np.ndarray:
     """Unique candidate pairs (k × 2, i < j) of documents that share a bucket in at least one band."""
     n = sig.shape[0]
@@ -191,9 +199,7 @@ def lsh_candidates(sig: np.ndarray, bands: int, rows: int, valid: np.ndarray | N
     for band in range(bands):
         # one 64-bit key per document for the band's rows: equal rows give equal keys, and a rare
         # collision of different rows only adds a candidate that the Jaccard check then drops
-        key = np.zeros(len(idx), dtype=np.uint64)
-        for col in sig[idx, band * rows : (band + 1) * rows].T:
-            key = key * _PRIME + col.astype(np.uint64)
+        key = band_key(sig[idx, band * rows : (band + 1) * rows])
         order = np.argsort(key, kind="stable")
         k = key[order]
         same_as_next = k[1:] == k[:-1]
@@ -222,7 +228,7 @@ class NearResult:
     a: np.ndarray  # int64, a < b
     b: np.ndarray
     score: np.ndarray  # float32 Jaccard, ≥ threshold
-    shingles: Shingles
+    shingles: Shingles | None  # None when the pairs were found on Ray (dataprep.dedupe.on_ray)
     below: tuple[np.ndarray, np.ndarray, np.ndarray]  # the best-scoring candidates that failed the check
     stats: dict
 
@@ -237,8 +243,15 @@ def near_pairs(
     bands, rows = optimal_bands(threshold, num_perm, *RECALL_WEIGHTS)
     cand = lsh_candidates(sig, bands, rows, valid=sh.sizes() > 0)
     score = jaccard(sh, cand[:, 0], cand[:, 1])
+    return checked(cand, score, threshold, (bands, rows), int((sh.sizes() == 0).sum()), borderline, sh)
+
+
+def checked(cand: np.ndarray, score: np.ndarray, threshold: float, bands_rows: tuple[int, int], no_shingles: int,
+            borderline: int = 50, sh: Shingles | None = None) -> NearResult:
+    """The candidates (sorted, i < j) whose true Jaccard `score` is at or above `threshold`, and the best that were not."""
     keep = score >= threshold
     miss = np.flatnonzero(~keep)
     miss = miss[np.argsort(-score[miss], kind="stable")[:borderline]]
-    stats = {"bands": bands, "rows": rows, "candidates": len(cand), "pairs": int(keep.sum())}
+    stats = {"bands": bands_rows[0], "rows": bands_rows[1], "candidates": len(cand), "pairs": int(keep.sum()),
+             "no_shingles": no_shingles}
     return NearResult(cand[keep, 0], cand[keep, 1], score[keep], sh, (cand[miss, 0], cand[miss, 1], score[miss]), stats)

@@ -22,6 +22,7 @@ from dataprep.dedupe.methods import (
     run_methods,
     semantic_groups,
 )
+from dataprep.engine import NOT_FINGERPRINTED
 from dataprep.errors import DataprepError
 from dataprep.records import infer_kind
 from dataprep.stage import Manifest, Outcome, Workspace, run_stage
@@ -101,8 +102,9 @@ def dedupe(path: str | Path, out: str | Path, *, force: bool = False, cache: boo
         with ws.timer("read"):
             frame = read_records(data)
         texts = record_texts(frame, fields)
-        results, nearest, embed_stats = run_methods(texts, cfg, ws.timer, cache=cache, progress=progress,
-                                                    explicit=explicit)
+        with engine_cluster(cfg):  # one Ray cluster for every method (none for the local engine)
+            results, nearest, embed_stats = run_methods(texts, cfg, ws.timer, cache=cache, progress=progress,
+                                                        explicit=explicit)
         n_kept = write_outputs(ws.out, frame, texts, results, nearest, embed_stats, cfg, fields, ws.timer)
         details = {"text_fields": list(fields), "report": "report.json",
                    "warnings": reports.collect_warnings(texts, results, embed_stats)}
@@ -156,9 +158,20 @@ def _decontaminate(data, out, manifest_in, kind, fields, cfg: DedupeConfig, *, f
                      data_files=("records.parquet",), force=force, upstream=manifest_in, allow_empty=cfg.allow_empty)
 
 
+def engine_cluster(cfg: DedupeConfig):
+    """The Ray cluster of --engine ray (started here, or at --ray-address), else nothing."""
+    import contextlib
+
+    from dataprep.engine import cluster
+
+    return cluster(cfg.ray_address) if cfg.engine == "ray" else contextlib.nullcontext()
+
+
 def _fingerprinted(cfg: DedupeConfig, fields) -> dict[str, Any]:
-    """What decides the output: the options (not allow_empty, which only permits an empty one) and the fields."""
-    skip = ("allow_empty", "against")  # the eval sets count by their contents, as inputs
+    """What decides the output: the options (not allow_empty, which only permits an empty one, nor the
+    engine, which gives the same output, nor the eval paths, which count by their contents as inputs) and
+    the fields."""
+    skip = ("allow_empty", "against", *NOT_FINGERPRINTED)
     return {**{k: v for k, v in asdict(cfg).items() if k not in skip}, "on": list(fields)}
 
 
@@ -212,6 +225,11 @@ def sweep(path: str | Path, thresholds: list[float], plot: str | Path | None = N
     texts = record_texts(read_records(data), fields)
     timer = Timer()
     language_gate(texts, cfg, explicit=True)  # a sweep asks for semantic: refused where the model cannot read the texts
+    with engine_cluster(cfg):  # one Ray cluster for the earlier methods and the embedding (none for local)
+        return _sweep(texts, thresholds, plot, cfg, timer, cache=cache, progress=progress)
+
+
+def _sweep(texts, thresholds, plot, cfg: DedupeConfig, timer, *, cache: bool, progress: bool) -> list[dict[str, Any]]:
     before = [m for m in cfg.methods if m != "semantic"]
     early, _, _ = run_methods(texts, DedupeConfig(**{**asdict(cfg), "methods": tuple(before)}), timer) if before else ([], None, None)
     alive = np.setdiff1d(np.arange(len(texts)), np.concatenate([r.removed for r in early]) if early else [])

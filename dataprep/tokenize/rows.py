@@ -12,6 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from dataprep.engine import EngineOptions
 from dataprep.options import opt
 from dataprep.records import IGNORE_INDEX, get_kind, load_function
 from dataprep.stage import OutputOptions
@@ -42,7 +43,7 @@ def shard_size_problem(value: str) -> str | None:
 
 
 @dataclass(frozen=True)
-class TokenizeOptions(OutputOptions):
+class TokenizeOptions(EngineOptions, OutputOptions):
     """The tokenize stage's options (dataprep.options). All but num_proc and batch_size, which only
     split the work, decide the output and go into the fingerprint."""
 

@@ -5,6 +5,7 @@ directory plus manifest.json and rejects.jsonl through the stage contract (datap
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -19,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from dataprep import io
+from dataprep.engine import NOT_FINGERPRINTED, ray_map
 from dataprep.errors import DataprepError
 from dataprep.options import parse_options
 from dataprep.records import IGNORE_INDEX, get_kind, kinds_with
@@ -35,7 +37,7 @@ from dataprep.tokenize.rows import (
 )
 from dataprep.tokenize.seam import fidelity_summary
 
-WORK_SPLIT = ("num_proc", "batch_size", "allow_empty")  # options that do not change what the output holds
+WORK_SPLIT = ("num_proc", "batch_size", "allow_empty", *NOT_FINGERPRINTED)  # options that do not change what the output holds
 
 
 def _read_batches(data: Path, columns: list[str], batch_size: int) -> Iterator[dict[str, list]]:
@@ -92,8 +94,18 @@ def _worker_run(batch):
     return tokenize_batch(batch, w["tok"], w["kind"], w["opts"], w["specials"], w["label_names"])
 
 
-def _map_batches(batches, tok, kind, opts, specials, label_names, num_proc: int):
-    """tokenize_batch over the batches, in order; in `num_proc` worker processes if > 1."""
+def _tokenize_one(batch, tok, kind, opts, specials, label_names):
+    return tokenize_batch(batch, tok, kind, opts, specials, label_names)
+
+
+def _map_batches(read, tok, kind, opts, specials, label_names, num_proc: int):
+    """tokenize_batch over the batches `read()` yields, in order: on Ray Data with --engine ray, else
+    in `num_proc` worker processes if > 1, else here."""
+    if opts.engine == "ray":
+        fn = functools.partial(_tokenize_one, tok=tok, kind=kind, opts=opts, specials=specials, label_names=label_names)
+        yield from ray_map(fn, read, address=opts.ray_address)
+        return
+    batches = read()
     if num_proc <= 1:
         for b in batches:
             yield tokenize_batch(b, tok, kind, opts, specials, label_names)
@@ -155,8 +167,8 @@ def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = F
         timer, rows_file, writer = ws.timer, ws.scratch / "rows.arrow", None
         bar = tqdm(total=n_rows, desc="tokenize", unit="row", disable=not progress, leave=False)
         with bar, timer("tokenize"):  # the bar is cleared before an error is printed
-            batches = _read_batches(data, columns, batch_size)
-            for cols, rej, ev in _map_batches(batches, tok, kind, opts, specials, label_names, num_proc):
+            read = functools.partial(_read_batches, data, columns, batch_size)
+            for cols, rej, ev in _map_batches(read, tok, kind, opts, specials, label_names, num_proc):
                 rb = arrow_batch(kind, cols)
                 writer = writer or pa.ipc.new_stream(str(rows_file), rb.schema)
                 writer.write_batch(rb)

@@ -1,0 +1,168 @@
+"""Dedupe's exact and near methods on Ray Data (`--engine ray`): the same pairs, groups, kept rows
+and scores as the local methods (dataprep.dedupe.exact, .minhash, .groups), found by shuffles.
+
+The texts go to the object store once (one Arrow array, read zero-copy by every task); datasets
+carry row ids only.
+
+- **exact**: each partition hashes its rows' normalised texts (exact.text_hash); a shuffle by
+  hash brings equal texts together, and each group applies the keep policy itself (the policy's
+  key per row comes from groups._rank, so `random --seed` is the same permutation as local). The
+  driver gets only the rows of groups with more than one member.
+- **near**: each partition computes its rows' shingles and MinHash signatures (the local
+  functions, on its slice) and emits one (band, bucket) key per row and band; a shuffle by key
+  brings each bucket together and emits its pairs as candidates; the unique candidates are
+  verified in partitions by their true Jaccard (shingles recomputed for the rows of each
+  partition's pairs), so no false positive is kept. Pairs, then connected components and the
+  keep policy, run on the driver (groups.group_and_keep) while the edge list fits in its memory:
+  about 16 bytes per candidate and 20 per verified pair, so 100M candidates need ~2 GB there.
+  Beyond that a distributed components step (large-star/small-star) would be needed: not built.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dataprep.dedupe.exact import text_hash
+from dataprep.dedupe.groups import Groups, _rank
+from dataprep.dedupe.minhash import (
+    RECALL_WEIGHTS,
+    NearResult,
+    band_key,
+    checked,
+    jaccard,
+    optimal_bands,
+    shingle_all,
+    signatures,
+)
+
+ROWS_PER_BLOCK = 20_000  # rows a task hashes or signs at a time (bounded temporaries: minhash.shingle_all)
+
+
+def _parts(ray, rows: int) -> int:
+    """Blocks (or shuffle partitions) for `rows` rows: one per ROWS_PER_BLOCK rows, at least one per CPU."""
+    return max(1, int(ray.cluster_resources().get("CPU", 1)), -(-rows // ROWS_PER_BLOCK))
+
+
+def _ids(ray, n: int):
+    """Row ids 0..n-1 as a dataset."""
+    return ray.data.range(n, override_num_blocks=min(n, _parts(ray, n)))
+
+
+def _texts_of(ref, ids: np.ndarray) -> list[str]:
+    import ray
+
+    return ray.get(ref).take(ids).to_pylist()
+
+
+def _collect(ds, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Every row of `ds` on the driver, as numpy columns (empty arrays when there are none)."""
+    parts = list(ds.iter_batches(batch_size=None, batch_format="numpy"))
+    return {c: np.concatenate([p[c] for p in parts]) if parts else np.empty(0, np.int64) for c in columns}
+
+
+# ---------------------------------------------------------------- exact
+
+
+def exact_groups(texts: list[str], *, keep: str, lengths, seed: int, pinned: np.ndarray):
+    """(a, b, score, Groups) as exact_pairs + group_and_keep(transitive=True) give them locally."""
+    import pyarrow as pa
+
+    from dataprep.engine import cluster
+
+    n = len(texts)
+    key = _rank(keep, n, None, None, None, lengths, seed, None, None)
+    with cluster() as ray:
+        ref = ray.put(pa.array(texts, pa.large_string()))
+
+        def hashed(batch):
+            ids = batch["id"]
+            digests = np.frombuffer(b"".join(text_hash(t) for t in _texts_of(ref, ids)), dtype=np.int64).reshape(-1, 2)
+            return {"id": ids, "h1": digests[:, 0], "h2": digests[:, 1]}
+
+        ds = _ids(ray, n).map_batches(hashed, batch_format="numpy", batch_size=None)
+        rows = _collect(ds.groupby(["h1", "h2"], num_partitions=_parts(ray, n)).map_groups(_keep_first(key, pinned), batch_format="numpy"),
+                        ("id", "first", "keeper"))
+    order = np.argsort(rows["id"], kind="stable")
+    ids, first, kept_by = rows["id"][order], rows["first"][order], rows["keeper"][order]
+    keeper, root = np.arange(n), np.arange(n)
+    keeper[ids], root[ids] = kept_by, first
+    labels = np.unique(root, return_inverse=True)[1].reshape(-1) if n else root  # numbered by lowest member, as scipy
+    star = ids != first  # every member linked to its group's first row (exact_pairs' star)
+    a, b = first[star], ids[star]
+    return a, b, np.ones(len(a), np.float32), Groups(labels, keeper, np.ones(n, np.float32))
+
+
+def _keep_first(key: np.ndarray, pinned: np.ndarray):
+    """The step for one group of equal texts: its first row, and the row each member is removed for
+    (the first in the policy's order: pinned rows first, then the key, then input order; pinned rows stay)."""
+
+    def keep_first(group):
+        ids = np.sort(group["id"])
+        if len(ids) < 2:
+            return {"id": ids[:0], "first": ids[:0], "keeper": ids[:0]}
+        leader = ids[np.lexsort((ids, key[ids], ~pinned[ids]))[0]]
+        return {"id": ids, "first": np.full(len(ids), ids[0]), "keeper": np.where(pinned[ids], ids, leader)}
+
+    return keep_first
+
+
+# ---------------------------------------------------------------- near
+
+
+def near_pairs(texts: list[str], threshold: float = 0.8, *, ngram: int = 5, unit: str = "char", num_perm: int = 128,
+               seed: int = 1, borderline: int = 50) -> NearResult:
+    """minhash.near_pairs on Ray: the same candidates, scores, pairs and borderline pairs."""
+    import pyarrow as pa
+
+    from dataprep.engine import cluster
+
+    n = len(texts)
+    bands, rows = optimal_bands(threshold, num_perm, *RECALL_WEIGHTS)
+    with cluster() as ray:
+        ref = ray.put(pa.array(texts, pa.large_string()))
+
+        def bucket_keys(batch):
+            ids = batch["id"]
+            sh = shingle_all(_texts_of(ref, ids), ngram, unit)
+            sig, valid = signatures(sh, num_perm, seed), sh.sizes() > 0
+            keys = [band_key(sig[valid, band * rows : (band + 1) * rows]).view(np.int64) for band in range(bands)]
+            empty = ids[~valid]  # texts without shingles: band -1, one bucket, counted, never paired
+            return {"band": np.repeat(np.arange(-1, bands, dtype=np.int32), [len(empty)] + [valid.sum()] * bands),
+                    "key": np.concatenate([np.zeros(len(empty), np.int64), *keys]),
+                    "id": np.concatenate([empty, np.tile(ids[valid], bands)])}
+
+        keyed = _ids(ray, n).map_batches(bucket_keys, batch_format="numpy", batch_size=None)
+        grouped = keyed.groupby(["band", "key"], num_partitions=_parts(ray, n * bands // 4))
+        codes = _collect(grouped.map_groups(_bucket_pairs(n), batch_format="numpy"), ("code",))["code"]
+        no_shingles = int((codes == -1).sum())
+        codes = np.unique(codes[codes >= 0])
+        cand = np.stack([codes // n, codes % n], axis=1) if len(codes) else np.empty((0, 2), np.int64)
+
+        def verified(batch):
+            a, b = batch["a"], batch["b"]
+            docs = np.unique(np.concatenate([a, b]))
+            sh = shingle_all(_texts_of(ref, docs), ngram, unit)
+            return {"code": a * n + b, "score": jaccard(sh, np.searchsorted(docs, a), np.searchsorted(docs, b))}
+
+        score = np.empty(0, np.float32)
+        if len(cand):
+            step = ROWS_PER_BLOCK
+            pairs = ray.data.from_arrow([pa.table({"a": cand[i : i + step, 0], "b": cand[i : i + step, 1]})
+                                         for i in range(0, len(cand), step)])
+            found = _collect(pairs.map_batches(verified, batch_format="numpy", batch_size=None), ("code", "score"))
+            score = found["score"][np.argsort(found["code"])].astype(np.float32)  # in candidate order
+    return checked(cand, score, threshold, (bands, rows), no_shingles, borderline)
+
+
+def _bucket_pairs(n: int):
+    """The step for one (band, bucket): the code i*n+j (i < j) of every pair of its rows (-1 per row
+    for the bucket of texts without shingles)."""
+
+    def bucket_pairs(group):
+        ids = np.sort(group["id"])
+        if group["band"][0] == -1:  # the texts without shingles: one -1 each, to count
+            return {"code": np.full(len(ids), -1, np.int64)}
+        i, j = np.triu_indices(len(ids), k=1)
+        return {"code": (ids[i] * n + ids[j]).astype(np.int64)}
+
+    return bucket_pairs

@@ -1,0 +1,285 @@
+"""Engines: where a stage's per-batch function runs.
+
+- `local` (the default): in this process (tokenize: also `--num-proc` worker processes).
+- `ray`: on Ray Data. The stage's own batch reader runs as a Ray Data read task, the stage's own
+  per-batch function (`convert_frame`, `tokenize_batch`, ...) runs in a pool of actors (one copy
+  of the function's state, e.g. a tokenizer, per actor), and the results come back to the driver
+  in input order (`preserve_order`), where the stage writes them exactly as `local` does. So
+  the two engines give the same records, rejects and shards: there is no second copy of a stage.
+
+A batch and its result travel as one pickled cell of a one-row Arrow block, so any batch type
+(a polars frame, a dict of column lists) and any result (records plus rejects, counts, events) go
+through Ray Data unchanged. A task that fails because its worker died is retried by Ray; a
+DataprepError raised by the function (bad input) comes back as that error, one line.
+
+`--ray-address` connects to a running cluster; without it a local cluster starts with the
+command and stops after it. A cluster that is already up in this process (a test fixture, a
+notebook) is used as it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import pickle
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from dataprep.errors import DataprepError
+from dataprep.options import opt
+
+ENGINES = ("local", "ray")
+NOT_FINGERPRINTED = ("engine", "ray_address")  # where the work runs does not change the output
+INSTALL = "pip install 'dataprep[ray]'"
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineOptions:
+    """Where a stage's per-batch work runs (dataprep.options: CLI flags and recipe keys)."""
+
+    engine: str = opt("local", "Run the per-batch work in this process (local) or on Ray Data (ray; needs "
+                      f"{INSTALL}). Same output either way.", choices=ENGINES)
+    ray_address: str | None = opt(None, "--engine ray: a running cluster to use (e.g. 10.0.0.5:6379, or auto); "
+                                  "default: a local cluster started and stopped with the command.")
+
+
+def ray_module():
+    """`ray`, or a one-line error saying how to install it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401  (ray without the data extra lacks pandas/pyarrow pieces)
+    except ImportError:
+        raise DataprepError(f"--engine ray needs Ray Data, which is not installed: {INSTALL} "
+                            "(or use --engine local)") from None
+    return ray
+
+
+@contextlib.contextmanager
+def cluster(address: str | None = None) -> Iterator[Any]:
+    """A Ray cluster for the duration of a command: the one already up in this process, the one at
+    `address`, or a new local one (stopped at the end)."""
+    ray = ray_module()
+    _quiet_data()
+    if ray.is_initialized():
+        yield ray
+        return
+    if address:
+        _check_reachable(address)
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
+                 configure_logging=True)
+    except Exception as exc:  # ConnectionError, ValueError, TimeoutError, ...: all mean "no cluster there"
+        where = f"--ray-address {address}" if address else "a local Ray cluster"
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DataprepError(f"cannot start or reach {where} ({first}); start it with `ray start --head` and pass its "
+                            "address, or drop --ray-address to start a local one") from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A host:port that does not answer is one line now, not minutes of Ray retrying to reach it."""
+    import socket
+
+    if address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise DataprepError(f"--ray-address {address}: write HOST:PORT (e.g. 10.0.0.5:6379), ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise DataprepError(f"--ray-address {address}: nothing answers there ({exc.strerror or exc}); start the "
+                            "cluster with `ray start --head` and pass its address, or drop --ray-address to start a "
+                            "local one") from None
+
+
+def _quiet_data() -> None:
+    """Ray Data's progress bars and per-operator logs off: the stage prints its own summary."""
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    ctx.enable_operator_progress_bars = False
+    for name in ("ray", "ray.data", "ray._private"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    # said because the stage's reader is one read task; it yields many blocks, which the map spreads
+    warnings.filterwarnings("ignore", message=r"The maximum number of concurrent tasks", category=UserWarning)
+
+
+# ---------------------------------------------------------------- mapping a batch function
+
+
+@dataclasses.dataclass(frozen=True)
+class _Failed:
+    """A DataprepError raised on a worker, carried back to the driver as its message."""
+
+    message: str
+
+
+class _Columns:
+    """A polars frame that polars cannot pickle (a column of Python objects: mixed JSON types),
+    carried as its columns and schema."""
+
+    def __init__(self, frame) -> None:
+        self.data, self.schema = frame.to_dict(as_series=False), dict(frame.schema)
+
+    def frame(self):
+        import polars as pl
+
+        return pl.DataFrame(self.data, schema=self.schema)
+
+
+def _dumps(value: Any) -> bytes:
+    try:
+        return pickle.dumps(value, protocol=5)
+    except Exception:
+        if type(value).__name__ != "DataFrame" or not hasattr(value, "to_dict"):
+            raise
+        return pickle.dumps(_Columns(value), protocol=5)
+
+
+def _loads(payload: bytes) -> Any:
+    value = pickle.loads(payload)
+    return value.frame() if isinstance(value, _Columns) else value
+
+
+def _cell(value: Any):
+    import pyarrow as pa
+
+    return pa.table({"payload": pa.array([_dumps(value)], pa.large_binary())})
+
+
+def _batches_as_blocks(read: Callable[[], Iterable[Any]]):
+    """The read task: each batch the stage's reader yields becomes a one-row block."""
+    try:
+        for batch in read():
+            yield _cell(batch)
+    except DataprepError as exc:
+        yield _cell(_Failed(str(exc)))
+
+
+class _Apply:
+    """The map step: one actor holds `fn` (and what it closes over: a tokenizer, a template) and
+    applies it to each batch."""
+
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, table):
+        import pyarrow as pa
+
+        out = []
+        for payload in table.column("payload").to_pylist():
+            batch = _loads(payload)
+            if isinstance(batch, _Failed):
+                result = batch
+            else:
+                try:
+                    result = self.fn(batch)
+                except DataprepError as exc:
+                    result = _Failed(str(exc))
+            out.append(pickle.dumps(result, protocol=5))
+        return pa.table({"payload": pa.array(out, pa.large_binary())})
+
+
+def _holding(setup: Callable[[], Callable[[Any], Any]]) -> type:
+    """An `_Apply` class whose actors call `setup()` once (load a model) for the function they apply.
+    It carries `setup` in its definition: sent once with the class, not as constructor arguments in
+    the object store (which Ray warns cannot be restored for a restart)."""
+
+    class Apply(_Apply):
+        def __init__(self) -> None:
+            super().__init__(setup())
+
+    return Apply
+
+
+def _source(read: Callable[[], Iterable[Any]]):
+    from ray.data.block import BlockMetadata
+    from ray.data.datasource import Datasource, ReadTask
+
+    class BatchSource(Datasource):
+        """One read task running the stage's own reader (it streams: batches leave as they are read)."""
+
+        def estimate_inmemory_data_size(self):
+            return None
+
+        def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
+            meta = BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
+            return [ReadTask(lambda: _batches_as_blocks(read), meta)]
+
+    return BatchSource()
+
+
+def actor_count(ray) -> int:
+    """Map tasks at once: one per CPU of the cluster."""
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def ray_map(fn: Callable[[Any], Any], read: Callable[[], Iterable[Any]], *, address: str | None = None,
+            actors: bool = False, num_gpus: float = 0) -> Iterator[Any]:
+    """`fn(batch)` for each batch `read()` yields, in input order, computed on Ray Data.
+
+    `read` runs in a Ray read task, `fn` in map tasks (one CPU each, as many at once as the cluster
+    has CPUs). With `actors`, `fn` is a setup: each actor of a pool calls it once (to load a model)
+    and applies the function it returns (`num_gpus` per actor: one actor per GPU; else one per CPU).
+    Both must be picklable (closures are). A task whose worker dies is retried by Ray (Ray Data's default for tasks and actors). A
+    DataprepError raised by either is raised here, with its message.
+    """
+    with cluster(address) as ray, _one_batch_per_block():
+        from ray.data import ActorPoolStrategy, TaskPoolStrategy
+
+        n = actor_count(ray)
+        ds = ray.data.read_datasource(_source(read), num_cpus=0, override_num_blocks=1)  # a light reader
+        if actors:
+            gpus = int(ray.cluster_resources().get("GPU", 0))
+            ds = ds.map_batches(_holding(fn), batch_size=1, batch_format="pyarrow", num_gpus=num_gpus,
+                                num_cpus=0 if num_gpus else 1,
+                                compute=ActorPoolStrategy(min_size=1, max_size=gpus if num_gpus else n))
+        else:
+            ds = ds.map_batches(_Apply(fn), batch_size=1, batch_format="pyarrow", num_cpus=1,
+                                compute=TaskPoolStrategy(size=n))
+        for block in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
+            for payload in block.column("payload").to_pylist():
+                result = pickle.loads(payload)
+                if isinstance(result, _Failed):
+                    raise DataprepError(result.message)
+                yield result
+
+
+@contextlib.contextmanager
+def _one_batch_per_block():
+    """Ray Data's settings for mapping batches: results in input order (so the output equals
+    local's), and one batch per block: a read task otherwise merges its small
+    blocks up to 128 MiB, and one map task would then get every batch, one after another."""
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    saved = ctx.execution_options.preserve_order, ctx.target_max_block_size
+    ctx.execution_options.preserve_order, ctx.target_max_block_size = True, 1
+    try:
+        yield
+    finally:
+        ctx.execution_options.preserve_order, ctx.target_max_block_size = saved
+
+
+def timed(results: Iterator[Any], timer, name: str) -> Iterator[Any]:
+    """`results`, with the time spent waiting for each counted under `name` in the stage's timer."""
+    while True:
+        with timer(name):
+            result = next(results, _END)
+        if result is _END:
+            return
+        yield result
+
+
+_END = object()

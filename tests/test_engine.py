@@ -1,0 +1,163 @@
+"""--engine ray gives the same output as --engine local: convert, tokenize and dedupe on real data,
+on a real local Ray cluster (2 CPUs, started once for the session), also after a worker dies."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dataprep.convert import convert
+from dataprep.errors import DataprepError
+from dataprep.tokenize import tokenize
+
+REPO = Path(__file__).resolve().parents[1]
+BAD = REPO / "tests" / "assets" / "sft_bad.jsonl"
+
+
+def data_files(out: Path) -> dict[str, bytes]:
+    """Every file of an output but its manifest, by name (the manifest holds timings)."""
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file() and p.name != "manifest.json"}
+
+
+def manifest(out: Path) -> dict:
+    m = json.loads((out / "manifest.json").read_text())
+    m.pop("timings")
+    m["config"].pop("engine", None)
+    return m
+
+
+def assert_same(local: Path, ray: Path) -> None:
+    assert data_files(local) == data_files(ray)
+    assert manifest(local) == manifest(ray)
+
+
+def test_convert_ray_equals_local(ray_cluster, shared_data, tmp_path):
+    """Several batches from two sources, one of them with rejects: same records in the same order,
+    same rejects, same manifest (counts, lengths, ignored columns, fingerprint)."""
+    sources = [str(shared_data / "alpaca_en_demo.json"), str(BAD)]
+    local = convert(sources, str(tmp_path / "local"), batch_rows=150)
+    ray = convert(sources, str(tmp_path / "ray"), batch_rows=150, engine="ray")
+    assert local.counts.n_in == 999 + 7 and local.counts.rejected == 5 and ray.counts == local.counts
+    assert ray.fingerprint == local.fingerprint  # the engine does not change what the output is
+    assert_same(tmp_path / "local", tmp_path / "ray")
+    # the same fingerprint: a local rerun finds the ray output current
+    assert convert(sources, str(tmp_path / "ray"), batch_rows=150).skipped
+
+
+def test_tokenize_ray_equals_local(ray_cluster, shared_data, tmp_path):
+    """Chat records through SmolLM2's template, packed: byte-identical shards, rejects and state."""
+    convert([str(shared_data / "glaive_toolcall_en_demo.json")], str(tmp_path / "records"), kind="chat", limit=120)
+    opts = dict(max_len=1024, pack=True, batch_size=25, progress=False)
+    local = tokenize(tmp_path / "records", tmp_path / "local", **opts)
+    ray = tokenize(tmp_path / "records", tmp_path / "ray", engine="ray", **opts)
+    assert local.counts.n_in == 120 and ray.counts == local.counts and ray.fingerprint == local.fingerprint
+    assert ray.get("token_stats") == local.get("token_stats") and ray.get("packing") == local.get("packing")
+    assert_same(tmp_path / "local", tmp_path / "ray")
+
+
+class DiesOnce:
+    """A row-fn whose worker process dies the first time it runs (the marker file says it did)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+        self.__qualname__ = "DiesOnce"  # convert names the row-fn in its config
+
+    def __call__(self, row: dict) -> dict:
+        if not self.marker.exists():
+            self.marker.write_text("died once")
+            os._exit(1)  # the worker process is killed mid-task, as by the OOM killer
+        return {"instruction": row["instruction"], "input": row.get("input") or "", "output": row["output"]}
+
+
+def test_ray_retries_a_task_whose_worker_died(ray_cluster, shared_data, tmp_path):
+    marker, src = tmp_path / "marker", [str(shared_data / "alpaca_en_demo.json")]
+    ray = convert(src, str(tmp_path / "ray"), batch_rows=300, row_fn=DiesOnce(marker), engine="ray")
+    assert marker.read_text() == "died once"  # the failure did happen, on a Ray worker
+    local = convert(src, str(tmp_path / "local"), batch_rows=300, row_fn=DiesOnce(marker))
+    assert ray.counts == local.counts and ray.counts.n_out == 999
+    assert_same(tmp_path / "local", tmp_path / "ray")
+
+
+def test_bad_input_on_ray_is_the_same_one_line_error(ray_cluster, shared_data, tmp_path):
+    """A DataprepError raised on a worker comes back as itself (not a Ray traceback), and nothing is written."""
+    with pytest.raises(DataprepError, match="no column 'nope'"):
+        convert([str(shared_data / "alpaca_en_demo.json")], str(tmp_path / "out"), choices=("nope",), engine="ray")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreachable_address_is_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "dataprep", "convert", str(BAD), "-o", str(tmp_path / "o"), "--engine",
+                        "ray", "--ray-address", "127.0.0.1:9"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "Error: --ray-address 127.0.0.1:9: nothing answers" in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_ray_not_installed_is_one_line(runner, monkeypatch, tmp_path):
+    from dataprep.cli import cli
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails as if not installed
+    r = runner.invoke(cli, ["convert", str(BAD), "-o", str(tmp_path / "o"), "--engine", "ray"])
+    assert r.exit_code == 1 and r.output.startswith("Error: --engine ray needs Ray Data")
+    assert "pip install 'dataprep[ray]'" in r.output and not (tmp_path / "o").exists()
+
+
+def test_dedupe_exact_and_near_on_ray_equal_local(ray_cluster, shared_data, tmp_path):
+    """Shuffles by hash and by (band, bucket) find the same pairs, and the same rows go for the same
+    kept rows, as local (english_to_latex.csv: one exact duplicate, near ones that chain at 0.5)."""
+    from dataprep.dedupe import dedupe
+
+    convert([str(shared_data / "english_to_latex.csv")], str(tmp_path / "latex"), template="latex")
+    opts = dict(methods=("exact", "near"), keep="longest", near_threshold=0.5)
+    local = dedupe(tmp_path / "latex", tmp_path / "local", **opts)
+    ray = dedupe(tmp_path / "latex", tmp_path / "ray", engine="ray", **opts)
+    assert local.counts.by_reason == {"exact": 1, "near": 11} and ray.counts == local.counts
+    assert ray.fingerprint == local.fingerprint
+    for name in ("records.parquet", "removed.parquet", "pairs.parquet"):
+        assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "ray" / name).read_bytes(), name
+    reports = [json.loads((tmp_path / d / "report.json").read_text()) for d in ("local", "ray")]
+    for r in reports:
+        r.pop("timings")
+    assert reports[0] == reports[1]
+
+
+@pytest.mark.slow
+def test_semantic_dedupe_embeds_in_ray_actors_with_the_local_answer(ray_cluster, shared_data, tmp_path):
+    """Embedding runs in CPU actors (one MiniLM load each, the cache off so nothing is reused) and
+    the search on the driver: the same pairs, removed rows and scores as local."""
+    from dataprep.dedupe import dedupe
+
+    convert([str(shared_data / "english_to_latex.csv")], str(tmp_path / "latex"), template="latex")
+    opts = dict(methods=("semantic",), threshold=0.8, cache=False)
+    local = dedupe(tmp_path / "latex", tmp_path / "local", **opts)
+    ray = dedupe(tmp_path / "latex", tmp_path / "ray", engine="ray", **opts)
+    assert local.counts.by_reason["semantic"] > 0 and ray.counts == local.counts
+    for name in ("records.parquet", "removed.parquet", "pairs.parquet"):
+        assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "ray" / name).read_bytes(), name
+
+
+def test_a_recipe_with_engine_ray_runs_end_to_end(ray_cluster, shared_data, tmp_path):
+    """`engine: ray` at the top of a recipe applies to convert and tokenize (a stage may override it);
+    the shards equal a local tokenize of the same records."""
+    from dataprep.pipeline import run_recipe
+    from dataprep.recipe import load_recipe
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: r\nworkdir: {tmp_path / 'work'}\nengine: ray\n"
+                      f"convert:\n  input: {shared_data / 'english_to_latex.csv'}\n  template: latex\n"
+                      "tokenize:\n  max_len: 128\n  batch_size: 16\n")
+    loaded = load_recipe(recipe)
+    assert loaded.stage("convert").options["engine"] == loaded.stage("tokenize").options["engine"] == "ray"
+    results = run_recipe(loaded)
+    assert [r.stage for r in results] == ["convert", "tokenize"] and results[1].manifest.counts.n_in == 50
+    tokenize(tmp_path / "work" / "convert", tmp_path / "local", max_len=128, progress=False)
+    assert_same(tmp_path / "local", tmp_path / "work" / "tokenize")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("engine: spark\nconvert:\n  input: x.csv\n")
+    with pytest.raises(DataprepError, match=r"bad.yaml:1: engine: 'spark' is not one of local, ray"):
+        load_recipe(bad)
