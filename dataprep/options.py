@@ -260,6 +260,8 @@ def _callback(o: Option):
 
         if _is_list(o.type) and isinstance(value, str):
             value = tuple(v.strip() for v in value.split(",") if v.strip()) or (None if o.default is None else ())
+        if o.meta.get("multiple") and value == ():  # a repeatable flag not given: the field's default
+            value = None if o.default is MISSING else o.default
         try:
             if "cli" in o.meta and value is not None:
                 value = o.meta["cli"](value)
