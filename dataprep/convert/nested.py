@@ -38,7 +38,8 @@ def per_row(work, make: Callable[[dict], dict], kind: str):
         try:
             rec = make({f: row[f] for f in fields})
         except RowError as exc:
-            rejects.append({"source": row["source"], "row": row["row"], "reason": str(exc), "detail": None})
+            rejects.append({"source": row["source"], "row": row["row"], "reason": str(exc),
+                            "detail": getattr(exc, "detail", None)})
             continue
         out.append({**rec, "source": row["source"], "row": row["row"]})
     try:

@@ -76,6 +76,8 @@ class ConvertOptions(OutputOptions):
                                           "(multiple-choice data such as PIQA: --choice sol1,sol2).", flag="--choice",
                                           metavar="COLUMNS")
     choice_label: str = opt("label", "With --choice: the column holding the 0-based index of the right answer.")
+    think: str = opt("keep", "chat: inline <think>...</think> at the start of an assistant turn: keep it as text, or "
+                     "split it into reasoning_content.", choices=("keep", "split"))
     ignore_columns: tuple[str, ...] | None = opt(None, "Comma list of source columns you know convert leaves out (a `label` "
                                           "column on sft/chat data stops the run unless named here).")
 
@@ -114,6 +116,10 @@ def convert(sources: str | list[str], out: str, *, force: bool = False, **option
     config = _config(kind, tmpl, mapping, row_fn, fmt, label_names, label_sep, reader_options)
     if limit is not None:
         config["limit"] = limit
+    if o.think != "keep":
+        if kind != "chat":
+            raise DataprepError("--think applies to --kind chat only; drop it")
+        config["think"] = o.think
     if choices:
         config["choices"] = {"columns": list(choices), "label": o.choice_label}
     config["sources"] = [source_name(str(p)) for p in sources]  # records name them (contents are fingerprinted anyway)
@@ -124,7 +130,7 @@ def convert(sources: str | list[str], out: str, *, force: bool = False, **option
             batches = _first_rows(batches, limit)
         summary = _convert_batches(batches, ws.out / f"records.{fmt}", kind, ws.timer, template=tmpl, mapping=mapping,
                                    row_fn=fn, label_names=names, label_sep=label_sep, choices=choices,
-                                   choice_label=o.choice_label)
+                                   choice_label=o.choice_label, think=o.think)
         if summary.n_in == 0:
             raise DataprepError(f"{', '.join(map(str, sources))}: no rows to convert; check the input (and --no-header)")
         _question_labels(kind, summary.ignored, o.ignore_columns or ())

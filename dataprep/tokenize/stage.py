@@ -23,6 +23,7 @@ from dataprep.errors import DataprepError
 from dataprep.options import parse_options
 from dataprep.records import IGNORE_INDEX, get_kind, kinds_with
 from dataprep.stage import Manifest, Outcome, Rejects, Timer, TokenizerInfo, Workspace, run_stage, scan_records
+from dataprep.tokenize import fidelity
 from dataprep.tokenize.masks import choose_pad
 from dataprep.tokenize.rows import (
     TokenizeOptions,
@@ -34,6 +35,11 @@ from dataprep.tokenize.rows import (
 )
 
 WORK_SPLIT = ("num_proc", "batch_size", "allow_empty")  # options that do not change what the output holds
+CHAT_ONLY = ("reasoning", "split_turns", "tools_in_system", "on_mismatch")
+# chat figures the row builder counts: extra --split-turns sequences and their tokens, rows whose tools went
+# into the system turn (--tools-in-system), rows holding media references
+CHAT_EVENTS = ("split_turns", "split_turn_tokens", "tools_in_system", "rows_with_media")
+FIDELITY_KINDS = ("chat",)  # kinds whose row builder runs the fidelity check (the manifest always says so)
 
 
 def _read_batches(data: Path, columns: list[str], batch_size: int) -> Iterator[dict[str, list]]:
@@ -124,6 +130,8 @@ def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = F
         data, in_manifest, kind, columns, n_rows, label_names = _scan_input(str(path))
         tok_path = models.resolve_model(tokenizer)
         tok = models.load_tokenizer(tok_path)
+        if opts.chat_template:
+            tok.chat_template = Path(opts.chat_template).read_text(encoding="utf-8")
         tok_fp = models.tokenizer_fingerprint(tok)
         entry = get_kind(kind)
         if entry.chat_template and not tok.chat_template:
@@ -140,6 +148,7 @@ def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = F
     tok_files = {"files_sha256": tokenizer_files_hash(tok_path),
                  "chat_template_sha256": hashlib.sha256(chat_template.encode()).hexdigest() if chat_template else None}
     split_only = () if opts.overflow == "split" else ("stride",)  # stride changes nothing else: not fingerprinted
+    split_only += () if kind == "chat" else CHAT_ONLY  # nor the chat options for other kinds
     config = {**{k: v for k, v in asdict(opts).items() if k not in WORK_SPLIT + split_only}, "tokenizer_fingerprint": tok_fp,
               "kind": kind, "label_names": label_names}
     facts = {"kind": kind, "label_names": label_names, "max_len": max_len, "packed": pack,
@@ -160,7 +169,8 @@ def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = F
                 events.update(ev)
                 lengths.extend(cols["length"])
                 trainable += count_trainable(kind, cols)
-                kept = len(cols["length"]) - ev.get("windows", 0)  # records kept (a split text is one record)
+                # records kept (a split text is one record, so is a conversation split into turns)
+                kept = len(cols["length"]) - ev.get("windows", 0) - ev.get("split_turns", 0)
                 records_out += kept
                 bar.update(kept + len(rej))
             if writer is None:  # no batches at all: an empty input
@@ -168,7 +178,12 @@ def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = F
                 writer = pa.ipc.new_stream(str(rows_file), rb.schema)
             writer.close()
         lengths_np = np.asarray(lengths, dtype=np.int64)
+        fid = fidelity.summary(events)
+        chat_facts = {k: int(events.pop(k, 0)) for k in CHAT_EVENTS} if kind == "chat" else None
         packing_info = None
+        if pack and chat_facts and chat_facts["rows_with_media"]:
+            raise DataprepError(f"{chat_facts['rows_with_media']} row(s) hold media references, which packed shards do not "
+                                "carry; drop --pack for multimodal rows")
         if pack:
             with timer("pack"):
                 rows_file, packing_info = _pack_file(rows_file, lengths_np, max_len, ws.scratch)
@@ -182,8 +197,13 @@ def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = F
             shards=shards, events=dict(events),
             token_stats=_token_stats(lengths_np, packing_info["trainable"] if pack else trainable),
             packing=packing_info,
-            columns=list(new_columns(kind)) + (["position_ids", "seq_lengths"] if pack else []),
+            columns=[c for c in new_columns(kind) if not pack or c != "media"] + (
+                ["position_ids", "seq_lengths"] if pack else []),
         )
+        if chat_facts is not None:
+            details["chat"] = chat_facts
+        if kind in FIDELITY_KINDS or fid["checked"] or fid["mismatched"]:
+            details["fidelity"] = fid
         return Outcome(n_rows, records_out, details, rejects=rejects, lineage=facts)
 
     return run_stage("tokenize", out, inputs=[str(data)], config=config, build=build, data_files=("state.json",),
