@@ -149,6 +149,7 @@ def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = F
                  "chat_template_sha256": hashlib.sha256(chat_template.encode()).hexdigest() if chat_template else None}
     split_only = () if opts.overflow == "split" else ("stride",)  # stride changes nothing else: not fingerprinted
     split_only += () if kind == "chat" else CHAT_ONLY  # nor the chat options for other kinds
+    split_only += ("chat_template",) if opts.chat_template is None else ()  # the template is in the tokenizer fingerprint
     config = {**{k: v for k, v in asdict(opts).items() if k not in WORK_SPLIT + split_only}, "tokenizer_fingerprint": tok_fp,
               "kind": kind, "label_names": label_names}
     facts = {"kind": kind, "label_names": label_names, "max_len": max_len, "packed": pack,
