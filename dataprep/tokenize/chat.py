@@ -235,11 +235,11 @@ def plan_row(renderer: Renderer, messages: list[dict], tools_json: str | None, o
     has_calls = any("tool_calls" in m for m in tmsgs)
     if tools or has_calls:
         bare = [{k: v for k, v in m.items() if k != "tool_calls"} for m in tmsgs]
-        ignored = (bool(tools) and renderer(tmsgs, None, False) == full) or (
-            has_calls and renderer(bare, tools, False) == full)
+        no_tools = bool(tools) and _same(renderer, tmsgs, None, full)
+        ignored = no_tools or (has_calls and _same(renderer, bare, tools, full))
         if ignored:
             if not opts.tools_in_system:
-                what = "tools" if tools and renderer(tmsgs, None, False) == full else "tool calls"
+                what = "tools" if no_tools else "tool calls"
                 raise RowProblem("template ignores tools", f"the chat template does not render the row's {what}; "
                                  "--tools-in-system renders them as text")
             shift = len(tmsgs)
@@ -273,6 +273,15 @@ def plan_row(renderer: Renderer, messages: list[dict], tools_json: str | None, o
         else:
             _mismatch(events, "history_rewritten", f"assistant turn {i}", opts, warned)
     return sequences, warned
+
+
+def _same(renderer, messages, tools, full: str) -> bool:
+    """Whether rendering without the tools (or tool calls) gives the same text: the template ignores
+    them. A template that raises without them needs them."""
+    try:
+        return renderer(messages, tools, False) == full
+    except Exception:
+        return False
 
 
 def _mismatch(events, reason, detail, opts, warned) -> None:
