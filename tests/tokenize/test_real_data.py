@@ -36,7 +36,7 @@ def test_glaive_after_convert(shared_data, tmp_path):
         calls = [json.loads(x["tool_calls"] or "null") for x in msgs if x["role"] == "assistant"]
         expected = [x["content"] + "<|im_end|>" if not c else "<tool_call>\n" + json.dumps(
             {"name": c[0]["function"]["name"], "arguments": c[0]["function"]["arguments"]}, ensure_ascii=False)
-            + "\n</tool_call><|im_end|>" for x, c in zip([x for x in msgs if x["role"] == "assistant"], calls)]
+            + "\n</tool_call><|im_end|>" for x, c in zip([x for x in msgs if x["role"] == "assistant"], calls, strict=True)]
         assert trained_runs(tok, ids, labels) == expected
 
 
