@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import re
+from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -331,20 +332,30 @@ def chat_rows(batch, tok, kind, opts, specials, label_names):
             continue
         planned.append((i, emit))
     texts = [s.text for _, seqs in planned for s in seqs]
-    turns = [t for _, seqs in planned for s in seqs for t in s.turns]
     encs = encode_batch(tok, texts, add_special_tokens=False)
-    prompt_encs = encode_batch(tok, [t.prompt for t in turns], add_special_tokens=False) if turns else []
-    outputs = [s.text[t.start : t.end] for _, seqs in planned for s in seqs for t in s.turns]
-    output_encs = encode_batch(tok, outputs, add_special_tokens=False) if outputs else []
+    # the fidelity probes: only the text since the last added token before each seam needs encoding again
+    added = set(tok.added_tokens_decoder)
+    probes = []
+    e = 0
+    for _, seqs in planned:
+        for s in seqs:
+            if s.turns:
+                starts = [o[0] for o in encs[e].offsets]
+                probes += [_probe(encs[e], starts, s.text, t.start, t.end, added) for t in s.turns]
+            e += 1
+    probe_encs = encode_batch(tok, [p[1] for p in probes] + [p[3] for p in probes], add_special_tokens=False)
+    n_probes = len(probes)
     e, t_at = 0, 0
     overflow = overflow_for(kind, opts.overflow)
     for i, seqs in planned:
         row_encs = encs[e : e + len(seqs)]
         e += len(seqs)
         bad = []
-        for s, enc in zip(seqs, row_encs, strict=True):
+        for s in seqs:
             for t in s.turns:
-                reason = _check_turn(enc, prompt_encs[t_at].ids, output_encs[t_at].ids, t.start)
+                straddles, _, expected_prompt, _, expected_output = probes[t_at]
+                reason = ("prompt_seam" if straddles or probe_encs[t_at].ids != expected_prompt
+                          else "output_tokens" if probe_encs[n_probes + t_at].ids != expected_output else None)
                 t_at += 1
                 if reason:
                     fidelity.mismatch(events, reason)
@@ -383,13 +394,27 @@ def chat_rows(batch, tok, kind, opts, specials, label_names):
     return cols, rejects, events
 
 
-def _check_turn(enc, prompt_ids: list[int], output_ids: list[int], start: int) -> str | None:
-    """None when the sequence's tokens are the prompt tokenized alone followed by the output tokenized
-    from a token boundary; else the reason."""
-    j = len(prompt_ids)
+def _probe(enc, starts: list[int], text: str, start: int, end: int, added: set[int]) -> tuple[bool, str, list[int], str, list[int]]:
+    """What the fidelity check of one turn encodes and what it must equal: (a token straddles the
+    seam, prompt text, its ids in the sequence, output text, its ids in the sequence).
+
+    Tokenizers split the text on added tokens first and tokenize the pieces between them on their own,
+    so the prompt tokenized alone equals the sequence's tokens up to the last added token before the
+    seam; only the piece after it (`assistant\n`) can differ, and only it is encoded again. Likewise
+    the output's piece before its first added token, when the output ends on a piece boundary (after
+    an end-of-turn token); otherwise the whole prompt or output is encoded."""
     ids, offsets = enc.ids, enc.offsets
-    if ids[:j] != prompt_ids or (j < len(ids) and offsets[j][0] < start) or (j and offsets[j - 1][1] > start):
-        return "prompt_seam"
-    if ids[j : j + len(output_ids)] != output_ids:
-        return "output_tokens"
-    return None
+    n = len(ids)
+    j = bisect_left(starts, start)
+    straddles = any(offsets[x][1] > start for x in range(max(0, j - 3), j))
+    j0 = next((x for x in range(j - 1, -1, -1) if ids[x] in added), None)
+    if j0 is not None:
+        prompt_text, prompt_ids = text[offsets[j0][1] : start], ids[j0 + 1 : j]
+    else:
+        prompt_text, prompt_ids = text[:start], ids[:j]
+    k = bisect_left(starts, end, j)
+    clean_end = k > j and offsets[k - 1][1] == end and (ids[k - 1] in added or k == n or ids[k] in added)
+    k0 = next((x for x in range(j, k) if ids[x] in added), None)
+    if clean_end and k0 is not None:
+        return straddles, prompt_text, prompt_ids, text[start : offsets[k0][0]], ids[j:k0]
+    return straddles, prompt_text, prompt_ids, text[start:end], ids[j:k]
