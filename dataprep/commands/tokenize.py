@@ -42,6 +42,18 @@ def command(records, out, force, **options):
                    f"({extra:,} extra rows, stride {m.config.get('stride', 0)}); no token lost")
     if events:
         click.echo("overflow (rows cut, by what was cut): " + ", ".join(f"{k} {v}" for k, v in sorted(events.items())))
+    fid = m.get("fidelity")
+    if fid is not None:
+        reasons = ", ".join(f"{k} {v}" for k, v in fid["by_reason"].items())
+        click.echo(f"fidelity: {fid['checked']:,} turn(s) checked, {fid['mismatched']:,} mismatched"
+                   + (f" ({reasons}; see `dataprep inspect {out} --fidelity`)" if reasons else ""))
+    chat = m.get("chat") or {}
+    if chat.get("split_turns"):
+        click.echo(f"--split-turns: {chat['split_turns']:,} extra sequence(s), {chat['split_turn_tokens']:,} extra tokens")
+    if chat.get("tools_in_system"):
+        click.echo(f"--tools-in-system: {chat['tools_in_system']:,} row(s) had their tools rendered as text")
+    if chat.get("rows_with_media"):
+        click.echo(f"media: {chat['rows_with_media']:,} row(s) reference media (shard column `media`)")
     if m.get("packing"):
         p = m.get("packing")
         click.echo(f"packed {p['sequences']:,} sequences into {p['bins']:,} bin(s) of {p['capacity']} "

@@ -323,6 +323,16 @@ def test_stage_manifest_counts_fidelity(smol, tmp_path):
 
     report = fidelity_report(tmp_path / "tok")
     assert "prompt_seam: 1" in report and "t row 0" in report
+    from click.testing import CliRunner
+
+    from dataprep.cli import cli
+
+    result = CliRunner().invoke(cli, ["tokenize", str(d), "-o", str(tmp_path / "cli"), "--chat-template", str(tpl),
+                                      "--on-mismatch", "warn"])
+    assert result.exit_code == 0, result.output
+    assert "fidelity: 2 turn(s) checked, 1 mismatched (prompt_seam 1;" in result.output
+    result = CliRunner().invoke(cli, ["inspect", str(tmp_path / "tok"), "--fidelity"])
+    assert result.exit_code == 0 and result.output.startswith("fidelity: 2 turn(s) checked, 1 mismatched")
 
 
 @pytest.mark.parametrize("name", ["qwen2_5", "qwen3", "llama3_1"])
