@@ -107,3 +107,16 @@ def test_glaive_sharegpt_tool_calls_nothing_lost(shared_data, tmp_path):
             if t["from"] == "observation":
                 assert out["role"] == "tool" and out["name"]  # named after the call it answers
         assert rec["tools"] == row["tools"]
+
+
+def test_pii_redacts_reasoning_and_parts_text():
+    """filter --pii reads what tokenize renders: a multimodal message's text parts and the reasoning."""
+    from dataprep.filter.pii import TYPES, _message_pii
+
+    parts = json.dumps([{"type": "image", "path": "x.jpg"}, {"type": "text", "text": "mail a.b@example.com"}])
+    m = msg("user", "mail a.b@example.com", parts=parts)
+    out, kinds = _message_pii(m, TYPES)
+    assert kinds == ["email"] and out["content"] == "mail [EMAIL]"
+    assert json.loads(out["parts"])[1]["text"] == "mail [EMAIL]"
+    out, kinds = _message_pii(msg("assistant", "ok", reasoning_content="call 010-1234-5678"), TYPES)
+    assert kinds == ["phone"] and out["reasoning_content"] == "call [PHONE]"
