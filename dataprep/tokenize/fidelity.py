@@ -9,7 +9,9 @@ takes them out with `summary` into the manifest's `fidelity`:
     {"checked": n, "mismatched": n, "by_reason": {reason: n}}
 
 A mismatched row is rejected with the reason `fidelity: <reason>` (`--on-mismatch reject`, the
-default) or kept and only counted (`--on-mismatch warn`).
+default) or kept and only counted (`--on-mismatch warn`; chat: the mismatched turn is left
+untrained). `checked` counts the turns checked: a row rejected at a rendering-level mismatch
+(`history_rewritten`, `prompt_not_prefix`) stops there, so its later turns are not counted.
 """
 
 from __future__ import annotations
