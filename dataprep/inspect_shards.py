@@ -204,3 +204,33 @@ def _render(tok, row: dict[str, Any], n: int, manifest: Manifest, color: bool, t
             parts.append(token_table(tok, ids[start : start + m], labels[start : start + m]))
         start += m
     return "\n".join(parts)
+
+
+def fidelity_report(path: str | os.PathLike, first: int = 20) -> str:
+    """The fidelity check of a tokenize output: turns checked, mismatches by reason (with what each
+    means), and the first `first` rows rejected or kept with a mismatch, from rejects.jsonl."""
+    import json
+
+    from dataprep.stage import REJECTS
+    from dataprep.tokenize.fidelity import REASONS
+
+    manifest = read_manifest(path)
+    if not manifest or manifest.stage != "tokenize":
+        raise DataprepError(f"{path} is not a `dataprep tokenize` output (no tokenize manifest.json); run tokenize first")
+    fid = manifest.get("fidelity")
+    if fid is None:
+        return f"{path}: no fidelity check was run for {manifest.lineage.kind} rows"
+    policy = manifest.config.get("on_mismatch", "reject")
+    lines = [f"fidelity: {fid['checked']} turn(s) checked, {fid['mismatched']} mismatched (--on-mismatch {policy})"]
+    for reason, n in fid["by_reason"].items():
+        lines.append(f"  {reason}: {n}  ({REASONS.get(reason, '')})")
+    rejects = Path(path) / REJECTS
+    rows = []
+    if rejects.is_file():
+        with open(rejects, encoding="utf-8") as fh:
+            rows = [r for r in map(json.loads, fh) if str(r.get("reason", "")).startswith("fidelity: ")]
+    if rows:
+        lines.append(f"rejected rows ({len(rows)}; first {min(first, len(rows))}):")
+        lines += [f"  {r['source']} row {r['row']}: {r['reason'][len('fidelity: '):]}: {r.get('detail') or ''}"
+                  for r in rows[:first]]
+    return "\n".join(lines)

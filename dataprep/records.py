@@ -18,7 +18,25 @@ import pyarrow as pa
 from dataprep.errors import DataprepError
 
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
-MESSAGES = pa.list_(MESSAGE)
+MESSAGES = pa.list_(MESSAGE)  # preference prompts: plain turns
+
+# A chat message keeps everything a conversation can hold (dataprep.convert.chat). The shapes that vary
+# from row to row (typed content parts, tool calls with arbitrary JSON arguments) are JSON strings, so
+# the parquet schema stays the same across batches of mixed rows; `content` is always the text (for a
+# message of typed parts: its text parts joined), so dedupe, filter and stats read it unchanged.
+CHAT_MESSAGE = pa.struct([
+    ("role", pa.string()),
+    ("content", pa.string()),
+    ("parts", pa.string()),  # JSON list of typed parts ({type: text, text} / {type: image|audio|video, path|url}) or null
+    ("reasoning_content", pa.string()),
+    ("tool_calls", pa.string()),  # JSON list of {id, type: function, function: {name, arguments (an object)}} or null
+    ("tool_call_id", pa.string()),
+    ("name", pa.string()),
+    ("train", pa.bool_()),  # per-message flag for `tokenize --train-on flagged`; null: not flagged
+])
+CHAT_MESSAGES = pa.list_(CHAT_MESSAGE)
+CHAT_FIELDS = tuple(CHAT_MESSAGE.field(i).name for i in range(CHAT_MESSAGE.num_fields))
+MEDIA = pa.list_(pa.struct([("type", pa.string()), ("ref", pa.string())]))  # chat shards: media references, in order
 
 PROVENANCE = [pa.field("source", pa.string()), pa.field("row", pa.int64())]
 
@@ -36,7 +54,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         + PROVENANCE
     ),
     # a conversation; `tools` is an optional JSON string of tool/function definitions.
-    "chat": pa.schema([("messages", MESSAGES), ("tools", pa.string())] + PROVENANCE),
+    "chat": pa.schema([("messages", CHAT_MESSAGES), ("tools", pa.string())] + PROVENANCE),
     "text": pa.schema([("text", pa.string())] + PROVENANCE),
     # `labels` are label names; the vocabulary (in order) is in the manifest's lineage as `label_names`.
     "classify": pa.schema([("text", pa.string()), ("labels", pa.list_(pa.string()))] + PROVENANCE),
@@ -93,9 +111,11 @@ for _kind in (
     Kind("sft", SCHEMAS["sft"], ("instruction", "output"), ("input",), convert="dataprep.convert.flat:sft_records",
          text=("instruction", "input", "output"), stats=("prompt", "completion"),
          tokenize="dataprep.tokenize.rows:sft_rows", reads=("prompt", "completion"), packable=True, tasks=("sft",)),
-    Kind("chat", SCHEMAS["chat"], ("messages",), ("tools", "system"), convert="dataprep.convert.nested:chat_records",
-         text=("messages",), stats=("messages",), tokenize="dataprep.tokenize.rows:chat_rows", reads=("messages",),
-         reads_if_present=("tools",), chat_template=True, packable=True, tasks=("sft",)),
+    Kind("chat", SCHEMAS["chat"], ("messages",), ("tools", "system", "completion", "images", "videos", "audios"),
+         convert="dataprep.convert.chat:chat_records",
+         text=("messages",), stats=("messages",), tokenize="dataprep.tokenize.chat:chat_rows", reads=("messages",),
+         reads_if_present=("tools",), chat_template=True, packable=True, tasks=("sft",),
+         shards=pa.schema([("input_ids", TOKENS), ("labels", TOKENS), ("length", pa.int32()), ("media", MEDIA)])),
     Kind("text", SCHEMAS["text"], ("text",), text=("text",), stats=("text",),
          tokenize="dataprep.tokenize.rows:text_rows", reads=("text",), packable=True, tasks=("sft",)),
     Kind("classify", SCHEMAS["classify"], ("text", "labels"), convert="dataprep.convert.flat:classify_records",

@@ -182,7 +182,7 @@ TOKENIZE_CASES = {
     "sft_demo_packed": (("dedupe", "demo"), {"tokenizer": "smollm2-135m", "max_len": 256, "pack": True}),
     "sft_ko_drop": (("convert", "sft_ko"), {"tokenizer": "smollm2-135m", "max_len": 400, "overflow": "drop"}),
     "chat_glaive": (("convert", "chat_glaive"), {"tokenizer": "smollm2-135m", "max_len": 512,
-                                                 "train_on": "last-assistant"}),
+                                                 "train_on": "last-assistant", "tools_in_system": True}),
     "classify_anime": (("convert", "classify_anime"), {"tokenizer": "minilm", "max_len": 128}),
     "preference_dpo": (("convert", "preference_dpo"), {"tokenizer": "smollm2-135m", "max_len": 256}),
     "text_c4": (("convert", "text_c4"), {"tokenizer": "smollm2-135m", "max_len": 128, "overflow": "truncate"}),

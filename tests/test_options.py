@@ -191,7 +191,7 @@ def test_validate_lists_every_problem_with_its_line(tmp_path, runner):
     assert result.output.splitlines() == [
         f"{path}:4: dedupe.num_perm: 0 is out of range; expected an int ≥ 1",
         f"{path}:6: tokenize.max_lenght: unknown option; tokenize takes input, allow_empty, engine, ray_address, tokenizer, max_len, overflow, stride, "
-        "train_on, seam, on_mismatch, train_on_inputs, pack, num_shards, shard_size, num_proc, batch_size",
+        "train_on, seam, reasoning, split_turns, tools_in_system, on_mismatch, chat_template, train_on_inputs, pack, num_shards, shard_size, num_proc, batch_size",
         f"{path}:7: tokenize.overflow: 'wrap' is not one of truncate-prompt, truncate, drop, error, split",
     ]
 

@@ -16,13 +16,18 @@ EXAMPLE = "Example: dataprep inspect out/alpaca-tok --row 0"
 @click.option("--html", "html_path", type=click.Path(dir_okay=False),
               help="Also write a browsable HTML page of rows --first N (or the --row rows) with trained tokens highlighted.")
 @click.option("--first", type=click.IntRange(min=1), default=50, show_default=True, help="Rows in the --html page when no --row is given.")
-def command(shards, rows, color, tokens, html_path, first):
+@click.option("--fidelity", is_flag=True, help="Show the fidelity check instead: turns checked, mismatches by reason, "
+              "and the rows rejected for one.")
+def command(shards, rows, color, tokens, html_path, first, fidelity):
     """Decode rows of a tokenized output and mark the trained tokens, so the mask can be checked by eye.
     Packed rows are shown sequence by sequence."""
     import sys
 
-    from dataprep.inspect_shards import render_rows, write_html
+    from dataprep.inspect_shards import fidelity_report, render_rows, write_html
 
+    if fidelity:
+        click.echo(fidelity_report(shards))
+        return
     if html_path:
         page = write_html(shards, html_path, list(rows) or None, first=first)
         click.echo(f"wrote {page}")

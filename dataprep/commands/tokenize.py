@@ -46,9 +46,17 @@ def command(records, out, force, **options):
     fid = m.get("fidelity")
     if fid:
         fate = "rejected" if m.config.get("on_mismatch") == "reject" else "kept (--on-mismatch warn)"
-        reasons = "".join(f"; {n:,} {r}" for r, n in fid["by_reason"].items())
-        click.echo(f"fidelity (--seam {m.config.get('seam')}): {fid['mismatched']:,} of {fid['checked']:,} rows differ "
-                   f"from the prompt tokenized alone + the completion as generated" + (f", {fate}{reasons}" if reasons else ""))
+        seam = f" (--seam {m.config['seam']})" if m.config.get("seam") else ""
+        reasons = ", ".join(f"{k} {v}" for k, v in fid["by_reason"].items())
+        click.echo(f"fidelity{seam}: {fid['checked']:,} checked, {fid['mismatched']:,} mismatched"
+                   + (f" ({reasons}; {fate}; see `dataprep inspect {out} --fidelity`)" if reasons else ""))
+    chat = m.get("chat") or {}
+    if chat.get("split_turns"):
+        click.echo(f"--split-turns: {chat['split_turns']:,} extra sequence(s), {chat['split_turn_tokens']:,} extra tokens")
+    if chat.get("tools_in_system"):
+        click.echo(f"--tools-in-system: {chat['tools_in_system']:,} row(s) had their tools rendered as text")
+    if chat.get("rows_with_media"):
+        click.echo(f"media: {chat['rows_with_media']:,} row(s) reference media (shard column `media`)")
     if m.get("packing"):
         p = m.get("packing")
         click.echo(f"packed {p['sequences']:,} sequences into {p['bins']:,} bin(s) of {p['capacity']} "

@@ -16,7 +16,7 @@ DEFAULT_ALIASES: dict[str, tuple[str, ...]] = {
     "instruction": ("instruction", "prompt", "question", "query", "goal"),
     "input": ("input", "context"),
     "output": ("output", "response", "answer", "completion"),
-    "messages": ("messages", "conversations", "conversation"),
+    "messages": ("messages", "conversations", "conversation", "prompt"),  # prompt: trl's conversational prompt-completion
     "tools": ("tools", "functions"),
     "system": ("system", "system_prompt"),
     "text": ("text", "content", "document", "sentence", "comment_text"),

@@ -20,7 +20,7 @@ from dataprep.templates import TEMPLATES, Template, get_template
 def convert_frame(frame, kind: str, *, template: str | Template | None = None, mapping: dict[str, str] | None = None,
                   row_fn: Callable[[dict], dict] | None = None, label_names: list[str] | None = None,
                   label_sep: str = ",", choices: tuple[str, ...] | None = None, choice_label: str = "label",
-                  keep_columns: tuple[str, ...] | None = None):
+                  keep_columns: tuple[str, ...] | None = None, think: str = "keep"):
     """Convert one frame (with `source`/`row` columns) into canonical records of `kind`.
 
     Returns (records, rejects): a polars frame with the columns of records.SCHEMAS[kind] and
@@ -54,7 +54,7 @@ def convert_frame(frame, kind: str, *, template: str | Template | None = None, m
     if entry.convert is None:  # a kind of text fields only
         records, more = checked_text(work, entry.fields, entry.optional)
     else:
-        ctx = ConvertContext(kind, tmpl, label_names, label_sep)
+        ctx = ConvertContext(kind, tmpl, label_names, label_sep, think)
         records, more = load_function(entry.convert)(work, frame, ctx)
     records = cast_records(records, kind)
     if kept:
@@ -160,6 +160,7 @@ class ConvertContext:
     template: Template | None = None
     label_names: list[str] | None = None
     label_sep: str = ","
+    think: str = "keep"  # chat: inline <think>...</think> kept as text or split into reasoning_content
 
 
 def template_for(kind: str, template: str | Template | None) -> Template | None:

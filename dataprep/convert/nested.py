@@ -1,6 +1,6 @@
-"""Nested kinds (chat, preference): conversations and preference pairs, one Python call per row.
+"""Nested kinds (preference; chat lives in dataprep.convert.chat): one Python call per row.
 
-sharegpt and OpenAI turns become {role, content} messages; a row that cannot become a record
+sharegpt and OpenAI turns of a preference prompt become {role, content} messages; a row that cannot become a record
 raises RowError, whose message is the reject reason.
 """
 
@@ -38,7 +38,8 @@ def per_row(work, make: Callable[[dict], dict], kind: str):
         try:
             rec = make({f: row[f] for f in fields})
         except RowError as exc:
-            rejects.append({"source": row["source"], "row": row["row"], "reason": str(exc), "detail": None})
+            rejects.append({"source": row["source"], "row": row["row"], "reason": str(exc),
+                            "detail": getattr(exc, "detail", None)})
             continue
         out.append({**rec, "source": row["source"], "row": row["row"]})
     try:
@@ -113,21 +114,9 @@ def _with_system(messages: list[dict[str, str]], system: Any) -> list[dict[str, 
     return messages
 
 
-def chat_records(work, frame, ctx):
-    """Conversations (sharegpt or OpenAI messages, plus tools) → chat records."""
-    return per_row(work, chat_record, ctx.kind)
-
-
 def preference_records(work, frame, ctx):
     """Preference pairs (prompt/chosen/rejected, or full transcripts) → preference records."""
     return per_row(work, preference_record, ctx.kind)
-
-
-def chat_record(row: dict) -> dict:
-    messages = _with_system(to_messages(row["messages"]), row.get("system"))
-    if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
-        raise RowError("no assistant turn")
-    return {"messages": messages, "tools": _tools_json(row.get("tools"))}
 
 
 def _tools_json(tools: Any) -> str | None:

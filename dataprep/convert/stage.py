@@ -78,6 +78,8 @@ class ConvertOptions(EngineOptions, OutputOptions):
                                           "(multiple-choice data such as PIQA: --choice sol1,sol2).", flag="--choice",
                                           metavar="COLUMNS")
     choice_label: str = opt("label", "With --choice: the column holding the 0-based index of the right answer.")
+    think: str = opt("keep", "chat: inline <think>...</think> at the start of an assistant turn: keep it as text, or "
+                     "split it into reasoning_content.", choices=("keep", "split"))
     ignore_columns: tuple[str, ...] | None = opt(None, "Comma list of source columns you know convert leaves out (a `label` "
                                           "column on sft/chat data stops the run unless named here).")
     keep_columns: tuple[str, ...] | None = opt(None, "Comma list of source columns to carry through every stage in a "
@@ -119,6 +121,10 @@ def convert(sources: str | list[str], out: str, *, force: bool = False, **option
     config = _config(kind, tmpl, mapping, row_fn, fmt, label_names, label_sep, reader_options)
     if limit is not None:
         config["limit"] = limit
+    if o.think != "keep":
+        if kind != "chat":
+            raise DataprepError("--think applies to --kind chat only; drop it")
+        config["think"] = o.think
     if choices:
         config["choices"] = {"columns": list(choices), "label": o.choice_label}
     if o.keep_columns:
@@ -132,7 +138,7 @@ def convert(sources: str | list[str], out: str, *, force: bool = False, **option
 
         summary = _convert_batches(read, ws.out / f"records.{fmt}", kind, ws.timer, o, template=tmpl, mapping=mapping,
                                    row_fn=fn, label_names=names, label_sep=label_sep, choices=choices,
-                                   choice_label=o.choice_label, keep_columns=o.keep_columns)
+                                   choice_label=o.choice_label, keep_columns=o.keep_columns, think=o.think)
         if summary.n_in == 0:
             raise DataprepError(f"{', '.join(map(str, sources))}: no rows to convert; check the input (and --no-header)")
         _question_labels(kind, summary.ignored, o.ignore_columns or ())

@@ -103,6 +103,29 @@ def text_columns(frame) -> list[str]:
     return [c for c, t in frame.schema.items() if c not in ("source",) and (t == pl.String or c == "messages")]
 
 
+def _message_pii(m: dict, types) -> tuple[dict, list[str]]:
+    """A chat message with PII redacted in its content, its reasoning and the text of its typed
+    parts (the parts are what tokenize renders for a multimodal message), and the PII kinds found."""
+    import json
+
+    out, kinds = dict(m), []
+    for field in ("content", "reasoning_content"):
+        spans = find_pii(m.get(field) or "", types)
+        if spans:
+            kinds += [s[2] for s in spans]
+            out[field] = redact(m[field], spans)
+    if m.get("parts"):  # `content` is the parts' text joined: counted there, redacted in both
+        parts, changed = json.loads(m["parts"]), False
+        for p in parts:
+            spans = find_pii(p.get("text") or "", types) if p.get("type") == "text" else []
+            if spans:
+                p["text"], changed = redact(p["text"], spans), True
+        if changed:
+            out["parts"] = json.dumps(parts, ensure_ascii=False)
+            return out, kinds
+    return (out if kinds else m), kinds
+
+
 def pii_filter(frame, mode: str, types=TYPES) -> FilterResult:
     """Every text column of every row (chat: each message's content). Pure: one result per row."""
     n = frame.height
@@ -116,10 +139,10 @@ def pii_filter(frame, mode: str, types=TYPES) -> FilterResult:
             if col == "messages":
                 msgs = []
                 for m in v or []:
-                    spans = find_pii(m.get("content") or "", types)
-                    found[i] += [s[2] for s in spans]
-                    msgs.append({**m, "content": redact(m["content"], spans)} if spans else m)
-                    changed |= bool(spans)
+                    m, kinds = _message_pii(m, types)
+                    found[i] += kinds
+                    msgs.append(m)
+                    changed |= bool(kinds)
                 values[i] = msgs
             else:
                 spans = find_pii(v or "", types)

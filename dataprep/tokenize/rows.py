@@ -20,19 +20,17 @@ from dataprep.tokenize.masks import (
     OVERFLOW,
     Specials,
     encode_batch,
-    end_of_turn_tokens,
     fit,
     fit_pair,
     labels_after,
     prompt_completion_ids,
-    render_chat,
-    span_mask,
     windows,
     with_eos,
 )
-from dataprep.tokenize.seam import ON_MISMATCH, SEAMS, continuation_tokenizer, count_fidelity, seam_ids
+from dataprep.tokenize.fidelity import ON_MISMATCH
+from dataprep.tokenize.seam import SEAMS, continuation_tokenizer, count_fidelity, seam_ids
 
-TRAIN_ON = ("all-assistant", "last-assistant")
+TRAIN_ON = ("all-assistant", "last-assistant", "flagged")
 
 
 def shard_size_problem(value: str) -> str | None:
@@ -56,14 +54,25 @@ class TokenizeOptions(EngineOptions, OutputOptions):
                                choices=OVERFLOW)
     stride: int = opt(0, "text with --overflow split: tokens each window repeats from the one before (as "
                       "context, not trained again); below --max-len.", min=0)
-    train_on: str = opt("all-assistant", "chat: which assistant turns get labels.", choices=TRAIN_ON)
+    train_on: str = opt("all-assistant", "chat: which assistant turns get labels (flagged: the turns whose "
+                        "message has train=true).", choices=TRAIN_ON)
     seam: str = opt("inference", "sft: tokenize the prompt alone as at inference and the completion from a token "
                     "boundary (inference), or prompt + completion as one string, a token straddling the seam "
                     "counted as prompt (joint, the behaviour before 2026-11-30).", choices=SEAMS)
-    on_mismatch: str | None = opt(None, "sft rows whose ids differ from the prompt tokenized alone + the completion "
-                                  "as generated (the fidelity check): reject them, or keep them and count them. "
-                                  "Default: reject, warn with --seam joint (whose seam differs by design).",
-                                  choices=ON_MISMATCH)
+    reasoning: str = opt("train", "chat: an assistant turn's reasoning_content: trained as rendered, rendered but "
+                         "masked, or dropped before rendering.", choices=("train", "mask", "drop"))
+    split_turns: bool = opt(False, "chat: a turn the template renders differently once later turns follow (Qwen3 "
+                            "strips earlier reasoning) is trained in a sequence of its own, as generated; the extra "
+                            "sequences and tokens are counted. Without it such a row is a fidelity mismatch.")
+    tools_in_system: bool = opt(False, "chat: for rows whose tools or tool calls the template does not render, "
+                                "render the schemas into the system turn and the calls as <tool_call> JSON (default: "
+                                "such rows are rejected and counted).")
+    on_mismatch: str | None = opt(None, "What to do with a row whose trained tokens differ from what the template "
+                                  "and tokenizer produce at inference (the fidelity check, always on for sft and "
+                                  "chat): reject it, or keep it and count it. Default: reject; warn with --seam "
+                                  "joint (whose seam differs by design).", choices=ON_MISMATCH)
+    chat_template: str | None = opt(None, "A Jinja chat template file to render with instead of the tokenizer's own.",
+                                    path="file")
     train_on_inputs: bool = opt(False, "Train on every token, prompt included.")
     pack: bool = opt(False, "Pack sequences into --max-len bins (best-fit-decreasing).")
     num_shards: int | None = opt(None, "Number of Arrow shards to write.", min=1)
@@ -179,36 +188,6 @@ def causal_rows(batch, tok, kind, opts, specials, prompts: list[str], completion
         ids, k, event = fit(ids, k, opts.max_len, overflow, _where(batch, i))
         event = names.get(event, event)
         _add_causal(cols, rejects, events, batch, i, ids, labels_after(ids, k, opts.train_on_inputs), event)
-    return cols, rejects, events
-
-
-def chat_rows(batch, tok, kind, opts, specials, label_names):
-    cols, rejects, events = new_columns(kind), [], Counter()
-    rendered, keep = [], []
-    tools = batch.get("tools") or [None] * len(batch["messages"])
-    turn_ends = end_of_turn_tokens(tok)
-    for i, (msgs, tl) in enumerate(zip(batch["messages"], tools, strict=True)):
-        try:
-            text, spans = render_chat(tok, msgs, tl, opts.train_on, turn_ends)
-        except Exception as exc:  # a template may raise on roles it does not support
-            _reject(rejects, batch, i, "chat template failed", str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
-            continue
-        if specials.eos_id is not None and not text.rstrip().endswith(tok.eos_token):
-            text += tok.eos_token
-            spans.append((len(text) - len(tok.eos_token), len(text)))
-        rendered.append((text, spans))
-        keep.append(i)
-    encs = encode_batch(tok, [t for t, _ in rendered], add_special_tokens=False)
-    for i, (_, spans), enc in zip(keep, rendered, encs, strict=True):
-        mask = span_mask(enc.offsets, spans)
-        ids = enc.ids
-        # Only the leading prompt is cut by truncate-prompt; k = tokens before the first trained one.
-        k = int(mask.argmax()) if mask.any() else len(ids)
-        fitted, k2, event = fit(ids, k, opts.max_len, overflow_for(kind, opts.overflow), _where(batch, i))
-        offset = k - k2 if event in ("truncated_prompt", "truncated_completion") else 0  # tokens cut on the left
-        kept = mask[offset : offset + len(fitted)]
-        labels = list(fitted) if opts.train_on_inputs else [t if m else IGNORE_INDEX for t, m in zip(fitted, kept, strict=True)]
-        _add_causal(cols, rejects, events, batch, i, fitted, labels, EVENT_NAMES["chat"].get(event, event))
     return cols, rejects, events
 
 

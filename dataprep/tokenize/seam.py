@@ -12,8 +12,8 @@
 
 The fidelity check: a row's ids must equal the prompt tokenized alone followed by the completion as
 generated (ids that decode to exactly the completion text). `FIDELITY_*` reasons name what differs;
-`fidelity_summary` turns the counts into the manifest's `fidelity` block
-(`{"checked", "mismatched", "by_reason"}`, the shape the chat check uses).
+they are counted with the chat check's counters (dataprep.tokenize.fidelity) into the manifest's
+`fidelity` block (`{"checked", "mismatched", "by_reason"}`).
 """
 
 from __future__ import annotations
@@ -21,18 +21,15 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+from dataprep.tokenize import fidelity
 from dataprep.tokenize.masks import encode_batch, first_trained_token, with_eos
 
 SEAMS = ("inference", "joint")
-ON_MISMATCH = ("reject", "warn")
 
 FIDELITY_STRADDLE = "a token spans the seam (prompt and completion merged)"
 FIDELITY_CONTEXT = "tokens differ from prompt and completion tokenized apart"
 FIDELITY_DECODE = "completion ids do not decode to the completion text"
 
-# Event keys the row builders count fidelity under; the stage folds them into details["fidelity"].
-CHECKED_KEY = "fidelity:checked"
-MISMATCH_PREFIX = "fidelity:mismatch:"
 
 _CONTINUATION: dict[int, tuple[object, tuple[object, bool]]] = {}  # id(tok) -> (tok kept alive, its answer)
 
@@ -139,18 +136,8 @@ def seam_ids(tok, prompts: list[str], completions: list[str], eos_id: int | None
 
 
 def count_fidelity(events: Counter, reasons: list[str | None]) -> None:
-    """Add one batch's fidelity results to the row builder's event counts."""
-    events[CHECKED_KEY] += len(reasons)
+    """Add one batch's fidelity results to the row builder's event counts (dataprep.tokenize.fidelity)."""
+    fidelity.checked(events, len(reasons))
     for r in reasons:
         if r is not None:
-            events[MISMATCH_PREFIX + r] += 1
-
-
-def fidelity_summary(events: Counter) -> dict | None:
-    """Take the fidelity counts out of `events`: {"checked", "mismatched", "by_reason"}, or None if
-    no row was checked (kinds the check does not cover)."""
-    checked = events.pop(CHECKED_KEY, 0)
-    by_reason = {k[len(MISMATCH_PREFIX):]: events.pop(k) for k in sorted(events) if k.startswith(MISMATCH_PREFIX)}
-    if not checked:
-        return None
-    return {"checked": checked, "mismatched": sum(by_reason.values()), "by_reason": by_reason}
+            fidelity.mismatch(events, r)

@@ -25,6 +25,7 @@ from dataprep.errors import DataprepError
 from dataprep.options import parse_options
 from dataprep.records import IGNORE_INDEX, get_kind, kinds_with
 from dataprep.stage import Manifest, Outcome, Rejects, Timer, TokenizerInfo, Workspace, run_stage, scan_records
+from dataprep.tokenize import fidelity
 from dataprep.tokenize.masks import choose_pad
 from dataprep.tokenize.rows import (
     TokenizeOptions,
@@ -35,9 +36,13 @@ from dataprep.tokenize.rows import (
     overflow_for,
     tokenize_batch,
 )
-from dataprep.tokenize.seam import fidelity_summary
 
 WORK_SPLIT = ("num_proc", "batch_size", "allow_empty", *NOT_FINGERPRINTED)  # options that do not change what the output holds
+CHAT_ONLY = ("reasoning", "split_turns", "tools_in_system")
+# chat figures the row builder counts: extra --split-turns sequences and their tokens, rows whose tools went
+# into the system turn (--tools-in-system), rows holding media references
+CHAT_EVENTS = ("split_turns", "split_turn_tokens", "tools_in_system", "rows_with_media")
+FIDELITY_KINDS = ("chat", "sft")  # kinds whose row builder runs the fidelity check (the manifest always says so)
 
 
 def _read_batches(data: Path, columns: list[str], batch_size: int) -> Iterator[dict[str, list]]:
@@ -138,6 +143,8 @@ def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = F
         data, in_manifest, kind, columns, n_rows, label_names = _scan_input(str(path))
         tok_path = models.resolve_model(tokenizer)
         tok = models.load_tokenizer(tok_path)
+        if opts.chat_template:
+            tok.chat_template = Path(opts.chat_template).read_text(encoding="utf-8")
         tok_fp = models.tokenizer_fingerprint(tok)
         entry = get_kind(kind)
         if entry.chat_template and not tok.chat_template:
@@ -154,9 +161,11 @@ def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = F
     tok_files = {"files_sha256": tokenizer_files_hash(tok_path),
                  "chat_template_sha256": hashlib.sha256(chat_template.encode()).hexdigest() if chat_template else None}
     split_only = () if opts.overflow == "split" else ("stride",)  # stride changes nothing else: not fingerprinted
-    sft_only = () if kind == "sft" else ("seam", "on_mismatch")  # nor do the seam options outside sft
-    config = {**{k: v for k, v in asdict(opts).items() if k not in WORK_SPLIT + split_only + sft_only},
-              "tokenizer_fingerprint": tok_fp,
+    split_only += () if kind == "chat" else CHAT_ONLY  # nor the chat options for other kinds
+    split_only += () if kind == "sft" else ("seam",)  # nor the seam outside sft
+    split_only += () if kind in FIDELITY_KINDS else ("on_mismatch",)  # nor the fidelity check's option where it does not run
+    split_only += ("chat_template",) if opts.chat_template is None else ()  # the template is in the tokenizer fingerprint
+    config = {**{k: v for k, v in asdict(opts).items() if k not in WORK_SPLIT + split_only}, "tokenizer_fingerprint": tok_fp,
               "kind": kind, "label_names": label_names}
     facts = {"kind": kind, "label_names": label_names, "max_len": max_len, "packed": pack,
              "tokenizer": TokenizerInfo(tokenizer, tok_fp, tok_path, specials.pad_id, specials.eos_id)}
@@ -176,7 +185,8 @@ def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = F
                 events.update(ev)
                 lengths.extend(cols["length"])
                 trainable += count_trainable(kind, cols)
-                kept = len(cols["length"]) - ev.get("windows", 0)  # records kept (a split text is one record)
+                # records kept (a split text is one record, so is a conversation split into turns)
+                kept = len(cols["length"]) - ev.get("windows", 0) - ev.get("split_turns", 0)
                 records_out += kept
                 bar.update(kept + len(rej))
             if writer is None:  # no batches at all: an empty input
@@ -184,23 +194,32 @@ def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = F
                 writer = pa.ipc.new_stream(str(rows_file), rb.schema)
             writer.close()
         lengths_np = np.asarray(lengths, dtype=np.int64)
+        fid = fidelity.summary(events)
+        chat_facts = {k: int(events.pop(k, 0)) for k in CHAT_EVENTS} if kind == "chat" else None
         packing_info = None
+        if pack and chat_facts and chat_facts["rows_with_media"]:
+            raise DataprepError(f"{chat_facts['rows_with_media']} row(s) hold media references, which packed shards do not "
+                                "carry; drop --pack for multimodal rows")
         if pack:
             with timer("pack"):
                 rows_file, packing_info = _pack_file(rows_file, lengths_np, max_len, ws.scratch)
         with timer("write"):
             shards = _save_shards(rows_file, ws.out, num_shards, shard_size)
-        fidelity = fidelity_summary(events)
         details = dict(
             tokenizer_files=tok_files,
             pad_policy={"pad_token": specials.pad_token, "pad_token_id": specials.pad_id,
                         "source": specials.pad_source, "resize_embeddings": specials.pad_source.startswith("added"),
                         "vocab_size": len(tok), "eos_label_kept": True},
-            shards=shards, events=dict(events), **({"fidelity": fidelity} if fidelity else {}),
+            shards=shards, events=dict(events),
             token_stats=_token_stats(lengths_np, packing_info["trainable"] if pack else trainable),
             packing=packing_info,
-            columns=list(new_columns(kind)) + (["position_ids", "seq_lengths"] if pack else []),
+            columns=[c for c in new_columns(kind) if not pack or c != "media"] + (
+                ["position_ids", "seq_lengths"] if pack else []),
         )
+        if chat_facts is not None:
+            details["chat"] = chat_facts
+        if kind in FIDELITY_KINDS or fid["checked"] or fid["mismatched"]:
+            details["fidelity"] = fid
         return Outcome(n_rows, records_out, details, rejects=rejects, lineage=facts)
 
     return run_stage("tokenize", out, inputs=[str(data)], config=config, build=build, data_files=("state.json",),

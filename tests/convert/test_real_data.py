@@ -123,8 +123,14 @@ def test_glaive_toolcalls_as_chat(shared_data, tmp_path):
     roles = {"human": "user", "gpt": "assistant", "function_call": "assistant", "observation": "tool"}
     assert [t["role"] for t in rec["messages"]] == [roles[t["from"]] for t in raw[0]["conversations"]]
     assert [t["role"] for t in rec["messages"]][:6] == ["user", "assistant", "user", "assistant", "tool", "assistant"]
-    assert [t["content"] for t in rec["messages"]] == [t["value"] for t in raw[0]["conversations"]]
-    assert rec["messages"][3]["content"].startswith('{"name": "search_recipes", "arguments"')
+    # function_call turns become structured tool calls (arguments parsed), observations named tool results
+    plain = [t["value"] for t in raw[0]["conversations"] if t["from"] != "function_call"]
+    assert [t["content"] for t in rec["messages"] if not t["tool_calls"]] == plain
+    call = json.loads(raw[0]["conversations"][3]["value"])
+    assert rec["messages"][3]["content"] == ""
+    assert json.loads(rec["messages"][3]["tool_calls"]) == [
+        {"id": None, "type": "function", "function": {"name": "search_recipes", "arguments": call["arguments"]}}]
+    assert rec["messages"][4]["name"] == "search_recipes"
     assert rec["tools"] == raw[0]["tools"]
     turns = sorted(len(r["conversations"]) for r in raw)
     assert m.get("length_stats")["turns"]["min"] == turns[0] and m.get("length_stats")["turns"]["max"] == turns[-1]

@@ -173,9 +173,9 @@ def test_fit_completion_longer_than_max_len_cuts_its_end():
 def test_chat_truncation_keeps_mask_aligned(smol, shared_data):
     batch = glaive_batch(shared_data, 5)
     sp = Specials(2, 0, "<|endoftext|>", "existing special token")
-    full, _, _ = tokenize_batch(batch, smol, "chat", TokenizeOptions(max_len=16384), sp)
-    cut, _, events = tokenize_batch(batch, smol, "chat", TokenizeOptions(max_len=128), sp)
-    assert sum(events.values()) == 5
+    full, _, _ = tokenize_batch(batch, smol, "chat", TokenizeOptions(max_len=16384, tools_in_system=True), sp)
+    cut, _, events = tokenize_batch(batch, smol, "chat", TokenizeOptions(max_len=128, tools_in_system=True), sp)
+    assert sum(v for k, v in events.items() if k.startswith("truncated")) == 5
     for ids, labels, fids, flabels in zip(cut["input_ids"], cut["labels"], full["input_ids"], full["labels"],
                                           strict=True):
         start = next(i for i in range(len(fids)) if fids[i : i + len(ids)] == ids)  # where the window sits
@@ -238,7 +238,8 @@ def trained_runs(tok, ids, labels):
 def test_chat_trains_exactly_assistant_turns_with_end_of_turn(smol, shared_data, train_on):
     batch = glaive_batch(shared_data)
     sp = Specials(2, 0, "<|endoftext|>", "existing special token")
-    cols, rejects, _ = tokenize_batch(batch, smol, "chat", TokenizeOptions(max_len=16384, train_on=train_on), sp)
+    opts = TokenizeOptions(max_len=16384, train_on=train_on, tools_in_system=True)
+    cols, rejects, _ = tokenize_batch(batch, smol, "chat", opts, sp)
     assert rejects == [] and len(cols["input_ids"]) == len(batch["messages"]) == 300
     for msgs, ids, labels in zip(batch["messages"], cols["input_ids"], cols["labels"], strict=True):
         assistant = [m.get("content") + "<|im_end|>" for m in msgs if m.get("role") == "assistant"]
@@ -251,7 +252,7 @@ def test_chat_trains_exactly_assistant_turns_with_end_of_turn(smol, shared_data,
 def test_chat_first_row_token_by_token(smol, shared_data):
     batch = glaive_batch(shared_data, 1)
     sp = Specials(2, 0, "<|endoftext|>", "existing special token")
-    cols, _, _ = tokenize_batch(batch, smol, "chat", TokenizeOptions(), sp)
+    cols, _, _ = tokenize_batch(batch, smol, "chat", TokenizeOptions(tools_in_system=True), sp)
     ids, labels = cols["input_ids"][0], cols["labels"][0]
     tokens = smol.convert_ids_to_tokens(ids)
     first = labels.index(next(x for x in labels if x != M))
@@ -385,7 +386,7 @@ def test_pack_refuses_preference_records(tmp_path):
 def test_stage_chat_glaive(shared_data, tmp_path):
     batch = glaive_batch(shared_data)
     d = write_records(tmp_path, "chat", {"messages": batch["messages"], "tools": batch["tools"]})
-    m = tokenize(d, tmp_path / "tok", max_len=16384, progress=False)
+    m = tokenize(d, tmp_path / "tok", max_len=16384, tools_in_system=True, progress=False)
     assert m.counts.n_in == m.counts.n_out == 300
     assert m.get("tokenizer_files")["chat_template_sha256"]
 
@@ -436,7 +437,8 @@ def test_chat_header_after_assistant_is_not_trained(smol):
 
     tok = copy.deepcopy(smol)
     # a template with no end-of-turn token: the next turn's header follows the assistant text directly
-    tok.chat_template = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}{% endfor %}"
+    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}{% endfor %}"
+                         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
     msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
             {"role": "user", "content": "Bye"}, {"role": "assistant", "content": "Ciao"}]
     batch = {"messages": [msgs], "source": ["t"], "row": [0]}

@@ -3,6 +3,8 @@ ko-alpaca masks, and the manifest fields train reads."""
 
 from __future__ import annotations
 
+import json
+
 from datasets import load_from_disk
 
 from dataprep.convert import convert
@@ -17,9 +19,13 @@ from tests.tokenize.test_masks_and_stage import trained_runs
 def test_glaive_after_convert(shared_data, tmp_path):
     src = shared_data / "glaive_toolcall_en_demo.json"
     conv = convert([str(src)], str(tmp_path / "records"), kind="chat")
-    m = tokenize(tmp_path / "records", tmp_path / "tok", max_len=16384, progress=False)
+    # SmolLM2's template ignores tools: those rows are rejected and counted unless --tools-in-system
+    plain = tokenize(tmp_path / "records", tmp_path / "plain", max_len=16384, progress=False)
+    assert plain.counts.by_reason == {"template ignores tools": 191} and plain.counts.n_out == 109
+    m = tokenize(tmp_path / "records", tmp_path / "tok", max_len=16384, tools_in_system=True, progress=False)
     assert m.counts.n_in == conv.counts.n_out == m.counts.n_out + m.counts.rejected
     assert m.counts.rejected == 0 and m.lineage.kind == "chat" and m.lineage.template is None
+    assert m.get("chat")["tools_in_system"] == 191 and m.get("fidelity")["mismatched"] == 0
     assert [u["stage"] for u in m.lineage.upstream] == ["convert"] and m.lineage.upstream[0]["fingerprint"] == conv.fingerprint
     import polars as pl
 
@@ -28,7 +34,11 @@ def test_glaive_after_convert(shared_data, tmp_path):
     ds = load_from_disk(str(tmp_path / "tok"))
     assert len(ds) == records.height
     for msgs, ids, labels in zip(records["messages"].to_list(), ds["input_ids"], ds["labels"], strict=True):
-        assert trained_runs(tok, ids, labels) == [x["content"] + "<|im_end|>" for x in msgs if x["role"] == "assistant"]
+        calls = [json.loads(x["tool_calls"] or "null") for x in msgs if x["role"] == "assistant"]
+        expected = [x["content"] + "<|im_end|>" if not c else "<tool_call>\n" + json.dumps(
+            {"name": c[0]["function"]["name"], "arguments": c[0]["function"]["arguments"]}, ensure_ascii=False)
+            + "\n</tool_call><|im_end|>" for x, c in zip([x for x in msgs if x["role"] == "assistant"], calls, strict=True)]
+        assert trained_runs(tok, ids, labels) == expected
 
 
 def test_ko_alpaca_after_convert(shared_data, tmp_path):
