@@ -287,7 +287,7 @@ def _same(renderer, messages, tools, full: str) -> bool:
 
 def _mismatch(events, reason, detail, opts, warned) -> None:
     fidelity.mismatch(events, reason)
-    if opts.on_mismatch == "reject":
+    if opts.on_mismatch != "warn":
         raise RowProblem(fidelity.reject_reason(reason), detail, reason)
     warned.append(reason)
 
@@ -360,7 +360,7 @@ def chat_rows(batch, tok, kind, opts, specials, label_names):
                 if reason:
                     fidelity.mismatch(events, reason)
                     bad.append((reason, t.index))
-        if bad and opts.on_mismatch == "reject":
+        if bad and opts.on_mismatch != "warn":
             reason, index = bad[0]
             _reject(rejects, batch, i, fidelity.reject_reason(reason), f"assistant turn {index}: {fidelity.REASONS[reason]}")
             continue

@@ -330,7 +330,7 @@ def test_stage_manifest_counts_fidelity(smol, tmp_path):
     result = CliRunner().invoke(cli, ["tokenize", str(d), "-o", str(tmp_path / "cli"), "--chat-template", str(tpl),
                                       "--on-mismatch", "warn"])
     assert result.exit_code == 0, result.output
-    assert "fidelity: 2 turn(s) checked, 1 mismatched (prompt_seam 1;" in result.output
+    assert "fidelity: 2 checked, 1 mismatched (prompt_seam 1; kept (--on-mismatch warn);" in result.output
     result = CliRunner().invoke(cli, ["inspect", str(tmp_path / "tok"), "--fidelity"])
     assert result.exit_code == 0 and result.output.startswith("fidelity: 2 turn(s) checked, 1 mismatched")
 

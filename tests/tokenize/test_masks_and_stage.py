@@ -203,7 +203,7 @@ def test_batch_rejects_zero_trainable_after_truncation(smol):
     assert [r["row"] for r in rejects] == [0]
     assert rejects[0]["reason"] == "no trainable tokens after truncated_completion"
     assert cols["length"] == [4] and cols["labels"][0][-1] == 2
-    assert events == Counter({"truncated_completion": 1, "fidelity:checked": 2})
+    assert events == Counter({"truncated_completion": 1, "fidelity.checked": 2})
 
 
 def test_batch_train_on_inputs(smol):

@@ -184,8 +184,8 @@ def test_cli_prints_the_fidelity_line(handmade, tmp_path):  # noqa: F811
     result = CliRunner().invoke(cli, ["tokenize", str(rec), "-o", str(tmp_path / "out"), "--tokenizer",
                                       str(tmp_path / "tok"), "--seam", "joint"])
     assert result.exit_code == 0, result.output
-    assert ("fidelity (--seam joint): 2 of 3 rows differ from the prompt tokenized alone + the completion as "
-            f"generated, kept (--on-mismatch warn); 1 {FIDELITY_STRADDLE}; 1 {FIDELITY_DECODE}") in result.output
+    assert (f"fidelity (--seam joint): 3 checked, 2 mismatched ({FIDELITY_STRADDLE} 1, {FIDELITY_DECODE} 1; "
+            "kept (--on-mismatch warn); see `dataprep inspect") in result.output
 
 
 def test_joint_is_the_previous_tokenization_on_ko_alpaca(smol, shared_data):  # noqa: F811
