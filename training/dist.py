@@ -77,9 +77,19 @@ def setup() -> None:
     if not launched():
         return
     check_launch_env()
+    import atexit
+
     from accelerate import PartialState
 
     PartialState()
+    atexit.register(_leave)  # a process leaving with gloo's threads still up aborts ("terminate called ...")
+
+
+def _leave() -> None:
+    import torch.distributed as td
+
+    if td.is_available() and td.is_initialized():
+        td.destroy_process_group()
 
 
 def _group():
