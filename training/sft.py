@@ -233,19 +233,19 @@ def eval_loss(model, batches: list) -> dict[str, float]:
     return {"loss": total / max(n, 1), "tokens": n}
 
 
-def _prepare(shards: str, cfg: SFTConfig):
+def _prepare(shards: str, cfg: SFTConfig, task: str = "sft"):
     """Everything checked before any model loads: shards, task, tokenizer, eval split, quant."""
     from dataprep.models import load_tokenizer, resolve_model
 
     dataset, manifest = data.load_shards(shards)
-    data.check_task(manifest, "sft", shards)
+    data.check_task(manifest, task, shards)
     quant = resolved_quant(cfg)
     model_path = resolve_model(cfg.model)
     tokenizer = load_tokenizer(model_path)
     data.check_tokenizer(manifest, tokenizer, cfg.model)
     if cfg.eval_shards:
         eval_set, eval_manifest = data.load_shards(cfg.eval_shards)
-        data.check_task(eval_manifest, "sft", cfg.eval_shards)
+        data.check_task(eval_manifest, task, cfg.eval_shards)
         train_set = dataset
     else:
         train_set, eval_set = data.split_eval(dataset, cfg.val_size, cfg.seed)

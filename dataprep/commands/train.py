@@ -41,6 +41,9 @@ def summary(task: str, out: str, m: dict) -> str:
         if m["eval_loss"]:
             losses += f"; eval loss {m['eval_loss'][0]['loss']:.4f} -> {m['eval_loss'][-1]['loss']:.4f}"
         return f"{line}\n{losses}\nwrote {out} (adapter, tokenizer, metrics.json, loss.png)"
+    if task in ("dpo", "kto"):
+        return f"trained {m['steps']} steps, {m['trained_examples']:,} {'pairs' if task == 'dpo' else 'examples'} at " \
+               f"{m['examples_per_s']:,.2f}/s; {params}\n{preference_summary(m)}\nwrote {out} (adapter, tokenizer, metrics.json, loss.png)"
     split = "test" if "test" in m else "val"
     r = m[split]
     return (
@@ -49,3 +52,15 @@ def summary(task: str, out: str, m: dict) -> str:
         f"subset acc {r['subset_accuracy']:.4f}  Jaccard {r['jaccard_samples']:.4f}  Hamming {r['hamming_loss']:.4f}\n"
         f"wrote {out} (model, tokenizer, thresholds.json, metrics.json, loss.png)"
     )
+
+
+def preference_summary(m: dict) -> str:
+    """Train loss, and eval reward accuracy and margin before -> after, from a dpo/kto metrics.json."""
+    line = f"train loss {m['train_loss'][0]['loss']:.4f} -> {m['train_loss'][-1]['loss']:.4f}"
+    if m["eval_curve"]:
+        first, last = m["eval_curve"][0], m["eval_curve"][-1]
+        line += f"; eval loss {first['loss']:.4f} -> {last['loss']:.4f}"
+        for key in ("reward_accuracy", "reward_margin"):
+            if key in last:
+                line += f", {key.replace('_', ' ')} {first[key]:.3f} -> {last[key]:.3f}"
+    return line

@@ -227,7 +227,8 @@ def plain_prompt(prompt: str, messages: list[dict] | None) -> str:
 def preference_rows(batch, tok, kind, opts, specials, label_names):
     """preference: the prompt tokenized once, each answer after it (EOS appended). Both sides share
     one prompt, cut the same way when either side is over --max-len (`fit_pair`), so
-    chosen_input_ids[:k] == rejected_input_ids[:k] == prompt_input_ids."""
+    chosen_input_ids[:k] == rejected_input_ids[:k] == prompt_input_ids. An encoder tokenizer (no
+    EOS; reward models) ends each answer with its [SEP] instead."""
     cols, rejects, events = new_columns(kind), [], Counter()
     use_chat = bool(tok.chat_template) and "messages" in batch
     prompts = [
@@ -236,7 +237,8 @@ def preference_rows(batch, tok, kind, opts, specials, label_names):
         for p, m in zip(batch["prompt"], batch.get("messages") or [None] * len(batch["prompt"]), strict=True)
     ]
     prompt_ids = [e.ids for e in encode_batch(tok, prompts, add_special_tokens=not use_chat)]
-    chosen, rejected = ([with_eos(e.ids, specials.eos_id) for e in encode_batch(tok, [x or "" for x in batch[side]], False)]
+    end = specials.eos_id if specials.eos_id is not None else tok.sep_token_id  # an encoder: [CLS] p [SEP] a [SEP]
+    chosen, rejected = ([with_eos(e.ids, end) for e in encode_batch(tok, [x or "" for x in batch[side]], False)]
                         for side in ("chosen", "rejected"))
     overflow = overflow_for(kind, opts.overflow)
     for i, (p, c, r) in enumerate(zip(prompt_ids, chosen, rejected, strict=True)):
