@@ -44,6 +44,12 @@ def summary(task: str, out: str, m: dict) -> str:
     if task in ("dpo", "kto"):
         return f"trained {m['steps']} steps, {m['trained_examples']:,} {'pairs' if task == 'dpo' else 'examples'} at " \
                f"{m['examples_per_s']:,.2f}/s; {params}\n{preference_summary(m)}\nwrote {out} (adapter, tokenizer, metrics.json, loss.png)"
+    if task == "reward":
+        e = m["eval"] or {}
+        held = f"held-out pairwise accuracy {m['eval_curve'][0]['accuracy']:.3f} -> {e['accuracy']:.3f}, margin {e['margin']:.3f}" \
+            if e else "no held-out pairs (--val-size 0)"
+        return f"trained {m['steps']} steps ({m['pooling']} pooling); {params}\n{held}\nwrote {out} (model, tokenizer, " \
+               "reward.json, metrics.json, loss.png)"
     split = "test" if "test" in m else "val"
     r = m[split]
     return (
