@@ -13,17 +13,32 @@ WORDS = [f"w{i}" for i in range(40)]
 SPECIAL = ["<pad>", "<eos>", "<bos>", "<unk>", "[CLS]", "[SEP]"]
 
 
-def tiny_tokenizer():
+def tiny_tokenizer(encoder: bool = False):
+    """encoder: an encoder's tokenizer instead: a [MASK] token (last id), no EOS."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {t: i for i, t in enumerate(SPECIAL + WORDS)}
+    vocab = {t: i for i, t in enumerate(SPECIAL + WORDS + (["[MASK]"] if encoder else []))}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    ends = {"mask_token": "[MASK]"} if encoder else {"eos_token": "<eos>", "bos_token": "<bos>"}
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>",
-        cls_token="[CLS]", sep_token="[SEP]",
+        tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", cls_token="[CLS]", sep_token="[SEP]", **ends,
     )
+
+
+def tiny_masked_lm(path: Path, seed: int = 0) -> Path:
+    """A 2-layer BertForMaskedLM (hidden 64) with the tiny encoder tokenizer, saved to `path`."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM
+
+    torch.manual_seed(seed)
+    tok = tiny_tokenizer(encoder=True)
+    cfg = BertConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                     num_attention_heads=4, max_position_embeddings=128, pad_token_id=tok.pad_token_id)
+    BertForMaskedLM(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
 
 
 def tiny_causal_lm(path: Path, seed: int = 0) -> Path:

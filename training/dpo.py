@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from dataprep import io
 from dataprep.options import opt
 from dataprep.records import IGNORE_INDEX
 from dataprep.stage import Manifest, Outcome, Workspace, run_stage
 from training import data
 from training.loop import Logger, LoopConfig, LoraOptions, device, peak_memory_gb, to_device, train_loop
+from training.outputs import finish_run
 from training.sft import SFTOptions
 
 
@@ -279,15 +279,10 @@ def train_preference(shards: str, out: str, config, task: str, loss_fn, collate_
             "device": device(),
             **peak_memory_gb(),
         }
-        model.save_pretrained(ws.out)
-        tokenizer.save_pretrained(ws.out)
-        io.write_json(ws.out / "metrics.json", metrics)
         method = "QLoRA" if quant == "4bit" else "LoRA"
         plot_with_accuracy(hist, ws.out / "loss.png", f"{task.upper()} {config.model} ({method} r{config.lora_r}, β {config.beta})")
-        n = len(train_set) + (len(eval_set) if eval_set is not None and not config.eval_shards else 0)
-        details = dict(base_model_path=model_path,
-                       metrics={k: v for k, v in metrics.items() if k not in ("train_loss", "eval_curve")})
-        return Outcome(n, n, details, lineage={"task": task, "base_model": config.model})
+        return finish_run(ws, model, tokenizer, metrics, task=task, config=config, model_path=model_path,
+                          train_set=train_set, eval_set=eval_set)
 
     return run_stage("train", out, inputs=[p for p in (shards, config.eval_shards) if p],
                      config={**dataclasses.asdict(config), "quant": quant, "task": task}, build=build,

@@ -117,3 +117,20 @@ def read_metrics(out: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataprepError(f"{out} has no metrics.json; pass the output directory of `dataprep train`")
     return json.loads(path.read_text())
+
+
+def finish_run(ws, model, tokenizer, metrics: dict[str, Any], *, task: str, config, model_path: str, train_set,
+               eval_set, files: dict[str, Any] | None = None):
+    """Write the model (or adapter), tokenizer, metrics.json and `files` (name -> JSON) to a train
+    run's output; return its Outcome: every row trained on or split off for eval, the metrics
+    without their curves, the task and base model for the lineage."""
+    from dataprep import io
+    from dataprep.stage import Outcome
+
+    model.save_pretrained(ws.out)
+    tokenizer.save_pretrained(ws.out)
+    for name, obj in {**(files or {}), "metrics.json": metrics}.items():
+        io.write_json(ws.out / name, obj)
+    n = len(train_set) + (len(eval_set) if eval_set is not None and not config.eval_shards else 0)
+    summary = {k: v for k, v in metrics.items() if not isinstance(v, list)}
+    return Outcome(n, n, dict(base_model_path=model_path, metrics=summary), lineage={"task": task, "base_model": config.model})

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dataprep import io
 from dataprep.errors import DataprepError
 from dataprep.stage import Manifest, Outcome, Workspace, run_stage
 from training import data
 from training.classify import ClassifyConfig
 from training.dpo import Tally, TallyLogger, evaluate_with, plot_with_accuracy
 from training.loop import Logger, device, peak_memory_gb, train_loop
+from training.outputs import finish_run
 
 REWARD_FILE = "reward.json"
 
@@ -95,18 +95,7 @@ def reward_loss_fn(tally: Tally):
 
 def train_reward(shards: str, out: str, config: RewardConfig, force: bool = False) -> Manifest:
     """Train a reward model on preference shards (see the module doc); returns the manifest."""
-    from dataprep.models import load_tokenizer, resolve_model
-
-    dataset, manifest = data.load_shards(shards)
-    data.check_task(manifest, "reward", shards)
-    model_path = resolve_model(config.model)
-    tokenizer = load_tokenizer(model_path)
-    data.check_tokenizer(manifest, tokenizer, config.model)
-    if config.eval_shards:
-        eval_set, eval_manifest = data.load_shards(config.eval_shards)
-        data.check_task(eval_manifest, "reward", config.eval_shards)
-    else:
-        dataset, eval_set = data.split_eval(dataset, config.val_size, config.seed)
+    dataset, eval_set, manifest, tokenizer, model_path = data.prepare_run(shards, config, "reward")
     lineage = manifest.lineage
     pad = (lineage.tokenizer.pad_token_id if lineage.tokenizer else None) or 0
 
@@ -143,16 +132,10 @@ def train_reward(shards: str, out: str, config: RewardConfig, force: bool = Fals
             "device": device(),
             **peak_memory_gb(),
         }
-        model.save_pretrained(ws.out)
-        tokenizer.save_pretrained(ws.out)
-        io.write_json(ws.out / REWARD_FILE, {"pooling": pooling, "decoder": decoder, "pad_token_id": pad,
-                                             "max_len": lineage.max_len})
-        io.write_json(ws.out / "metrics.json", metrics)
         plot_with_accuracy(hist, ws.out / "loss.png", f"reward model {config.model}", key="accuracy")
-        n = len(dataset) + (len(eval_set) if eval_set is not None and not config.eval_shards else 0)
-        details = dict(base_model_path=model_path,
-                       metrics={k: v for k, v in metrics.items() if k not in ("train_loss", "eval_curve")})
-        return Outcome(n, n, details, lineage={"task": "reward", "base_model": config.model})
+        saved = {"pooling": pooling, "decoder": decoder, "pad_token_id": pad, "max_len": lineage.max_len}
+        return finish_run(ws, model, tokenizer, metrics, task="reward", config=config, model_path=model_path,
+                          train_set=dataset, eval_set=eval_set, files={REWARD_FILE: saved})
 
     return run_stage("train", out, inputs=[p for p in (shards, config.eval_shards) if p],
                      config={**dataclasses.asdict(config), "task": "reward"}, build=build,

@@ -218,8 +218,8 @@ def causal_batches(dataset, lineage: Lineage, micro_batch: int, group_by_length:
     return data.batcher(dataset, micro_batch, collate, group_by_length)
 
 
-def eval_loss(model, batches: list) -> dict[str, float]:
-    """Mean cross-entropy per trained token over the eval batches."""
+def eval_loss(model, batches: list, loss_sum=None) -> dict[str, float]:
+    """Mean cross-entropy per trained token over the eval batches (`loss_sum`: causal_lm_loss_sum)."""
     import torch
 
     from training.loop import to_device
@@ -228,27 +228,15 @@ def eval_loss(model, batches: list) -> dict[str, float]:
     total, n = 0.0, 0
     with torch.no_grad():
         for batch in batches:
-            loss, count = causal_lm_loss_sum(model, to_device(batch))
+            loss, count = (loss_sum or causal_lm_loss_sum)(model, to_device(batch))
             total, n = total + float(loss), n + count
     return {"loss": total / max(n, 1), "tokens": n}
 
 
 def _prepare(shards: str, cfg: SFTConfig, task: str = "sft"):
     """Everything checked before any model loads: shards, task, tokenizer, eval split, quant."""
-    from dataprep.models import load_tokenizer, resolve_model
-
-    dataset, manifest = data.load_shards(shards)
-    data.check_task(manifest, task, shards)
+    train_set, eval_set, manifest, tokenizer, model_path = data.prepare_run(shards, cfg, task)
     quant = resolved_quant(cfg)
-    model_path = resolve_model(cfg.model)
-    tokenizer = load_tokenizer(model_path)
-    data.check_tokenizer(manifest, tokenizer, cfg.model)
-    if cfg.eval_shards:
-        eval_set, eval_manifest = data.load_shards(cfg.eval_shards)
-        data.check_task(eval_manifest, task, cfg.eval_shards)
-        train_set = dataset
-    else:
-        train_set, eval_set = data.split_eval(dataset, cfg.val_size, cfg.seed)
     return train_set, eval_set, manifest, tokenizer, model_path, quant
 
 
