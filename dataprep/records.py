@@ -52,6 +52,16 @@ SCHEMAS: dict[str, pa.Schema] = {
         ]
         + PROVENANCE
     ),
+    # unpaired preference (KTO): one answer and whether it is desirable; prompt/messages as for preference.
+    "kto": pa.schema(
+        [
+            ("prompt", pa.string()),
+            ("messages", MESSAGES),
+            ("completion", pa.string()),
+            ("label", pa.bool_()),
+        ]
+        + PROVENANCE
+    ),
 }
 
 TOKENS = pa.list_(pa.int32())
@@ -111,6 +121,12 @@ for _kind in (
          shards=pa.schema([(c, TOKENS) for c in ("prompt_input_ids", "chosen_input_ids", "chosen_labels",
                                                  "rejected_input_ids", "rejected_labels")] + [("length", pa.int32())]),
          encoder=True, tasks=("dpo", "reward")),
+    Kind("kto", SCHEMAS["kto"], ("prompt", "label"), ("completion", "input", "system"),
+         convert="dataprep.convert.nested:kto_records", text=("prompt", "completion"), stats=("prompt", "completion"),
+         tokenize="dataprep.tokenize.rows:kto_rows", reads=("prompt", "completion", "label"),
+         reads_if_present=("messages",),
+         shards=pa.schema([("input_ids", TOKENS), ("labels", TOKENS), ("label", pa.bool_()), ("length", pa.int32())]),
+         tasks=("kto",)),
 ):
     register_kind(_kind)
 

@@ -59,7 +59,7 @@ def test_a_toy_kind_runs_through_convert_dedupe_and_tokenize(qa_kind, tmp_path):
 def test_unknown_kind_and_unsupported_kind_are_one_line_errors(tmp_path):
     from dataprep.convert import convert
 
-    with pytest.raises(DataprepError, match=r"^unknown record kind 'nope'; kinds are sft, chat, text, classify, preference$"):
+    with pytest.raises(DataprepError, match=r"^unknown record kind 'nope'; kinds are sft, chat, text, classify, preference, kto$"):
         get_kind("nope")
     raw = tmp_path / "x.jsonl"
     raw.write_text('{"text": "a"}\n')

@@ -12,6 +12,7 @@ from dataprep.options import opt, parse_options
 from dataprep.stage import Manifest
 from training.classify import ClassifyConfig, ClassifyOptions, train_classifier
 from training.dpo import DPOConfig, DPOOptions, train_dpo
+from training.kto import KTOConfig, KTOOptions, train_kto
 from training.loop import LoopConfig, LoraOptions
 from training.mlm import MLMConfig, MLMOptions, train_mlm
 from training.reward import RewardConfig, train_reward
@@ -24,6 +25,7 @@ TASKS: dict[str, tuple[type, Any]] = {
     "dpo": (DPOConfig, train_dpo),
     "reward": (RewardConfig, train_reward),
     "mlm": (MLMConfig, train_mlm),
+    "kto": (KTOConfig, train_kto),
 }
 
 
@@ -32,11 +34,12 @@ def _task_default(name: str, help: str) -> str:
 
 
 @dataclass(frozen=True)
-class TrainOptions(MLMOptions, DPOOptions, SFTOptions, ClassifyOptions, LoraOptions, LoopConfig):
-    """The options of both tasks, each declared once with its task's config (training.loop, .sft,
-    .classify). Here None means the task's default; for task and model, what the shards' lineage says."""
+class TrainOptions(KTOOptions, MLMOptions, DPOOptions, SFTOptions, ClassifyOptions, LoraOptions, LoopConfig):
+    """The options of every task, each declared once with its task's config (training.loop, .sft,
+    .classify, .dpo, .reward, .mlm, .kto). Here None means the task's default; for task and model,
+    what the shards' lineage says."""
 
-    task: Literal["sft", "classify", "dpo", "reward", "mlm"] | None = opt(None, "[default: what the shards' record kind trains (their lineage)]")
+    task: Literal["sft", "classify", "dpo", "reward", "mlm", "kto"] | None = opt(None, "[default: what the shards' record kind trains (their lineage)]")
     model: str | None = opt(None, "Base model: minilm, smollm2-135m, a local dir or a Hub id [default: the model "
                             "whose tokenizer made the shards (their lineage)].")
     lr: float | None = opt(None, _task_default("lr", "Learning rate"), min=0, min_open=True)
