@@ -1,4 +1,5 @@
-"""`dataprep train`: LoRA/QLoRA SFT or multi-label classification on tokenized shards."""
+"""`dataprep train`: LoRA/QLoRA SFT, DPO/IPO, KTO, reward models, masked LM or multi-label
+classification on tokenized shards."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from training.run import TrainOptions
 @click_options(TrainOptions, first=("task", "model"))
 @click.option("--force", is_flag=True, help="Retrain even if an up-to-date output exists.")
 def command(shards, out, force, **options) -> None:
-    """Fine-tune on the shards of `dataprep tokenize`: LoRA/QLoRA SFT or multi-label classification.
+    """Fine-tune on the shards of `dataprep tokenize`: LoRA/QLoRA SFT, DPO/IPO or KTO, a reward
+    model, masked-LM, or multi-label classification.
 
     Writes the adapter (or model) and tokenizer, metrics.json, loss.png, runs/ (TensorBoard)
     and manifest.json to OUT.
@@ -34,6 +36,11 @@ def command(shards, out, force, **options) -> None:
 
 def summary(task: str, out: str, m: dict) -> str:
     """What a training run gives, from its metrics.json."""
+    if task == "mlm":
+        ev = m["eval_loss"]
+        losses = f"; eval MLM loss {ev[0]['loss']:.4f} -> {ev[-1]['loss']:.4f}" if ev else ""
+        return (f"trained {m['steps']} steps, {m['masked_tokens']:,} masked tokens, {m['params']:,} params{losses}\n"
+                f"wrote {out} (model, tokenizer, metrics.json, loss.png)")
     params = f"trainable {m['trainable_params']:,} / {m['total_params']:,} params"
     if task == "sft":
         line = f"trained {m['steps']} steps, {m['trained_tokens']:,} trained tokens at {m['trained_tokens_per_s']:,.0f} tok/s; {params}"

@@ -133,3 +133,18 @@ def test_text_shards_from_minilm_have_no_completion_masks(tmp_path):
         assert row["labels"] == row["input_ids"]
         assert row["input_ids"][0] == 101 and row["input_ids"][-1] == 102  # [CLS] ... [SEP], no EOS appended
     assert resolve_task_model(tmp_path / "sh", None, None) == ("mlm", "minilm")
+
+
+def test_train_prints_a_summary_for_every_new_task():
+    from dataprep.commands.train import summary
+
+    mlm = summary("mlm", "o", {"steps": 3, "masked_tokens": 100, "params": 10, "eval_loss": [{"loss": 2.0}, {"loss": 1.5}]})
+    assert "eval MLM loss 2.0000 -> 1.5000" in mlm
+    rm = summary("reward", "o", {"steps": 3, "pooling": "mean", "trainable_params": 5, "total_params": 10,
+                                 "eval": {"accuracy": 0.7, "margin": 0.3}, "eval_curve": [{"accuracy": 0.5}]})
+    assert "held-out pairwise accuracy 0.500 -> 0.700" in rm
+    curve = [{"loss": 0.69, "reward_accuracy": 0.0, "reward_margin": 0.0}, {"loss": 0.6, "reward_accuracy": 0.7,
+                                                                             "reward_margin": 0.2}]
+    dpo = summary("dpo", "o", {"steps": 3, "trained_examples": 8, "examples_per_s": 1.0, "trainable_params": 5,
+                               "total_params": 10, "train_loss": curve, "eval_curve": curve})
+    assert "8 pairs" in dpo and "reward accuracy 0.000 -> 0.700" in dpo
