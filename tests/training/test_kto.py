@@ -141,3 +141,14 @@ def test_kto_task_on_preference_shards_is_one_line_error(tiny, tmp_path):
     shards = write_shards(tmp_path / "p", preference_rows(4), "preference", tiny["tok"])
     with pytest.raises(DataprepError, match=r"kind 'preference' \(task dpo\) but --task is kto; pass --task dpo"):
         train(str(shards), str(tmp_path / "out"), task="kto", model=str(tiny["model"]))
+
+
+def test_filter_reads_a_kto_records_prompt_and_answer():
+    import polars as pl
+
+    from dataprep.filter.fields import DEFAULT_FIELDS, field_texts
+
+    frame = pl.DataFrame({"prompt": ["q"], "messages": [[{"role": "user", "content": "q"}]], "completion": ["ans"],
+                          "label": [False]})
+    assert DEFAULT_FIELDS["kto"] == ("prompt", "answer")
+    assert field_texts(frame, "kto", "answer") == ["ans"] and field_texts(frame, "kto", "prompt") == ["q"]
