@@ -29,7 +29,7 @@ $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install -q -e ".[dev,bench]"
 	touch $@
 
-RECIPES := demo latex_sft ko_alpaca_qlora alpaca_en_qlora anime_genres_multilabel goemotions_multilabel
+RECIPES := demo latex_sft ko_alpaca_qlora alpaca_en_qlora anime_genres_multilabel goemotions_multilabel dpo_en reward_en mlm_en
 .PHONY: run $(RECIPES)
 
 ## the main job on the project's own small data: convert → dedupe → tokenize → train (CPU, a few minutes)

@@ -70,6 +70,16 @@ SCHEMAS: dict[str, pa.Schema] = {
         ]
         + PROVENANCE
     ),
+    # unpaired preference (KTO): one answer and whether it is desirable; prompt/messages as for preference.
+    "kto": pa.schema(
+        [
+            ("prompt", pa.string()),
+            ("messages", MESSAGES),
+            ("completion", pa.string()),
+            ("label", pa.bool_()),
+        ]
+        + PROVENANCE
+    ),
 }
 
 TOKENS = pa.list_(pa.int32())
@@ -92,7 +102,8 @@ class Kind:
     reads: tuple[str, ...] = ()  # record columns tokenize needs ...
     reads_if_present: tuple[str, ...] = ()  # ... and reads when they are there
     shards: pa.Schema = CAUSAL_SHARDS  # the shard columns tokenize writes (unpacked)
-    causal: bool = True  # tokenized for a decoder: needs an EOS token
+    causal: bool = True  # tokenized for a decoder: needs an EOS token ...
+    encoder: bool = False  # ... unless an encoder tokenizer (a mask token, no EOS) may tokenize it (mlm, reward)
     chat_template: bool = False  # needs the tokenizer's chat template
     packable: bool = False  # `tokenize --pack` applies
     tasks: tuple[str, ...] = ()  # `dataprep train` tasks that take its shards; the first is the default
@@ -117,7 +128,8 @@ for _kind in (
          reads_if_present=("tools",), chat_template=True, packable=True, tasks=("sft",),
          shards=pa.schema([("input_ids", TOKENS), ("labels", TOKENS), ("length", pa.int32()), ("media", MEDIA)])),
     Kind("text", SCHEMAS["text"], ("text",), text=("text",), stats=("text",),
-         tokenize="dataprep.tokenize.rows:text_rows", reads=("text",), packable=True, tasks=("sft",)),
+         tokenize="dataprep.tokenize.rows:text_rows", reads=("text",), packable=True, encoder=True,
+         tasks=("sft", "mlm")),
     Kind("classify", SCHEMAS["classify"], ("text", "labels"), convert="dataprep.convert.flat:classify_records",
          text=("text",), stats=("text",), tokenize="dataprep.tokenize.rows:classify_rows", reads=("text", "labels"),
          shards=pa.schema([("input_ids", TOKENS), ("label_ids", TOKENS), ("length", pa.int32())]),
@@ -127,7 +139,14 @@ for _kind in (
          stats=("prompt", "chosen", "rejected"), tokenize="dataprep.tokenize.rows:preference_rows",
          reads=("prompt", "chosen", "rejected"), reads_if_present=("messages",),
          shards=pa.schema([(c, TOKENS) for c in ("prompt_input_ids", "chosen_input_ids", "chosen_labels",
-                                                 "rejected_input_ids", "rejected_labels")] + [("length", pa.int32())])),
+                                                 "rejected_input_ids", "rejected_labels")] + [("length", pa.int32())]),
+         encoder=True, tasks=("dpo", "reward")),
+    Kind("kto", SCHEMAS["kto"], ("prompt", "label"), ("completion", "input", "system"),
+         convert="dataprep.convert.nested:kto_records", text=("prompt", "completion"), stats=("prompt", "completion"),
+         tokenize="dataprep.tokenize.rows:kto_rows", reads=("prompt", "completion", "label"),
+         reads_if_present=("messages",),
+         shards=pa.schema([("input_ids", TOKENS), ("labels", TOKENS), ("label", pa.bool_()), ("length", pa.int32())]),
+         tasks=("kto",)),
 ):
     register_kind(_kind)
 

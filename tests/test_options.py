@@ -153,8 +153,8 @@ def test_stage_functions_check_their_keyword_options(tmp_path):
         convert(["x.csv"], out, kindd="sft")
     with pytest.raises(DataprepError, match=r"^dedupe.num_perm: 0 is out of range; expected an int ≥ 1$"):
         dedupe(tmp_path, out, num_perm=0)
-    with pytest.raises(DataprepError, match=r"^train.lora_r: 0 is out of range; expected an int ≥ 1; train.task: 'dpo' is not one of"):
-        train(str(tmp_path), str(out), lora_r=0, task="dpo")
+    with pytest.raises(DataprepError, match=r"^train.lora_r: 0 is out of range; expected an int ≥ 1; train.task: 'ppo' is not one of"):
+        train(str(tmp_path), str(out), lora_r=0, task="ppo")
     with pytest.raises(DataprepError, match=r"^merge.dtype: 'int4' is not one of bfloat16, float16, float32$"):
         merge_adapter(tmp_path, out, dtype="int4")
     assert not out.exists()

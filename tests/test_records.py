@@ -59,7 +59,7 @@ def test_a_toy_kind_runs_through_convert_dedupe_and_tokenize(qa_kind, tmp_path):
 def test_unknown_kind_and_unsupported_kind_are_one_line_errors(tmp_path):
     from dataprep.convert import convert
 
-    with pytest.raises(DataprepError, match=r"^unknown record kind 'nope'; kinds are sft, chat, text, classify, preference$"):
+    with pytest.raises(DataprepError, match=r"^unknown record kind 'nope'; kinds are sft, chat, text, classify, preference, kto$"):
         get_kind("nope")
     raw = tmp_path / "x.jsonl"
     raw.write_text('{"text": "a"}\n')
@@ -68,17 +68,19 @@ def test_unknown_kind_and_unsupported_kind_are_one_line_errors(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_preference_shards_are_refused_by_train_with_what_it_trains(tmp_path):
-    """Not "re-run tokenize" (which would not help): the kind table says which kinds train."""
-    from dataprep.stage import Counts, Lineage, Manifest
+def test_preference_shards_train_dpo_by_default_and_name_their_tasks(tmp_path):
+    """The kind table says which tasks a kind trains: the first is the default, others are one-line errors."""
+    from dataprep.stage import Counts, Lineage, Manifest, TokenizerInfo
     from training.data import resolve_task_model
 
     (tmp_path / "s").mkdir()
-    manifest = Manifest("tokenize", "fp", [], {}, Counts(1, 1), lineage=Lineage(kind="preference"))
+    info = TokenizerInfo("smollm2-135m", "fp", "path", 0, 2)
+    manifest = Manifest("tokenize", "fp", [], {}, Counts(1, 1), lineage=Lineage(kind="preference", tokenizer=info))
     (tmp_path / "s" / "manifest.json").write_text(json.dumps(manifest.to_json()))
-    with pytest.raises(DataprepError, match=r"kind 'preference', which `dataprep train` does not train yet; "
-                                            r"it trains kinds sft, chat, text and classify$"):
-        resolve_task_model(tmp_path / "s", None, None)
+    assert resolve_task_model(tmp_path / "s", None, None) == ("dpo", "smollm2-135m")
+    assert resolve_task_model(tmp_path / "s", "reward", "minilm") == ("reward", "minilm")
+    with pytest.raises(DataprepError, match=r"kind 'preference' \(task dpo\) but --task is sft; pass --task dpo"):
+        resolve_task_model(tmp_path / "s", "sft", None)
 
 
 def test_every_builtin_kind_names_functions_that_exist():

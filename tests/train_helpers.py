@@ -13,17 +13,32 @@ WORDS = [f"w{i}" for i in range(40)]
 SPECIAL = ["<pad>", "<eos>", "<bos>", "<unk>", "[CLS]", "[SEP]"]
 
 
-def tiny_tokenizer():
+def tiny_tokenizer(encoder: bool = False):
+    """encoder: an encoder's tokenizer instead: a [MASK] token (last id), no EOS."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {t: i for i, t in enumerate(SPECIAL + WORDS)}
+    vocab = {t: i for i, t in enumerate(SPECIAL + WORDS + (["[MASK]"] if encoder else []))}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    ends = {"mask_token": "[MASK]"} if encoder else {"eos_token": "<eos>", "bos_token": "<bos>"}
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>",
-        cls_token="[CLS]", sep_token="[SEP]",
+        tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", cls_token="[CLS]", sep_token="[SEP]", **ends,
     )
+
+
+def tiny_masked_lm(path: Path, seed: int = 0) -> Path:
+    """A 2-layer BertForMaskedLM (hidden 64) with the tiny encoder tokenizer, saved to `path`."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM
+
+    torch.manual_seed(seed)
+    tok = tiny_tokenizer(encoder=True)
+    cfg = BertConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                     num_attention_heads=4, max_position_embeddings=128, pad_token_id=tok.pad_token_id)
+    BertForMaskedLM(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
 
 
 def tiny_causal_lm(path: Path, seed: int = 0) -> Path:
@@ -99,8 +114,8 @@ def write_shards(out: Path, rows: list[dict], kind: str, tokenizer, *, packed: b
     from dataprep.models import tokenizer_fingerprint
     from dataprep.stage import Counts, Lineage, Manifest, TokenizerInfo
 
-    cols = {k: [r[k] for r in rows] for k in rows[0]}
-    cols["length"] = [len(r["input_ids"]) for r in rows]
+    cols = {k: [r[k] for r in rows] for k in rows[0] if k != "length"}
+    cols["length"] = [r["length"] if "length" in r else len(r["input_ids"]) for r in rows]
     Dataset.from_dict(cols).save_to_disk(str(out))
     info = TokenizerInfo(tokenizer_name, tokenizer_fingerprint(tokenizer), tokenizer_name, tokenizer.pad_token_id,
                          tokenizer.eos_token_id)
@@ -120,4 +135,24 @@ def classify_rows(n: int, label_names: list[str], seed: int = 0) -> list[dict]:
         words = [rng.randrange(0, 8) for _ in range(rng.randint(2, 6))]
         ids = [tok.cls_token_id] + tok.convert_tokens_to_ids([WORDS[w] for w in words]) + [tok.sep_token_id]
         rows.append({"input_ids": ids, "label_ids": sorted({j for j in words if j < len(label_names)})})
+    return rows
+
+
+def preference_rows(n: int, seed: int = 0) -> list[dict]:
+    """Pairs whose chosen answer is words w0-w9 and whose rejected answer is words w20-w39 (a
+    preference a tiny model learns and generalises); both end with EOS. Columns as tokenize's
+    preference shards."""
+    tok = tiny_tokenizer()
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        prompt = [rng.randrange(0, 39) for _ in range(rng.randint(2, 5))]
+        p_ids = tok.convert_tokens_to_ids([WORDS[i] for i in prompt])
+        c_ids = tok.convert_tokens_to_ids([WORDS[rng.randrange(0, 10)] for _ in range(rng.randint(2, 5))])
+        r_ids = tok.convert_tokens_to_ids([WORDS[rng.randrange(20, 40)] for _ in range(rng.randint(2, 5))])
+        c_ids, r_ids = c_ids + [tok.eos_token_id], r_ids + [tok.eos_token_id]
+        mask = [IGNORE_INDEX] * len(p_ids)
+        rows.append({"prompt_input_ids": p_ids, "chosen_input_ids": p_ids + c_ids, "chosen_labels": mask + c_ids,
+                     "rejected_input_ids": p_ids + r_ids, "rejected_labels": mask + r_ids,
+                     "length": len(p_ids) + max(len(c_ids), len(r_ids))})
     return rows

@@ -62,7 +62,8 @@ def resolve_task_model(shards: str | Path, task: str | None, model: str | None) 
     if lineage is None or lineage.kind is None:
         raise DataprepError(f"{shards} has no tokenize manifest with a record kind; pass the output directory of "
                             "`dataprep tokenize`")
-    task = task or check_task(manifest, None, shards)
+    encoder = lineage.tokenizer is not None and lineage.tokenizer.eos_token_id is None
+    task = task or ("mlm" if encoder and lineage.kind == "text" else check_task(manifest, None, shards))
     check_task(manifest, task, shards)
     if model is None and lineage.tokenizer is None:
         raise DataprepError(f"the lineage of {shards} names no tokenizer; pass --model")
@@ -219,3 +220,21 @@ def collate_padded(rows: list[dict[str, Any]], pad_token_id: int, multiple: int 
 def trained_tokens(batch: dict[str, Any]) -> int:
     """Tokens that contribute to the loss (a label at the next position)."""
     return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+
+
+def prepare_run(shards: str, cfg, task: str):
+    """What every training run checks before a model loads: the shards and their task, the
+    model's tokenizer against the shards', and the eval split (--eval-shards or --val-size).
+    Returns (train set, eval set or None, manifest, tokenizer, local model path)."""
+    from dataprep.models import load_tokenizer, resolve_model
+
+    dataset, manifest = load_shards(shards)
+    check_task(manifest, task, shards)
+    model_path = resolve_model(cfg.model)
+    tokenizer = load_tokenizer(model_path)
+    check_tokenizer(manifest, tokenizer, cfg.model)
+    if cfg.eval_shards:
+        eval_set, eval_manifest = load_shards(cfg.eval_shards)
+        check_task(eval_manifest, task, cfg.eval_shards)
+        return dataset, eval_set, manifest, tokenizer, model_path
+    return (*split_eval(dataset, cfg.val_size, cfg.seed), manifest, tokenizer, model_path)

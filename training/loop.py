@@ -247,6 +247,8 @@ def real_tokens(batch: dict[str, Any]) -> int:
 
 
 def count_targets(batch: dict[str, Any]) -> int:
+    if "n_targets" in batch:  # preference pairs, unpaired examples: what the batch says it trains
+        return batch["n_targets"]
     labels = batch["labels"]
     if labels.is_floating_point():  # classification: one target per row
         return labels.shape[0]

@@ -43,31 +43,40 @@ def is_classifier(path: str | Path) -> bool:
 def load_trained_classifier(path: str, dtype: str = "float32"):
     """(model in eval mode, thresholds.json) for the output of `train_classifier` or of merging it:
     full model or LoRA adapter, [CLS] or mean pooling."""
+    thresholds_path = Path(path) / "thresholds.json"
+    if not thresholds_path.is_file():
+        raise DataprepError(f"{path} has no thresholds.json; pass the output directory of `dataprep train --task classify`")
+    saved = json.loads(thresholds_path.read_text())
+    names = saved["label_names"]
+    model = load_scorer(path, saved.get("pooling") == "mean", dtype, num_labels=len(names),
+                        problem_type="multi_label_classification", id2label=dict(enumerate(names)),
+                        label2id={n: i for i, n in enumerate(names)})
+    return model, saved
+
+
+def load_scorer(path: str | Path, mean: bool, dtype: str = "float32", **head):
+    """A sequence classifier (or reward model) that `dataprep train` wrote to `path`, in eval mode:
+    full model or LoRA adapter over its base, [CLS] (transformers' head) or mean pooling
+    (training.pooling). `head`: the head's config (num_labels, ...)."""
     import torch
     from peft import PeftModel
     from transformers import AutoModel, AutoModelForSequenceClassification
 
     from training.pooling import MeanPoolingClassifier
 
-    thresholds_path = Path(path) / "thresholds.json"
-    if not thresholds_path.is_file():
-        raise DataprepError(f"{path} has no thresholds.json; pass the output directory of `dataprep train --task classify`")
-    saved = json.loads(thresholds_path.read_text())
-    names, torch_dtype, mean = saved["label_names"], getattr(torch, dtype), saved.get("pooling") == "mean"
+    torch_dtype = getattr(torch, dtype)
     adapter = (Path(path) / "adapter_config.json").is_file()
     weights = adapter_base(path)[0] if adapter else path
     if mean:
         model = AutoModel.from_pretrained(weights, dtype=torch_dtype)
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            weights, dtype=torch_dtype, num_labels=len(names), problem_type="multi_label_classification",
-            id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+        model = AutoModelForSequenceClassification.from_pretrained(weights, dtype=torch_dtype, **head)
     if adapter:
-        model = PeftModel.from_pretrained(model, path)
+        model = PeftModel.from_pretrained(model, str(path))
     if mean:
-        model = MeanPoolingClassifier(model, len(names))
+        model = MeanPoolingClassifier(model, head["num_labels"])
         model.load_head(path)
-    return model.to(torch_dtype).eval(), saved
+    return model.to(torch_dtype).eval()
 
 
 def load_adapter_model(adapter: str | Path, dtype: str = "bfloat16"):
@@ -108,3 +117,20 @@ def read_metrics(out: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataprepError(f"{out} has no metrics.json; pass the output directory of `dataprep train`")
     return json.loads(path.read_text())
+
+
+def finish_run(ws, model, tokenizer, metrics: dict[str, Any], *, task: str, config, model_path: str, train_set,
+               eval_set, files: dict[str, Any] | None = None):
+    """Write the model (or adapter), tokenizer, metrics.json and `files` (name -> JSON) to a train
+    run's output; return its Outcome: every row trained on or split off for eval, the metrics
+    without their curves, the task and base model for the lineage."""
+    from dataprep import io
+    from dataprep.stage import Outcome
+
+    model.save_pretrained(ws.out)
+    tokenizer.save_pretrained(ws.out)
+    for name, obj in {**(files or {}), "metrics.json": metrics}.items():
+        io.write_json(ws.out / name, obj)
+    n = len(train_set) + (len(eval_set) if eval_set is not None and not config.eval_shards else 0)
+    summary = {k: v for k, v in metrics.items() if not isinstance(v, list)}
+    return Outcome(n, n, dict(base_model_path=model_path, metrics=summary), lineage={"task": task, "base_model": config.model})

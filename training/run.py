@@ -11,20 +11,35 @@ from typing import Any, Literal
 from dataprep.options import opt, parse_options
 from dataprep.stage import Manifest
 from training.classify import ClassifyConfig, ClassifyOptions, train_classifier
+from training.dpo import DPOConfig, DPOOptions, train_dpo
+from training.kto import KTOConfig, KTOOptions, train_kto
 from training.loop import LoopConfig, LoraOptions
+from training.mlm import MLMConfig, MLMOptions, train_mlm
+from training.reward import RewardConfig, train_reward
 from training.sft import SFTConfig, SFTOptions, train_sft
+
+# task -> (its config, its training function); the task's module declares both
+TASKS: dict[str, tuple[type, Any]] = {
+    "sft": (SFTConfig, train_sft),
+    "classify": (ClassifyConfig, train_classifier),
+    "dpo": (DPOConfig, train_dpo),
+    "reward": (RewardConfig, train_reward),
+    "mlm": (MLMConfig, train_mlm),
+    "kto": (KTOConfig, train_kto),
+}
 
 
 def _task_default(name: str, help: str) -> str:
-    return f"{help} [default: {getattr(SFTConfig, name):g} sft, {getattr(ClassifyConfig, name):g} classify]."
+    return f"{help} [default: {', '.join(f'{getattr(c, name):g} {t}' for t, (c, _) in TASKS.items())}]."
 
 
 @dataclass(frozen=True)
-class TrainOptions(SFTOptions, ClassifyOptions, LoraOptions, LoopConfig):
-    """The options of both tasks, each declared once with its task's config (training.loop, .sft,
-    .classify). Here None means the task's default; for task and model, what the shards' lineage says."""
+class TrainOptions(KTOOptions, MLMOptions, DPOOptions, SFTOptions, ClassifyOptions, LoraOptions, LoopConfig):
+    """The options of every task, each declared once with its task's config (training.loop, .sft,
+    .classify, .dpo, .reward, .mlm, .kto). Here None means the task's default; for task and model,
+    what the shards' lineage says."""
 
-    task: Literal["sft", "classify"] | None = opt(None, "[default: what the shards' record kind trains (their lineage)]")
+    task: Literal["sft", "classify", "dpo", "reward", "mlm", "kto"] | None = opt(None, "[default: what the shards' record kind trains (their lineage)]")
     model: str | None = opt(None, "Base model: minilm, smollm2-135m, a local dir or a Hub id [default: the model "
                             "whose tokenizer made the shards (their lineage)].")
     lr: float | None = opt(None, _task_default("lr", "Learning rate"), min=0, min_open=True)
@@ -42,9 +57,8 @@ def train(shards: str, out: str, *, force: bool = False, **options: Any) -> Mani
 
     o = parse_options(TrainOptions, options, "train")
     task, model = resolve_task_model(shards, o.task, o.model)
-    if task == "sft":
-        return train_sft(shards, out, task_config(SFTConfig, o, model), force=force)
-    return train_classifier(shards, out, task_config(ClassifyConfig, o, model), force=force)
+    config, run = TASKS[task]
+    return run(shards, out, task_config(config, o, model), force=force)
 
 
 train.config_class = TrainOptions  # the options' one declaration: CLI, recipes, Python (dataprep.options)

@@ -225,9 +225,9 @@ def causal_batches(dataset, lineage: Lineage, micro_batch: int, group_by_length:
     return data.batcher(dataset, micro_batch, collate, group_by_length, shard)
 
 
-def eval_loss(model, batches: list, loss_sum=causal_lm_loss_sum) -> dict[str, float]:
-    """Mean cross-entropy per trained token over the eval batches (each rank's share, summed
-    across ranks)."""
+def eval_loss(model, batches: list, loss_sum=None) -> dict[str, float]:
+    """Mean cross-entropy per trained token over the eval batches (`loss_sum`: causal_lm_loss_sum; each
+    rank's share, summed across ranks)."""
     import torch
 
     from training.loop import to_device
@@ -236,32 +236,20 @@ def eval_loss(model, batches: list, loss_sum=causal_lm_loss_sum) -> dict[str, fl
     total, n = 0.0, 0
     with torch.no_grad():
         for batch in batches:
-            loss, count = loss_sum(model, to_device(batch))
+            loss, count = (loss_sum or causal_lm_loss_sum)(model, to_device(batch))
             total, n = total + float(loss), n + count
     total, n = dist.reduce([total, n])
     return {"loss": total / max(n, 1), "tokens": int(n)}
 
 
-def _prepare(shards: str, cfg: SFTConfig):
+def _prepare(shards: str, cfg: SFTConfig, task: str = "sft"):
     """Everything checked before any model loads: shards, task, tokenizer, eval split, quant."""
-    from dataprep.models import load_tokenizer, resolve_model
-
-    dataset, manifest = data.load_shards(shards)
-    data.check_task(manifest, "sft", shards)
+    train_set, eval_set, manifest, tokenizer, model_path = data.prepare_run(shards, cfg, task)
     quant = resolved_quant(cfg)
     if cfg.fsdp and dist.world() > 1:  # one process: --fsdp has nothing to shard
         import torch
 
         dist.check_fsdp_quant(torch.bfloat16 if use_bf16(cfg, quant) else torch.float32, quant, QUANT_STORAGE)
-    model_path = resolve_model(cfg.model)
-    tokenizer = load_tokenizer(model_path)
-    data.check_tokenizer(manifest, tokenizer, cfg.model)
-    if cfg.eval_shards:
-        eval_set, eval_manifest = data.load_shards(cfg.eval_shards)
-        data.check_task(eval_manifest, "sft", cfg.eval_shards)
-        train_set = dataset
-    else:
-        train_set, eval_set = data.split_eval(dataset, cfg.val_size, cfg.seed)
     return train_set, eval_set, manifest, tokenizer, model_path, quant
 
 

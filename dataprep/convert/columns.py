@@ -24,6 +24,8 @@ DEFAULT_ALIASES: dict[str, tuple[str, ...]] = {
     "prompt": ("prompt", "conversations", "messages", "question", "instruction"),
     "chosen": ("chosen", "response_chosen", "chosen_response"),
     "rejected": ("rejected", "response_rejected", "rejected_response"),
+    "completion": ("completion", "response", "output", "answer"),
+    "label": ("label", "kto_tag", "desirable"),  # kto: trl's unpaired format, LLaMA-Factory's kto_tag
 }
 
 

@@ -26,7 +26,8 @@ def polars_schema(kind: str) -> dict:
             return pl.List(dtype(t.value_type))
         if pa.types.is_struct(t):
             return pl.Struct({t.field(i).name: dtype(t.field(i).type) for i in range(t.num_fields)})
-        return {pa.string(): pl.String, pa.bool_(): pl.Boolean, pa.int64(): pl.Int64, pa.int32(): pl.Int32, pa.float32(): pl.Float32}[t]
+        return {pa.string(): pl.String, pa.int64(): pl.Int64, pa.int32(): pl.Int32, pa.float32(): pl.Float32,
+                pa.bool_(): pl.Boolean}[t]
 
     return {f.name: dtype(f.type) for f in get_kind(kind).schema}
 

@@ -1,4 +1,5 @@
-"""Nested kinds (preference; chat lives in dataprep.convert.chat): one Python call per row.
+"""Nested kinds (preference, kto; chat lives in dataprep.convert.chat): preference pairs and
+unpaired answers, one Python call per row.
 
 sharegpt and OpenAI turns of a preference prompt become {role, content} messages; a row that cannot become a record
 raises RowError, whose message is the reject reason.
@@ -171,6 +172,46 @@ def preference_record(row: dict) -> dict:
     if chosen == rejected:
         raise RowError("chosen equals rejected")
     return {"prompt": users[-1], "messages": messages, "chosen": chosen, "rejected": rejected}
+
+
+def kto_records(work, frame, ctx):
+    """Unpaired preference (trl's prompt/completion/label, LLaMA-Factory's conversations + kto_tag) → kto records."""
+    return per_row(work, kto_record, ctx.kind)
+
+
+BOOLEANS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
+
+
+def kto_record(row: dict) -> dict:
+    """prompt (text or turns) + completion, or a conversation whose last assistant turn is the
+    completion (LLaMA-Factory); label: whether the completion is desirable."""
+    label = row["label"]
+    label = BOOLEANS.get(label.strip().lower()) if isinstance(label, str) else label
+    if isinstance(label, int) and label in (0, 1):
+        label = bool(label)
+    if not isinstance(label, bool):
+        raise RowError("label is not a boolean (true/false)")
+    prompt = _maybe_json(row.get("prompt"), "prompt")
+    completion = row.get("completion")
+    if isinstance(prompt, (list, tuple)):
+        messages = to_messages(prompt, "prompt")
+        if completion is None and messages and messages[-1]["role"] == "assistant":
+            messages, completion = messages[:-1], messages[-1]["content"]
+    elif isinstance(prompt, str) and prompt.strip():
+        extra = row.get("input")
+        messages = [{"role": "user", "content": f"{prompt}\n{extra}" if isinstance(extra, str) and extra.strip() else prompt}]
+    else:
+        raise RowError("missing prompt")
+    if completion is None:
+        raise RowError("missing completion")
+    completion = _last_text(_answer(completion, "completion"), "completion")
+    messages = _with_system(messages, row.get("system"))
+    users = [m["content"] for m in messages if m["role"] == "user"]
+    if not users:
+        raise RowError("no user turn in prompt")
+    if not completion.strip():
+        raise RowError("empty completion")
+    return {"prompt": users[-1], "messages": messages, "completion": completion, "label": label}
 
 
 def _last_text(side: str | list[dict[str, str]], name: str) -> str:

@@ -168,7 +168,8 @@ def _question_labels(kind: str, ignored, acknowledged) -> None:
         if column.lower() in ("label", "labels", "kto_tag") and column not in acknowledged:
             raise DataprepError(
                 f"column {column!r} looks like per-row labels (e.g. KTO's desirable/undesirable), and --kind {kind} "
-                f"would train on every answer; pass --kind classify for labels, or --ignore-columns {column} to "
+                f"would train on every answer; pass --kind kto for desirable/undesirable answers, --kind classify for labels, "
+                f"or --ignore-columns {column} to "
                 "convert without it")
 
 

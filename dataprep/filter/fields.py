@@ -21,7 +21,7 @@ import numpy as np
 from dataprep.errors import DataprepError
 
 DEFAULT_FIELDS = {"sft": ("prompt", "answer"), "chat": ("prompt", "answer"), "text": ("text",),
-                  "classify": ("text",), "preference": ("prompt", "answer")}
+                  "classify": ("text",), "preference": ("prompt", "answer"), "kto": ("prompt", "answer")}
 _ROLES = {"prompt": ("user",), "answer": ("assistant",), "messages": None}
 
 
@@ -75,8 +75,8 @@ def field_values(frame, kind: str | None, name: str) -> list[Any]:
         return [_joined((a or "", b or "")) for a, b in zip(frame.get_column("instruction").to_list(), inp, strict=True)]
     if kind == "sft" and name == "answer" and "output" in cols:
         name = "output"
-    if kind == "preference" and name == "answer":
-        name = "chosen"
+    if kind in ("preference", "kto") and name == "answer":
+        name = "chosen" if kind == "preference" else "completion"
     values = frame.get_column(name).to_list()
     return [v if isinstance(v, str) else ("" if v is None else str(v)) for v in values]
 

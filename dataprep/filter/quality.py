@@ -101,7 +101,7 @@ def quality_filter(frame, kind: str | None, cfg) -> FilterResult:
     """Pure: one result per row of `frame` (options from `cfg`, a FilterConfig)."""
     n = frame.height
     res = FilterResult.empty(n)
-    answer_field = "answer" if kind in ("sft", "chat", "preference") else "text"
+    answer_field = "answer" if kind in ("sft", "chat", "preference", "kto") else "text"
     answers = field_texts(frame, kind, answer_field)
     prompts = field_texts(frame, kind, "prompt") if answer_field == "answer" else [""] * n
     instr = (field_texts(frame, kind, "instruction") if kind == "sft" and "instruction" in frame.columns else prompts)

@@ -230,23 +230,50 @@ def plain_prompt(prompt: str, messages: list[dict] | None) -> str:
     return "".join(f"{ROLE_LABELS.get(m['role'], m['role'].title())}: {m['content']}\n\n" for m in messages) + "Assistant: "
 
 
-def preference_rows(batch, tok, kind, opts, specials, label_names):
-    """preference: the prompt tokenized once as at inference, each answer after it from a token boundary
-    (EOS appended; dataprep.tokenize.seam, as sft's --seam inference). Both sides share
-    one prompt, cut the same way when either side is over --max-len (`fit_pair`), so
-    chosen_input_ids[:k] == rejected_input_ids[:k] == prompt_input_ids."""
-    cols, rejects, events = new_columns(kind), [], Counter()
+def _prompt_ids(batch, tok) -> list[list[int]]:
+    """Each record's prompt tokenized as at inference: its conversation through the chat template
+    (generation prompt added), or without one the plain prompt (`plain_prompt`) with the tokenizer's specials."""
     use_chat = bool(tok.chat_template) and "messages" in batch
     prompts = [
         tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True) if use_chat and m
         else plain_prompt(p or "", m)
         for p, m in zip(batch["prompt"], batch.get("messages") or [None] * len(batch["prompt"]), strict=True)
     ]
-    prompt_ids = [e.ids for e in encode_batch(tok, prompts, add_special_tokens=not use_chat)]
-    answers = continuation_tokenizer(tok)[0]  # each answer from a token boundary, as generated (no dummy prefix)
-    chosen, rejected = ([with_eos(e.ids, specials.eos_id) for e in answers.encode_batch_fast([x or "" for x in batch[side]],
-                                                                                           add_special_tokens=False)]
-                        for side in ("chosen", "rejected"))
+    return [e.ids for e in encode_batch(tok, prompts, add_special_tokens=not use_chat)]
+
+
+def _answer_ids(texts: list, tok, specials) -> list[list[int]]:
+    """Answers tokenized to follow a prompt from a token boundary, as generated (no SentencePiece dummy
+    prefix; dataprep.tokenize.seam), ending with EOS (an encoder: [SEP], so [CLS] p [SEP] a [SEP])."""
+    end = specials.eos_id if specials.eos_id is not None else tok.sep_token_id
+    answers = continuation_tokenizer(tok)[0]
+    return [with_eos(e.ids, end) for e in answers.encode_batch_fast([x or "" for x in texts], add_special_tokens=False)]
+
+
+def kto_rows(batch, tok, kind, opts, specials, label_names):
+    """kto: prompt (as for preference) + completion + EOS, the prompt masked; `label` says whether
+    the completion is desirable."""
+    cols, rejects, events = new_columns(kind), [], Counter()
+    overflow = overflow_for(kind, opts.overflow)
+    completions = _answer_ids(batch["completion"], tok, specials)
+    for i, (p, c) in enumerate(zip(_prompt_ids(batch, tok), completions, strict=True)):
+        ids, k, event = fit(p + c, len(p), opts.max_len, overflow, _where(batch, i))
+        kept = len(cols["length"])
+        _add_causal(cols, rejects, events, batch, i, ids, labels_after(ids, k, opts.train_on_inputs),
+                    EVENT_NAMES["sft"].get(event, event))
+        if len(cols["length"]) > kept:
+            cols["label"].append(bool(batch["label"][i]))
+    return cols, rejects, events
+
+
+def preference_rows(batch, tok, kind, opts, specials, label_names):
+    """preference: the prompt tokenized once as at inference, each answer after it from a token boundary
+    (EOS appended; as sft's --seam inference). Both sides share one prompt, cut the same way when either
+    side is over --max-len (`fit_pair`), so chosen_input_ids[:k] == rejected_input_ids[:k] ==
+    prompt_input_ids. An encoder tokenizer (no EOS; reward models) ends each answer with its [SEP] instead."""
+    cols, rejects, events = new_columns(kind), [], Counter()
+    prompt_ids = _prompt_ids(batch, tok)
+    chosen, rejected = (_answer_ids(batch[side], tok, specials) for side in ("chosen", "rejected"))
     overflow = overflow_for(kind, opts.overflow)
     for i, (p, c, r) in enumerate(zip(prompt_ids, chosen, rejected, strict=True)):
         kept, a, b, evs = fit_pair(len(p), len(c), len(r), opts.max_len, overflow, _where(batch, i))

@@ -150,7 +150,7 @@ def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = F
         if entry.chat_template and not tok.chat_template:
             raise DataprepError(f"tokenizer {tokenizer} has no chat template; {kind} records need one: pick a chat "
                                 "model's tokenizer (e.g. smollm2-135m)")
-        if entry.causal and tok.eos_token_id is None:
+        if entry.causal and tok.eos_token_id is None and not (entry.encoder and tok.mask_token_id is not None):
             raise DataprepError(f"tokenizer {tokenizer} has no EOS token; pick a causal-LM tokenizer for kind {kind}")
         if pack and not entry.packable:
             raise DataprepError(f"--pack works for {kinds_with(lambda k: k.packable)} records, not {kind}; drop --pack")
