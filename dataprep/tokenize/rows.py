@@ -16,6 +16,7 @@ from dataprep.engine import EngineOptions
 from dataprep.options import opt
 from dataprep.records import IGNORE_INDEX, get_kind, load_function
 from dataprep.stage import OutputOptions
+from dataprep.tokenize.fidelity import ON_MISMATCH
 from dataprep.tokenize.masks import (
     OVERFLOW,
     Specials,
@@ -27,7 +28,6 @@ from dataprep.tokenize.masks import (
     windows,
     with_eos,
 )
-from dataprep.tokenize.fidelity import ON_MISMATCH
 from dataprep.tokenize.seam import SEAMS, continuation_tokenizer, count_fidelity, seam_ids
 
 TRAIN_ON = ("all-assistant", "last-assistant", "flagged")
