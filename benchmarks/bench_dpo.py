@@ -10,7 +10,7 @@ pairs per optimizer step, gradient clipping to 1, AdamW (paged 8-bit on CUDA for
 - trl:  DPOTrainer.training_step (trl's own compute_loss and backward; padded [chosen; rejected]
   batch from its DataCollatorForPreference, fused LM head) on the same token ids, then the same
   clip / optimizer / schedule step.
-Before timing, the LoRA B matrices of both get the same small random values, so the first-step
+Before timing, the LoRA A and B matrices of both get the same small random values, so the first-step
 losses compare a policy that differs from its reference (|ours - trl| is printed).
 
 Models are random-weight Llama shapes built from config (throughput does not depend on weights):
@@ -65,13 +65,14 @@ def tokenized_pairs(cache: Path, max_len: int) -> list[dict]:
 
 
 def perturb_lora(model, seed: int) -> None:
-    """The same small random LoRA B matrices in any model with the same adapter layout."""
+    """The same small random LoRA A and B matrices in any model with the same adapter layout (both: the
+    two libraries draw their A matrices from different random streams)."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
     for name, p in sorted(model.named_parameters()):
-        if "lora_B" in name:
-            p.data = (torch.randn(p.shape, generator=gen) * 1e-2).to(p.device, p.dtype)
+        if "lora_A" in name or "lora_B" in name:
+            p.data = (torch.randn(p.shape, generator=gen) * (1e-2 if "lora_B" in name else 1e-1)).to(p.device, p.dtype)
 
 
 class Lora:  # the LoRA options training.sft.add_lora reads
