@@ -6,7 +6,8 @@ Both: LoRA r16 on all linear layers (QLoRA NF4 on CUDA when bitsandbytes is ther
 LoRA), gradient checkpointing, the reference = the base with the adapter disabled, the same
 pairs per optimizer step, gradient clipping to 1, AdamW (paged 8-bit on CUDA for both).
 - ours: training.loop.train_step with training.dpo's loss: chosen and rejected of every pair in
-  one padding-free row (isolated sequences), only response positions projected onto the vocabulary.
+  one padding-free row (isolated sequences), only response positions projected onto the vocabulary;
+  FlexAttention on CUDA with the flat row padded to pairs × 2 × max-len, as `dataprep train` does.
 - trl:  DPOTrainer.training_step (trl's own compute_loss and backward; padded [chosen; rejected]
   batch from its DataCollatorForPreference, fused LM head) on the same token ids, then the same
   clip / optimizer / schedule step.
@@ -126,16 +127,24 @@ def bench_ours(load, chunks: list, args) -> dict:
     from training.loop import make_optimizer, to_device, train_step
     from training.sft import add_lora
 
-    model = add_lora(load(), Lora)
+    cuda = torch.cuda.is_available()
+    attn = "flex_attention" if cuda else "sdpa"  # what `dataprep train --task dpo` picks (training.sft.attn_implementation)
+    static = args.pairs * 2 * args.max_len if attn == "flex_attention" else None  # its fixed flat length
+
+    def collate(rows):
+        return collate_pairs(rows, static)
+
+    model = add_lora(load(attn), Lora)
     perturb_lora(model, 0)
+    model.train()  # as train_loop does: from_pretrained returns eval mode, where checkpointing is skipped
     loss_fn = dpo_loss_fn(DPOConfig(beta=args.beta))
     with torch.no_grad():
-        loss, k = loss_fn(model, to_device(collate_pairs(chunks[0])))
+        loss, k = loss_fn(model, to_device(collate(chunks[0])))
     opt, _ = make_optimizer(model, 5e-5, 0.0)
     sched = get_scheduler("constant", opt)
 
     def step(b):
-        return train_step(model, [collate_pairs(b["rows"])], loss_fn, opt, sched).loss
+        return train_step(model, [collate(b["rows"])], loss_fn, opt, sched).loss
 
     return {**run("ours", step, [{"rows": c} for c in chunks], args.steps, args.warmup), "first_loss": float(loss) / k}
 
@@ -191,8 +200,8 @@ def bench_shape(shape: str, rows: list[dict], args) -> list[dict]:
     n = args.pairs * (args.steps + args.warmup)
     chunks = [rows[i: i + args.pairs] for i in range(0, n, args.pairs)]
 
-    def load():
-        return load_model(str(model_dir), quant, cuda, "sdpa", gradient_checkpointing=True)
+    def load(attn="sdpa"):  # trl: sdpa on its padded batches; ours: what the product picks
+        return load_model(str(model_dir), quant, cuda, attn, gradient_checkpointing=True)
 
     results = []
     for bench in (bench_ours, bench_trl):
