@@ -17,8 +17,8 @@ RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
 # a slice small enough for 2 CPU cores: few rows, a couple of optimizer steps, no 4-bit
 # (bitsandbytes' CPU 4-bit kernels take minutes per step at this size; tests/training/test_sft.py
 # covers 4-bit QLoRA on the CPU with a tiny model)
-SLICE = ["convert.limit=24", "train.max_steps=2", "train.micro_batch=4", "train.report_to=none", "train.quant=none",
-         "tokenize.max_len=256"]
+SLICE = ["convert.limit=24", "train.max_steps=2", "train.micro_batch=2", "train.grad_accum=1", "train.report_to=none",
+         "train.quant=none", "tokenize.max_len=256"]
 
 
 def test_every_recipe_validates_and_documents_how_to_run_it(runner):
