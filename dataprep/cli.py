@@ -57,4 +57,24 @@ def main() -> None:
     from dataprep.quiet import quiet_libraries
 
     quiet_libraries()
-    cli()
+    try:
+        cli()
+    except SystemExit as exc:
+        _leave_process_group(exc.code)
+        raise
+
+
+def _leave_process_group(code) -> None:
+    """Under a distributed launcher: leave the process group and exit at once. A rank that exits
+    through the interpreter's teardown with gloo's threads alive can abort ('terminate called
+    without an active exception') after its work is done, turning a finished run into a failure."""
+    import os
+    import sys
+
+    td = sys.modules.get("torch.distributed")
+    if td is None or not td.is_available() or not td.is_initialized():
+        return
+    td.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else (0 if code is None else 1))
