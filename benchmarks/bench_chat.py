@@ -84,6 +84,16 @@ def trl_preparer(tok, convs, template: str, max_len: int):
     return lambda: trainer._prepare_dataset(ds, tok, args, packing=False, formatting_func=None, dataset_name="bench")
 
 
+def _mask_differences(tok, ids, mine: list[bool], theirs: list[bool], reasons: Counter) -> int:
+    """1 if the trained positions differ (each differing token counted in `reasons` by where it is), else 0."""
+    if mine == theirs:
+        return 0
+    for j, (x, y) in enumerate(zip(mine, theirs, strict=True)):
+        if x != y:
+            reasons[f"{_where(tok, ids, j)}: dataprep {'trains' if x else 'masks'}, trl {'trains' if y else 'masks'}"] += 1
+    return 1
+
+
 def _where(tok, ids: list[int], j: int) -> str:
     """A differing token, named by what it is in the rendering."""
     text, before = tok.decode([ids[j]]), tok.decode(ids[max(0, j - 2) : j])
@@ -148,13 +158,7 @@ def core(a) -> None:
             reasons["over --max-len: not truncated on trl's side here" if len(tids) > a.max_len
                     else "input_ids differ"] += 1
             continue
-        mine, their = [x != -100 for x in labels], [bool(x) for x in tmask]
-        if mine != their:
-            differ += 1
-            for j, (x, y) in enumerate(zip(mine, their, strict=True)):
-                if x != y:
-                    reasons[f"{_where(tok, ids, j)}: dataprep {'trains' if x else 'masks'}, "
-                            f"trl {'trains' if y else 'masks'}"] += 1
+        differ += _mask_differences(tok, ids, [x != -100 for x in labels], [bool(x) for x in tmask], reasons)
     print(f"masks: {differ} of {n} rows differ")
     for r, c in reasons.most_common(8):
         print(f"  {c:>6}  {r}")
@@ -222,14 +226,8 @@ def full_run(a) -> None:
                 differ += 1
                 continue
             compared += 1
-            mine = [x != -100 for x in labels]
-            their = [x != -100 for x in trl_labels[tuple(ids)]]
-            if mine != their:
-                differ += 1
-                for j, (x, y) in enumerate(zip(mine, their, strict=True)):
-                    if x != y:
-                        reasons[f"{_where(tok, ids, j)}: dataprep {'trains' if x else 'masks'}, "
-                                f"trl {'trains' if y else 'masks'}"] += 1
+            differ += _mask_differences(tok, ids, [x != -100 for x in labels],
+                                        [x != -100 for x in trl_labels[tuple(ids)]], reasons)
         print(f"masks: {differ} of {len(ours)} rows differ ({compared} rows in both outputs)")
         for r, c in reasons.most_common(8):
             print(f"  {c:>6}  {r}")

@@ -15,6 +15,7 @@ from dataprep.errors import DataprepError
 from dataprep.records import IGNORE_INDEX as M
 from dataprep.tokenize.masks import Specials
 from dataprep.tokenize.rows import TokenizeOptions, tokenize_batch
+from tests.tokenize.test_masks_and_stage import trained_runs
 
 trl = pytest.importorskip("trl")
 TEMPLATES = Path(trl.__file__).parent / "chat_templates"
@@ -78,17 +79,6 @@ def tokens(tok, ids, labels):
     return [(tok.decode([t]), lab != M) for t, lab in zip(ids, labels, strict=True)]
 
 
-def trained(tok, ids, labels) -> list[str]:
-    runs, cur = [], []
-    for t, lab in zip(ids, labels, strict=True):
-        if lab != M:
-            cur.append(t)
-        elif cur:
-            runs.append(tok.decode(cur))
-            cur = []
-    return runs + ([tok.decode(cur)] if cur else [])
-
-
 def around(toks, text):
     """The (token, trained) pairs from the first token equal to `text` on."""
     at = next(i for i, (t, _) in enumerate(toks) if t == text)
@@ -112,7 +102,7 @@ def test_qwen3_reasoning_trained_masked_dropped(family):
     assert toks[-1] == ("\n", False) and head[0] == ("<|im_start|>", False)
     assert [x for x in toks if x[0] == "istant"] == [("istant", False)]  # "ass" "istant": the header
     cols, _, _ = run(tok, last, reasoning="mask")
-    assert trained(tok, cols["input_ids"][0], cols["labels"][0]) == ["5<|im_end|>"]
+    assert trained_runs(tok, cols["input_ids"][0], cols["labels"][0]) == ["5<|im_end|>"]
     toks = tokens(tok, cols["input_ids"][0], cols["labels"][0])
     assert ("<think>", False) in toks and ("Add", False) in toks and ("</think>", False) in toks
     cols, _, _ = run(tok, last, reasoning="drop")
@@ -121,7 +111,7 @@ def test_qwen3_reasoning_trained_masked_dropped(family):
     # the template inserts an empty <think>\n\n</think>\n\n into the last turn: never trained
     toks = tokens(tok, ids, cols["labels"][0])
     assert around(toks, "<think>")[:3] == [("<think>", False), ("\n\n", False), ("</think>", False)]
-    assert trained(tok, ids, cols["labels"][0]) == ["5<|im_end|>"]
+    assert trained_runs(tok, ids, cols["labels"][0]) == ["5<|im_end|>"]
 
 
 def test_qwen3_template_inserted_empty_think_is_untrained(family):
@@ -143,7 +133,7 @@ def test_qwen3_history_stripping_multi_turn(family):
     # ... --split-turns trains it in a sequence of its own, as generated; the extra sequence is counted
     cols, rejects, ev = run(tok, [REASONED], split_turns=True)
     assert rejects == [] and ev["split_turns"] == 1 and ev["split_turn_tokens"] == len(cols["input_ids"][1])
-    full, first = (trained(tok, i, lab) for i, lab in zip(cols["input_ids"], cols["labels"], strict=True))
+    full, first = (trained_runs(tok, i, lab) for i, lab in zip(cols["input_ids"], cols["labels"], strict=True))
     assert full == ["<think>\nAdd 4 and 4.\n</think>\n\n8<|im_end|>"]
     assert first == ["<think>\nAdd 2 and 3.\n</think>\n\n5<|im_end|>"]
     assert "Add 2 and 3." not in tok.decode(cols["input_ids"][0])  # stripped from the history, as the template does
@@ -153,7 +143,7 @@ def test_qwen3_history_stripping_multi_turn(family):
     # --on-mismatch warn keeps the row, the rewritten turn untrained, and counts it
     cols, rejects, ev = run(tok, [REASONED], on_mismatch="warn")
     assert rejects == [] and ev["fidelity.mismatch.history_rewritten"] == 1
-    assert trained(tok, cols["input_ids"][0], cols["labels"][0]) == ["<think>\nAdd 4 and 4.\n</think>\n\n8<|im_end|>"]
+    assert trained_runs(tok, cols["input_ids"][0], cols["labels"][0]) == ["<think>\nAdd 4 and 4.\n</think>\n\n8<|im_end|>"]
 
 
 def test_qwen3_tool_call_trained_as_rendered_tool_result_untrained(family):
@@ -161,11 +151,11 @@ def test_qwen3_tool_call_trained_as_rendered_tool_result_untrained(family):
     cols, rejects, _ = run(tok, [TOOL_ROW], [TOOLS], split_turns=True)
     assert rejects == []
     call_seq = cols["input_ids"][1], cols["labels"][1]  # the call turn, as generated (after an empty think)
-    assert trained(tok, *call_seq) == [
+    assert trained_runs(tok, *call_seq) == [
         '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>']
     toks = tokens(tok, cols["input_ids"][0], cols["labels"][0])
     assert ("<tool_response>", False) in toks and ("</tool_response>", False) in toks
-    assert trained(tok, cols["input_ids"][0], cols["labels"][0]) == ["It is sunny.<|im_end|>"]
+    assert trained_runs(tok, cols["input_ids"][0], cols["labels"][0]) == ["It is sunny.<|im_end|>"]
 
 
 # ---------------------------------------------------------------- Qwen2.5: tool calls, reasoning it does not render
@@ -176,7 +166,7 @@ def test_qwen25_tool_calls_and_results(family):
     cols, rejects, ev = run(tok, [TOOL_ROW], [TOOLS])
     assert rejects == [] and ev["fidelity.checked"] == 2
     ids, labels = cols["input_ids"][0], cols["labels"][0]
-    assert trained(tok, ids, labels) == [
+    assert trained_runs(tok, ids, labels) == [
         '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>',
         "It is sunny.<|im_end|>"]
     text = tok.decode(ids)
@@ -192,7 +182,7 @@ def test_qwen25_drops_reasoning_reject_or_drop(family):
     cols, rejects, _ = run(tok, [REASONED])
     assert [r["reason"] for r in rejects] == ["template drops reasoning"]
     cols, rejects, _ = run(tok, [REASONED], reasoning="drop")
-    assert rejects == [] and trained(tok, cols["input_ids"][0], cols["labels"][0]) == ["5<|im_end|>", "8<|im_end|>"]
+    assert rejects == [] and trained_runs(tok, cols["input_ids"][0], cols["labels"][0]) == ["5<|im_end|>", "8<|im_end|>"]
 
 
 # ---------------------------------------------------------------- Llama 3.1: <|eot_id|>, its tool format, a real seam
@@ -207,7 +197,7 @@ def test_llama31_eot_trained_and_seam_found(family):
     cols, rejects, ev = run(tok, [TOOL_ROW], [TOOLS], on_mismatch="warn")
     assert rejects == []
     ids, labels = cols["input_ids"][0], cols["labels"][0]
-    assert trained(tok, ids, labels) == ['{"name": "get_weather", "parameters": {"city": "Paris"}}<|eot_id|>',
+    assert trained_runs(tok, ids, labels) == ['{"name": "get_weather", "parameters": {"city": "Paris"}}<|eot_id|>',
                                          "It is sunny.<|eot_id|>"]
     toks = tokens(tok, ids, labels)
     assert all(not on for t, on in toks if t in ("<|start_header_id|>", "<|end_header_id|>", "ipython", "sunny"))
@@ -222,15 +212,15 @@ def test_gptoss_analysis_channel(family):
     one = [REASONED[:2]]
     cols, rejects, _ = run(tok, one)
     assert rejects == []
-    assert trained(tok, cols["input_ids"][0], cols["labels"][0]) == [
+    assert trained_runs(tok, cols["input_ids"][0], cols["labels"][0]) == [
         "<|channel|>analysis<|message|>Add 2 and 3.<|end|><|start|>assistant<|channel|>final<|message|>5<|return|>"]
     cols, _, _ = run(tok, one, reasoning="mask")
-    assert trained(tok, cols["input_ids"][0], cols["labels"][0]) == [
+    assert trained_runs(tok, cols["input_ids"][0], cols["labels"][0]) == [
         "<|start|>assistant<|channel|>final<|message|>5<|return|>"]
     # earlier turns end with <|end|> and lose their analysis: split to train them as generated
     cols, rejects, ev = run(tok, [REASONED], split_turns=True)
     assert rejects == [] and ev["split_turns"] == 1
-    assert trained(tok, cols["input_ids"][1], cols["labels"][1])[0].endswith("final<|message|>5<|return|>")
+    assert trained_runs(tok, cols["input_ids"][1], cols["labels"][1])[0].endswith("final<|message|>5<|return|>")
 
 
 # ---------------------------------------------------------------- tools the template ignores, flags, media
@@ -243,7 +233,7 @@ def test_tools_ignored_by_template_rejected_or_in_system(smol):
     assert rejects == [] and ev["tools_in_system"] == 1
     text = smol.decode(cols["input_ids"][0])
     assert text.startswith("<|im_start|>system\nYou can call these tools")
-    assert trained(smol, cols["input_ids"][0], cols["labels"][0]) == [
+    assert trained_runs(smol, cols["input_ids"][0], cols["labels"][0]) == [
         '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>',
         "It is sunny.<|im_end|>"]
 
@@ -252,7 +242,7 @@ def test_train_on_flagged(smol):
     rows = [[msg("user", "a"), msg("assistant", "b", train=False), msg("user", "c"), msg("assistant", "d", train=True)],
             PLAIN]
     cols, rejects, _ = run(smol, rows, train_on="flagged")
-    assert trained(smol, cols["input_ids"][0], cols["labels"][0]) == ["d<|im_end|>"]
+    assert trained_runs(smol, cols["input_ids"][0], cols["labels"][0]) == ["d<|im_end|>"]
     assert [r["reason"] for r in rejects] == ["no flagged assistant turn"]
 
 
@@ -267,7 +257,7 @@ def test_multimodal_placeholders_masked_and_media_column(family):
     assert rejects == []
     toks = tokens(tok, cols["input_ids"][0], cols["labels"][0])
     assert ("<|image_pad|>", False) in toks and ("<|vision_start|>", False) in toks
-    assert trained(tok, cols["input_ids"][0], cols["labels"][0]) == ["A cat.<|im_end|>"]
+    assert trained_runs(tok, cols["input_ids"][0], cols["labels"][0]) == ["A cat.<|im_end|>"]
     assert cols["media"] == [[{"type": "image", "ref": "cat.jpg"}], []]
 
 
