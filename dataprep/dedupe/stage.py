@@ -149,7 +149,9 @@ def _decontaminate(data, out, manifest_in, kind, fields, cfg: DedupeConfig, *, f
             (ws.out / "report.html").write_text(ag.render_html(report, texts, ev, results), encoding="utf-8")
             write_json(ws.out / "report.json", report)
         details = {"text_fields": list(fields), "report": "report.json", "against": report["against"],
-                   "methods": {m: {k: v for k, v in s.items() if k != "removed"} for m, s in report["methods"].items()}}
+                   "methods": {m: {k: v for k, v in s.items() if k != "removed"} for m, s in report["methods"].items()},
+                   "warnings": ["--against ran on the local engine (--engine ray applies to within-set dedupe only)"]
+                   if cfg.engine == "ray" else []}
         return Outcome(frame.height, int(len(kept)), details,
                        removed={f"contaminated ({h.method})": int(len(h.train)) for h in results},
                        lineage={"kind": kind})

@@ -203,3 +203,11 @@ def test_word_ngram_hashes_stay_inside_each_text():
     h, doc = ag.ngram_hashes(units, offsets, 3)
     assert doc.tolist() == [0, 2, 2]
     assert h[0] == ag.ngram_hashes(*ag.word_hashes(["a b c"]), 3)[0][0]
+
+
+def test_against_under_the_ray_engine_says_it_ran_locally(tmp_path):
+    ev = write_jsonl(tmp_path / "ev.jsonl", [{"q": EVAL_Q}])
+    train = text_records(tmp_path / "train.parquet", [EVAL_Q, "other"])
+    m = dd.dedupe(train, tmp_path / "out", against=(str(ev),), engine="ray")
+    assert m.counts.n_out == 1
+    assert m.get("warnings") == ["--against ran on the local engine (--engine ray applies to within-set dedupe only)"]
