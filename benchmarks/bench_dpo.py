@@ -7,10 +7,16 @@ LoRA), gradient checkpointing, the reference = the base with the adapter disable
 pairs per optimizer step, gradient clipping to 1, AdamW (paged 8-bit on CUDA for both).
 - ours: training.loop.train_step with training.dpo's loss: chosen and rejected of every pair in
   one padding-free row (isolated sequences), only response positions projected onto the vocabulary;
-  FlexAttention on CUDA with the flat row padded to pairs × 2 × max-len, as `dataprep train` does.
+  FlexAttention on CUDA. --ours picks the variants:
+    bucket    as `dataprep train --task dpo` does (training.dpo.prepare_flex): decoder layers compiled,
+              the flat row padded to a bucket of 1,024 tokens (flat_padding)
+    static    the product before buckets: layers not compiled, the row padded to pairs × 2 × max-len
+    nocompile buckets without compiled layers (transformers' own compiled flex_attention alone)
 - trl:  DPOTrainer.training_step (trl's own compute_loss and backward; padded [chosen; rejected]
   batch from its DataCollatorForPreference, fused LM head) on the same token ids, then the same
-  clip / optimizer / schedule step.
+  clip / optimizer / schedule step. --trl picks: default, liger (use_liger_kernel: liger's RMSNorm,
+  RoPE and SwiGLU kernels; trl 1.16 keeps its own fused LM head; padding_free is disabled in 1.16).
+  The ratios are against the fastest trl variant run.
 Before timing, the LoRA A and B matrices of both get the same small random values, so the first-step
 losses compare a policy that differs from its reference (|ours - trl| is printed).
 
@@ -19,8 +25,11 @@ Models are random-weight Llama shapes built from config (throughput does not dep
 
     PYTHONPATH=. python benchmarks/bench_dpo.py --shape toy --steps 3        # CPU check
     PYTHONPATH=. python benchmarks/bench_dpo.py --shape 1b --steps 10        # GPU
+    PYTHONPATH=. python benchmarks/bench_dpo.py --shape 1b --ours bucket --ours static \
+        --trl default --trl liger --profile OUT                                 # GPU, every lever
 
-Reported: pairs/s, tokens/s (non-pad tokens of both sides), peak GPU memory (CUDA) or peak RSS
+Reported: pairs/s, tokens/s (non-pad tokens of both sides), computed tokens (what the forward passes
+see: ours the flat row with its filler, trl its padded batch), peak GPU memory (CUDA) or peak RSS
 (CPU; the process's, so not separable per variant), ours/trl ratios. The tokenized pairs and the
 tokenizer are cached in --cache (carry that folder to a machine without the packaged tokenizer).
 """
@@ -118,23 +127,28 @@ def run(name: str, step, batches: list, steps: int, warmup: int) -> dict:
             "seconds": seconds, "last_loss": losses[-1]}
 
 
-def bench_ours(load, chunks: list, args) -> dict:
+def bench_ours(load, chunks: list, args, variant: str = "bucket") -> dict:
     """Our step: training.loop.train_step with training.dpo's loss on flat pair batches."""
     import torch
     from transformers import get_scheduler
 
-    from training.dpo import DPOConfig, collate_pairs, dpo_loss_fn
+    from training.dpo import DPOConfig, collate_pairs, dpo_loss_fn, flat_padding, prepare_flex
     from training.loop import make_optimizer, to_device, train_step
     from training.sft import add_lora
 
     cuda = torch.cuda.is_available()
     attn = "flex_attention" if cuda else "sdpa"  # what `dataprep train --task dpo` picks (training.sft.attn_implementation)
-    static = args.pairs * 2 * args.max_len if attn == "flex_attention" else None  # its fixed flat length
+    model = add_lora(load(attn), Lora)
+    if variant == "bucket":  # as train_preference does
+        pad_to = prepare_flex(model, attn, args.pairs, args.max_len)
+    elif variant == "static":
+        pad_to = args.pairs * 2 * args.max_len if cuda else None
+    else:
+        pad_to = flat_padding(args.pairs, args.max_len) if cuda else None
 
     def collate(rows):
-        return collate_pairs(rows, static)
+        return collate_pairs(rows, pad_to)
 
-    model = add_lora(load(attn), Lora)
     perturb_lora(model, 0)
     model.train()  # as train_loop does: from_pretrained returns eval mode, where checkpointing is skipped
     loss_fn = dpo_loss_fn(DPOConfig(beta=args.beta))
@@ -146,10 +160,33 @@ def bench_ours(load, chunks: list, args) -> dict:
     def step(b):
         return train_step(model, [collate(b["rows"])], loss_fn, opt, sched).loss
 
-    return {**run("ours", step, [{"rows": c} for c in chunks], args.steps, args.warmup), "first_loss": float(loss) / k}
+    batches = [{"rows": c} for c in chunks]
+    out = {**run(f"ours {variant}", step, batches, args.steps, args.warmup), "first_loss": float(loss) / k,
+           "flat_tokens": sum(collate(c)["input_ids"].shape[1] for c in chunks[args.warmup:])}
+    if args.profile and variant == args.ours[0]:
+        profile(step, batches[args.warmup: args.warmup + 2], Path(args.profile) / f"profile_ours_{variant}.txt")
+    return out
 
 
-def bench_trl(load, chunks: list, args) -> dict:
+def profile(step, batches: list, path: Path) -> None:
+    """torch.profiler over a few steps: the top ops by device time (CPU time without CUDA)."""
+    import torch
+    from torch.profiler import ProfilerActivity
+
+    cuda = torch.cuda.is_available()
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with torch.profiler.profile(activities=acts) as prof:
+        for b in batches:
+            step(b)
+        if cuda:
+            torch.cuda.synchronize()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    path.write_text(prof.key_averages().table(sort_by=key, row_limit=40, max_name_column_width=70))
+    print(f"profile: {path}", flush=True)
+
+
+def bench_trl(load, chunks: list, args, variant: str = "default") -> dict:
     """trl's step: DPOTrainer.training_step on its collator's batches of the same token ids."""
     import torch
     from datasets import Dataset
@@ -164,7 +201,7 @@ def bench_trl(load, chunks: list, args) -> dict:
                             report_to="none", use_cpu=not cuda, bf16=cuda, max_length=None, save_strategy="no",
                             gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False},
                             optim="paged_adamw_8bit" if cuda else "adamw_torch", learning_rate=5e-5,
-                            lr_scheduler_type="constant", max_grad_norm=1.0)
+                            lr_scheduler_type="constant", max_grad_norm=1.0, use_liger_kernel=variant == "liger")
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
     trainer = DPOTrainer(model=load(), args=trl_args, peft_config=lora, processing_class=tok,
                          train_dataset=Dataset.from_list([{"prompt": "a", "chosen": "b", "rejected": "c"}]))
@@ -186,7 +223,11 @@ def bench_trl(load, chunks: list, args) -> dict:
         return float(loss)
 
     batches = [{"rows": c, "batch": trainer.data_collator(trl_pairs(c))} for c in chunks]
-    return {**run("trl", step, batches, args.steps, args.warmup), "first_loss": first}
+    out = {**run(f"trl {variant}", step, batches, args.steps, args.warmup), "first_loss": first,
+           "flat_tokens": sum(b["batch"]["input_ids"].numel() for b in batches[args.warmup:])}
+    if args.profile and variant == args.trl[0]:
+        profile(step, batches[args.warmup: args.warmup + 2], Path(args.profile) / f"profile_trl_{variant}.txt")
+    return out
 
 
 def bench_shape(shape: str, rows: list[dict], args) -> list[dict]:
@@ -204,9 +245,13 @@ def bench_shape(shape: str, rows: list[dict], args) -> list[dict]:
         return load_model(str(model_dir), quant, cuda, attn, gradient_checkpointing=True)
 
     results = []
-    for bench in (bench_ours, bench_trl):
-        results.append({**bench(load, chunks, args), "shape": shape, "quant": quant, "pairs": args.pairs})
-        print(json.dumps(results[-1]), flush=True)
+    runs = [(bench_ours, v) for v in args.ours] + [(bench_trl, v) for v in args.trl]
+    for bench, variant in runs:
+        try:
+            results.append({**bench(load, chunks, args, variant), "shape": shape, "quant": quant, "pairs": args.pairs})
+            print(json.dumps(results[-1]), flush=True)
+        except Exception as exc:  # one variant failing (a compile error) still reports the others
+            print(f"{shape} {bench.__name__} {variant} failed: {type(exc).__name__}: {exc}", flush=True)
         gc.collect()
         torch.cuda.empty_cache() if cuda else None
     return results
@@ -223,8 +268,13 @@ def main() -> None:
     ap.add_argument("--quant", default="auto", choices=["auto", "4bit", "none"])
     ap.add_argument("--cache", default="out/bench_dpo", help="tokenized pairs + tokenizer")
     ap.add_argument("--model-cache", default=str(Path(tempfile.gettempdir()) / "dataprep-bench-models"))
+    ap.add_argument("--ours", action="append", choices=["bucket", "static", "nocompile"],
+                    help="repeatable; default bucket (the product's padding)")
+    ap.add_argument("--trl", action="append", choices=["default", "liger"], help="repeatable; default: default")
+    ap.add_argument("--profile", default=None, help="write torch.profiler tables of the first ours/trl variant here")
     ap.add_argument("--json", default=None, help="also write the results to this file")
     args = ap.parse_args()
+    args.ours, args.trl = args.ours or ["bucket"], args.trl or ["default"]
 
     import torch
 
@@ -236,16 +286,21 @@ def main() -> None:
     results = []
     for shape in args.shape or ["toy"]:
         results += bench_shape(shape, rows, args)
-    print("\n| shape | quant | variant | pairs/step | pairs/s | tokens/s | peak GB | first-step loss | x trl pairs/s | x trl memory |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    def best_trl(shape):
+        return max((x for x in results if x["shape"] == shape and x["variant"].startswith("trl")),
+                   key=lambda x: x["pairs_per_s"], default=next(x for x in results if x["shape"] == shape))
+
+    print("\n| shape | quant | variant | pairs/step | pairs/s | tokens/s | computed tokens | peak GB | first-step loss "
+          "| x best trl pairs/s | x best trl memory |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        t = next(x for x in results if x["shape"] == r["shape"] and x["variant"] == "trl")
+        t = best_trl(r["shape"])
         print(f"| {r['shape']} | {r['quant']} | {r['variant']} | {r['pairs']} | {r['pairs_per_s']:.2f} | "
-              f"{r['tokens_per_s']:,.0f} | {r['peak_gb']} | {r['first_loss']:.6f} | {r['pairs_per_s'] / t['pairs_per_s']:.2f} | "
-              f"{r['peak_gb'] / t['peak_gb']:.2f} |")
+              f"{r['tokens_per_s']:,.0f} | {r['flat_tokens']:,} | {r['peak_gb']} | {r['first_loss']:.6f} | "
+              f"{r['pairs_per_s'] / t['pairs_per_s']:.2f} | {r['peak_gb'] / t['peak_gb']:.2f} |")
     for shape in {r["shape"] for r in results}:
-        o, t = (next(x for x in results if x["shape"] == shape and x["variant"] == v) for v in ("ours", "trl"))
-        print(f"{shape}: |first-step loss ours - trl| = {abs(o['first_loss'] - t['first_loss']):.2e}")
+        o, t = next(x for x in results if x["shape"] == shape), best_trl(shape)
+        print(f"{shape}: |first-step loss {o['variant']} - {t['variant']}| = {abs(o['first_loss'] - t['first_loss']):.2e}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

@@ -159,11 +159,25 @@ def _row_positions(row: dict[str, Any]) -> list[int]:
     return row["position_ids"] if row.get("position_ids") is not None else list(range(len(row["input_ids"])))
 
 
-def collate_flat(rows: list[dict[str, Any]], pad_to: int | None = None, pad_token_id: int = 0) -> dict[str, Any]:
+def buckets(multiple: int, cap: int | None = None) -> Callable[[int], int]:
+    """A `pad_to` for collate_flat: the token count rounded up to a multiple of `multiple`, at most
+    `cap` (a longer batch keeps its length). A few lengths instead of one static worst case: a
+    batch of short rows no longer computes a long filler sequence."""
+
+    def length(n: int) -> int:
+        up = -(-n // multiple) * multiple
+        return max(n, min(up, cap)) if cap else up
+
+    return length
+
+
+def collate_flat(rows: list[dict[str, Any]], pad_to: int | Callable[[int], int] | None = None,
+                 pad_token_id: int = 0) -> dict[str, Any]:
     """Padding-free batch: every row concatenated into one row of shape (1, total tokens).
 
     `pad_to` appends one filler sequence (its own positions, no labels) up to that length, so a
-    compiled kernel (FlexAttention, torch.compile) sees one static shape instead of recompiling.
+    compiled kernel (FlexAttention, torch.compile) sees one static shape instead of recompiling;
+    a callable (`buckets`) maps the token count to the length.
     """
     import torch
 
@@ -173,6 +187,8 @@ def collate_flat(rows: list[dict[str, Any]], pad_to: int | None = None, pad_toke
         labels += row["labels"]
         positions += _row_positions(row)
     n_tokens = len(input_ids)
+    if callable(pad_to):
+        pad_to = pad_to(n_tokens)
     if pad_to and len(input_ids) < pad_to:
         fill = pad_to - len(input_ids)
         input_ids += [pad_token_id] * fill

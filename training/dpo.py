@@ -51,16 +51,46 @@ class DPOConfig(DPOOptions, SFTOptions, LoraOptions, LoopConfig):
 # ---------------------------------------------------------------- batches and log-probabilities
 
 
-def collate_sequences(seqs: list[tuple[list[int], list[int]]], pad_to: int | None = None, pad_id: int = 0) -> dict:
+def flat_padding(micro_batch: int, max_len: int, multiple: int | None = None):
+    """`pad_to` of the flat batches under FlexAttention: the token count rounded up to a multiple of
+    `multiple` (default: max-len, at most FLAT_BUCKET), at most micro_batch × 2 × max-len (every
+    sequence at max-len). Padding every batch to that worst case instead made ~40% of each
+    forward filler on dpo_en_demo (1,160 tokens a pair at max-len 1024)."""
+    return data.buckets(multiple or min(max_len, FLAT_BUCKET), micro_batch * 2 * max_len)
+
+
+FLAT_BUCKET = 1024
+
+
+def prepare_flex(model, attn: str, micro_batch: int, max_len: int | None, compile_layers_too: bool = False):
+    """What preference training does to the model and its flat batches for `attn`; returns `pad_to`.
+
+    Under FlexAttention (CUDA) the decoder layers are compiled (training.sft.compile_layers) and the
+    flat row is padded to a few bucket lengths (`flat_padding`). Both or neither: transformers'
+    own compiled flex_attention specialises on the row length and recompiles for every new one
+    (past torch's recompile limit it falls back to eager attention; a bucketed 1B DPO run then
+    stalled for minutes), while flex attention traced inside a compiled layer takes the length as
+    a dynamic dimension after the second one. FlexAttention needs torch.compile in any case.
+    Other attention: no padding, layers compiled only when asked (--compile)."""
+    from training.sft import compile_layers
+
+    flex = attn == "flex_attention" and bool(max_len)
+    if flex or compile_layers_too:
+        compile_layers(model)
+    return flat_padding(micro_batch, max_len) if flex else None
+
+
+def collate_sequences(seqs: list[tuple[list[int], list[int]]], pad_to=None, pad_id: int = 0) -> dict:
     """(input_ids, labels) sequences as one padding-free row (training.data.collate_flat), plus
-    `seq_index`: the sequence each position belongs to (a filler sequence, if any, comes last)."""
+    `seq_index`: the sequence each position belongs to (a filler sequence, if any, comes last).
+    `pad_to`: a length or a `data.buckets` rule (collate_flat)."""
     batch = data.collate_flat([{"input_ids": ids, "labels": labels} for ids, labels in seqs], pad_to, pad_id)
     batch["seq_index"] = (batch["position_ids"] == 0).long().cumsum(-1) - 1
     batch["n_seqs"] = len(seqs)
     return batch
 
 
-def collate_pairs(rows: list[dict[str, Any]], pad_to: int | None = None, pad_id: int = 0) -> dict:
+def collate_pairs(rows: list[dict[str, Any]], pad_to=None, pad_id: int = 0) -> dict:
     """Preference rows -> one flat batch: the chosen sequences, then the rejected ones."""
     seqs = [(r["chosen_input_ids"], r["chosen_labels"]) for r in rows]
     seqs += [(r["rejected_input_ids"], r["rejected_labels"]) for r in rows]
@@ -243,13 +273,13 @@ def train_preference(shards: str, out: str, config, task: str, loss_fn, collate_
         attn = attn_implementation(config, True)
         model = add_lora(load_model(model_path, quant, bf16, attn, config.gradient_checkpointing, config.kbit_upcast),
                          config)
+        pad_to = prepare_flex(model, attn, config.micro_batch, lineage.max_len, config.compile)
         trainable, total = model.get_nb_trainable_parameters()
         vocab = model.get_input_embeddings().num_embeddings
-        static = config.micro_batch * 2 * lineage.max_len if attn == "flex_attention" and lineage.max_len else None
         pad = input_pad_id(lineage, vocab)
 
         def make(dataset):
-            return data.batcher(dataset, config.micro_batch, lambda rows: collate_rows(rows, static, pad))
+            return data.batcher(dataset, config.micro_batch, lambda rows: collate_rows(rows, pad_to, pad))
 
         train_tally, eval_tally = Tally(), Tally()
         train_loss, eval_loss = loss_fn(config, train_tally), loss_fn(config, eval_tally)

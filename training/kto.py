@@ -39,7 +39,7 @@ def _split(row: dict[str, Any]) -> int:
     return next((i for i, x in enumerate(row["labels"]) if x != IGNORE_INDEX), len(row["labels"]))
 
 
-def collate_kto(rows: list[dict[str, Any]], pad_to: int | None = None, pad_id: int = 0) -> dict[str, Any]:
+def collate_kto(rows: list[dict[str, Any]], pad_to=None, pad_id: int = 0) -> dict[str, Any]:
     """One flat batch: the n examples, then the n mismatched pairs (prompt i + answer of example
     i-1, as trl builds its KL completions), and the desirable flags."""
     import torch

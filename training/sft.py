@@ -35,7 +35,7 @@ class SFTOptions:
     gradient_checkpointing: bool = opt(True, "sft: keep activations instead of recomputing them (faster, more memory).")
     kbit_upcast: bool = opt(False, "sft 4bit: keep embeddings, norms and LM head in fp32 (peft's default; slower, "
                             "more memory) instead of bf16 under autocast.")
-    compile: bool = opt(False, "sft: torch.compile each decoder layer (CUDA; +36% tok/s on an 8B QLoRA).")
+    compile: bool = opt(False, "sft/dpo/kto: torch.compile each decoder layer (CUDA; +36% tok/s on an 8B QLoRA SFT).")
     bf16: Literal["auto", "yes", "no"] = opt("auto", "sft: bf16 weights and autocast; auto: where supported.")
     # auto: flex_attention for packed shards on CUDA, else sdpa
     attn_implementation: str = opt("auto", "sft attention: auto, sdpa, eager, flex_attention.", name="attn")

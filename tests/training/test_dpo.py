@@ -11,7 +11,8 @@ import torch
 
 from dataprep.errors import DataprepError
 from tests.train_helpers import preference_rows, tiny_causal_lm, tiny_tokenizer, write_shards
-from training.dpo import DPOConfig, collate_pairs, dpo_loss_fn, dpo_losses, sequence_logps, train_dpo
+from training.data import buckets
+from training.dpo import DPOConfig, collate_pairs, dpo_loss_fn, dpo_losses, flat_padding, sequence_logps, train_dpo
 
 I = -100  # noqa: E741
 
@@ -73,6 +74,35 @@ def test_flat_pair_batch_scores_each_sequence_as_if_alone(tiny):
         (r["rejected_input_ids"], r["rejected_labels"]) for r in rows]
     assert logps.tolist() == pytest.approx(_separate_logps(model, seqs), abs=1e-4)
     assert counts.tolist() == [sum(x != I for x in labels) for _, labels in seqs]
+
+
+def test_buckets_round_up_to_a_multiple_and_stop_at_the_cap():
+    rule = buckets(1024, cap=4096)
+    assert [rule(n) for n in (1, 1024, 1025, 3000, 4096)] == [1024, 1024, 2048, 3072, 4096]
+    assert rule(5000) == 5000  # longer than the cap: kept as it is, never cut
+    assert flat_padding(2, 1024)(2049) == 3072 and flat_padding(2, 1024)(4096) == 4096
+    assert flat_padding(4, 256)(300) == 512 and flat_padding(4, 256)(2048) == 2048  # bucket = max-len
+
+
+def test_bucketed_pair_batch_pads_to_the_bucket_and_keeps_every_logp(tiny):
+    """A bucketed flat batch has the bucket's length; its filler is one unlabelled sequence after
+    the pairs, so each sequence's log-prob, count and the DPO loss equal the unpadded batch's."""
+    model = _lora(tiny["model"]).eval()
+    rows = tiny["rows"][:3]
+    plain, padded = collate_pairs(rows), collate_pairs(rows, buckets(64), pad_id=5)
+    n = plain["input_ids"].shape[1]
+    length = -(-n // 64) * 64
+    assert n % 64 and padded["input_ids"].shape == padded["labels"].shape == (1, length)
+    assert padded["n_tokens"] == n and padded["n_seqs"] == 6
+    assert padded["input_ids"][0, n:].eq(5).all() and padded["labels"][0, n:].eq(I).all()
+    assert padded["position_ids"][0, n:].tolist() == list(range(length - n))  # its own sequence
+    assert torch.equal(padded["labels"][:, :n], plain["labels"])
+    with torch.no_grad():
+        (lp, cp), (lq, cq) = sequence_logps(model, plain), sequence_logps(model, padded)
+        loss_plain, _ = dpo_loss_fn(DPOConfig(beta=0.1))(model, plain)
+        loss_padded, _ = dpo_loss_fn(DPOConfig(beta=0.1))(model, padded)
+    assert torch.equal(cp, cq) and lq.tolist() == pytest.approx(lp.tolist(), abs=1e-4)
+    assert float(loss_padded) == pytest.approx(float(loss_plain), abs=1e-5)
 
 
 def _response_grad_mask(model, row):
