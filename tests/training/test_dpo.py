@@ -12,7 +12,16 @@ import torch
 from dataprep.errors import DataprepError
 from tests.train_helpers import preference_rows, tiny_causal_lm, tiny_tokenizer, write_shards
 from training.data import buckets
-from training.dpo import DPOConfig, collate_pairs, dpo_loss_fn, dpo_losses, flat_padding, sequence_logps, train_dpo
+from training.dpo import (
+    DPOConfig,
+    collate_pairs,
+    dpo_loss_fn,
+    dpo_losses,
+    flat_padding,
+    prepare_flex,
+    sequence_logps,
+    train_dpo,
+)
 
 I = -100  # noqa: E741
 
@@ -82,6 +91,21 @@ def test_buckets_round_up_to_a_multiple_and_stop_at_the_cap():
     assert rule(5000) == 5000  # longer than the cap: kept as it is, never cut
     assert flat_padding(2, 1024)(2049) == 3072 and flat_padding(2, 1024)(4096) == 4096
     assert flat_padding(4, 256)(300) == 512 and flat_padding(4, 256)(2048) == 2048  # bucket = max-len
+
+
+def test_flex_attention_gets_buckets_and_compiled_layers_together(tiny):
+    """prepare_flex (what train_preference runs): FlexAttention -> every decoder layer compiled and
+    a bucket rule; sdpa -> neither, unless --compile asks for the layers."""
+    def compiled(model):
+        return [getattr(layer, "_compiled_call_impl", None) is not None
+                for layer in model.get_base_model().model.layers]
+
+    model = _lora(tiny["model"])
+    assert prepare_flex(model, "sdpa", 4, 256) is None and not any(compiled(model))
+    assert prepare_flex(model, "sdpa", 4, 256, compile_layers_too=True) is None and all(compiled(model))
+    model = _lora(tiny["model"])
+    pad_to = prepare_flex(model, "flex_attention", 4, 256)
+    assert all(compiled(model)) and [pad_to(n) for n in (1, 300, 2048)] == [256, 512, 2048]
 
 
 def test_bucketed_pair_batch_pads_to_the_bucket_and_keeps_every_logp(tiny):
