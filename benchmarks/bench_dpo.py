@@ -110,11 +110,13 @@ def memory() -> float:
 def run(name: str, step, batches: list, steps: int, warmup: int) -> dict:
     import torch
 
+    begin = time.perf_counter()
     for b in batches[:warmup]:
         step(b)
     if torch.cuda.is_available():
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
+    warmup_s = time.perf_counter() - begin
     timed = batches[warmup: warmup + steps]
     start = time.perf_counter()
     losses = [step(b) for b in timed]
@@ -123,8 +125,10 @@ def run(name: str, step, batches: list, steps: int, warmup: int) -> dict:
     seconds = time.perf_counter() - start
     pairs = sum(len(b["rows"]) for b in timed)
     tokens = sum(len(r["chosen_input_ids"]) + len(r["rejected_input_ids"]) for b in timed for r in b["rows"])
+    whole = sum(len(b["rows"]) for b in batches[: warmup + steps])
     return {"variant": name, "pairs_per_s": pairs / seconds, "tokens_per_s": tokens / seconds, "peak_gb": memory(),
-            "seconds": seconds, "last_loss": losses[-1]}
+            "seconds": seconds, "warmup_s": warmup_s, "whole_pairs_per_s": whole / (warmup_s + seconds),
+            "last_loss": losses[-1]}
 
 
 def bench_ours(load, chunks: list, args, variant: str = "bucket") -> dict:
@@ -291,13 +295,14 @@ def main() -> None:
                    key=lambda x: x["pairs_per_s"], default=next(x for x in results if x["shape"] == shape))
 
     print("\n| shape | quant | variant | pairs/step | pairs/s | tokens/s | computed tokens | peak GB | first-step loss "
-          "| x best trl pairs/s | x best trl memory |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| x best trl pairs/s | x best trl memory | warm-up s | whole-run pairs/s | x best trl whole run |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         t = best_trl(r["shape"])
         print(f"| {r['shape']} | {r['quant']} | {r['variant']} | {r['pairs']} | {r['pairs_per_s']:.2f} | "
               f"{r['tokens_per_s']:,.0f} | {r['flat_tokens']:,} | {r['peak_gb']} | {r['first_loss']:.6f} | "
-              f"{r['pairs_per_s'] / t['pairs_per_s']:.2f} | {r['peak_gb'] / t['peak_gb']:.2f} |")
+              f"{r['pairs_per_s'] / t['pairs_per_s']:.2f} | {r['peak_gb'] / t['peak_gb']:.2f} | {r['warmup_s']:.1f} | "
+              f"{r['whole_pairs_per_s']:.2f} | {r['whole_pairs_per_s'] / t['whole_pairs_per_s']:.2f} |")
     for shape in {r["shape"] for r in results}:
         o, t = next(x for x in results if x["shape"] == shape), best_trl(shape)
         print(f"{shape}: |first-step loss {o['variant']} - {t['variant']}| = {abs(o['first_loss'] - t['first_loss']):.2e}")
