@@ -128,7 +128,7 @@ def main() -> None:
     total = t_embed + t_search + t_group
     print(f"model load {t_load:.1f} s (not counted)")
     print(f"embed  {t_embed:7.2f} s  ({n / t_embed:,.0f} rows/s, {enc.precision}, batch {args.batch_size})")
-    print(f"search {t_search:7.2f} s  ({len(res.a):,} pairs ≥ {args.threshold}, blocks of {res.stats['block_rows']} rows)")
+    print(f"search {t_search:7.2f} s  ({len(res.a):,} pairs ≥ {args.threshold}, {res.stats['search_path']} path)")
     print(f"group  {t_group:7.2f} s  ({len(groups.sizes()):,} groups, {len(groups.removed):,} rows removed)")
     print(f"total  {total:7.2f} s  (embed + search + group; target ≤ 60 s for 1,000,000 rows on one H100)")
     if cuda:
