@@ -155,7 +155,7 @@ def _pick_config(x, thr: float, floor: float) -> tuple:
 
     if INTERPRET:
         return INTERPRET_CONFIG
-    key = (torch.cuda.get_device_name(x.device), x.shape[1], x.dtype)
+    key = (torch.cuda.get_device_name(x.device), x.shape[1], x.dtype, x.shape[0].bit_length() // 2)  # n: ×4 buckets
     if key not in _chosen:
         times = {}
         for cfg in GPU_CONFIGS:
@@ -164,7 +164,7 @@ def _pick_config(x, thr: float, floor: float) -> tuple:
                 _launch(x, 0, cfg, thr, buf, True, True, True)  # compile + warm
                 torch.cuda.synchronize()
                 t0 = time.perf_counter()
-                for _ in range(3):
+                for _ in range(5):
                     _launch(x, 0, cfg, thr, buf, True, True, True)
                 torch.cuda.synchronize()
                 times[cfg] = time.perf_counter() - t0
