@@ -91,8 +91,12 @@ if triton is not None:
             acc = tl.zeros((BM, BN), dtype=tl.float32)
             for k in range(0, d, BK):  # d is a constexpr: the loop unrolls (and the interpreter needs it)
                 ks = k + tl.arange(0, BK)
-                a = tl.load(a_rows + ks[None, :], mask=(rows[:, None] < n) & (ks[None, :] < d), other=0.0)
-                b = tl.load(b_rows + ks[None, :], mask=(cols[:, None] < n) & (ks[None, :] < d), other=0.0)
+                if d % BK == 0:  # a mask along K would stop vectorised loads
+                    a = tl.load(a_rows + ks[None, :], mask=rows[:, None] < n, other=0.0)
+                    b = tl.load(b_rows + ks[None, :], mask=cols[:, None] < n, other=0.0)
+                else:
+                    a = tl.load(a_rows + ks[None, :], mask=(rows[:, None] < n) & (ks[None, :] < d), other=0.0)
+                    b = tl.load(b_rows + ks[None, :], mask=(cols[:, None] < n) & (ks[None, :] < d), other=0.0)
                 acc = tl.dot(a, tl.trans(b), acc)
             valid = (cols[None, :] > rows[:, None]) & (cols[None, :] < n)
             s = tl.where(valid, acc, -2.0)

@@ -34,7 +34,7 @@ def small_groups(monkeypatch):
     monkeypatch.setattr(search_kernel, "GROUP_ROWS", 64 if not CUDA else 256)
 
 
-@pytest.mark.parametrize(("d", "margin"), [(16, 0.1), (40, 0.5)])  # d=40: not a multiple of the K step
+@pytest.mark.parametrize(("d", "margin"), [(16, 0.1), (40, 0.5), (64, 0.5)])  # 16, 40: a masked K step
 def test_kernel_equals_brute_force(small_groups, d, margin):
     x = planted_vectors(d=d)
     expected, sims = brute_pairs(x, 0.8)
