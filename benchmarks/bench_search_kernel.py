@@ -189,6 +189,13 @@ def main() -> None:
     print(f"kernel extra GPU memory {kernel_mem / 2**20:.0f} MiB over the {x.numel() * 2 / 2**20:.0f} MiB of vectors"
           + ("" if ref is None else f" (torch path {torch_mem / 2**20:.0f} MiB)") + f"; stats {res.stats}")
 
+    from dataprep.dedupe import search_kernel
+
+    for key, times in search_kernel.timings.items():
+        print(f"configs timed on the first launch for {key[1:]}:")
+        for cfg, t in times.items():
+            print(f"  {search_kernel._name(cfg)}: {t if isinstance(t, str) else f'{t * 1e3:.2f} ms'}")
+
     planted = exact_cos(x, pa, pb)
     want = planted >= thr
     found = pair_set(res)

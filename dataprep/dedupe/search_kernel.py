@@ -35,18 +35,24 @@ except ImportError:  # pragma: no cover - exercised where triton is absent
     triton = None
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-# (BM, BN, BK, num_warps, num_stages); the fastest on the first launch is kept per GPU, d and dtype
+# (BM, BN, BK, num_warps, num_stages, programs per SM (0: one program per tile), TMA loads, flatten the
+# tile and K loops into one pipelined loop); the fastest on the first (largest) launch is kept per GPU,
+# d, dtype and size (all timings in `timings`)
 GPU_CONFIGS = [
-    (128, 128, 64, 8, 3),
-    (128, 128, 128, 8, 3),
-    (128, 256, 64, 8, 3),
-    (128, 256, 128, 8, 2),
-    (256, 128, 64, 8, 3),
-    (128, 128, 64, 4, 4),
+    (128, 256, 64, 8, 3, 0, False, False),  # one tile per program, pointer loads (the first version)
+    (128, 256, 64, 8, 3, 1, False, True),
+    (128, 256, 64, 8, 3, 1, True, True),
+    (128, 256, 64, 8, 3, 1, True, False),
+    (128, 256, 128, 8, 2, 1, True, True),
+    (128, 128, 64, 8, 3, 2, True, True),
+    (128, 128, 64, 4, 4, 2, True, True),
+    (256, 128, 64, 8, 3, 1, True, True),
 ]
-INTERPRET_CONFIG = (32, 32, 32, 4, 1)
+INTERPRET_CONFIG = (32, 32, 32, 4, 1, 1, False, True)
+INTERPRET_SMS = 3  # "SMs" under the interpreter: 3 programs walk the tiles, as a persistent kernel would
 GROUP_ROWS = 1024  # rows per launch; a multiple of every BM and BN above
 _chosen: dict[tuple, tuple] = {}
+timings: dict[tuple, dict] = {}  # key -> {config: seconds of 5 launches}, from _pick_config
 
 
 def available(device: str) -> bool:
@@ -74,65 +80,95 @@ if triton is not None:
         return mask & (slot >= cap)
 
     @triton.jit
-    def _search_tiles(x_ptr, n, stride, row0, thr, floor_ptr, nearest_ptr,
+    def _search_tiles(x_ptr, a_desc, b_desc, n, stride, row0, num_tiles, progs, thr, floor_ptr, nearest_ptr,
                       pa_ptr, pb_ptr, ps_ptr, pcnt_ptr, pcap,
                       ba_ptr, bb_ptr, bs_ptr, bcnt_ptr, bcap, lost_ptr,
                       d: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GM: tl.constexpr,
-                      NEAREST: tl.constexpr, PAIRS: tl.constexpr, BAND: tl.constexpr):
-        pid = tl.program_id(0)
-        first_row = row0 + (pid % GM) * BM
-        first_col = row0 + (pid // GM) * BN  # row0 is a multiple of BN
-        # a tile wholly on or below the diagonal, or past the last row, has no pair
-        if (first_row < n) & (first_col + BN - 1 > first_row):
+                      TMA: tl.constexpr, FLAT: tl.constexpr, NEAREST: tl.constexpr, PAIRS: tl.constexpr, BAND: tl.constexpr):
+        # tiles of this launch: GM row blocks × the column blocks from row0 on, column by column (so that
+        # neighbouring programs share tiles in L2); a program takes every progs-th tile (persistent when
+        # progs < num_tiles). Tiles wholly below the diagonal (a few near row0) are masked, not skipped,
+        # so the loop nest stays one that the compiler can flatten and pipeline across tiles.
+        for t in tl.range(tl.program_id(0), num_tiles, progs, flatten=FLAT):
+            first_row = row0 + (t % GM) * BM
+            first_col = row0 + (t // GM) * BN  # row0 is a multiple of BN
             rows = first_row + tl.arange(0, BM)
             cols = first_col + tl.arange(0, BN)
-            a_rows = x_ptr + rows.to(tl.int64)[:, None] * stride
-            b_rows = x_ptr + cols.to(tl.int64)[:, None] * stride
             acc = tl.zeros((BM, BN), dtype=tl.float32)
-            for k in range(0, d, BK):  # d is a constexpr: the loop unrolls (and the interpreter needs it)
-                ks = k + tl.arange(0, BK)
-                if d % BK == 0:  # a mask along K would stop vectorised loads
-                    a = tl.load(a_rows + ks[None, :], mask=rows[:, None] < n, other=0.0)
-                    b = tl.load(b_rows + ks[None, :], mask=cols[:, None] < n, other=0.0)
+            for k in range(0, d, BK):  # d is a constexpr (and the interpreter needs it)
+                if TMA:  # rows past the end come back as zeros
+                    a = a_desc.load([first_row, k])
+                    b = b_desc.load([first_col, k])
                 else:
-                    a = tl.load(a_rows + ks[None, :], mask=(rows[:, None] < n) & (ks[None, :] < d), other=0.0)
-                    b = tl.load(b_rows + ks[None, :], mask=(cols[:, None] < n) & (ks[None, :] < d), other=0.0)
+                    ks = k + tl.arange(0, BK)
+                    a_at = x_ptr + rows.to(tl.int64)[:, None] * stride + ks[None, :]
+                    b_at = x_ptr + cols.to(tl.int64)[:, None] * stride + ks[None, :]
+                    if d % BK == 0:  # a mask along K would stop vectorised loads
+                        a = tl.load(a_at, mask=rows[:, None] < n, other=0.0)
+                        b = tl.load(b_at, mask=cols[:, None] < n, other=0.0)
+                    else:
+                        a = tl.load(a_at, mask=(rows[:, None] < n) & (ks[None, :] < d), other=0.0)
+                        b = tl.load(b_at, mask=(cols[:, None] < n) & (ks[None, :] < d), other=0.0)
                 acc = tl.dot(a, tl.trans(b), acc)
-            valid = (cols[None, :] > rows[:, None]) & (cols[None, :] < n)
-            s = tl.where(valid, acc, -2.0)
+            s = tl.where((cols[None, :] > rows[:, None]) & (cols[None, :] < n), acc, -2.0)
+            row_max = tl.max(s, axis=1)
             if NEAREST:
-                row_max = tl.max(s, axis=1)
                 stored = tl.load(nearest_ptr + rows, mask=rows < n, other=3.0)
                 tl.atomic_max(nearest_ptr + rows, row_max, mask=row_max > stored)
                 col_max = tl.max(s, axis=0)
                 stored = tl.load(nearest_ptr + cols, mask=cols < n, other=3.0)
                 tl.atomic_max(nearest_ptr + cols, col_max, mask=col_max > stored)
-            if PAIRS:
-                hit = s >= thr
-                hits = tl.sum(hit.to(tl.int32))
-                if hits > 0:
-                    base = tl.atomic_add(pcnt_ptr, hits)
-                    _append(hit, s, rows, cols, base, pcap, pa_ptr, pb_ptr, ps_ptr)
+            lowest = thr
             if BAND:
-                band = (s < thr) & (s >= tl.load(floor_ptr))
-                hits = tl.sum(band.to(tl.int32))
-                if hits > 0:
-                    base = tl.atomic_add(bcnt_ptr, hits)
-                    lost = _append(band, s, rows, cols, base, bcap, ba_ptr, bb_ptr, bs_ptr)
-                    if base + hits > bcap:
-                        tl.atomic_max(lost_ptr, tl.max(tl.where(lost, s, -2.0)))
+                lowest = tl.load(floor_ptr)
+            if tl.max(row_max) >= lowest:  # most tiles hold no pair and nothing of the band
+                if PAIRS:
+                    hit = s >= thr
+                    hits = tl.sum(hit.to(tl.int32))
+                    if hits > 0:
+                        base = tl.atomic_add(pcnt_ptr, hits)
+                        _append(hit, s, rows, cols, base, pcap, pa_ptr, pb_ptr, ps_ptr)
+                if BAND:
+                    band = (s < thr) & (s >= lowest)
+                    hits = tl.sum(band.to(tl.int32))
+                    if hits > 0:
+                        base = tl.atomic_add(bcnt_ptr, hits)
+                        lost = _append(band, s, rows, cols, base, bcap, ba_ptr, bb_ptr, bs_ptr)
+                        if base + hits > bcap:
+                            tl.atomic_max(lost_ptr, tl.max(tl.where(lost, s, -2.0)))
 
 
-def _launch(x, row0: int, cfg: tuple, thr: float, buf: dict, nearest: bool, pairs: bool, band: bool) -> None:
-    bm, bn, bk, warps, stages = cfg
+def _sms(device) -> int:
+    import torch
+
+    return INTERPRET_SMS if INTERPRET else torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def _tma_ok(x) -> bool:
+    """TMA needs 16-byte aligned rows (counted in elements here, as triton's interpreter checks)."""
+    return x.stride(0) % 16 == 0 and x.data_ptr() % 16 == 0
+
+
+def _descriptors(x, cfg: tuple) -> tuple:
+    bm, bn, bk, *_, tma, _ = cfg
+    if not tma:
+        return x, x
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    return TensorDescriptor.from_tensor(x, [bm, bk]), TensorDescriptor.from_tensor(x, [bn, bk])
+
+
+def _launch(x, descs, row0: int, cfg: tuple, thr: float, buf: dict, nearest: bool, pairs: bool, band: bool) -> None:
+    bm, bn, bk, warps, stages, per_sm, tma, flat = cfg
     n, d = x.shape
-    grid = (GROUP_ROWS // bm * triton.cdiv(n - row0, bn),)
+    tiles = GROUP_ROWS // bm * triton.cdiv(n - row0, bn)
+    progs = min(tiles, per_sm * _sms(x.device)) if per_sm else tiles
     extra = {} if INTERPRET else {"num_warps": warps, "num_stages": stages}
-    _search_tiles[grid](
-        x, n, x.stride(0), row0, thr, buf["floor"], buf["nearest"],
+    _search_tiles[(progs,)](
+        x, descs[0], descs[1], n, x.stride(0), row0, tiles, progs, thr, buf["floor"], buf["nearest"],
         buf["pa"], buf["pb"], buf["ps"], buf["pcnt"], buf["pa"].numel(),
         buf["ba"], buf["bb"], buf["bs"], buf["bcnt"], buf["ba"].numel(), buf["lost"],
-        d=d, BM=bm, BN=bn, BK=bk, GM=GROUP_ROWS // bm, NEAREST=nearest, PAIRS=pairs, BAND=band, **extra,
+        d=d, BM=bm, BN=bn, BK=bk, GM=GROUP_ROWS // bm, TMA=tma, FLAT=flat, NEAREST=nearest, PAIRS=pairs, BAND=band, **extra,
     )
 
 
@@ -154,28 +190,35 @@ def _buffers(n: int, device, pair_cap: int, band_cap: int, floor: float) -> dict
 
 
 def _pick_config(x, thr: float, floor: float) -> tuple:
-    """The fastest of GPU_CONFIGS on this GPU, d and dtype, timed on the first (largest) launch."""
+    """The fastest of GPU_CONFIGS on this GPU, d, dtype and size, timed on the first (largest) launch."""
     import torch
 
     if INTERPRET:
         return INTERPRET_CONFIG
     key = (torch.cuda.get_device_name(x.device), x.shape[1], x.dtype, x.shape[0].bit_length() // 2)  # n: ×4 buckets
     if key not in _chosen:
-        times = {}
-        for cfg in GPU_CONFIGS:
+        times = timings.setdefault(key, {})
+        for cfg in GPU_CONFIGS if _tma_ok(x) else [c for c in GPU_CONFIGS if not c[6]]:
             buf = _buffers(x.shape[0], x.device, 1 << 16, 1 << 12, floor)
             try:
-                _launch(x, 0, cfg, thr, buf, True, True, True)  # compile + warm
+                descs = _descriptors(x, cfg)
+                _launch(x, descs, 0, cfg, thr, buf, True, True, True)  # compile + warm
                 torch.cuda.synchronize()
                 t0 = time.perf_counter()
                 for _ in range(5):
-                    _launch(x, 0, cfg, thr, buf, True, True, True)
+                    _launch(x, descs, 0, cfg, thr, buf, True, True, True)
                 torch.cuda.synchronize()
                 times[cfg] = time.perf_counter() - t0
-            except Exception:  # noqa: BLE001 - a config this GPU cannot run (shared memory) is skipped
-                continue
-        _chosen[key] = min(times, key=times.get)
+            except Exception as e:  # noqa: BLE001 - a config this GPU cannot run (shared memory) is skipped
+                times[cfg] = repr(e)[:120]
+        _chosen[key] = min((c for c in times if isinstance(times[c], float)), key=times.get)
     return _chosen[key]
+
+
+def _name(cfg: tuple) -> str:
+    bm, bn, bk, warps, stages, per_sm, tma, flat = cfg
+    walk = f"{per_sm}/SM" if per_sm else "1 tile/program"
+    return f"{bm}x{bn}x{bk} w{warps} s{stages} {walk}{' TMA' if tma else ''}{' flat' if flat else ''}"
 
 
 def _batches(n: int, parts: int = 32) -> list[list[int]]:
@@ -213,15 +256,18 @@ def kernel_pairs(emb, threshold: float, *, borderline: int = 50, margin: float =
     n, d = x.shape
     band_lo = threshold - margin
     cfg = config or _pick_config(x, threshold, band_lo)
+    if cfg[6] and not _tma_ok(x):
+        cfg = (*cfg[:6], False, cfg[7])
     cap = pair_capacity or max(1 << 16, 4 * n)
     band_cap = max(band_capacity, 4 * borderline)
     buf = _buffers(n, x.device, cap, band_cap, band_lo)
+    descs = _descriptors(x, cfg)
     reruns, batches = 0, _batches(n)
     with torch.inference_mode():
         for batch in tqdm(batches, desc="search", unit="batch", disable=not progress):
             before = int(buf["pcnt"].item())
             for row0 in batch:
-                _launch(x, row0, cfg, threshold, buf, True, True, borderline > 0)
+                _launch(x, descs, row0, cfg, threshold, buf, True, True, borderline > 0)
             if borderline:
                 _keep_best_band(buf, borderline, band_lo)
             count = int(buf["pcnt"].item())
@@ -234,7 +280,7 @@ def kernel_pairs(emb, threshold: float, *, borderline: int = 50, margin: float =
                     buf[name] = new
                 buf["pcnt"].fill_(before)
                 for row0 in batch:
-                    _launch(x, row0, cfg, threshold, buf, False, True, False)
+                    _launch(x, descs, row0, cfg, threshold, buf, False, True, False)
         band_passes = 1
         # pairs of the band that did not fit could belong to the best `borderline`: again from the floor
         while borderline and band_passes < 8 and float(buf["lost"].item()) > float(buf["floor"].item()):
@@ -243,7 +289,7 @@ def kernel_pairs(emb, threshold: float, *, borderline: int = 50, margin: float =
             buf["bcnt"].zero_()  # the floor stays: everything at or above it is found again
             for batch in batches:
                 for row0 in batch:
-                    _launch(x, row0, cfg, threshold, buf, False, False, True)
+                    _launch(x, descs, row0, cfg, threshold, buf, False, False, True)
                 _keep_best_band(buf, borderline, band_lo)
         count = int(buf["pcnt"].item())
         a, b, s = (buf[name][:count].long() if name != "ps" else buf[name][:count] for name in ("pa", "pb", "ps"))
@@ -252,7 +298,7 @@ def kernel_pairs(emb, threshold: float, *, borderline: int = 50, margin: float =
         band = [buf[name][:nb] for name in ("ba", "bb", "bs")]
         top = torch.argsort(band[2], descending=True, stable=True)
         below = (band[0][top].long().cpu().numpy(), band[1][top].long().cpu().numpy(), band[2][top].cpu().numpy())
-        stats = {"search_path": "triton", "tile": f"{cfg[0]}x{cfg[1]}x{cfg[2]}", "pair_reruns": reruns,
+        stats = {"search_path": "triton", "tile": _name(cfg), "pair_reruns": reruns,
                  "band_passes": band_passes, "band_exact": float(buf["lost"].item()) <= float(buf["floor"].item())}
         return (a[order].cpu().numpy(), b[order].cpu().numpy(), s[order].cpu().numpy(),
                 buf["nearest"].cpu().numpy(), below, stats)

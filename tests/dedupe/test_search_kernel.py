@@ -17,6 +17,17 @@ CUDA = torch.cuda.is_available()
 if not CUDA and os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("no GPU: set TRITON_INTERPRET=1 to run the kernel in Triton's interpreter", allow_module_level=True)
 
+if not CUDA:  # triton 3.5's interpreter reads a loop bound with int(1-element array), refused by numpy >= 2.4
+    from triton.runtime import interpreter
+
+    _patch_tensor = interpreter._patch_lang_tensor
+
+    def _patch_with_item(tensor):
+        _patch_tensor(tensor)
+        tensor.__index__ = lambda self: int(self.handle.data.reshape(-1)[0])
+
+    interpreter._patch_lang_tensor = _patch_with_item
+
 from dataprep.dedupe import search_kernel  # noqa: E402
 from dataprep.dedupe.semantic import semantic_pairs  # noqa: E402
 from tests.dedupe.test_dedupe import brute_pairs, planted_vectors  # noqa: E402
@@ -34,11 +45,19 @@ def small_groups(monkeypatch):
     monkeypatch.setattr(search_kernel, "GROUP_ROWS", 64 if not CUDA else 256)
 
 
-@pytest.mark.parametrize(("d", "margin"), [(16, 0.1), (40, 0.5), (64, 0.5)])  # 16, 40: a masked K step
-def test_kernel_equals_brute_force(small_groups, d, margin):
+INTERPRETED = search_kernel.INTERPRET_CONFIG  # 3 programs walking the tiles, pointer loads
+CONFIGS = [INTERPRETED, INTERPRETED[:6] + (True, True), INTERPRETED[:5] + (0, False, False)]  # TMA; a tile each
+
+
+@pytest.mark.parametrize(("d", "margin", "config"), [
+    (16, 0.1, CONFIGS[0]), (40, 0.5, CONFIGS[0]), (64, 0.5, CONFIGS[0]),  # 16, 40: a masked K step
+    (64, 0.5, CONFIGS[1]), (40, 0.5, CONFIGS[1]), (40, 0.5, CONFIGS[2]),  # d=40 falls back from TMA to pointers
+])
+def test_kernel_equals_brute_force(small_groups, d, margin, config):
     x = planted_vectors(d=d)
     expected, sims = brute_pairs(x, 0.8)
-    a, b, score, nearest, (ba, bb, bs), stats = kernel_search(x, 0.8, margin=margin)
+    a, b, score, nearest, (ba, bb, bs), stats = kernel_search(x, 0.8, margin=margin,
+                                                              config=None if CUDA else config)
     assert stats["search_path"] == "triton" and stats["pair_reruns"] == 0
     assert list(zip(a.tolist(), b.tolist(), strict=True)) == sorted(expected)  # sorted by (a, b), as the torch path
     assert {(10, 50), (10, 51), (50, 51), (0, 399)} <= expected
