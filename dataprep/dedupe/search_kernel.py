@@ -14,9 +14,13 @@ fp32 accumulate, upper triangle only) and, in the epilogue, while S is still in 
    did not fit are remembered by their highest score; if that could be in the top `borderline`,
    a band-only pass runs again from the raised floor (never needed unless the band is dense).
 
-Memory is O(n·d + pairs + band buffer). Rows are launched in groups of `group_rows` (one launch
-per group, its tiles ordered column by column so that neighbouring programs share tiles in L2);
-the host looks at the counters once per batch of launches (one progress-bar step).
+Tiles of 128×256 with K = d in steps of 64, loaded by TMA; one program per SM walks the tiles of a
+launch (persistent). Only the row/column maxima run on every tile: the pair and band work runs only
+in tiles whose maximum reaches the band's floor. Memory is O(n·d + pairs + band buffer). Rows are
+launched in groups of GROUP_ROWS (one launch per group, its tiles ordered column by column so that
+neighbouring programs share tiles in L2); the host looks at the counters once per batch of
+launches (one progress-bar step). 1M×1M rows (d=384, fp16) take 1.30 s on one H200, 38% of its
+bf16 matmul rate (benchmarks/bench_search_kernel.py).
 
 Runs on CUDA, or on the CPU under Triton's interpreter (`TRITON_INTERPRET=1`, for tests).
 """
@@ -35,20 +39,16 @@ except ImportError:  # pragma: no cover - exercised where triton is absent
     triton = None
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-# (BM, BN, BK, num_warps, num_stages, programs per SM (0: one program per tile), TMA loads, flatten the
-# tile and K loops into one pipelined loop); the fastest on the first (largest) launch is kept per GPU,
-# d, dtype and size (all timings in `timings`)
+# (BM, BN, BK, num_warps, num_stages, programs per SM (0: one program per tile), TMA loads); the faster
+# on the first (largest) launch is kept per GPU, d, dtype and size (all timings in `timings`). Both ran
+# and were checked on an H200 (benchmarks/RESULTS.md); the persistent TMA one wins from ~100k rows.
+# Tried and dropped: `tl.range(..., flatten=True)` (triton 3.6's TritonGPUFuseNestedLoops fails on the
+# epilogue's branches), 128x128 and 256x128 tiles (not faster on the first launch; not kept untested).
 GPU_CONFIGS = [
-    (128, 256, 64, 8, 3, 0, False, False),  # one tile per program, pointer loads (the first version)
-    (128, 256, 64, 8, 3, 1, False, True),
-    (128, 256, 64, 8, 3, 1, True, True),
-    (128, 256, 64, 8, 3, 1, True, False),
-    (128, 256, 128, 8, 2, 1, True, True),
-    (128, 128, 64, 8, 3, 2, True, True),
-    (128, 128, 64, 4, 4, 2, True, True),
-    (256, 128, 64, 8, 3, 1, True, True),
+    (128, 256, 64, 8, 3, 0, False),  # one tile per program, pointer loads (the first version)
+    (128, 256, 64, 8, 3, 1, True),  # persistent: one program per SM walks the tiles, TMA loads
 ]
-INTERPRET_CONFIG = (32, 32, 32, 4, 1, 1, False, True)
+INTERPRET_CONFIG = (32, 32, 32, 4, 1, 1, False)
 INTERPRET_SMS = 3  # "SMs" under the interpreter: 3 programs walk the tiles, as a persistent kernel would
 GROUP_ROWS = 1024  # rows per launch; a multiple of every BM and BN above
 _chosen: dict[tuple, tuple] = {}
@@ -84,12 +84,11 @@ if triton is not None:
                       pa_ptr, pb_ptr, ps_ptr, pcnt_ptr, pcap,
                       ba_ptr, bb_ptr, bs_ptr, bcnt_ptr, bcap, lost_ptr,
                       d: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GM: tl.constexpr,
-                      TMA: tl.constexpr, FLAT: tl.constexpr, NEAREST: tl.constexpr, PAIRS: tl.constexpr, BAND: tl.constexpr):
+                      TMA: tl.constexpr, NEAREST: tl.constexpr, PAIRS: tl.constexpr, BAND: tl.constexpr):
         # tiles of this launch: GM row blocks × the column blocks from row0 on, column by column (so that
         # neighbouring programs share tiles in L2); a program takes every progs-th tile (persistent when
-        # progs < num_tiles). Tiles wholly below the diagonal (a few near row0) are masked, not skipped,
-        # so the loop nest stays one that the compiler can flatten and pipeline across tiles.
-        for t in tl.range(tl.program_id(0), num_tiles, progs, flatten=FLAT):
+        # progs < num_tiles). Tiles wholly below the diagonal (a few near row0) are masked, not skipped.
+        for t in tl.range(tl.program_id(0), num_tiles, progs):
             first_row = row0 + (t % GM) * BM
             first_col = row0 + (t // GM) * BN  # row0 is a multiple of BN
             rows = first_row + tl.arange(0, BM)
@@ -150,7 +149,7 @@ def _tma_ok(x) -> bool:
 
 
 def _descriptors(x, cfg: tuple) -> tuple:
-    bm, bn, bk, *_, tma, _ = cfg
+    bm, bn, bk, *_, tma = cfg
     if not tma:
         return x, x
     from triton.tools.tensor_descriptor import TensorDescriptor
@@ -159,7 +158,7 @@ def _descriptors(x, cfg: tuple) -> tuple:
 
 
 def _launch(x, descs, row0: int, cfg: tuple, thr: float, buf: dict, nearest: bool, pairs: bool, band: bool) -> None:
-    bm, bn, bk, warps, stages, per_sm, tma, flat = cfg
+    bm, bn, bk, warps, stages, per_sm, tma = cfg
     n, d = x.shape
     tiles = GROUP_ROWS // bm * triton.cdiv(n - row0, bn)
     progs = min(tiles, per_sm * _sms(x.device)) if per_sm else tiles
@@ -168,7 +167,7 @@ def _launch(x, descs, row0: int, cfg: tuple, thr: float, buf: dict, nearest: boo
         x, descs[0], descs[1], n, x.stride(0), row0, tiles, progs, thr, buf["floor"], buf["nearest"],
         buf["pa"], buf["pb"], buf["ps"], buf["pcnt"], buf["pa"].numel(),
         buf["ba"], buf["bb"], buf["bs"], buf["bcnt"], buf["ba"].numel(), buf["lost"],
-        d=d, BM=bm, BN=bn, BK=bk, GM=GROUP_ROWS // bm, TMA=tma, FLAT=flat, NEAREST=nearest, PAIRS=pairs, BAND=band, **extra,
+        d=d, BM=bm, BN=bn, BK=bk, GM=GROUP_ROWS // bm, TMA=tma, NEAREST=nearest, PAIRS=pairs, BAND=band, **extra,
     )
 
 
@@ -216,9 +215,9 @@ def _pick_config(x, thr: float, floor: float) -> tuple:
 
 
 def _name(cfg: tuple) -> str:
-    bm, bn, bk, warps, stages, per_sm, tma, flat = cfg
+    bm, bn, bk, warps, stages, per_sm, tma = cfg
     walk = f"{per_sm}/SM" if per_sm else "1 tile/program"
-    return f"{bm}x{bn}x{bk} w{warps} s{stages} {walk}{' TMA' if tma else ''}{' flat' if flat else ''}"
+    return f"{bm}x{bn}x{bk} w{warps} s{stages} {walk}{' TMA' if tma else ''}"
 
 
 def _batches(n: int, parts: int = 32) -> list[list[int]]:
@@ -257,7 +256,7 @@ def kernel_pairs(emb, threshold: float, *, borderline: int = 50, margin: float =
     band_lo = threshold - margin
     cfg = config or _pick_config(x, threshold, band_lo)
     if cfg[6] and not _tma_ok(x):
-        cfg = (*cfg[:6], False, cfg[7])
+        cfg = (*cfg[:6], False)
     cap = pair_capacity or max(1 << 16, 4 * n)
     band_cap = max(band_capacity, 4 * borderline)
     buf = _buffers(n, x.device, cap, band_cap, band_lo)

@@ -46,7 +46,7 @@ def small_groups(monkeypatch):
 
 
 INTERPRETED = search_kernel.INTERPRET_CONFIG  # 3 programs walking the tiles, pointer loads
-CONFIGS = [INTERPRETED, INTERPRETED[:6] + (True, True), INTERPRETED[:5] + (0, False, False)]  # TMA; a tile each
+CONFIGS = [INTERPRETED, INTERPRETED[:6] + (True,), INTERPRETED[:5] + (0, False)]  # + TMA loads; + a tile each
 
 
 @pytest.mark.parametrize(("d", "margin", "config"), [
