@@ -52,6 +52,11 @@ INTERPRET_CONFIG = (32, 32, 32, 4, 1, 1, False)
 INTERPRET_SMS = 3  # "SMs" under the interpreter: 3 programs walk the tiles, as a persistent kernel would
 GROUP_ROWS = 1024  # rows per launch; a multiple of every BM and BN above
 _chosen: dict[tuple, tuple] = {}
+
+
+class KernelUnavailable(RuntimeError):
+    """No configuration of the kernel compiles and runs on this GPU (semantic_pairs falls back to torch)."""
+
 timings: dict[tuple, dict] = {}  # key -> {config: seconds of 5 launches}, from _pick_config
 
 
@@ -210,7 +215,11 @@ def _pick_config(x, thr: float, floor: float) -> tuple:
                 times[cfg] = time.perf_counter() - t0
             except Exception as e:  # noqa: BLE001 - a config this GPU cannot run (shared memory) is skipped
                 times[cfg] = repr(e)[:120]
-        _chosen[key] = min((c for c in times if isinstance(times[c], float)), key=times.get)
+        ran = [c for c in times if isinstance(times[c], float)]
+        if not ran:
+            raise KernelUnavailable("no configuration of the search kernel ran on this GPU: "
+                                    + "; ".join(f"{_name(c)}: {t}" for c, t in times.items()))
+        _chosen[key] = min(ran, key=times.get)
     return _chosen[key]
 
 
@@ -254,7 +263,7 @@ def kernel_pairs(emb, threshold: float, *, borderline: int = 50, margin: float =
     x = emb.contiguous()
     n, d = x.shape
     band_lo = threshold - margin
-    cfg = config or _pick_config(x, threshold, band_lo)
+    cfg = config or (GPU_CONFIGS[0] if n == 0 else _pick_config(x, threshold, band_lo))  # n == 0: no launch
     if cfg[6] and not _tma_ok(x):
         cfg = (*cfg[:6], False)
     cap = pair_capacity or max(1 << 16, 4 * n)

@@ -63,10 +63,16 @@ def semantic_pairs(emb, threshold: float, *, device: str = "cpu", block: int | N
     from dataprep.dedupe import search_kernel
 
     x = _as_tensor(emb, device)
+    fallback = {}
     if kernel or (kernel is None and block is None and search_kernel.available(device)):
-        a, b, score, nearest, below, stats = search_kernel.kernel_pairs(x, threshold, borderline=borderline,
-                                                                        margin=margin, progress=progress)
-        return SearchResult(a, b, score, nearest, below, {**stats, "pairs": len(a)})
+        try:
+            a, b, score, nearest, below, stats = search_kernel.kernel_pairs(x, threshold, borderline=borderline,
+                                                                            margin=margin, progress=progress)
+            return SearchResult(a, b, score, nearest, below, {**stats, "pairs": len(a)})
+        except search_kernel.KernelUnavailable as e:
+            if kernel:
+                raise
+            fallback = {"kernel_unavailable": str(e)}  # an unknown GPU: the torch blocks below, and the report says why
     n = x.shape[0]
     rows = _block_rows(n, device, block)
     nearest = torch.full((n,), -1.0, device=device, dtype=torch.float32)
@@ -100,7 +106,7 @@ def semantic_pairs(emb, threshold: float, *, device: str = "cpu", block: int | N
         nm = torch.cat(near_miss).double().numpy()
         top = np.argsort(-nm[:, 2], kind="stable")[:borderline]
         result.below = (nm[top, 0].astype(np.int64), nm[top, 1].astype(np.int64), nm[top, 2].astype(np.float32))
-    result.stats = {"search_path": "torch", "block_rows": rows, "pairs": len(result.a)}
+    result.stats = {"search_path": "torch", "block_rows": rows, "pairs": len(result.a), **fallback}
     return result
 
 
