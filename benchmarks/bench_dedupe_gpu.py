@@ -1,8 +1,9 @@
 """GPU benchmark: semantic dedupe of 1,000,000 rows end to end (embed + search + group) on one GPU.
 
 Target: at most 60 s on one H100. Prints the time of each stage. Embeddings are fp16 on CUDA,
-texts are length-sorted into batches by sentence-transformers, and the exact search multiplies
-blocks of rows on the GPU (dataprep.dedupe.semantic.semantic_pairs). Grouping is connected
+texts are length-sorted into batches by sentence-transformers, and the exact search is
+dataprep.dedupe.semantic.semantic_pairs (the fused Triton kernel where triton is installed, else
+torch block matmuls on the GPU; the search line says which). Grouping is connected
 components on the CPU.
 
 Needs only numpy, torch and sentence-transformers (scipy if present); no polars or datasets.
