@@ -27,6 +27,7 @@ Runs on CUDA, or on the CPU under Triton's interpreter (`TRITON_INTERPRET=1`, fo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -263,7 +264,9 @@ def kernel_pairs(emb, threshold: float, *, borderline: int = 50, margin: float =
     x = emb.contiguous()
     n, d = x.shape
     band_lo = threshold - margin
-    cfg = config or (GPU_CONFIGS[0] if n == 0 else _pick_config(x, threshold, band_lo))  # n == 0: no launch
+    on_device = torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()  # triton launches there
+    with on_device:
+        cfg = config or (GPU_CONFIGS[0] if n == 0 else _pick_config(x, threshold, band_lo))  # n == 0: no launch
     if cfg[6] and not _tma_ok(x):
         cfg = (*cfg[:6], False)
     cap = pair_capacity or max(1 << 16, 4 * n)
@@ -271,7 +274,7 @@ def kernel_pairs(emb, threshold: float, *, borderline: int = 50, margin: float =
     buf = _buffers(n, x.device, cap, band_cap, band_lo)
     descs = _descriptors(x, cfg)
     reruns, batches = 0, _batches(n)
-    with torch.inference_mode():
+    with torch.inference_mode(), on_device:
         for batch in tqdm(batches, desc="search", unit="batch", disable=not progress):
             before = int(buf["pcnt"].item())
             for row0 in batch:
