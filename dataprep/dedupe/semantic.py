@@ -2,7 +2,9 @@
 
 `semantic_pairs` is exact: it multiplies blocks of rows against the rows after them
 (upper triangle only) with torch, on CPU or GPU, and keeps only the pairs at or above the
-threshold, so memory is O(n·d + pairs + block·n), never n×n. On the way it also records
+threshold, so memory is O(n·d + pairs + block·n), never n×n. On a CUDA GPU with triton
+installed it runs the fused kernel of `search_kernel` instead (same result, the similarity
+blocks never written to memory; `stats["search_path"]` says which ran). On the way it also records
 each row's nearest-neighbour similarity (for the report's histogram) and the highest-scoring
 pairs just below the threshold (the borderline cases a user needs to choose a threshold).
 
@@ -50,12 +52,27 @@ def _block_rows(n: int, device: str, block: int | None) -> int:
 
 
 def semantic_pairs(emb, threshold: float, *, device: str = "cpu", block: int | None = None, borderline: int = 50,
-                   margin: float = 0.1, progress: bool = False) -> SearchResult:
-    """All pairs (a < b) with cosine(emb[a], emb[b]) ≥ threshold; `emb` rows must be L2-normalised."""
+                   margin: float = 0.1, progress: bool = False, kernel: bool | None = None) -> SearchResult:
+    """All pairs (a < b) with cosine(emb[a], emb[b]) ≥ threshold; `emb` rows must be L2-normalised.
+
+    `kernel`: None runs the fused Triton kernel where it can (CUDA + triton), True insists on it,
+    False keeps the torch blocks."""
     import torch
     from tqdm.auto import tqdm
 
+    from dataprep.dedupe import search_kernel
+
     x = _as_tensor(emb, device)
+    fallback = {}
+    if kernel or (kernel is None and block is None and search_kernel.available(device)):
+        try:
+            a, b, score, nearest, below, stats = search_kernel.kernel_pairs(x, threshold, borderline=borderline,
+                                                                            margin=margin, progress=progress)
+            return SearchResult(a, b, score, nearest, below, {**stats, "pairs": len(a)})
+        except search_kernel.KernelUnavailable as e:
+            if kernel:
+                raise
+            fallback = {"kernel_unavailable": str(e)}  # an unknown GPU: the torch blocks below, and the report says why
     n = x.shape[0]
     rows = _block_rows(n, device, block)
     nearest = torch.full((n,), -1.0, device=device, dtype=torch.float32)
@@ -89,7 +106,7 @@ def semantic_pairs(emb, threshold: float, *, device: str = "cpu", block: int | N
         nm = torch.cat(near_miss).double().numpy()
         top = np.argsort(-nm[:, 2], kind="stable")[:borderline]
         result.below = (nm[top, 0].astype(np.int64), nm[top, 1].astype(np.int64), nm[top, 2].astype(np.float32))
-    result.stats = {"block_rows": rows, "pairs": len(result.a)}
+    result.stats = {"search_path": "torch", "block_rows": rows, "pairs": len(result.a), **fallback}
     return result
 
 
