@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -60,11 +61,25 @@ def stage_output(stage: str, earlier: str, workdir: Path) -> str:
     return str(previous / part) if part else str(previous)
 
 
+def check_launcher(names: list[str]) -> None:
+    """Under a distributed launcher only the train stage may run: every process would otherwise run
+    the same data stages into the same output (one of them would win the lock, the others fail)."""
+    from training.dist import launched
+
+    data = [n for n in names if n != "train"]
+    if launched() and data:
+        raise DataprepError(
+            f"dataprep run under a launcher (WORLD_SIZE={os.environ.get('WORLD_SIZE')}) would run {', '.join(data)} once "
+            f"per process; run the data stages once with `dataprep run RECIPE --until {data[-1]}`, then "
+            "`accelerate launch -m dataprep run RECIPE --from train` (or `dataprep train ... --gpus N`)")
+
+
 def run_recipe(recipe: Recipe, *, start: str | None = None, until: str | None = None, force: bool = False,
                workdir: str | None = None, on_stage=None) -> list[StageResult]:
     """Run the selected stages in order; `on_stage(index, total, name)` is called before each."""
     root = Path(workdir or recipe.workdir)
     names = select_stages(recipe, start, until)
+    check_launcher(names)
     results = []
     for i, name in enumerate(names):
         if on_stage:

@@ -77,6 +77,21 @@ def test_from_and_until(tmp_path):
         run_recipe(recipe(tmp_path), until="train")
 
 
+def test_under_a_launcher_only_the_train_stage_runs(tmp_path, monkeypatch):
+    from dataprep.pipeline import check_launcher
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(DataprepError, match=r"would run convert, dedupe, tokenize once per process.*--until tokenize.*--from train"):
+        run_recipe(recipe(tmp_path))
+    assert CALLS == []  # refused before any stage ran
+    check_launcher(["train"])  # the train stage alone is what a launcher is for
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    run_recipe(recipe(tmp_path))
+    assert [c[0] for c in CALLS] == ["convert", "dedupe", "tokenize"]
+
+
 def test_training_notes_show_eval_loss_and_classification_metrics():
     from dataprep.pipeline import _training_notes
 
