@@ -118,9 +118,14 @@ def test_dedupe_exact_and_near_on_ray_equal_local(ray_cluster, shared_data, tmp_
     ray = dedupe(tmp_path / "latex", tmp_path / "ray", engine="ray", **opts)
     assert local.counts.by_reason == {"exact": 1, "near": 11} and ray.counts == local.counts
     assert ray.fingerprint == local.fingerprint
+    assert_same_dedupe(tmp_path / "local", tmp_path / "ray")
+
+
+def assert_same_dedupe(local: Path, ray: Path) -> None:
+    """The same kept records, removed rows (kept_id, score), pairs, and report but for its timings."""
     for name in ("records.parquet", "removed.parquet", "pairs.parquet"):
-        assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "ray" / name).read_bytes(), name
-    reports = [json.loads((tmp_path / d / "report.json").read_text()) for d in ("local", "ray")]
+        assert (local / name).read_bytes() == (ray / name).read_bytes(), name
+    reports = [json.loads((d / "report.json").read_text()) for d in (local, ray)]
     for r in reports:
         r.pop("timings")
     assert reports[0] == reports[1]
