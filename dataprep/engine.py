@@ -9,7 +9,8 @@
 
 A batch and its result travel as one pickled cell of a one-row Arrow block, so any batch type
 (a polars frame, a dict of column lists) and any result (records plus rejects, counts, events) go
-through Ray Data unchanged. A task that fails because its worker died is retried by Ray; a
+through Ray Data unchanged; the polars frames in them travel out of band as Arrow IPC streams in a
+second cell, read in place on the other side. A task that fails because its worker died is retried by Ray; a
 DataprepError raised by the function (bad input) comes back as that error, one line.
 
 `--ray-address` connects to a running cluster; without it a local cluster starts with the
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import logging
 import os
 import pickle
@@ -126,8 +128,8 @@ class _Failed:
 
 
 class _Columns:
-    """A polars frame that polars cannot pickle (a column of Python objects: mixed JSON types),
-    carried as its columns and schema."""
+    """A polars frame that Arrow cannot hold (a column of Python objects: mixed JSON types), carried
+    as its columns and schema."""
 
     def __init__(self, frame) -> None:
         self.data, self.schema = frame.to_dict(as_series=False), dict(frame.schema)
@@ -138,33 +140,62 @@ class _Columns:
         return pl.DataFrame(self.data, schema=self.schema)
 
 
-def _dumps(value: Any) -> bytes:
-    try:
-        return pickle.dumps(value, protocol=5)
-    except Exception:
-        if type(value).__name__ != "DataFrame" or not hasattr(value, "to_dict"):
-            raise
-        return pickle.dumps(_Columns(value), protocol=5)
-
-
-def _loads(payload: bytes) -> Any:
-    value = pickle.loads(payload)
-    return value.frame() if isinstance(value, _Columns) else value
-
-
-def _cell(value: Any):
+def _frame_from_ipc(stream):
+    """The polars frame of an Arrow IPC stream, read in place (no copy of its buffers)."""
+    import polars as pl
     import pyarrow as pa
 
-    return pa.table({"payload": pa.array([_dumps(value)], pa.large_binary())})
+    return pl.from_arrow(pa.ipc.open_stream(stream).read_all())
+
+
+class _Pickler(pickle.Pickler):
+    """Pickles a polars frame as an Arrow IPC stream, out of band: the stream is one copy of the frame's
+    buffers and is read back in place. polars' own pickle re-encodes the frame: 160 ms to pickle and
+    90 ms to unpickle a 50,000-row, 42 MB batch (against ~10 ms and ~0 ms), most of convert's time on Ray."""
+
+    def reducer_override(self, obj):
+        if type(obj).__name__ != "DataFrame" or not type(obj).__module__.startswith("polars"):
+            return NotImplemented
+        import polars as pl
+        import pyarrow as pa
+
+        if pl.Object in obj.dtypes:  # a column of Python objects (Arrow would hold their addresses)
+            return _Columns.frame, (_Columns(obj),)
+        table = obj.to_arrow()
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        return _frame_from_ipc, (pickle.PickleBuffer(sink.getvalue()),)
+
+
+def _cells(values: list[Any]):
+    """A block of one row per value: its pickle, and the frames' IPC streams out of band."""
+    import pyarrow as pa
+
+    payloads, streams = [], []
+    for value in values:
+        out, buffers = io.BytesIO(), []
+        _Pickler(out, protocol=5, buffer_callback=buffers.append).dump(value)
+        payloads.append(out.getvalue())
+        streams.append([b.raw() for b in buffers])
+    return pa.table({"payload": pa.array(payloads, pa.large_binary()),
+                     "streams": pa.array(streams, pa.list_(pa.large_binary()))})
+
+
+def _values(block) -> Iterator[Any]:
+    """The values of a block of `_cells`, their frames' buffers read in place from the block."""
+    payloads, streams = block.column("payload"), block.column("streams")
+    for payload, buffers in zip(payloads, streams, strict=True):
+        yield pickle.loads(payload.as_buffer(), buffers=[b.as_buffer() for b in buffers.values or []])
 
 
 def _batches_as_blocks(read: Callable[[], Iterable[Any]]):
     """The read task: each batch the stage's reader yields becomes a one-row block."""
     try:
         for batch in read():
-            yield _cell(batch)
+            yield _cells([batch])
     except DataprepError as exc:
-        yield _cell(_Failed(str(exc)))
+        yield _cells([_Failed(str(exc))])
 
 
 class _Apply:
@@ -174,12 +205,9 @@ class _Apply:
     def __init__(self, fn: Callable[[Any], Any]) -> None:
         self.fn = fn
 
-    def __call__(self, table):
-        import pyarrow as pa
-
+    def __call__(self, block):
         out = []
-        for payload in table.column("payload").to_pylist():
-            batch = _loads(payload)
+        for batch in _values(block):
             if isinstance(batch, _Failed):
                 result = batch
             else:
@@ -187,8 +215,8 @@ class _Apply:
                     result = self.fn(batch)
                 except DataprepError as exc:
                     result = _Failed(str(exc))
-            out.append(pickle.dumps(result, protocol=5))
-        return pa.table({"payload": pa.array(out, pa.large_binary())})
+            out.append(result)
+        return _cells(out)
 
 
 def _holding(setup: Callable[[], Callable[[Any], Any]]) -> type:
@@ -249,8 +277,7 @@ def ray_map(fn: Callable[[Any], Any], read: Callable[[], Iterable[Any]], *, addr
             ds = ds.map_batches(_Apply(fn), batch_size=1, batch_format="pyarrow", num_cpus=1,
                                 compute=TaskPoolStrategy(size=n))
         for block in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
-            for payload in block.column("payload").to_pylist():
-                result = pickle.loads(payload)
+            for result in _values(block):
                 if isinstance(result, _Failed):
                     raise DataprepError(result.message)
                 yield result

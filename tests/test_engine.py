@@ -166,3 +166,24 @@ def test_a_recipe_with_engine_ray_runs_end_to_end(ray_cluster, shared_data, tmp_
     bad.write_text("engine: spark\nconvert:\n  input: x.csv\n")
     with pytest.raises(DataprepError, match=r"bad.yaml:1: engine: 'spark' is not one of local, ray"):
         load_recipe(bad)
+
+
+def test_batches_travel_with_their_frames_as_arrow_streams():
+    """A batch or result holding polars frames comes back equal, dtypes included, its frames read in
+    place from the block; a frame with a column of Python objects (which Arrow would hold as addresses)
+    comes back with its objects."""
+    import polars as pl
+
+    from dataprep.engine import _cells, _values
+
+    frame = pl.DataFrame({"text": ["a", None, "ü"], "n": [1, 2, 3], "ids": [[1], [], [2, 3]],
+                          "meta": [{"k": 1}, {"k": None}, {"k": 3}]},
+                         schema_overrides={"n": pl.Int16, "text": pl.Categorical})
+    objects = pl.DataFrame({"v": [1, "x", [2]]}, schema={"v": pl.Object})
+    block = _cells([{"records": frame, "rest": [frame.head(1), 7]}, "plain", objects])
+    assert block.num_rows == 3 and block.column("streams")[0].values is not None
+    first, second, third = _values(block)
+    assert first["records"].equals(frame) and first["records"].schema == frame.schema
+    assert first["rest"][0].equals(frame.head(1)) and first["rest"][1] == 7
+    assert second == "plain"
+    assert third["v"].to_list() == [1, "x", [2]]
