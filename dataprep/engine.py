@@ -9,8 +9,8 @@
 
 A batch and its result travel as one pickled cell of a one-row Arrow block, so any batch type
 (a polars frame, a dict of column lists) and any result (records plus rejects, counts, events) go
-through Ray Data unchanged; the polars frames in them travel out of band as Arrow IPC streams in a
-second cell, read in place on the other side. A task that fails because its worker died is retried by Ray; a
+through Ray Data unchanged; the polars frames in them travel as Arrow IPC streams in a second cell,
+read in place on the other side. A task that fails because its worker died is retried by Ray; a
 DataprepError raised by the function (bad input) comes back as that error, one line.
 
 `--ray-address` connects to a running cluster; without it a local cluster starts with the
@@ -140,53 +140,92 @@ class _Columns:
         return pl.DataFrame(self.data, schema=self.schema)
 
 
-def _frame_from_ipc(stream):
-    """The polars frame of an Arrow IPC stream, read in place (no copy of its buffers)."""
-    import polars as pl
-    import pyarrow as pa
-
-    return pl.from_arrow(pa.ipc.open_stream(stream).read_all())
+def _is_frame(obj: Any) -> bool:
+    return type(obj).__name__ == "DataFrame" and type(obj).__module__.startswith("polars")
 
 
 class _Pickler(pickle.Pickler):
-    """Pickles a polars frame as an Arrow IPC stream, out of band: the stream is one copy of the frame's
-    buffers and is read back in place. polars' own pickle re-encodes the frame: 160 ms to pickle and
-    90 ms to unpickle a 50,000-row, 42 MB batch (against ~10 ms and ~0 ms), most of convert's time on Ray."""
+    """Pickles a value with its polars frames written to `frames` as Arrow IPC streams, one after the
+    other, which the other side reads in place. polars' own pickle re-encodes a frame: 160 ms to pickle
+    and 90 ms to unpickle a 50,000-row, 42 MB batch, most of convert's time on Ray; the stream is one
+    copy of the frame's Arrow buffers. A frame with a column of Python objects (which Arrow would
+    hold as their addresses) is pickled as its columns."""
 
-    def reducer_override(self, obj):
-        if type(obj).__name__ != "DataFrame" or not type(obj).__module__.startswith("polars"):
-            return NotImplemented
+    def __init__(self, file, frames) -> None:
+        super().__init__(file, protocol=5)
+        self.frames = frames
+
+    def persistent_id(self, obj):
+        if not _is_frame(obj):
+            return None
         import polars as pl
         import pyarrow as pa
 
-        if pl.Object in obj.dtypes:  # a column of Python objects (Arrow would hold their addresses)
-            return _Columns.frame, (_Columns(obj),)
-        table = obj.to_arrow()
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, table.schema) as writer:
+        if pl.Object in obj.dtypes:
+            return None
+        table, start = obj.to_arrow(compat_level=pl.CompatLevel.newest()), self.frames.tell()  # string views: no conversion
+        with pa.ipc.new_stream(self.frames, table.schema) as writer:
             writer.write_table(table)
-        return _frame_from_ipc, (pickle.PickleBuffer(sink.getvalue()),)
+        return start, self.frames.tell()  # streams are padded to 8 bytes: each starts aligned
+
+    def reducer_override(self, obj):
+        return (_Columns.frame, (_Columns(obj),)) if _is_frame(obj) else NotImplemented
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, file, frames) -> None:
+        super().__init__(file)
+        self.frames = frames
+
+    def persistent_load(self, pid):
+        import polars as pl
+        import pyarrow as pa
+
+        start, end = pid
+        return pl.from_arrow(pa.ipc.open_stream(self.frames.slice(start, end - start)).read_all())
+
+
+def _binary(buffers: list) -> Any:
+    """A large_binary array of these Arrow buffers; one buffer is used as it is (no copy)."""
+    import numpy as np
+    import pyarrow as pa
+
+    offsets = pa.py_buffer(np.cumsum([0, *(b.size for b in buffers)], dtype=np.int64))
+    data = buffers[0] if len(buffers) == 1 else pa.py_buffer(b"".join(memoryview(b) for b in buffers))
+    return pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(buffers), [None, offsets, data])
 
 
 def _cells(values: list[Any]):
-    """A block of one row per value: its pickle, and the frames' IPC streams out of band."""
+    """A block of one row per value: its pickle, and its frames' IPC streams."""
     import pyarrow as pa
 
-    payloads, streams = [], []
+    payloads, frames = [], []
     for value in values:
-        out, buffers = io.BytesIO(), []
-        _Pickler(out, protocol=5, buffer_callback=buffers.append).dump(value)
-        payloads.append(out.getvalue())
-        streams.append([b.raw() for b in buffers])
-    return pa.table({"payload": pa.array(payloads, pa.large_binary()),
-                     "streams": pa.array(streams, pa.list_(pa.large_binary()))})
+        out, sink = io.BytesIO(), pa.BufferOutputStream()
+        _Pickler(out, sink).dump(value)
+        payloads.append(pa.py_buffer(out.getvalue()))
+        frames.append(sink.getvalue())
+    return pa.table({"payload": _binary(payloads), "frames": _binary(frames)})
+
+
+def _slices(column) -> list:
+    """The values of a large_binary column as views of its buffer (a pyarrow scalar would copy each)."""
+    import numpy as np
+    import pyarrow as pa
+
+    out = []
+    for chunk in column.chunks:
+        _, offsets, data = chunk.buffers()
+        ends = np.frombuffer(offsets, np.int64)[chunk.offset : chunk.offset + len(chunk) + 1].tolist()
+        data = data or pa.py_buffer(b"")
+        out += [data.slice(start, end - start) for start, end in zip(ends[:-1], ends[1:], strict=True)]
+    return out
 
 
 def _values(block) -> Iterator[Any]:
-    """The values of a block of `_cells`, their frames' buffers read in place from the block."""
-    payloads, streams = block.column("payload"), block.column("streams")
-    for payload, buffers in zip(payloads, streams, strict=True):
-        yield pickle.loads(payload.as_buffer(), buffers=[b.as_buffer() for b in buffers.values or []])
+    """The values of a block of `_cells`, their frames read in place from the block."""
+    for payload, frames in zip(_slices(block.column("payload")), _slices(block.column("frames")), strict=True):
+        yield _Unpickler(io.BytesIO(payload), frames).load()
 
 
 def _batches_as_blocks(read: Callable[[], Iterable[Any]]):
