@@ -172,6 +172,9 @@ class _Pickler(pickle.Pickler):
         return (_Columns.frame, (_Columns(obj),)) if _is_frame(obj) else NotImplemented
 
 
+COPIED_BELOW = 4 << 20  # frames read in place keep their whole block in memory; smaller ones are copied out
+
+
 class _Unpickler(pickle.Unpickler):
     def __init__(self, file, frames) -> None:
         super().__init__(file)
@@ -182,7 +185,10 @@ class _Unpickler(pickle.Unpickler):
         import pyarrow as pa
 
         start, end = pid
-        return pl.from_arrow(pa.ipc.open_stream(self.frames.slice(start, end - start)).read_all())
+        stream = self.frames.slice(start, end - start)
+        if stream.size < COPIED_BELOW:  # a small frame (lengths, counts) may be kept: it must not pin the block
+            stream = pa.py_buffer(stream.to_pybytes())
+        return pl.from_arrow(pa.ipc.open_stream(stream).read_all())
 
 
 def _binary(buffers: list) -> Any:
