@@ -344,6 +344,22 @@ def _one_batch_per_block():
         ctx.execution_options.preserve_order, ctx.target_max_block_size = saved
 
 
+@contextlib.contextmanager
+def sort_shuffle():
+    """Ray Data's groupby by a sort-based shuffle: its default hash shuffle starts a pool of
+    aggregator actors for every groupby, 5.5 s against 0.3 s for 1.26M rows on 2 CPUs (dedupe's
+    shuffles and the grouping's rounds run one groupby after another)."""
+    from ray.data import DataContext
+    from ray.data.context import ShuffleStrategy
+
+    ctx = DataContext.get_current()
+    saved, ctx.shuffle_strategy = ctx.shuffle_strategy, ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    try:
+        yield
+    finally:
+        ctx.shuffle_strategy = saved
+
+
 def timed(results: Iterator[Any], timer, name: str) -> Iterator[Any]:
     """`results`, with the time spent waiting for each counted under `name` in the stage's timer."""
     while True:

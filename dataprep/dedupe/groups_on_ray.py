@@ -133,13 +133,13 @@ def component_roots(n: int, a: np.ndarray, b: np.ndarray, *, edges_per_block: in
     `edges_per_block`: edges per task and per shuffle partition (tests make it small);
     `contract=False` skips the per-block contraction (tests: every round is then exercised).
     """
-    from dataprep.engine import cluster
+    from dataprep.engine import cluster, sort_shuffle
 
     root = np.arange(n, dtype=np.int64)
     if not len(a):
         return root, 0
     a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
-    with cluster() as ray:
+    with cluster() as ray, sort_shuffle():
         parts = _parts(ray, 2 * len(a), edges_per_block)
         edges = _edges_dataset(ray, {"a": a, "b": b}, edges_per_block)
         if contract:
@@ -193,9 +193,7 @@ def group_and_keep_on_ray(n: int, a: np.ndarray, b: np.ndarray, score: np.ndarra
                           keep: str = "first", lengths=None, seed: int = 0, embeddings=None,
                           pinned: np.ndarray | None = None, edges_per_block: int = EDGES_PER_BLOCK) -> Groups:
     """groups.group_and_keep (not transitive) with the components and the leader rule on Ray Data."""
-    import pyarrow as pa  # noqa: F401  (the edge blocks)
-
-    from dataprep.engine import cluster
+    from dataprep.engine import cluster, sort_shuffle
 
     if keep not in KEEP_POLICIES:
         raise ValueError(f"unknown keep policy {keep!r}; choose one of {', '.join(KEEP_POLICIES)}")
@@ -210,7 +208,7 @@ def group_and_keep_on_ray(n: int, a: np.ndarray, b: np.ndarray, score: np.ndarra
     key = np.zeros(0) if summed_key else _rank(keep, n, None, None, None, lengths, seed, embeddings, labels)
     keeper, best = np.arange(n), np.ones(n, dtype=np.float32)
     if len(a):
-        with cluster() as ray:
+        with cluster() as ray, sort_shuffle():
             parts = _parts(ray, len(a), edges_per_block)
             root_ref = ray.put(root)
             step = _leaders_per_component(parts, root_ref, ray.put(key), ray.put(pinned), summed_key)

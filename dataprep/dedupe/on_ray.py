@@ -67,11 +67,11 @@ def exact_groups(texts: list[str], *, keep: str, lengths, seed: int, pinned: np.
     """(a, b, score, Groups) as exact_pairs + group_and_keep(transitive=True) give them locally."""
     import pyarrow as pa
 
-    from dataprep.engine import cluster
+    from dataprep.engine import cluster, sort_shuffle
 
     n = len(texts)
     key = _rank(keep, n, None, None, None, lengths, seed, None, None)
-    with cluster() as ray:
+    with cluster() as ray, sort_shuffle():
         ref = ray.put(pa.array(texts, pa.large_string()))
 
         def hashed(batch):
@@ -114,11 +114,11 @@ def near_pairs(texts: list[str], threshold: float = 0.8, *, ngram: int = 5, unit
     """minhash.near_pairs on Ray: the same candidates, scores, pairs and borderline pairs."""
     import pyarrow as pa
 
-    from dataprep.engine import cluster
+    from dataprep.engine import cluster, sort_shuffle
 
     n = len(texts)
     bands, rows = optimal_bands(threshold, num_perm, *RECALL_WEIGHTS)
-    with cluster() as ray:
+    with cluster() as ray, sort_shuffle():
         ref = ray.put(pa.array(texts, pa.large_string()))
 
         def bucket_keys(batch):
