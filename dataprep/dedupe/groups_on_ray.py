@@ -2,9 +2,10 @@
 the same labels, kept rows, `kept_id`s and scores as groups.group_and_keep.
 
 Grouping on the command's machine (groups.group_and_keep: scipy's connected components, then the
-leader loop over a sorted adjacency) peaks at about 180 bytes per pair (tracemalloc, 2M pairs over
-2M rows, the per-row arrays included), on top of the pairs themselves. So it runs there up to
-DRIVER_GROUPING_MAX_PAIRS pairs (~3.6 GB of working memory); beyond that, on the cluster:
+leader loop over a sorted adjacency) peaks at 180–230 bytes per pair (tracemalloc: 2M pairs over
+2M rows, and benchmarks/bench_grouping.py; per-row arrays included), on top of the pairs themselves.
+So it runs there up to DRIVER_GROUPING_MAX_PAIRS pairs (~3.6–4.7 GB of working memory); beyond
+that, on the cluster (the pairs still come back to the command, which writes pairs.parquet):
 
 1. **Connected components** by large-star / small-star iterations (Kiveris et al., "Connected
    Components in MapReduce and Beyond", SoCC 2014). Each edge block is first contracted on its own
@@ -35,7 +36,7 @@ from dataprep.dedupe.groups import KEEP_POLICIES, Groups, _rank, components, lea
 
 log = logging.getLogger(__name__)
 
-DRIVER_GROUPING_MAX_PAIRS = 20_000_000  # ~180 B per pair of working memory on the command's machine: ~3.6 GB
+DRIVER_GROUPING_MAX_PAIRS = 20_000_000  # 180-230 B per pair of working memory on the command's machine: ~4 GB
 EDGES_PER_BLOCK = 1_000_000  # edges a task contracts or a partition holds, at most about
 MAX_ROUNDS = 100  # large-star/small-star converges in O(log² n) rounds; far more means a bug
 
