@@ -12,10 +12,10 @@ carry row ids only.
   functions, on its slice) and emits one (band, bucket) key per row and band; a shuffle by key
   brings each bucket together and emits its pairs as candidates; the unique candidates are
   verified in partitions by their true Jaccard (shingles recomputed for the rows of each
-  partition's pairs), so no false positive is kept. Pairs, then connected components and the
-  keep policy, run on the driver (groups.group_and_keep) while the edge list fits in its memory:
-  about 16 bytes per candidate and 20 per verified pair, so 100M candidates need ~2 GB there.
-  Beyond that a distributed components step (large-star/small-star) would be needed: not built.
+  partition's pairs), so no false positive is kept. The pairs come back to the driver (about 16
+  bytes per candidate and 20 per verified pair, so 100M candidates need ~2 GB there); they are
+  grouped there (groups.group_and_keep) up to groups_on_ray.DRIVER_GROUPING_MAX_PAIRS, and on Ray
+  Data beyond it (large-star/small-star components, then the keep policy per component).
 """
 
 from __future__ import annotations
