@@ -172,7 +172,8 @@ class _Pickler(pickle.Pickler):
         return (_Columns.frame, (_Columns(obj),)) if _is_frame(obj) else NotImplemented
 
 
-COPIED_BELOW = 4 << 20  # frames read in place keep their whole block in memory; smaller ones are copied out
+COPIED_BELOW = 4 << 20  # frames read in place keep their whole block in memory; small ones (under this, or
+# under an eighth of their value's frames) are copied out
 
 
 class _Unpickler(pickle.Unpickler):
@@ -186,7 +187,8 @@ class _Unpickler(pickle.Unpickler):
 
         start, end = pid
         stream = self.frames.slice(start, end - start)
-        if stream.size < COPIED_BELOW:  # a small frame (lengths, counts) may be kept: it must not pin the block
+        if stream.size < max(COPIED_BELOW, self.frames.size // 8):  # a small frame (lengths, counts) may be
+            # kept after the rest of its value is gone: read in place it would pin the whole block
             stream = pa.py_buffer(stream.to_pybytes())
         return pl.from_arrow(pa.ipc.open_stream(stream).read_all())
 
