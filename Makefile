@@ -60,7 +60,8 @@ bench: $(BENCH_STAMP)
 	$(PY) benchmarks/bench_tokenize.py
 	$(PY) benchmarks/bench_packing.py
 	$(PY) benchmarks/bench_split.py
-	$(PY) benchmarks/bench_engine.py --rows 500000 --tokenize-rows 50000
+	$(PY) benchmarks/bench_engine.py --rows 1000000 --tokenize-rows 50000
+	$(PY) benchmarks/bench_grouping.py --rows 1000000
 	$(PY) benchmarks/bench_decon.py --rows 200000 --eval-rows 10000
 
 lint: setup

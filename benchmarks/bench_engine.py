@@ -14,7 +14,7 @@ per worker) of the process and all its descendants (the raylet, GCS and Ray work
 sampled every 0.2 s by the benchmark's own process; `driver RSS` is the command's own process. Every engine's data files must be byte-identical to
 local's, or the benchmark stops.
 
-    python benchmarks/bench_engine.py [--rows 1000000] [--tokenize-rows 100000]
+    python benchmarks/bench_engine.py [--rows 1000000] [--tokenize-rows 100000 (0: convert only)]
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ import json, sys, time
 stage, src, out, options = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 if options.pop("cluster_up", False):  # the cluster started (and warmed by a tiny map) before the clock starts
     from dataprep.engine import cluster, ray_map
-    cluster().__enter__()
+    up = cluster()  # held: a dropped generator context would stop the cluster at once
+    up.__enter__()
     list(ray_map(len, lambda: iter([[1], [2], [3]])))
 t = time.perf_counter()
 if stage == "convert":
@@ -101,7 +102,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--tokenize-rows", type=int, default=100_000)
+    ap.add_argument("--tokenize-rows", type=int, default=100_000, help="0: convert only")
     args = ap.parse_args()
     csv = build_csv(args.rows)
     print(f"input: {csv} ({csv.stat().st_size / 1e6:.0f} MB, {args.rows:,} rows)")
@@ -113,6 +114,8 @@ def main() -> None:
         assert digest(OUT / "engine_convert_local") == digest(OUT / name), f"convert: {name} differs from local"
     table(f"convert, {args.rows:,} rows (outputs identical)", convert, "local")
 
+    if not args.tokenize_rows:
+        return
     records = OUT / "engine_records"
     run("convert", csv, records, limit=args.tokenize_rows)
     opts = {"max_len": 2048, "batch_size": 2000}

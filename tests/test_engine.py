@@ -118,9 +118,14 @@ def test_dedupe_exact_and_near_on_ray_equal_local(ray_cluster, shared_data, tmp_
     ray = dedupe(tmp_path / "latex", tmp_path / "ray", engine="ray", **opts)
     assert local.counts.by_reason == {"exact": 1, "near": 11} and ray.counts == local.counts
     assert ray.fingerprint == local.fingerprint
+    assert_same_dedupe(tmp_path / "local", tmp_path / "ray")
+
+
+def assert_same_dedupe(local: Path, ray: Path) -> None:
+    """The same kept records, removed rows (kept_id, score), pairs, and report but for its timings."""
     for name in ("records.parquet", "removed.parquet", "pairs.parquet"):
-        assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "ray" / name).read_bytes(), name
-    reports = [json.loads((tmp_path / d / "report.json").read_text()) for d in ("local", "ray")]
+        assert (local / name).read_bytes() == (ray / name).read_bytes(), name
+    reports = [json.loads((d / "report.json").read_text()) for d in (local, ray)]
     for r in reports:
         r.pop("timings")
     assert reports[0] == reports[1]
@@ -161,3 +166,24 @@ def test_a_recipe_with_engine_ray_runs_end_to_end(ray_cluster, shared_data, tmp_
     bad.write_text("engine: spark\nconvert:\n  input: x.csv\n")
     with pytest.raises(DataprepError, match=r"bad.yaml:1: engine: 'spark' is not one of local, ray"):
         load_recipe(bad)
+
+
+def test_batches_travel_with_their_frames_as_arrow_streams():
+    """A batch or result holding polars frames comes back equal, dtypes included, its frames read in
+    place from the block; a frame with a column of Python objects (which Arrow would hold as addresses)
+    comes back with its objects."""
+    import polars as pl
+
+    from dataprep.engine import _cells, _values
+
+    frame = pl.DataFrame({"text": ["a", None, "ü"], "n": [1, 2, 3], "ids": [[1], [], [2, 3]],
+                          "meta": [{"k": 1}, {"k": None}, {"k": 3}]},
+                         schema_overrides={"n": pl.Int16, "text": pl.Categorical})
+    objects = pl.DataFrame({"v": [1, "x", [2]]}, schema={"v": pl.Object})
+    block = _cells([{"records": frame, "rest": [frame.head(1), 7]}, "plain", objects])
+    assert block.num_rows == 3 and block.column("frames")[0].as_buffer().size > 0 == block.column("frames")[1].as_buffer().size
+    first, second, third = _values(block)
+    assert first["records"].equals(frame) and first["records"].schema == frame.schema
+    assert first["rest"][0].equals(frame.head(1)) and first["rest"][1] == 7
+    assert second == "plain"
+    assert third["v"].to_list() == [1, "x", [2]]

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from dataprep.dedupe import on_ray
+from dataprep.dedupe import groups_on_ray, on_ray
 from dataprep.dedupe.exact import exact_pairs
 from dataprep.dedupe.groups import KEEP_POLICIES, Groups, group_and_keep
 from dataprep.dedupe.minhash import near_pairs
@@ -103,6 +103,23 @@ def _finish(method, alive, a, b, score, groups: Groups, below, stats) -> MethodR
     )
 
 
+def _on_ray(cfg: DedupeConfig, pairs: int) -> bool:
+    """Whether the pairs are grouped on Ray Data: --engine ray, and more pairs than the command's
+    machine groups (groups_on_ray.DRIVER_GROUPING_MAX_PAIRS)."""
+    return cfg.engine == "ray" and pairs > groups_on_ray.DRIVER_GROUPING_MAX_PAIRS
+
+
+def _grouping_step(cfg: DedupeConfig, pairs: int) -> str:
+    """The grouping's name in the stage's timings (where it ran)."""
+    return "group on ray" if _on_ray(cfg, pairs) else "group"
+
+
+def _group(n: int, a, b, score, cfg: DedupeConfig, **options) -> Groups:
+    """group_and_keep, on Ray Data beyond the bound (the same groups, kept rows, kept_ids and scores)."""
+    grouping = groups_on_ray.group_and_keep_on_ray if _on_ray(cfg, len(a)) else group_and_keep
+    return grouping(n, a, b, score, keep=cfg.keep, seed=cfg.seed, **options)
+
+
 def run_exact(texts, alive, cfg: DedupeConfig, timer, pinned=None) -> MethodResult:
     sub = [texts[i] for i in alive]
     keep, lengths = cfg.keep if cfg.keep != "centroid" else "first", [len(t) for t in sub]
@@ -126,9 +143,8 @@ def run_near(texts, alive, cfg: DedupeConfig, timer, pinned=None) -> MethodResul
     with timer("near"):
         find = on_ray.near_pairs if cfg.engine == "ray" else near_pairs
         res = find(sub, cfg.near_threshold, ngram=cfg.ngram, unit=cfg.ngram_unit, num_perm=cfg.num_perm)
-    with timer("group"):
-        groups = group_and_keep(len(sub), res.a, res.b, res.score, keep=cfg.keep, lengths=[len(t) for t in sub],
-                                seed=cfg.seed, pinned=pinned)
+    with timer(_grouping_step(cfg, len(res.a))):
+        groups = _group(len(sub), res.a, res.b, res.score, cfg, lengths=[len(t) for t in sub], pinned=pinned)
     stats = res.stats
     return _finish("near", alive, res.a, res.b, res.score, groups, res.below, stats)
 
@@ -160,16 +176,16 @@ def cosines(emb: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def semantic_groups(emb, a, b, direct, threshold: float, cfg: DedupeConfig, lengths, pinned=None) -> Groups:
     """Groups over the pairs whose float32 cosine `direct` is at or above `threshold`."""
     ok = direct >= threshold
-    return group_and_keep(len(emb), a[ok], b[ok], direct[ok], keep=cfg.keep, lengths=lengths, seed=cfg.seed,
-                          embeddings=emb if cfg.keep == "centroid" else None, pinned=pinned)
+    return _group(len(emb), a[ok], b[ok], direct[ok], cfg, lengths=lengths,
+                  embeddings=emb if cfg.keep == "centroid" else None, pinned=pinned)
 
 
 def run_semantic(texts, alive, cfg: DedupeConfig, timer, *, cache: bool, progress: bool,
                  pinned=None) -> tuple[MethodResult, np.ndarray, dict]:
     emb, res, embed_stats = embed_and_search(texts, alive, cfg, timer, cache=cache, progress=progress)
-    with timer("group"):
-        groups = semantic_groups(emb, res.a, res.b, cosines(emb, res.a, res.b), cfg.threshold, cfg,
-                                 [len(texts[i]) for i in alive], pinned)
+    direct = cosines(emb, res.a, res.b)
+    with timer(_grouping_step(cfg, int((direct >= cfg.threshold).sum()))):
+        groups = semantic_groups(emb, res.a, res.b, direct, cfg.threshold, cfg, [len(texts[i]) for i in alive], pinned)
     nearest = res.nearest[res.nearest > -1]  # -1: a single row has no neighbour
     median = float(np.median(nearest)) if len(nearest) else None
     stats = {**res.stats, **embed_stats, "median_nearest": round(median, 4) if median is not None else None}

@@ -12,10 +12,10 @@ carry row ids only.
   functions, on its slice) and emits one (band, bucket) key per row and band; a shuffle by key
   brings each bucket together and emits its pairs as candidates; the unique candidates are
   verified in partitions by their true Jaccard (shingles recomputed for the rows of each
-  partition's pairs), so no false positive is kept. Pairs, then connected components and the
-  keep policy, run on the driver (groups.group_and_keep) while the edge list fits in its memory:
-  about 16 bytes per candidate and 20 per verified pair, so 100M candidates need ~2 GB there.
-  Beyond that a distributed components step (large-star/small-star) would be needed: not built.
+  partition's pairs), so no false positive is kept. The pairs come back to the driver (about 16
+  bytes per candidate and 20 per verified pair, so 100M candidates need ~2 GB there); they are
+  grouped there (groups.group_and_keep) up to groups_on_ray.DRIVER_GROUPING_MAX_PAIRS, and on Ray
+  Data beyond it (large-star/small-star components, then the keep policy per component).
 """
 
 from __future__ import annotations
@@ -67,11 +67,11 @@ def exact_groups(texts: list[str], *, keep: str, lengths, seed: int, pinned: np.
     """(a, b, score, Groups) as exact_pairs + group_and_keep(transitive=True) give them locally."""
     import pyarrow as pa
 
-    from dataprep.engine import cluster
+    from dataprep.engine import cluster, sort_shuffle
 
     n = len(texts)
     key = _rank(keep, n, None, None, None, lengths, seed, None, None)
-    with cluster() as ray:
+    with cluster() as ray, sort_shuffle():
         ref = ray.put(pa.array(texts, pa.large_string()))
 
         def hashed(batch):
@@ -114,11 +114,11 @@ def near_pairs(texts: list[str], threshold: float = 0.8, *, ngram: int = 5, unit
     """minhash.near_pairs on Ray: the same candidates, scores, pairs and borderline pairs."""
     import pyarrow as pa
 
-    from dataprep.engine import cluster
+    from dataprep.engine import cluster, sort_shuffle
 
     n = len(texts)
     bands, rows = optimal_bands(threshold, num_perm, *RECALL_WEIGHTS)
-    with cluster() as ray:
+    with cluster() as ray, sort_shuffle():
         ref = ray.put(pa.array(texts, pa.large_string()))
 
         def bucket_keys(batch):
