@@ -31,7 +31,27 @@ FIDELITY_CONTEXT = "tokens differ from prompt and completion tokenized apart"
 FIDELITY_DECODE = "completion ids do not decode to the completion text"
 
 
-_CONTINUATION: dict[int, tuple[object, tuple[object, bool]]] = {}  # id(tok) -> (tok kept alive, its answer)
+_PER_TOKENIZER: dict[tuple[str, int], tuple[object, object]] = {}  # (what, id(tok)) -> (tok kept alive, its answer)
+
+
+def _once(what: str, tok, build):
+    """`build(tok)`, computed once per tokenizer object."""
+    cached = _PER_TOKENIZER.get((what, id(tok)))
+    if cached is not None and cached[0] is tok:
+        return cached[1]
+    answer = build(tok)
+    _PER_TOKENIZER[(what, id(tok))] = (tok, answer)
+    return answer
+
+
+def _spec(backend) -> dict:
+    """The backend's normalizer, pre-tokenizer, decoder and post-processor as tokenizer.json specs, and
+    its model's type (the parts alone: cheap, no vocabulary)."""
+    spec = {where: json.loads(part.__getstate__()) if part is not None else None
+            for where, part in (("normalizer", backend.normalizer), ("pre_tokenizer", backend.pre_tokenizer),
+                                ("decoder", backend.decoder), ("post_processor", backend.post_processor))}
+    spec["model"] = {"type": type(backend.model).__name__}
+    return spec
 
 
 def _without_dummy_prefix(spec: dict | None, where: str) -> tuple[dict | None, bool]:
@@ -66,16 +86,14 @@ def continuation_tokenizer(tok) -> tuple[object, bool]:
     whether its output round-trips by construction). The continuation tokenizer is `tok`'s own without
     a dummy prefix: `tok.backend_tokenizer` itself when it has none (byte-level BPE such as SmolLM2,
     GPT-2, Llama 3, Qwen), else a copy. Built once per tokenizer."""
-    cached = _CONTINUATION.get(id(tok))
-    if cached is not None and cached[0] is tok:
-        return cached[1]
+    return _once("continuation", tok, _continuation)
+
+
+def _continuation(tok) -> tuple[object, bool]:
     from tokenizers import Tokenizer
 
     backend = tok.backend_tokenizer
-    spec = {where: json.loads(part.__getstate__()) if part is not None else None  # the three parts alone: cheap
-            for where, part in (("normalizer", backend.normalizer), ("pre_tokenizer", backend.pre_tokenizer),
-                                ("decoder", backend.decoder))}
-    spec["model"] = {"type": type(backend.model).__name__}
+    spec = _spec(backend)
     lossless, changed = _lossless(spec), {}
     for where in ("normalizer", "pre_tokenizer", "decoder"):
         new, did = _without_dummy_prefix(spec[where], where)
@@ -86,8 +104,26 @@ def continuation_tokenizer(tok) -> tuple[object, bool]:
         cont = Tokenizer.from_str(json.dumps({**json.loads(backend.to_str()), **changed}))
         cont.no_padding()
         cont.no_truncation()
-    _CONTINUATION[id(tok)] = (tok, (cont, lossless))
     return cont, lossless
+
+
+def exact_offsets(tok) -> bool:
+    """True when each token's character offsets are exactly the characters it encodes, every token
+    covering at least one: a byte-level BPE with no normalizer (`_lossless`), no prefix space added, and
+    no post-processor trimming whitespace off the offsets. Then the first token starting at or after a
+    character is found by asking the encoding (`char_to_token`), without reading all offsets."""
+    return _once("exact_offsets", tok, lambda t: _exact_offsets(_spec(t.backend_tokenizer)))
+
+
+def _exact_offsets(spec: dict) -> bool:
+    def flags(part, key):
+        if part is None:
+            return set()
+        inner = part.get("pretokenizers") or part.get("processors") or []
+        return {bool(part.get(key))} | set().union(*(flags(x, key) for x in inner))
+
+    return (_lossless(spec) and True not in flags(spec["pre_tokenizer"], "add_prefix_space")
+            and True not in flags(spec["post_processor"], "trim_offsets"))
 
 
 def _lossless(spec: dict) -> bool:

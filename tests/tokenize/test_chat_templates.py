@@ -359,3 +359,59 @@ def test_fidelity_probe_equals_full_encoding(family, shared_data, name):
                 assert bool(fast) == bool(slow), (name, s.text[t.start - 40 : t.start + 40])
                 decided[bool(slow)] += 1
     assert sum(decided.values()) > 40 and (decided[False] > 0 or name == "llama3_1")
+
+
+@pytest.mark.parametrize("name", ["qwen2_5", "qwen3", "llama3_1", "gptoss", "planted"])
+def test_exact_offsets_path_equals_the_offsets_path(family, smol, shared_data, monkeypatch, name):
+    """A byte-level BPE's encodings are searched with char_to_token (a few lookups a turn) instead of
+    reading every token's offsets; rows, labels, rejects and fidelity counts must be the same as when
+    every offset is read (multi-byte characters, emoji, leading spaces and newlines, a straddling seam,
+    split turns, truncation)."""
+    import dataprep.tokenize.chat as chat
+    from dataprep.convert.chat import chat_record
+
+    if name == "planted":  # seams inside merged tokens: ':' + '"' is one token
+        tok = copy.deepcopy(smol)
+        tok.chat_template = PLANTED
+    else:
+        tok = family(name)
+    assert chat.exact_offsets(tok)
+    raw = json.loads((shared_data / "glaive_toolcall_en_demo.json").read_text())[:30]
+    rows = [chat_record({"messages": r["conversations"], "tools": r["tools"]}) for r in raw]
+    odd = ["  \n\nhi there", "😀 ok 😀", "데이터 준비", '"yes"', "\n", "é\u0301 x", " ", "a" * 300]
+    for a, b in zip(odd, odd[1:] + odd[:1], strict=True):
+        rows += [{"messages": [msg("user", f"say {a!r}"), msg("assistant", a), msg("user", "again"),
+                               msg("assistant", b)], "tools": None},
+                 {"messages": [msg("user", "and"), msg("assistant", b, reasoning_content="think 😀")], "tools": None}]
+    batch = {"messages": [r["messages"] for r in rows], "tools": [r["tools"] for r in rows],
+             "source": ["t"] * len(rows), "row": list(range(len(rows)))}
+    for options in ({"split_turns": True}, {"max_len": 96}, {"reasoning": "mask"}, {}):
+        options = {"tools_in_system": True, "on_mismatch": "warn", **options}
+        fast = tokenize_batch(batch, tok, "chat", TokenizeOptions(**options), SP)
+        monkeypatch.setattr(chat, "exact_offsets", lambda tok: False)
+        slow = tokenize_batch(batch, tok, "chat", TokenizeOptions(**options), SP)
+        monkeypatch.undo()
+        assert fast == slow and len(fast[0]["input_ids"]) >= 20, options
+
+
+def test_exact_offsets_only_for_plain_byte_level_bpe(smol):
+    """Offsets are exact for a byte-level BPE without normalizer, prefix space or offset trimming; a
+    Metaspace (SentencePiece) tokenizer or a post-processor that trims whitespace off offsets is searched
+    by its offsets."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import LlamaTokenizer, PreTrainedTokenizerFast
+
+    from dataprep.tokenize.seam import exact_offsets
+
+    assert exact_offsets(smol)
+    assert not exact_offsets(LlamaTokenizer(vocab={"<unk>": 0, "<s>": 1, "</s>": 2, "▁": 3, "a": 4}, merges=[]))
+    for trim, prefix in ((True, False), (False, True)):
+        tk = Tokenizer(models.BPE(vocab={"a": 0, "Ġ": 1}, merges=[]))
+        tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=prefix)
+        tk.post_processor = processors.ByteLevel(trim_offsets=trim)
+        tk.decoder = __import__("tokenizers").decoders.ByteLevel()
+        assert not exact_offsets(PreTrainedTokenizerFast(tokenizer_object=tk))
+    tk = Tokenizer(models.BPE(vocab={"a": 0, "Ġ": 1}, merges=[]))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = __import__("tokenizers").decoders.ByteLevel()
+    assert exact_offsets(PreTrainedTokenizerFast(tokenizer_object=tk))
