@@ -42,7 +42,7 @@ from dataprep.errors import DataprepError
 from dataprep.records import IGNORE_INDEX
 from dataprep.tokenize import fidelity
 from dataprep.tokenize.masks import END_OF_TURN, encode_batch, fit, span_mask
-from dataprep.tokenize.seam import exact_offsets
+from dataprep.tokenize.seam import context_free_words, exact_offsets
 
 REASONING = ("train", "mask", "drop")
 # end-of-turn markers as text (the tokenizer may not have them as tokens: the template still writes them)
@@ -342,15 +342,18 @@ def chat_rows(batch, tok, kind, opts, specials, label_names):
         planned.append((i, emit))
     texts = [s.text for _, seqs in planned for s in seqs]
     encs = encode_batch(tok, texts, add_special_tokens=False)
-    exact = exact_offsets(tok)
-    where = [Positions(enc, len(text), exact) for enc, text in zip(encs, texts, strict=True)]
-    # the fidelity probes: only the text since the last added token before each seam needs encoding again
+    exact, free = exact_offsets(tok), context_free_words(tok)
+    where = [Positions(enc, len(text), exact, free=free) for enc, text in zip(encs, texts, strict=True)]
+    # the fidelity probes: only the text since the last added token before each seam needs encoding again,
+    # and the output's first piece unless it is tokenized alone as in the sequence by construction (None)
     added_ids = set(tok.added_tokens_decoder)
     probes = [_probe_turn(pos, s.text, t.start, t.end, added_ids)
               for pos, s in zip(where, (s for _, seqs in planned for s in seqs), strict=True) for t in s.turns]
-    probe_encs = encode_batch(tok, [p[1] for p in probes] + [p[3] for p in probes], add_special_tokens=False,
-                              offsets=False)
-    n_probes = len(probes)
+    probe_texts, output_at = [p[1] for p in probes], []
+    for p in probes:
+        output_at.append(None if p[3] is None else len(probe_texts))
+        probe_texts += [] if p[3] is None else [p[3]]
+    probe_encs = encode_batch(tok, probe_texts, add_special_tokens=False, offsets=False)
     e, t_at = 0, 0
     overflow = overflow_for(kind, opts.overflow)
     for i, seqs in planned:
@@ -360,8 +363,9 @@ def chat_rows(batch, tok, kind, opts, specials, label_names):
         for s in seqs:
             for t in s.turns:
                 straddles, _, expected_prompt, _, expected_output = probes[t_at]
+                at = output_at[t_at]
                 reason = ("prompt_seam" if straddles or probe_encs[t_at].ids != expected_prompt
-                          else "output_tokens" if probe_encs[n_probes + t_at].ids != expected_output else None)
+                          else "output_tokens" if at is not None and probe_encs[at].ids != expected_output else None)
                 t_at += 1
                 if reason:
                     fidelity.mismatch(events, reason)
@@ -401,10 +405,10 @@ class Positions:
     With `exact` offsets (seam.exact_offsets: every token covers the characters it encodes, at least
     one, in order) the encoding itself says which token holds a character (`char_to_token`): a few
     lookups per turn. Otherwise, or when no token holds a character, all offsets are read once and
-    searched."""
+    searched. `free`: the tokenizer's words are context free (seam.context_free_words)."""
 
-    def __init__(self, enc, text_len: int, exact: bool, starts: list[int] | None = None) -> None:
-        self.enc, self.ids, self.text_len = enc, enc.ids, text_len
+    def __init__(self, enc, text_len: int, exact: bool, starts: list[int] | None = None, free: bool = False) -> None:
+        self.enc, self.ids, self.text_len, self.free = enc, enc.ids, text_len, free
         self.offsets = self.starts = None
         self.first_trained = len(self.ids)  # set by `labels`
         if not exact:
@@ -454,7 +458,7 @@ def _probe(enc, starts: list[int], text: str, start: int, end: int, added: set[i
     return _probe_turn(Positions(enc, len(text), False, starts), text, start, end, added)
 
 
-def _probe_turn(pos: Positions, text: str, start: int, end: int, added: set[int]) -> tuple[bool, str, list[int], str, list[int]]:
+def _probe_turn(pos: Positions, text: str, start: int, end: int, added: set[int]) -> tuple[bool, str, list[int], str | None, list[int]]:
     """What the fidelity check of one turn encodes and what it must equal: (a token straddles the
     seam, prompt text, its ids in the sequence, output text, its ids in the sequence).
 
@@ -462,7 +466,10 @@ def _probe_turn(pos: Positions, text: str, start: int, end: int, added: set[int]
     so the prompt tokenized alone equals the sequence's tokens up to the last added token before the
     seam; only the piece after it (`assistant\n`) can differ, and only it is encoded again. Likewise
     the output's piece before its first added token, when the output ends on a piece boundary (after
-    an end-of-turn token); otherwise the whole prompt or output is encoded."""
+    an end-of-turn token); otherwise the whole prompt or output is encoded. That piece needs no
+    encoding (output text None) when the tokenizer's words are context free (`pos.free`) and a word
+    starts at the seam in the sequence: the piece is then whole words up to a segment's end, which
+    are the same words, and so the same tokens, when it is tokenized alone."""
     ids = pos.ids
     n = len(ids)
     j, straddles = pos.first_at(start)
@@ -476,5 +483,8 @@ def _probe_turn(pos: Positions, text: str, start: int, end: int, added: set[int]
     in_output = added.intersection(ids[j:k])  # the added tokens in the output (C speed, not a Python loop)
     k0 = min(ids.index(a, j, k) for a in in_output) if in_output else None
     if clean_end and k0 is not None:
+        if pos.free and pos.offsets is None and not straddles and (
+                j == 0 or pos.enc.token_to_word(j - 1) != pos.enc.token_to_word(j)):
+            return straddles, prompt_text, prompt_ids, None, ids[j:k0]
         return straddles, prompt_text, prompt_ids, text[start : pos.start_of(k0)], ids[j:k0]
     return straddles, prompt_text, prompt_ids, text[start:end], ids[j:k]

@@ -126,6 +126,54 @@ def _exact_offsets(spec: dict) -> bool:
             and True not in flags(spec["post_processor"], "trim_offsets"))
 
 
+def context_free_words(tok) -> bool:
+    """True when, besides `exact_offsets`, the pre-tokenizer decides where a word ends from the text
+    after its start alone and the BPE has no dropout. Then text that starts at a word boundary of an
+    encoding and ends at an added token (a segment's end) is tokenized alone exactly as there: its
+    words are the same strings, and BPE encodes each word on its own. Pre-tokenizers that qualify:
+    ByteLevel (its GPT-2 regex looks ahead only), Split with Isolated/Removed pieces and a pattern
+    without look-behind, anchors or back-references (Qwen's, Llama 3's), Digits, and sequences of them."""
+    def free(part) -> bool:
+        if part is None:
+            return True
+        kind = part.get("type")
+        if kind == "Sequence":
+            return all(free(x) for x in part["pretokenizers"])
+        if kind == "Split":
+            pattern = part.get("pattern", {})
+            return (part.get("behavior") in ("Isolated", "Removed") and not part.get("invert")
+                    and ("String" in pattern or _looks_ahead_only(pattern.get("Regex", "^"))))
+        return kind == "ByteLevel" or kind == "Digits"
+
+    def build(t) -> bool:
+        backend = t.backend_tokenizer
+        return (exact_offsets(t) and getattr(backend.model, "dropout", None) in (None, 0.0)
+                and free(_spec(backend)["pre_tokenizer"]))
+
+    return _once("context_free_words", tok, build)
+
+
+def _looks_ahead_only(regex: str) -> bool:
+    """True when a match of `regex` at a position depends on the text from there on only: no
+    look-behind, no anchor or word boundary, no back-reference (`^`/`$` inside a class are fine)."""
+    depth, i = 0, 0
+    while i < len(regex):
+        c = regex[i]
+        if c == "\\":
+            if regex[i + 1 : i + 2] in tuple("bBAzZGK123456789k"):
+                return False
+            i += 2
+            continue
+        if c == "[":
+            depth += 1
+        elif c == "]" and depth:
+            depth -= 1
+        elif depth == 0 and (c in "^$" or regex.startswith("(?<", i)):
+            return False
+        i += 1
+    return True
+
+
 def _lossless(spec: dict) -> bool:
     """True for a byte-level BPE with no normalizer (SmolLM2, GPT-2, Llama 3, Qwen): every text is
     encoded byte for byte and decodes back to itself, so the completion's round trip needs no decode."""
