@@ -208,7 +208,7 @@ def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = F
                 rejects.extend(rej)
                 events.update(ev)
                 lengths.extend(cols["length"])
-                trainable += count_trainable(kind, cols)
+                trainable += count_trainable(kind, rb)
                 # records kept (a split text is one record, so is a conversation split into turns)
                 kept = len(cols["length"]) - ev.get("windows", 0) - ev.get("split_turns", 0)
                 records_out += kept
