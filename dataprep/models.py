@@ -53,9 +53,36 @@ def smollm2_dir() -> Path:
     stat = gguf.stat()
     target = cache_dir() / "models" / f"smollm2-135m-{stat.st_size}"
     if (target / "config.json").is_file():
+        _save_added_tokens(target)  # a cache converted before the added tokens were saved: once
         return target
     _convert_gguf(gguf, target)
     return target
+
+
+def _save_added_tokens(directory: Path) -> None:
+    """Write the added tokens (tokenizer.json's `added_tokens`) into `tokenizer_config.json` as its
+    `added_tokens_decoder`, if it has none. transformers' save_pretrained leaves them out for a
+    tokenizers-backed tokenizer, and without them every load parses the 3.5 MB tokenizer.json in Python
+    to find them (its legacy path), besides reading it in Rust. The tokens written are the ones that path
+    reads (the same AddedToken fields), so the loaded tokenizer is the same. Written atomically; a cache
+    that cannot be written (read-only) is left as it is: it loads the same, only slower."""
+    config_file = directory / "tokenizer_config.json"
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        if "added_tokens_decoder" in config:
+            return
+        added = json.loads((directory / "tokenizer.json").read_text(encoding="utf-8"))["added_tokens"]
+        config["added_tokens_decoder"] = {str(t["id"]): {k: v for k, v in t.items() if k != "id"} for t in added}
+        fd, tmp = tempfile.mkstemp(prefix=".tokenizer_config.", dir=directory)
+    except (OSError, ValueError, KeyError):  # unreadable or read-only: loading says what is wrong, if anything
+        return
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(config, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, config_file)
+    except OSError:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def _convert_gguf(gguf: Path, target: Path) -> None:
@@ -76,6 +103,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     try:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
+        _save_added_tokens(tmp)
         os.chmod(tmp, 0o755)
         os.replace(tmp, target)
     except BaseException:

@@ -54,3 +54,55 @@ def test_smollm2_generates_real_text():
     answer = tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
     assert "Paris" in answer
     assert tokenizer_fingerprint(tok) == tokenizer_fingerprint(AutoTokenizer.from_pretrained(path))
+
+
+def test_smollm2_cache_saves_added_tokens_and_loads_the_same(tmp_path, monkeypatch):
+    """A SmolLM2 cache converted before the added tokens were saved gets them in tokenizer_config.json
+    once; the tokenizer then loads without transformers parsing tokenizer.json in Python, and is the same."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    import transformers.tokenization_utils_base as base
+    from transformers import AutoTokenizer
+
+    from dataprep.models import _save_added_tokens
+
+    cached = Path(resolve_model("smollm2-135m"))
+    old = tmp_path / "old"
+    old.mkdir()
+    for name in ("tokenizer.json", "chat_template.jinja", "config.json"):
+        shutil.copy(cached / name, old / name)
+    config = json.loads((cached / "tokenizer_config.json").read_text())
+    config.pop("added_tokens_decoder", None)
+    (old / "tokenizer_config.json").write_text(json.dumps(config))
+    new = tmp_path / "new"
+    shutil.copytree(old, new)
+    _save_added_tokens(new)
+    saved = json.loads((new / "tokenizer_config.json").read_text())["added_tokens_decoder"]
+    added = json.loads((old / "tokenizer.json").read_text())["added_tokens"]
+    assert len(saved) == len(added) == 17 and saved["2"] == {
+        "content": "<|im_end|>", "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
+        "special": True}
+    before = (new / "tokenizer_config.json").read_bytes()
+    _save_added_tokens(new)  # once: a second call leaves the file as it is
+    assert (new / "tokenizer_config.json").read_bytes() == before
+
+    opened = []
+
+    def spy(file, *args, **kwargs):
+        opened.append(Path(file).name)
+        return open(file, *args, **kwargs)
+
+    monkeypatch.setattr(base, "open", spy, raising=False)
+    a = AutoTokenizer.from_pretrained(old)
+    assert "tokenizer.json" in opened  # the legacy path reads it in Python
+    opened.clear()
+    b = AutoTokenizer.from_pretrained(new)
+    assert "tokenizer.json" not in opened and "tokenizer_config.json" in opened
+    text = "<|im_start|>user\nHi, 안녕? <|endoftext|><|im_end|>\n"
+    assert tokenizer_fingerprint(a) == tokenizer_fingerprint(b)
+    assert (a(text)["input_ids"], a.special_tokens_map, a.all_special_ids, len(a)) == (
+        b(text)["input_ids"], b.special_tokens_map, b.all_special_ids, len(b))
+    assert {k: v.__getstate__() for k, v in a.added_tokens_decoder.items()} == {
+        k: v.__getstate__() for k, v in b.added_tokens_decoder.items()}

@@ -42,6 +42,7 @@ from dataprep.errors import DataprepError
 from dataprep.records import IGNORE_INDEX
 from dataprep.tokenize import fidelity
 from dataprep.tokenize.masks import END_OF_TURN, encode_batch, fit, span_mask
+from dataprep.tokenize.seam import context_free_words, exact_offsets
 
 REASONING = ("train", "mask", "drop")
 # end-of-turn markers as text (the tokenizer may not have them as tokens: the template still writes them)
@@ -75,11 +76,19 @@ class Renderer:
         if not isinstance(template, str):
             raise DataprepError("the tokenizer has no single chat template; pass --chat-template FILE")
         self.template = _compiled(template)
-        self.kwargs = {k: v for k, v in tok.special_tokens_map.items() if isinstance(v, str)}
+        # the template's globals (raise_exception, strftime_now, ...) and the special tokens, merged once:
+        # `render` would copy the globals into every call's context
+        self.variables = {**self.template.globals,
+                          **{k: v for k, v in tok.special_tokens_map.items() if isinstance(v, str)}}
 
     def __call__(self, messages: list[dict], tools: list | None, generation: bool) -> str:
-        return self.template.render(messages=messages, tools=tools, documents=None, add_generation_prompt=generation,
-                                    **self.kwargs)
+        t = self.template
+        context = t.new_context({**self.variables, "messages": messages, "tools": tools, "documents": None,
+                                 "add_generation_prompt": generation}, shared=True)
+        try:
+            return t.environment.concat(t.root_render_func(context))
+        except Exception:
+            t.environment.handle_exception()  # what Template.render raises: the template's own error
 
 
 @dataclass
@@ -333,29 +342,30 @@ def chat_rows(batch, tok, kind, opts, specials, label_names):
         planned.append((i, emit))
     texts = [s.text for _, seqs in planned for s in seqs]
     encs = encode_batch(tok, texts, add_special_tokens=False)
-    # the fidelity probes: only the text since the last added token before each seam needs encoding again
-    added = set(tok.added_tokens_decoder)
-    probes = []
-    e = 0
-    for _, seqs in planned:
-        for s in seqs:
-            if s.turns:
-                starts = [o[0] for o in encs[e].offsets]
-                probes += [_probe(encs[e], starts, s.text, t.start, t.end, added) for t in s.turns]
-            e += 1
-    probe_encs = encode_batch(tok, [p[1] for p in probes] + [p[3] for p in probes], add_special_tokens=False)
-    n_probes = len(probes)
+    exact, free = exact_offsets(tok), context_free_words(tok)
+    where = [Positions(enc, len(text), exact, free=free) for enc, text in zip(encs, texts, strict=True)]
+    # the fidelity probes: only the text since the last added token before each seam needs encoding again,
+    # and the output's first piece unless it is tokenized alone as in the sequence by construction (None)
+    added_ids = set(tok.added_tokens_decoder)
+    probes = [_probe_turn(pos, s.text, t.start, t.end, added_ids)
+              for pos, s in zip(where, (s for _, seqs in planned for s in seqs), strict=True) for t in s.turns]
+    probe_texts, output_at = [p[1] for p in probes], []
+    for p in probes:
+        output_at.append(None if p[3] is None else len(probe_texts))
+        probe_texts += [] if p[3] is None else [p[3]]
+    probe_encs = encode_batch(tok, probe_texts, add_special_tokens=False, offsets=False)
     e, t_at = 0, 0
     overflow = overflow_for(kind, opts.overflow)
     for i, seqs in planned:
-        row_encs = encs[e : e + len(seqs)]
+        row_where = where[e : e + len(seqs)]
         e += len(seqs)
         bad = []
         for s in seqs:
             for t in s.turns:
                 straddles, _, expected_prompt, _, expected_output = probes[t_at]
+                at = output_at[t_at]
                 reason = ("prompt_seam" if straddles or probe_encs[t_at].ids != expected_prompt
-                          else "output_tokens" if probe_encs[n_probes + t_at].ids != expected_output else None)
+                          else "output_tokens" if at is not None and probe_encs[at].ids != expected_output else None)
                 t_at += 1
                 if reason:
                     fidelity.mismatch(events, reason)
@@ -367,34 +377,88 @@ def chat_rows(batch, tok, kind, opts, specials, label_names):
         media = media_of(batch["messages"][i])
         if media:
             events["rows_with_media"] += 1
-        n_rejects, added = len(rejects), 0
-        for s, enc in zip(seqs, row_encs, strict=True):
-            spans = sorted([sp for t in s.turns for sp in t.spans] + s.spans)
-            mask = span_mask(enc.offsets, spans)
-            ids = enc.ids
-            k = int(mask.argmax()) if mask.any() else len(ids)
-            fitted, k2, event = fit(ids, k, opts.max_len, overflow, _where(batch, i))
-            offset = k - k2 if event in ("truncated_prompt", "truncated_completion") else 0
-            kept = mask[offset : offset + len(fitted)]
-            labels = list(fitted) if opts.train_on_inputs else [
-                t if m else IGNORE_INDEX for t, m in zip(fitted, kept, strict=True)]
+        n_rejects, kept = len(rejects), 0
+        for s, pos in zip(seqs, row_where, strict=True):
+            labels = pos.labels(sorted([sp for t in s.turns for sp in t.spans] + s.spans))
+            fitted, k2, event = fit(pos.ids, pos.first_trained, opts.max_len, overflow, _where(batch, i))
+            offset = pos.first_trained - k2 if event in ("truncated_prompt", "truncated_completion") else 0
+            labels = list(fitted) if opts.train_on_inputs else labels[offset : offset + len(fitted)]
             before = len(cols["length"])
             _add_causal(cols, rejects, events, batch, i, fitted, labels, EVENT_NAMES["chat"].get(event, event))
             if len(cols["length"]) > before:
                 cols["media"].append([dict(x) for x in media])
-                added += 1
+                kept += 1
                 if s.extra:
                     events["split_turn_tokens"] += len(fitted)
-        if added:  # the row is out: a sequence of it with nothing left to train is not a reject
+        if kept:  # the row is out: a sequence of it with nothing left to train is not a reject
             del rejects[n_rejects:]
-            if added > 1:
-                events["split_turns"] += added - 1  # sequences beyond the row's first
+            if kept > 1:
+                events["split_turns"] += kept - 1  # sequences beyond the row's first
         else:
             del rejects[n_rejects + 1 :]
     return cols, rejects, events
 
 
+class Positions:
+    """Where the characters of one rendering fall among its tokens.
+
+    With `exact` offsets (seam.exact_offsets: every token covers the characters it encodes, at least
+    one, in order) the encoding itself says which token holds a character (`char_to_token`): a few
+    lookups per turn. Otherwise, or when no token holds a character, all offsets are read once and
+    searched. `free`: the tokenizer's words are context free (seam.context_free_words)."""
+
+    def __init__(self, enc, text_len: int, exact: bool, starts: list[int] | None = None, free: bool = False) -> None:
+        self.enc, self.ids, self.text_len, self.free = enc, enc.ids, text_len, free
+        self.offsets = self.starts = None
+        self.first_trained = len(self.ids)  # set by `labels`
+        if not exact:
+            self._read_offsets(starts)
+
+    def _read_offsets(self, starts: list[int] | None = None) -> None:
+        self.offsets = self.enc.offsets
+        self.starts = starts if starts is not None else [o[0] for o in self.offsets]
+
+    def first_at(self, c: int, lo: int = 0) -> tuple[int, bool]:
+        """(the first token starting at or after character `c`, whether a token before it reaches past `c`)."""
+        if self.offsets is None:
+            if c >= self.text_len:
+                return len(self.ids), False
+            t = self.enc.char_to_token(c)
+            if t is not None:
+                return (t + 1, True) if self.enc.token_to_chars(t)[0] < c else (t, False)
+            self._read_offsets()
+        j = bisect_left(self.starts, c, lo)
+        return j, any(self.offsets[x][1] > c for x in range(max(0, j - 3), j))
+
+    def end_of(self, x: int) -> int:
+        return self.enc.token_to_chars(x)[1] if self.offsets is None else self.offsets[x][1]
+
+    def start_of(self, x: int) -> int:
+        return self.enc.token_to_chars(x)[0] if self.offsets is None else self.offsets[x][0]
+
+    def labels(self, spans: list[tuple[int, int]]) -> list[int]:
+        """The ids with every token outside the (sorted) trained character spans set to IGNORE_INDEX: a
+        token is trained when its first character lies in a span (`masks.span_mask`). Sets `first_trained`."""
+        ids = self.ids
+        if self.offsets is None:
+            ranges = [(self.first_at(a)[0], self.first_at(b)[0]) for a, b in spans]
+            if self.offsets is None:  # (first_at may have fallen back to the offsets)
+                labels = [IGNORE_INDEX] * len(ids)
+                for lo, hi in ranges:
+                    labels[lo:hi] = ids[lo:hi]
+                self.first_trained = min((lo for lo, hi in ranges if hi > lo), default=len(ids))
+                return labels
+        mask = span_mask(self.offsets, spans)
+        self.first_trained = int(mask.argmax()) if mask.any() else len(ids)
+        return [t if m else IGNORE_INDEX for t, m in zip(ids, mask, strict=True)]
+
+
 def _probe(enc, starts: list[int], text: str, start: int, end: int, added: set[int]) -> tuple[bool, str, list[int], str, list[int]]:
+    """`_probe_turn` on an encoding searched by its offsets, whose starts are given."""
+    return _probe_turn(Positions(enc, len(text), False, starts), text, start, end, added)
+
+
+def _probe_turn(pos: Positions, text: str, start: int, end: int, added: set[int]) -> tuple[bool, str, list[int], str | None, list[int]]:
     """What the fidelity check of one turn encodes and what it must equal: (a token straddles the
     seam, prompt text, its ids in the sequence, output text, its ids in the sequence).
 
@@ -402,19 +466,25 @@ def _probe(enc, starts: list[int], text: str, start: int, end: int, added: set[i
     so the prompt tokenized alone equals the sequence's tokens up to the last added token before the
     seam; only the piece after it (`assistant\n`) can differ, and only it is encoded again. Likewise
     the output's piece before its first added token, when the output ends on a piece boundary (after
-    an end-of-turn token); otherwise the whole prompt or output is encoded."""
-    ids, offsets = enc.ids, enc.offsets
+    an end-of-turn token); otherwise the whole prompt or output is encoded. That piece needs no
+    encoding (output text None) when the tokenizer's words are context free (`pos.free`) and a word
+    starts at the seam in the sequence: the piece is then whole words up to a segment's end, which
+    are the same words, and so the same tokens, when it is tokenized alone."""
+    ids = pos.ids
     n = len(ids)
-    j = bisect_left(starts, start)
-    straddles = any(offsets[x][1] > start for x in range(max(0, j - 3), j))
+    j, straddles = pos.first_at(start)
     j0 = next((x for x in range(j - 1, -1, -1) if ids[x] in added), None)
     if j0 is not None:
-        prompt_text, prompt_ids = text[offsets[j0][1] : start], ids[j0 + 1 : j]
+        prompt_text, prompt_ids = text[pos.end_of(j0) : start], ids[j0 + 1 : j]
     else:
         prompt_text, prompt_ids = text[:start], ids[:j]
-    k = bisect_left(starts, end, j)
-    clean_end = k > j and offsets[k - 1][1] == end and (ids[k - 1] in added or k == n or ids[k] in added)
-    k0 = next((x for x in range(j, k) if ids[x] in added), None)
+    k = pos.first_at(end, j)[0]
+    clean_end = k > j and pos.end_of(k - 1) == end and (ids[k - 1] in added or k == n or ids[k] in added)
+    in_output = added.intersection(ids[j:k])  # the added tokens in the output (C speed, not a Python loop)
+    k0 = min(ids.index(a, j, k) for a in in_output) if in_output else None
     if clean_end and k0 is not None:
-        return straddles, prompt_text, prompt_ids, text[start : offsets[k0][0]], ids[j:k0]
+        if pos.free and pos.offsets is None and not straddles and (
+                j == 0 or pos.enc.token_to_word(j - 1) != pos.enc.token_to_word(j)):
+            return straddles, prompt_text, prompt_ids, None, ids[j:k0]
+        return straddles, prompt_text, prompt_ids, text[start : pos.start_of(k0)], ids[j:k0]
     return straddles, prompt_text, prompt_ids, text[start:end], ids[j:k]

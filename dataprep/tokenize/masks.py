@@ -155,15 +155,23 @@ def with_eos(ids: list[int], eos_id: int | None) -> list[int]:
     return ids + [eos_id] if eos_id is not None and (not ids or ids[-1] != eos_id) else ids
 
 
-def encode_batch(tok, texts: list[str], add_special_tokens: bool, offsets: bool = True) -> list:
-    """The fast tokenizer's own batch encode (both cores), with any padding or truncation saved in
-    tokenizer.json switched off (sentence-transformers tokenizers pad and cut at 128 there).
-    `offsets=False` skips the character offsets (the encodings then have ids only)."""
+def plain_backend(tok):
+    """The fast tokenizer's Rust backend with any padding or truncation saved in tokenizer.json switched
+    off (sentence-transformers tokenizers pad and cut at 128 there). The tokenize stage calls it once
+    before batches run on two threads: switching them off mutates the backend, which must not happen
+    while another thread encodes with it."""
     backend = tok.backend_tokenizer
     if backend.padding is not None:
         backend.no_padding()
     if backend.truncation is not None:
         backend.no_truncation()
+    return backend
+
+
+def encode_batch(tok, texts: list[str], add_special_tokens: bool, offsets: bool = True) -> list:
+    """The fast tokenizer's own batch encode (all cores) on its `plain_backend`.
+    `offsets=False` skips the character offsets (the encodings then have ids only)."""
+    backend = plain_backend(tok)
     encode = backend.encode_batch if offsets else backend.encode_batch_fast
     return encode(texts, add_special_tokens=add_special_tokens)
 

@@ -303,8 +303,11 @@ def arrow_batch(kind: str, cols: dict[str, list]) -> pa.RecordBatch:
                            schema=get_kind(kind).shards)
 
 
-def count_trainable(kind: str, cols: dict[str, list]) -> int:
+def count_trainable(kind: str, rb: pa.RecordBatch) -> int:
+    """The trained tokens of one shard batch (classify: every token), counted in Arrow."""
+    import pyarrow.compute as pc
+
     if kind == "classify":
-        return sum(cols["length"])
-    key = "chosen_labels" if kind == "preference" else "labels"
-    return sum(len(x) - x.count(IGNORE_INDEX) for x in cols[key])
+        return int(pc.sum(rb.column("length")).as_py() or 0)
+    labels = pc.list_flatten(rb.column("chosen_labels" if kind == "preference" else "labels"))
+    return int(pc.sum(pc.not_equal(labels, IGNORE_INDEX)).as_py() or 0)

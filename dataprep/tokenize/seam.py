@@ -31,7 +31,27 @@ FIDELITY_CONTEXT = "tokens differ from prompt and completion tokenized apart"
 FIDELITY_DECODE = "completion ids do not decode to the completion text"
 
 
-_CONTINUATION: dict[int, tuple[object, tuple[object, bool]]] = {}  # id(tok) -> (tok kept alive, its answer)
+_PER_TOKENIZER: dict[tuple[str, int], tuple[object, object]] = {}  # (what, id(tok)) -> (tok kept alive, its answer)
+
+
+def _once(what: str, tok, build):
+    """`build(tok)`, computed once per tokenizer object."""
+    cached = _PER_TOKENIZER.get((what, id(tok)))
+    if cached is not None and cached[0] is tok:
+        return cached[1]
+    answer = build(tok)
+    _PER_TOKENIZER[(what, id(tok))] = (tok, answer)
+    return answer
+
+
+def _spec(backend) -> dict:
+    """The backend's normalizer, pre-tokenizer, decoder and post-processor as tokenizer.json specs, and
+    its model's type (the parts alone: cheap, no vocabulary)."""
+    spec = {where: json.loads(part.__getstate__()) if part is not None else None
+            for where, part in (("normalizer", backend.normalizer), ("pre_tokenizer", backend.pre_tokenizer),
+                                ("decoder", backend.decoder), ("post_processor", backend.post_processor))}
+    spec["model"] = {"type": type(backend.model).__name__}
+    return spec
 
 
 def _without_dummy_prefix(spec: dict | None, where: str) -> tuple[dict | None, bool]:
@@ -66,16 +86,14 @@ def continuation_tokenizer(tok) -> tuple[object, bool]:
     whether its output round-trips by construction). The continuation tokenizer is `tok`'s own without
     a dummy prefix: `tok.backend_tokenizer` itself when it has none (byte-level BPE such as SmolLM2,
     GPT-2, Llama 3, Qwen), else a copy. Built once per tokenizer."""
-    cached = _CONTINUATION.get(id(tok))
-    if cached is not None and cached[0] is tok:
-        return cached[1]
+    return _once("continuation", tok, _continuation)
+
+
+def _continuation(tok) -> tuple[object, bool]:
     from tokenizers import Tokenizer
 
     backend = tok.backend_tokenizer
-    spec = {where: json.loads(part.__getstate__()) if part is not None else None  # the three parts alone: cheap
-            for where, part in (("normalizer", backend.normalizer), ("pre_tokenizer", backend.pre_tokenizer),
-                                ("decoder", backend.decoder))}
-    spec["model"] = {"type": type(backend.model).__name__}
+    spec = _spec(backend)
     lossless, changed = _lossless(spec), {}
     for where in ("normalizer", "pre_tokenizer", "decoder"):
         new, did = _without_dummy_prefix(spec[where], where)
@@ -86,8 +104,74 @@ def continuation_tokenizer(tok) -> tuple[object, bool]:
         cont = Tokenizer.from_str(json.dumps({**json.loads(backend.to_str()), **changed}))
         cont.no_padding()
         cont.no_truncation()
-    _CONTINUATION[id(tok)] = (tok, (cont, lossless))
     return cont, lossless
+
+
+def exact_offsets(tok) -> bool:
+    """True when each token's character offsets are exactly the characters it encodes, every token
+    covering at least one: a byte-level BPE with no normalizer (`_lossless`), no prefix space added, and
+    no post-processor trimming whitespace off the offsets. Then the first token starting at or after a
+    character is found by asking the encoding (`char_to_token`), without reading all offsets."""
+    return _once("exact_offsets", tok, lambda t: _exact_offsets(_spec(t.backend_tokenizer)))
+
+
+def _exact_offsets(spec: dict) -> bool:
+    def flags(part, key):
+        if part is None:
+            return set()
+        inner = part.get("pretokenizers") or part.get("processors") or []
+        return {bool(part.get(key))} | set().union(*(flags(x, key) for x in inner))
+
+    return (_lossless(spec) and True not in flags(spec["pre_tokenizer"], "add_prefix_space")
+            and True not in flags(spec["post_processor"], "trim_offsets"))
+
+
+def context_free_words(tok) -> bool:
+    """True when, besides `exact_offsets`, the pre-tokenizer decides where a word ends from the text
+    after its start alone and the BPE has no dropout. Then text that starts at a word boundary of an
+    encoding and ends at an added token (a segment's end) is tokenized alone exactly as there: its
+    words are the same strings, and BPE encodes each word on its own. Pre-tokenizers that qualify:
+    ByteLevel (its GPT-2 regex looks ahead only), Split with Isolated/Removed pieces and a pattern
+    without look-behind, anchors or back-references (Qwen's, Llama 3's), Digits, and sequences of them."""
+    def free(part) -> bool:
+        if part is None:
+            return True
+        kind = part.get("type")
+        if kind == "Sequence":
+            return all(free(x) for x in part["pretokenizers"])
+        if kind == "Split":
+            pattern = part.get("pattern", {})
+            return (part.get("behavior") in ("Isolated", "Removed") and not part.get("invert")
+                    and ("String" in pattern or _looks_ahead_only(pattern.get("Regex", "^"))))
+        return kind == "ByteLevel" or kind == "Digits"
+
+    def build(t) -> bool:
+        backend = t.backend_tokenizer
+        return (exact_offsets(t) and getattr(backend.model, "dropout", None) in (None, 0.0)
+                and free(_spec(backend)["pre_tokenizer"]))
+
+    return _once("context_free_words", tok, build)
+
+
+def _looks_ahead_only(regex: str) -> bool:
+    """True when a match of `regex` at a position depends on the text from there on only: no
+    look-behind, no anchor or word boundary, no back-reference (`^`/`$` inside a class are fine)."""
+    depth, i = 0, 0
+    while i < len(regex):
+        c = regex[i]
+        if c == "\\":
+            if regex[i + 1 : i + 2] in tuple("bBAzZGK123456789k"):
+                return False
+            i += 2
+            continue
+        if c == "[":
+            depth += 1
+        elif c == "]" and depth:
+            depth -= 1
+        elif depth == 0 and (c in "^$" or regex.startswith("(?<", i)):
+            return False
+        i += 1
+    return True
 
 
 def _lossless(spec: dict) -> bool:

@@ -26,7 +26,7 @@ from dataprep.options import parse_options
 from dataprep.records import IGNORE_INDEX, get_kind, kinds_with
 from dataprep.stage import Manifest, Outcome, Rejects, Timer, TokenizerInfo, Workspace, run_stage, scan_records
 from dataprep.tokenize import fidelity
-from dataprep.tokenize.masks import choose_pad
+from dataprep.tokenize.masks import choose_pad, plain_backend
 from dataprep.tokenize.rows import (
     TokenizeOptions,
     arrow_batch,
@@ -103,6 +103,28 @@ def _tokenize_one(batch, tok, kind, opts, specials, label_names):
     return tokenize_batch(batch, tok, kind, opts, specials, label_names)
 
 
+def _two_in_flight(fn, batches):
+    """`fn` over `batches`, in order, two batches at a time on threads: while one is in the tokenizer's
+    Rust encode (which releases the GIL and uses every core), the other's Python work (rendering, masks,
+    Arrow columns) runs, so on a few cores neither waits for the other. At most two batches are read
+    ahead (memory stays bounded); an error in a batch is raised here, in order."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2, thread_name_prefix="tokenize") as pool:
+        pending = deque()
+        try:
+            for b in batches:
+                pending.append(pool.submit(fn, b))
+                if len(pending) == 2:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for f in pending:
+                f.cancel()
+
+
 def _map_batches(read, tok, kind, opts, specials, label_names, num_proc: int):
     """tokenize_batch over the batches `read()` yields, in order: on Ray Data with --engine ray, else
     in `num_proc` worker processes if > 1, else here."""
@@ -112,8 +134,8 @@ def _map_batches(read, tok, kind, opts, specials, label_names, num_proc: int):
         return
     batches = read()
     if num_proc <= 1:
-        for b in batches:
-            yield tokenize_batch(b, tok, kind, opts, specials, label_names)
+        yield from _two_in_flight(functools.partial(_tokenize_one, tok=tok, kind=kind, opts=opts, specials=specials,
+                                                    label_names=label_names), batches)
         return
     import multiprocessing as mp
 
@@ -155,6 +177,8 @@ def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = F
         if pack and not entry.packable:
             raise DataprepError(f"--pack works for {kinds_with(lambda k: k.packable)} records, not {kind}; drop --pack")
         specials = choose_pad(tok)
+        if getattr(tok, "backend_tokenizer", None) is not None:
+            plain_backend(tok)  # before batches share it across threads (_two_in_flight)
         opts = replace(opts, overflow=overflow_for(kind, opts.overflow), on_mismatch=on_mismatch_for(opts.seam, opts.on_mismatch))
         _check_overflow(kind, opts)
     chat_template = tok.chat_template if isinstance(tok.chat_template, str) else None
@@ -184,7 +208,7 @@ def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = F
                 rejects.extend(rej)
                 events.update(ev)
                 lengths.extend(cols["length"])
-                trainable += count_trainable(kind, cols)
+                trainable += count_trainable(kind, rb)
                 # records kept (a split text is one record, so is a conversation split into turns)
                 kept = len(cols["length"]) - ev.get("windows", 0) - ev.get("split_turns", 0)
                 records_out += kept

@@ -359,3 +359,106 @@ def test_fidelity_probe_equals_full_encoding(family, shared_data, name):
                 assert bool(fast) == bool(slow), (name, s.text[t.start - 40 : t.start + 40])
                 decided[bool(slow)] += 1
     assert sum(decided.values()) > 40 and (decided[False] > 0 or name == "llama3_1")
+
+
+@pytest.mark.parametrize("name", ["qwen2_5", "qwen3", "llama3_1", "gptoss", "planted"])
+def test_exact_offsets_path_equals_the_offsets_path(family, smol, shared_data, monkeypatch, name):
+    """A byte-level BPE's encodings are searched with char_to_token (a few lookups a turn) instead of
+    reading every token's offsets, and an output piece that starts at a word boundary is not encoded
+    again (its words are context free); rows, labels, rejects and fidelity counts must be the same as
+    when every offset is read and every output encoded (multi-byte characters, emoji, leading spaces
+    and newlines, digits and punctuation that continue the prompt's word, a straddling seam, split
+    turns, truncation)."""
+    import dataprep.tokenize.chat as chat
+    from dataprep.convert.chat import chat_record
+
+    if name == "planted":  # seams inside merged tokens: ':' + '"' is one token
+        tok = copy.deepcopy(smol)
+        tok.chat_template = PLANTED
+    else:
+        tok = family(name)
+    assert chat.exact_offsets(tok) and chat.context_free_words(tok)
+    raw = json.loads((shared_data / "glaive_toolcall_en_demo.json").read_text())[:30]
+    rows = [chat_record({"messages": r["conversations"], "tools": r["tools"]}) for r in raw]
+    odd = ["  \n\nhi there", "😀 ok 😀", "데이터 준비", '"yes"', "\n", "é\u0301 x", " ", "a" * 300, "::x", "12 3",
+           "\t x", "'s it", "\n\n\n", "!?"]
+    for a, b in zip(odd, odd[1:] + odd[:1], strict=True):
+        rows += [{"messages": [msg("user", f"say {a!r}"), msg("assistant", a), msg("user", "again"),
+                               msg("assistant", b)], "tools": None},
+                 {"messages": [msg("user", "and"), msg("assistant", b, reasoning_content="think 😀")], "tools": None}]
+    batch = {"messages": [r["messages"] for r in rows], "tools": [r["tools"] for r in rows],
+             "source": ["t"] * len(rows), "row": list(range(len(rows)))}
+    for options in ({"split_turns": True}, {"max_len": 96}, {"reasoning": "mask"}, {}):
+        options = {"tools_in_system": True, "on_mismatch": "warn", **options}
+        fast = tokenize_batch(batch, tok, "chat", TokenizeOptions(**options), SP)
+        monkeypatch.setattr(chat, "exact_offsets", lambda tok: False)
+        monkeypatch.setattr(chat, "context_free_words", lambda tok: False)
+        slow = tokenize_batch(batch, tok, "chat", TokenizeOptions(**options), SP)
+        monkeypatch.undo()
+        assert fast == slow and len(fast[0]["input_ids"]) >= 20, options
+
+
+def test_exact_offsets_only_for_plain_byte_level_bpe(smol):
+    """Offsets are exact for a byte-level BPE without normalizer, prefix space or offset trimming; a
+    Metaspace (SentencePiece) tokenizer or a post-processor that trims whitespace off offsets is searched
+    by its offsets."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import LlamaTokenizer, PreTrainedTokenizerFast
+
+    from dataprep.tokenize.seam import exact_offsets
+
+    assert exact_offsets(smol)
+    assert not exact_offsets(LlamaTokenizer(vocab={"<unk>": 0, "<s>": 1, "</s>": 2, "▁": 3, "a": 4}, merges=[]))
+    for trim, prefix in ((True, False), (False, True)):
+        tk = Tokenizer(models.BPE(vocab={"a": 0, "Ġ": 1}, merges=[]))
+        tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=prefix)
+        tk.post_processor = processors.ByteLevel(trim_offsets=trim)
+        tk.decoder = __import__("tokenizers").decoders.ByteLevel()
+        assert not exact_offsets(PreTrainedTokenizerFast(tokenizer_object=tk))
+    tk = Tokenizer(models.BPE(vocab={"a": 0, "Ġ": 1}, merges=[]))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = __import__("tokenizers").decoders.ByteLevel()
+    assert exact_offsets(PreTrainedTokenizerFast(tokenizer_object=tk))
+
+
+def test_output_piece_skipped_only_at_a_word_boundary(smol):
+    """The check encodes a turn's output again unless a word of the sequence starts at the seam: then
+    the output (whole words up to <|im_end|>) tokenizes alone as in the sequence. After `assistant:`,
+    `x y` starts a word; `😀x` continues the word `:😀` (GPT-2's regex), which BPE happens to cut at
+    the seam, so it is encoded again and compared."""
+    from dataprep.tokenize.chat import Positions, _probe_turn
+    from dataprep.tokenize.masks import encode_batch
+
+    added = set(smol.added_tokens_decoder)
+    for content, skipped in (("x y", True), ("😀x", False), ("", True)):
+        text = f"<|im_start|>user:hi<|im_end|>\n<|im_start|>assistant:{content}<|im_end|>\n"
+        start = text.index("assistant:") + len("assistant:")
+        end = text.rindex("<|im_end|>") + len("<|im_end|>")
+        enc = encode_batch(smol, [text], False)[0]
+        straddles, _, _, output, ids = _probe_turn(Positions(enc, len(text), True, free=True), text, start, end, added)
+        assert not straddles and (output is None) == skipped, content
+        assert encode_batch(smol, [content], False)[0].ids == ids  # what the skipped encode would have given
+
+
+def test_context_free_words_only_for_look_ahead_pre_tokenizers(smol):
+    """SmolLM2 (ByteLevel's GPT-2 regex) and a Qwen2/Llama-3 style Split + ByteLevel qualify; a split
+    pattern with look-behind or an anchor, a merged split behaviour, or a Metaspace tokenizer do not."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from dataprep.tokenize.seam import context_free_words
+
+    qwen = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+
+    def with_split(pattern, behavior="isolated"):
+        tk = Tokenizer(models.BPE(vocab={"a": 0, "Ġ": 1}, merges=[]))
+        tk.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(pattern), behavior),
+                                                    pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+        tk.decoder = decoders.ByteLevel()
+        return PreTrainedTokenizerFast(tokenizer_object=tk)
+
+    assert context_free_words(smol) and context_free_words(with_split(qwen))
+    assert not context_free_words(with_split(r"(?<=a)b|\s+"))
+    assert not context_free_words(with_split(r"^\s+|\w+"))
+    assert not context_free_words(with_split(r"\b\w+"))
+    assert not context_free_words(with_split(qwen, "merged_with_previous"))
