@@ -40,6 +40,15 @@ def parse_map(values: tuple[str, ...]) -> dict[str, str] | None:
     return mapping or None
 
 
+def _one_byte(flag: str) -> Callable[[str | None], str | None]:
+    """A check that a CSV delimiter or quote character is one single-byte character (what polars takes)."""
+    def check(value: str | None) -> str | None:
+        if value is None or value == "auto" or len(str(value).encode("utf-8")) == 1:
+            return None
+        return f"{flag} must be one single-byte character, not {value!r}"
+    return check
+
+
 def _kind_problem(kind: str) -> str | None:
     """Asked at each check, so that a kind registered later (records.register_kind) counts."""
     try:
@@ -66,10 +75,10 @@ class ConvertOptions(EngineOptions, OutputOptions):
                                   "(GoEmotions emotions.txt).", path="file")
     label_sep: str = opt(",", "classify: separator of labels given as one string.")
     delimiter: str | None = opt(None, "CSV/TSV field separator (detected when omitted; \\t for tab).",
-                                cli=lambda v: "\t" if v == "\\t" else v)
+                                cli=lambda v: "\t" if v == "\\t" else v, check=_one_byte("--delimiter"))
     encoding: str | None = opt(None, "Text encoding, e.g. cp949, euc-kr, latin-1 (detected when omitted).")
     quote_char: str | None = opt("auto", 'CSV/TSV quote character, or "none"; auto: " for CSV, none for .tsv.',
-                                 cli=lambda v: None if v.lower() == "none" else v)
+                                 cli=lambda v: None if v.lower() == "none" else v, check=_one_byte("--quote-char"))
     has_header: bool = opt(True, "CSV/TSV has no header row; columns are column_1, column_2, ...", flag="--no-header")
     split: str | None = opt(None, "Split of a datasets directory or hub: id (default: train).")
     batch_rows: int = opt(50_000, "Rows converted and written at a time; bounds memory.", min=1)
