@@ -742,10 +742,10 @@ REAL = {  # name -> (file, convert args, count_rows kwargs)
                                                        "text=column_1", "--map", "labels=column_2", "--label-names",
                                                        "@goemotions/emotions.txt"], {"no_header": True,
                                                                                      "delimiter": "\t"}),
-    "stsb dev text": ("stsb/sts-dev.csv", ["--kind", "text", "--no-header", "--delimiter", "\t", "--map",
-                                           "text=column_6"], {"no_header": True, "delimiter": "\t"}),
+    "stsb dev text": ("stsb/sts-dev.csv", ["--kind", "text", "--no-header", "--delimiter", "\t", "--quote-char",
+                                           "none", "--map", "text=column_6"], {"no_header": True, "delimiter": "\t"}),
     "stsb train (ragged rows) text": ("stsb/sts-train.csv", ["--kind", "text", "--no-header", "--delimiter", "\t",
-                                                             "--map", "text=column_6"],
+                                                             "--quote-char", "none", "--map", "text=column_6"],
                                       {"no_header": True, "delimiter": "\t"}),
     "goemotions emotions.txt text": ("goemotions/emotions.txt", ["--kind", "text"], {}),
 }
@@ -756,7 +756,7 @@ def real_cases(data: Path) -> None:
         def conv(ctx, file=file, args=args, kw=kw, tokenize=False, dedupe=False):
             path = data / file
             args = [str(data / a[1:]) if a.startswith("@") else a for a in args]
-            n = count_rows(path, **kw) if path.suffix != ".txt" else len(path.read_text().split("\n")) - 1
+            n = count_rows(path, **kw) if path.suffix != ".txt" else len(path.read_text().rstrip("\n").split("\n"))
             before = ctx.entries()
             p = ctx.dp("convert", str(path), "-o", "out", *args)
             if not ctx.expect_ok(p):

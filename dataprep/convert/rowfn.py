@@ -16,8 +16,45 @@ from dataprep.records import get_kind
 from dataprep.sources import frame_from_rows
 
 
+_LOCAL_IMPORTS: dict[str, dict[str, str]] = {}  # row-fn spec -> {module: sha256} of the user's modules its import loaded
+
+
 def load_row_fn(spec: str) -> Callable[[dict], dict]:
-    """`module:function` (importable from the working directory) or `path/to/file.py:function`."""
+    """`module:function` (importable from the working directory) or `path/to/file.py:function`.
+    The user's own modules that importing it loads (not the standard library or installed
+    packages) are noted, so that `row_fn_imports` can fingerprint them too."""
+    before = set(sys.modules)
+    fn = _load_row_fn(spec)
+    _LOCAL_IMPORTS[spec] = _local_modules(set(sys.modules) - before)
+    return fn
+
+
+def row_fn_imports(spec: str) -> dict[str, str]:
+    """{module name: sha256 of its source} of the user's modules the row function's import loaded:
+    editing one of them makes a convert output out of date, as editing the function's own file does."""
+    return dict(_LOCAL_IMPORTS.get(spec, {}))
+
+
+def _local_modules(names: set[str]) -> dict[str, str]:
+    import sysconfig
+
+    from dataprep.io import sha256_path
+
+    installed = {Path(p).resolve() for key in ("stdlib", "platstdlib", "purelib", "platlib")
+                 if (p := sysconfig.get_paths().get(key))}
+    installed.add(Path(__file__).resolve().parents[1])  # dataprep itself
+    out = {}
+    for name in sorted(names):
+        file = getattr(sys.modules.get(name), "__file__", None)
+        if not file or not Path(file).is_file():
+            continue
+        path = Path(file).resolve()
+        if not any(root == path or root in path.parents for root in installed):
+            out[name] = sha256_path(path)
+    return out
+
+
+def _load_row_fn(spec: str) -> Callable[[dict], dict]:
     module_name, _, func_name = spec.rpartition(":")
     if not module_name or not func_name:
         raise DataprepError(f"--row-fn {spec}: write it as module:function or path/to/file.py:function")

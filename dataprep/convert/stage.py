@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from dataprep.convert.flat import read_label_names
 from dataprep.convert.frame import check_choices, convert_frame, ignored_columns, template_for
-from dataprep.convert.rowfn import load_row_fn, row_fn_file
+from dataprep.convert.rowfn import load_row_fn, row_fn_file, row_fn_imports
 from dataprep.engine import EngineOptions, ray_map, timed
 from dataprep.errors import DataprepError
 from dataprep.io import sha256_path
@@ -346,6 +346,8 @@ def _config(kind, tmpl, mapping, row_fn, fmt, label_names, label_sep, reader_opt
         spec = row_fn if isinstance(row_fn, str) else f"{row_fn.__module__}:{row_fn.__qualname__}"
         path = row_fn_file(spec) if isinstance(row_fn, str) else getattr(sys.modules.get(row_fn.__module__), "__file__", None)
         config["row_fn"] = {"name": spec, "sha256": sha256_path(path) if path else None}
+        if isinstance(row_fn, str) and (imports := row_fn_imports(row_fn)):
+            config["row_fn"]["imports"] = imports
     if kind == "classify":
         config["label_sep"] = label_sep
         if label_names:
