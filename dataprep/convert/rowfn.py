@@ -15,7 +15,6 @@ from dataprep.errors import DataprepError
 from dataprep.records import get_kind
 from dataprep.sources import frame_from_rows
 
-
 _LOCAL_IMPORTS: dict[str, dict[str, str]] = {}  # row-fn spec -> {module: sha256} of the user's modules its import loaded
 
 
