@@ -97,3 +97,20 @@ def test_bad_input_is_one_error_line_and_leaves_nothing(tmp_path, runner, name):
     assert not (tmp_path / "out").exists(), name
     assert {p.name for p in tmp_path.iterdir()} == before, f"{name}: left {set(p.name for p in tmp_path.iterdir()) - before}"
 
+
+
+def test_an_os_error_outside_a_stage_is_one_error_line(tmp_path, runner, monkeypatch):
+    """A full disk or a file-size limit before the stage's own handling (tokenize with `ulimit -f 0`
+    failed in tempfile.gettempdir with a traceback)."""
+    from dataprep import models
+
+    def no_space(*a, **k):
+        raise FileNotFoundError(2, "No usable temporary directory found in ['/tmp']")
+
+    monkeypatch.setattr(models, "load_tokenizer", no_space)
+    result = runner.invoke(cli, ["tokenize", records(tmp_path), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 1 and (result.exception is None or isinstance(result.exception, SystemExit))
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert errors == ["Error: No usable temporary directory found in ['/tmp']; check free space, file-size limits "
+                      "and permissions"], result.output
+    assert not (tmp_path / "out").exists()
