@@ -45,6 +45,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -76,7 +77,7 @@ class Ctx:
 
     help_cache: dict[tuple[str, str], str | None] = {}
 
-    def __init__(self, repo: Path, tmp: Path, shared: dict[str, str]):
+    def __init__(self, repo: Path, tmp: Path, shared):
         self.repo, self.tmp, self.shared = repo, tmp, shared
         self.problems: dict[str, list[str]] = {}
         self.notes: list[str] = []
@@ -1101,24 +1102,41 @@ def trl_cases() -> None:
 # ---------------------------------------------------------------- shared inputs, running, reporting
 
 
-def build_shared(repo: Path, base: Path, data: Path) -> dict:
-    """Inputs several cases read (never written by them): small and larger records, a big JSONL."""
-    base.mkdir(parents=True, exist_ok=True)
-    ctx = Ctx(repo, base, {})
-    rows = json.loads((data / "alpaca_en_demo.json").read_text(encoding="utf-8"))
-    ctx.write("small.jsonl", jsonl(GOOD_SFT))
-    ctx.write("big.jsonl", jsonl([dict(r, instruction=f"{r['instruction']} #{i}") for i, r in
-                                  enumerate(rows * 20)]))  # ~20k rows, ~17 MB
-    ctx.write("mid.jsonl", jsonl(rows * 3))
-    for name, src in (("records", "small.jsonl"), ("mid_records", "mid.jsonl"), ("big_records", "big.jsonl")):
-        p = ctx.dp("convert", str(base / src), "-o", name)
+class Shared:
+    """Inputs several cases read (never written by them), each built on first use: small and
+    larger records, a big JSONL, and the real data directory."""
+
+    def __init__(self, repo: Path, base: Path, data: Path):
+        self.repo, self.base, self.data = repo, base, data
+        self.built: dict[str, str] = {}
+        self.lock = threading.Lock()
+        base.mkdir(parents=True, exist_ok=True)
+
+    def __getitem__(self, key: str):
+        if key == "data":
+            return self.data
+        with self.lock:
+            if key not in self.built:
+                self.built[key] = self._build(key)
+            return self.built[key]
+
+    def _build(self, key: str) -> str:
+        ctx = Ctx(self.repo, self.base, {})
+        name = {"records": "small.jsonl", "mid_records": "mid.jsonl"}.get(key, "big.jsonl")
+        if not (self.base / name).is_file():
+            rows = json.loads((self.data / "alpaca_en_demo.json").read_text(encoding="utf-8")) if key != "records" else []
+            content = {"small.jsonl": GOOD_SFT, "mid.jsonl": rows * 3,  # big: ~20k rows, 17 MB
+                       "big.jsonl": [dict(r, instruction=f"{r['instruction']} #{i}") for i, r in enumerate(rows * 20)]}
+            ctx.write(name, jsonl(content[name]))
+        if key == "big_jsonl":
+            return str(self.base / name)
+        p = ctx.dp("convert", str(self.base / name), "-o", key)
         if p.returncode != 0:
-            sys.exit(f"cannot build the shared input {name}: {last_line(p)}")
-    return {"records": str(base / "records"), "mid_records": str(base / "mid_records"),
-            "big_records": str(base / "big_records"), "big_jsonl": str(base / "big.jsonl"), "data": data}
+            raise RuntimeError(f"cannot build the shared input {key}: {last_line(p)}")
+        return str(self.base / key)
 
 
-def run_case(repo: Path, root: Path, shared: dict, index: int, c: Case) -> dict:
+def run_case(repo: Path, root: Path, shared: Shared, index: int, c: Case) -> dict:
     family, name, body = c
     tmp = root / f"case{index:04d}"
     tmp.mkdir()
@@ -1160,7 +1178,7 @@ def main() -> None:
     ap.add_argument("--data", default=str(HERE / ".." / "shared" / "data"))
     ap.add_argument("--json", help="write every case's result here")
     ap.add_argument("--only", help="comma list of families")
-    ap.add_argument("--match", help="only cases whose name contains this")
+    ap.add_argument("--match", action="append", help="only cases whose name contains this (repeatable)")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
     ap.add_argument("--problems", action="store_true", help="also print every case with a problem")
@@ -1175,7 +1193,7 @@ def main() -> None:
     fulldisk_cases()
     rerun_cases()
     trl_cases()
-    cases = [c for c in CASES if (not a.only or c[0] in a.only.split(",")) and (not a.match or a.match in c[1])]
+    cases = [c for c in CASES if (not a.only or c[0] in a.only.split(",")) and (not a.match or any(m in c[1] for m in a.match))]
     if a.list:
         for fam, n in Counter(c[0] for c in cases).items():
             print(f"{fam}: {n}")
@@ -1184,8 +1202,7 @@ def main() -> None:
     repo = Path(a.repo).resolve()
     with tempfile.TemporaryDirectory(prefix="hardening-") as root_name:
         root = Path(root_name)
-        print(f"{repo}: building shared inputs ...", flush=True)
-        shared = build_shared(repo, root / "shared", data)
+        shared = Shared(repo, root / "shared", data)
         results: list[dict] = []
         start = time.time()
         with ThreadPoolExecutor(a.jobs) as pool:
