@@ -25,6 +25,7 @@ Families: malformed, options, recipes, real, kill, concurrent, fulldisk, rerun, 
     PYTHONPATH=. python benchmarks/hardening_cases.py --repo . --json out/harden_after.json
     python benchmarks/hardening_cases.py --repo /work/harden_before --json out/harden_before.json
     python benchmarks/hardening_cases.py --repo . --only malformed --match surrogate
+    python benchmarks/hardening_cases.py --compare out/harden_before.json out/harden_after.json
 
 Two cases run at a time (`--jobs`). The real-data family reads `../shared/data` (`--data`).
 """
@@ -1172,6 +1173,28 @@ def summarize(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def compare(before_json: str, after_json: str) -> str:
+    """The before/after table of two `--json` files: per family, each problem column `before → after`
+    (n/a cases of the older checkout are left out of its counts and listed)."""
+    runs = [json.loads(Path(p).read_text()) for p in (before_json, after_json)]
+    head = ["family", "cases", "n/a (before)", *HEADERS, "cases with a problem"]
+    lines = [f"before: {runs[0]['repo']} @ {runs[0]['commit']}; after: {runs[1]['repo']} @ {runs[1]['commit']}", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    families = list(dict.fromkeys(r["family"] for r in runs[1]["results"]))
+    for fam in [*families, "all"]:
+        picked = [[r for r in run["results"] if fam in ("all", r["family"])] for run in runs]
+        ran = [[r for r in rs if r["status"] == "ran"] for rs in picked]
+        cells = [" → ".join(str(sum(1 for r in rs if p in r["problems"])) for rs in ran) for p in PROBLEMS]
+        with_problem = " → ".join(str(sum(1 for r in rs if r["problems"])) for rs in ran)
+        lines.append(f"| {fam} | {len(picked[1])} | {len(picked[0]) - len(ran[0])} | {' | '.join(cells)} | "
+                     f"{with_problem} |")
+    for label, run in zip(("before", "after"), runs, strict=True):
+        errors = [r["case"] for r in run["results"] if r["status"] == "harness error"]
+        if errors:
+            lines.append(f"\nharness errors ({label}): {'; '.join(errors)}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repo", default=str(HERE), help="the checkout to test (PYTHONPATH of the CLI)")
@@ -1182,7 +1205,12 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
     ap.add_argument("--problems", action="store_true", help="also print every case with a problem")
+    ap.add_argument("--compare", nargs=2, metavar=("BEFORE_JSON", "AFTER_JSON"),
+                    help="print the before/after table of two --json files and exit")
     a = ap.parse_args()
+    if a.compare:
+        print(compare(*a.compare))
+        return
     data = Path(a.data).resolve()
     malformed_cases()
     option_cases()
