@@ -98,7 +98,7 @@ class Ctx:
         key = (str(self.repo), command)
         if key not in self.help_cache:
             p = subprocess.run([sys.executable, "-m", "dataprep", *command.split(), "--help"], env=self.env(),
-                               capture_output=True, text=True, timeout=120)
+                               cwd=self.tmp, capture_output=True, text=True, timeout=120)  # not a checkout's cwd
             self.help_cache[key] = p.stdout if p.returncode == 0 else None
         return self.help_cache[key]
 
@@ -1058,7 +1058,7 @@ def trl_cases() -> None:
         code = ("import sys\nfrom dataprep.trl_layout import trl_preference\n"
                 "ds = trl_preference(sys.argv[1])\n"
                 "assert {'prompt_ids', 'chosen_ids', 'rejected_ids'} <= set(ds.column_names), ds.column_names\n")
-        q = subprocess.run([sys.executable, "-c", code, str(ctx.tmp / "tok")], env=ctx.env(), capture_output=True,
+        q = subprocess.run([sys.executable, "-c", code, str(ctx.tmp / "tok")], env=ctx.env(), cwd=ctx.tmp, capture_output=True,
                            text=True)
         if q.returncode != 0:
             ctx.flag("load", f"no trl 1.16 preference layout (prompt_ids/chosen_ids/rejected_ids): {last_line(q)}")
@@ -1082,7 +1082,7 @@ def trl_cases() -> None:
         if not allow:
             ctx.flag("wrong_exit", "tokenize of 0 rows out exited 0")
         code = "import sys, datasets\nprint(len(datasets.load_from_disk(sys.argv[1])))\n"
-        q = subprocess.run([sys.executable, "-c", code, str(ctx.tmp / "tok")], env=ctx.env(), capture_output=True,
+        q = subprocess.run([sys.executable, "-c", code, str(ctx.tmp / "tok")], env=ctx.env(), cwd=ctx.tmp, capture_output=True,
                            text=True)
         if q.returncode != 0:
             ctx.flag("load", f"load_from_disk of a 0-row output failed: {last_line(q)}")
