@@ -1055,6 +1055,9 @@ def trl_cases() -> None:
         p = ctx.dp("tokenize", "rec", "-o", "tok", "--max-len", "128")
         if not ctx.expect_ok(p):
             return
+        if not (ctx.repo / "dataprep" / "trl_layout.py").is_file():  # (the venv's editable install would find main's)
+            ctx.flag("load", "no trl 1.16 preference layout offered: the user re-slices prompt/chosen/rejected by hand")
+            return
         code = ("import sys\nfrom dataprep.trl_layout import trl_preference\n"
                 "ds = trl_preference(sys.argv[1])\n"
                 "assert {'prompt_ids', 'chosen_ids', 'rejected_ids'} <= set(ds.column_names), ds.column_names\n")

@@ -69,6 +69,7 @@ CASES = {
     "convert --delimiter of two characters": lambda t: ["convert", write(t, "a.csv", "instruction,output\na,b\n"),
                                                         "--delimiter", "::"],
     "tokenize --chat-template missing": lambda t: ["tokenize", records(t), "--chat-template", str(t / "no.jinja")],
+    "recipe whose first stage is a list": lambda t: ["validate", write(t, "r.yaml", "convert:\n  - a.jsonl\n")],
     "recipe whose first stage has no input": lambda t: ["validate", write(t, "r.yaml", "convert:\n  kind: sft\n")],
     "convert --keep-columns nope": lambda t: ["convert", write(t, "a.jsonl", GOOD_SFT), "--keep-columns", "nope"],
     "non-UTF-8 recipe": lambda t: ["validate", write(t, "r.yaml", "name: \xff\xfe\n".encode("latin-1"))],
