@@ -201,3 +201,22 @@ def test_editing_a_module_the_row_fn_imports_makes_the_output_out_of_date(tmp_pa
     assert run("first") == "first"
     assert run("second") == "second"  # not "up to date": helper.py's hash is in the fingerprint
     assert set(read_manifest(tmp_path / "o").config["row_fn"]["imports"]) == {"helper"}
+
+
+def test_a_row_fn_module_loaded_twice_in_one_process_is_still_current(tmp_path, monkeypatch):
+    """The second load finds its modules cached (nothing newly imported): the fingerprint must not change."""
+    import sys
+
+    (tmp_path / "rows.jsonl").write_text('{"x": "a"}\n')
+    (tmp_path / "helper_twice.py").write_text("WORD = 'w'\n")
+    (tmp_path / "fn_twice.py").write_text("import helper_twice\n\ndef f(row):\n    return {'text': helper_twice.WORD}\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        first = convert([str(tmp_path / "rows.jsonl")], tmp_path / "o", kind="text", row_fn="fn_twice:f")
+        again = convert([str(tmp_path / "rows.jsonl")], tmp_path / "o", kind="text", row_fn="fn_twice:f")
+    finally:
+        for name in ("fn_twice", "helper_twice"):
+            sys.modules.pop(name, None)
+    assert not first.skipped and again.skipped
+    assert set(first.config["row_fn"]["imports"]) == {"helper_twice"}
