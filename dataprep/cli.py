@@ -45,6 +45,10 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except DataprepError as exc:
             raise click.ClickException(str(exc)) from None
+        except OSError as exc:  # outside a stage's own handling (a temporary directory, a tokenizer's files): one line
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise click.ClickException(f"{exc.strerror or str(exc).splitlines()[0]}{where}; check free space, "
+                                       "file-size limits and permissions") from None
 
 
 @click.group(cls=LazyGroup, epilog="Example: dataprep convert data.csv --template alpaca -o out/records")

@@ -110,8 +110,12 @@ OWNER = ".dataprep-owner"  # in a temporary directory: the pid of the run that w
 def _owned_tempdir(out: Path, kind: str) -> Path:
     """A hidden sibling `.OUT.tmp-*` (or `.OUT.old-*`) marked with this process's pid."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{kind}-", dir=out.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the output is an ordinary directory
-    (tmp / OWNER).write_text(str(os.getpid()))
+    try:
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the output is an ordinary directory
+        (tmp / OWNER).write_text(str(os.getpid()))
+    except BaseException:  # a full disk before the mark: an unmarked temporary no later run would remove
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return tmp
 
 
@@ -152,20 +156,56 @@ def _output_lock(out: Path) -> Iterator[None]:
     """Hold `.OUT.lock` beside `out` while writing it, so two runs never write one output."""
     import fcntl
 
-    lock = out.parent / f".{out.name}.lock"
-    fh = open(lock, "a+")
-    try:
+    lock = _lock_path(out)
+    while True:
+        fh = open(lock, "a+")
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            fh.close()
             raise DataprepError(f"another dataprep run is writing {out} now; wait for it to finish or choose "
                                 "another -o") from None
-        try:
-            yield
-        finally:
-            lock.unlink(missing_ok=True)
+        if _is_open_file(fh, lock):
+            break
+        fh.close()  # the file was removed between our open and our lock (its holder finished): lock the new one
+    try:
+        yield
     finally:
+        lock.unlink(missing_ok=True)
         fh.close()
+
+
+def _lock_path(out: Path) -> Path:
+    return out.parent / f".{out.name}.lock"
+
+
+def _is_open_file(fh, path: Path) -> bool:
+    """Whether `path` still names the file `fh` has open."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (st.st_dev, st.st_ino) == (os.fstat(fh.fileno()).st_dev, os.fstat(fh.fileno()).st_ino)
+
+
+def remove_stale_lock(out: str | os.PathLike) -> None:
+    """Remove `.OUT.lock` that a killed run left behind (no live run holds it); a held one stays."""
+    import fcntl
+
+    lock = _lock_path(Path(out))
+    if not lock.is_file():
+        return
+    try:
+        fh = open(lock, "a+")
+    except OSError:
+        return
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # a live run is writing
+        if _is_open_file(fh, lock):
+            lock.unlink(missing_ok=True)
 
 
 def find_data_file(path: str | os.PathLike, stem: str = "records") -> Path:

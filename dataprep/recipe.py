@@ -177,6 +177,9 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     stages = tuple(_stage_config(s, data[s], found, engine) for s in STAGES if s in data)
     if not stages:
         found.found.append((0, f"{path}: the recipe has no stage; add at least one of {', '.join(STAGES)}"))
+    elif stages[0] is not None and stages[0].input is None:  # None: a section already reported as malformed
+        first = stages[0].stage
+        found.add((first,), f"{first}: it is the first stage, so it needs `input:` (a file or directory)")
     name = data.get("name", path.stem)
     workdir = data.get("workdir", str(Path("runs") / str(name)))
     if isinstance(workdir, str) and Path(workdir).exists() and not Path(workdir).is_dir():

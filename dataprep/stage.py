@@ -27,7 +27,16 @@ from typing import Any
 
 from dataprep import __version__
 from dataprep.errors import DataprepError
-from dataprep.io import MANIFEST, OWNER, atomic_dir, fingerprint, recover_stale, sha256_path, write_json
+from dataprep.io import (
+    MANIFEST,
+    OWNER,
+    atomic_dir,
+    fingerprint,
+    recover_stale,
+    remove_stale_lock,
+    sha256_path,
+    write_json,
+)
 from dataprep.options import opt
 
 REJECTS = "rejects.jsonl"
@@ -316,6 +325,7 @@ def run_stage(stage: str, out: str | os.PathLike, *, inputs: list[str], config: 
     described = describe_inputs([str(p) for p in inputs])
     fp = stage_fingerprint(stage, described, config)
     recover_stale(out)  # an output a killed run moved aside counts as current again
+    remove_stale_lock(out)
     if not force and (done := _is_current(out, fp, data_files)):
         done.skipped = True
         return done
@@ -324,7 +334,21 @@ def run_stage(stage: str, out: str | os.PathLike, *, inputs: list[str], config: 
         manifest = _write(stage, out, fp, described, config, build, timer, upstream, allow_empty)
     except OSError as exc:  # a full disk, a permission: one line, and atomic_dir has removed the partial output
         raise _os_error(stage, out, exc) from None
+    except Exception as exc:  # a library's own error type around an OS error (polars: "... (os error 28)")
+        code = os_errno(exc)
+        if code is None:
+            raise
+        raise _os_error(stage, out, OSError(code, os.strerror(code))) from None
     return manifest
+
+
+def os_errno(exc: BaseException) -> int | None:
+    """The errno a library's exception wraps, when its message ends an OS error as Rust and C
+    libraries write it (polars: `File too large (os error 27)`), else None."""
+    import re
+
+    found = re.search(r"\(os error (\d+)\)", str(exc))
+    return int(found.group(1)) if found else None
 
 
 def _write(stage, out, fp, described, config, build, timer, upstream, allow_empty) -> Manifest:
@@ -355,7 +379,10 @@ def _os_error(stage: str, out: Path, exc: OSError) -> DataprepError:
     import errno
 
     where = f" ({exc.filename})" if exc.filename else ""
-    if exc.errno == errno.ENOSPC:
+    if exc.errno == errno.EFBIG:
+        return DataprepError(f"{stage}: a file reached the file-size limit (ulimit -f) while writing {out}; raise the "
+                             "limit or choose another -o")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return DataprepError(f"{stage}: no space left on the device while writing {out}; free some space or choose "
                              "another -o")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):

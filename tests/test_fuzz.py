@@ -64,6 +64,13 @@ CASES = {
     "split with no row for val": lambda t: ["split", records(t), "--val", "0.01", "--test", "0.3"],
     "mix more rows than there are": lambda t: ["mix", records(t), "--rows", "9"],
     "mix of two kinds": lambda t: ["mix", records(t), write(t, "text.jsonl", '{"text": "a"}\n')],
+    "convert --quote-char of two characters": lambda t: ["convert", write(t, "a.csv", "instruction,output\na,b\n"),
+                                                         "--quote-char", "ab"],
+    "convert --delimiter of two characters": lambda t: ["convert", write(t, "a.csv", "instruction,output\na,b\n"),
+                                                        "--delimiter", "::"],
+    "tokenize --chat-template missing": lambda t: ["tokenize", records(t), "--chat-template", str(t / "no.jinja")],
+    "recipe whose first stage is a list": lambda t: ["validate", write(t, "r.yaml", "convert:\n  - a.jsonl\n")],
+    "recipe whose first stage has no input": lambda t: ["validate", write(t, "r.yaml", "convert:\n  kind: sft\n")],
     "convert --keep-columns nope": lambda t: ["convert", write(t, "a.jsonl", GOOD_SFT), "--keep-columns", "nope"],
     "non-UTF-8 recipe": lambda t: ["validate", write(t, "r.yaml", "name: \xff\xfe\n".encode("latin-1"))],
     "recipe with duplicate keys": lambda t: ["validate", write(t, "r.yaml", "name: a\nname: b\nconvert:\n  input: x\n")],
@@ -91,3 +98,20 @@ def test_bad_input_is_one_error_line_and_leaves_nothing(tmp_path, runner, name):
     assert not (tmp_path / "out").exists(), name
     assert {p.name for p in tmp_path.iterdir()} == before, f"{name}: left {set(p.name for p in tmp_path.iterdir()) - before}"
 
+
+
+def test_an_os_error_outside_a_stage_is_one_error_line(tmp_path, runner, monkeypatch):
+    """A full disk or a file-size limit before the stage's own handling (tokenize with `ulimit -f 0`
+    failed in tempfile.gettempdir with a traceback)."""
+    from dataprep import models
+
+    def no_space(*a, **k):
+        raise FileNotFoundError(2, "No usable temporary directory found in ['/tmp']")
+
+    monkeypatch.setattr(models, "load_tokenizer", no_space)
+    result = runner.invoke(cli, ["tokenize", records(tmp_path), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 1 and (result.exception is None or isinstance(result.exception, SystemExit))
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert errors == ["Error: No usable temporary directory found in ['/tmp']; check free space, file-size limits "
+                      "and permissions"], result.output
+    assert not (tmp_path / "out").exists()

@@ -186,6 +186,46 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_library_error_around_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
+    """polars reports a full disk as its own ComputeError ending `(os error 28)`; a file-size
+    limit (ulimit -f) is `(os error 27)`."""
+    class ComputeError(Exception):
+        pass
+
+    for code, message in ((28, "no space left on the device"), (27, "a file reached the file-size limit")):
+        def build(ws, code=code):
+            (ws.out / "part.bin").write_bytes(b"x" * 10)
+            raise ComputeError(f"parquet: File out of specification: underlying IO error: x (os error {code})")
+
+        with pytest.raises(DataprepError, match=rf"^toy: {message} .*while writing .*/o"):
+            run_stage("toy", tmp_path / "o", inputs=[], config={}, build=build)
+        assert list(tmp_path.iterdir()) == []
+
+    def unrelated(ws):
+        raise ComputeError("a bug, not the disk")
+
+    with pytest.raises(ComputeError):  # other library errors are not dressed up as disk errors
+        run_stage("toy", tmp_path / "o", inputs=[], config={}, build=unrelated)
+
+
+def test_a_temporary_that_cannot_be_marked_is_removed(tmp_path, monkeypatch):
+    """A full disk can fail the owner mark of `.OUT.tmp-*` itself; unmarked, no later run would remove it."""
+    def full(self, *a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(DataprepError, match="no space left"):
+        toy_stage(tmp_path / "o")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_lock_a_killed_run_left_is_removed_even_when_the_output_is_current(tmp_path):
+    toy_stage(tmp_path / "o")
+    (tmp_path / ".o.lock").write_text("")  # kill -9 during a --force rerun: the lock stays
+    assert toy_stage(tmp_path / "o").skipped
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["convert", "tokenize"])
 def test_a_killed_run_looks_incomplete_and_the_rerun_equals_a_clean_run(tmp_path, stage):

@@ -15,9 +15,44 @@ from dataprep.errors import DataprepError
 from dataprep.records import get_kind
 from dataprep.sources import frame_from_rows
 
+_LOCAL_IMPORTS: dict[str, set[str]] = {}  # row-fn spec -> the user's modules its import loaded (by name)
+
 
 def load_row_fn(spec: str) -> Callable[[dict], dict]:
-    """`module:function` (importable from the working directory) or `path/to/file.py:function`."""
+    """`module:function` (importable from the working directory) or `path/to/file.py:function`.
+    The user's own modules that importing it loads (not the standard library, installed packages
+    or the function's own module) are noted, so that `row_fn_imports` can fingerprint them too."""
+    before = set(sys.modules)
+    fn = _load_row_fn(spec)
+    own = spec.rpartition(":")[0]
+    _LOCAL_IMPORTS.setdefault(spec, set()).update(n for n in set(sys.modules) - before if n != own and _local_file(n))
+    return fn
+
+
+def row_fn_imports(spec: str) -> dict[str, str]:
+    """{module name: sha256 of its source} of the user's modules the row function's import loaded
+    (noted at its first load in this process): editing one of them makes a convert output out of
+    date, as editing the function's own file does."""
+    from dataprep.io import sha256_path
+
+    return {name: sha256_path(path) for name in sorted(_LOCAL_IMPORTS.get(spec, ())) if (path := _local_file(name))}
+
+
+def _local_file(name: str) -> Path | None:
+    """The source file of module `name` when it is the user's own (not the standard library, an
+    installed package or dataprep)."""
+    import sysconfig
+
+    file = getattr(sys.modules.get(name), "__file__", None)
+    if not file or not Path(file).is_file():
+        return None
+    path = Path(file).resolve()
+    installed = {Path(p).resolve() for key in ("stdlib", "platstdlib", "purelib", "platlib")
+                 if (p := sysconfig.get_paths().get(key))} | {Path(__file__).resolve().parents[1]}
+    return None if any(root in path.parents for root in installed) else path
+
+
+def _load_row_fn(spec: str) -> Callable[[dict], dict]:
     module_name, _, func_name = spec.rpartition(":")
     if not module_name or not func_name:
         raise DataprepError(f"--row-fn {spec}: write it as module:function or path/to/file.py:function")

@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from dataprep.convert.flat import read_label_names
 from dataprep.convert.frame import check_choices, convert_frame, ignored_columns, template_for
-from dataprep.convert.rowfn import load_row_fn, row_fn_file
+from dataprep.convert.rowfn import load_row_fn, row_fn_file, row_fn_imports
 from dataprep.engine import EngineOptions, ray_map, timed
 from dataprep.errors import DataprepError
 from dataprep.io import sha256_path
@@ -38,6 +38,15 @@ def parse_map(values: tuple[str, ...]) -> dict[str, str] | None:
             raise ValueError(f"{item!r}: write FIELD=COLUMN, e.g. instruction=goal")
         mapping[field.strip()] = column.strip()
     return mapping or None
+
+
+def _one_byte(flag: str) -> Callable[[str | None], str | None]:
+    """A check that a CSV delimiter or quote character is one single-byte character (what polars takes)."""
+    def check(value: str | None) -> str | None:
+        if value is None or value == "auto" or len(str(value).encode("utf-8")) == 1:
+            return None
+        return f"{flag} must be one single-byte character, not {value!r}"
+    return check
 
 
 def _kind_problem(kind: str) -> str | None:
@@ -66,10 +75,10 @@ class ConvertOptions(EngineOptions, OutputOptions):
                                   "(GoEmotions emotions.txt).", path="file")
     label_sep: str = opt(",", "classify: separator of labels given as one string.")
     delimiter: str | None = opt(None, "CSV/TSV field separator (detected when omitted; \\t for tab).",
-                                cli=lambda v: "\t" if v == "\\t" else v)
+                                cli=lambda v: "\t" if v == "\\t" else v, check=_one_byte("--delimiter"))
     encoding: str | None = opt(None, "Text encoding, e.g. cp949, euc-kr, latin-1 (detected when omitted).")
     quote_char: str | None = opt("auto", 'CSV/TSV quote character, or "none"; auto: " for CSV, none for .tsv.',
-                                 cli=lambda v: None if v.lower() == "none" else v)
+                                 cli=lambda v: None if v.lower() == "none" else v, check=_one_byte("--quote-char"))
     has_header: bool = opt(True, "CSV/TSV has no header row; columns are column_1, column_2, ...", flag="--no-header")
     split: str | None = opt(None, "Split of a datasets directory or hub: id (default: train).")
     batch_rows: int = opt(50_000, "Rows converted and written at a time; bounds memory.", min=1)
@@ -337,6 +346,8 @@ def _config(kind, tmpl, mapping, row_fn, fmt, label_names, label_sep, reader_opt
         spec = row_fn if isinstance(row_fn, str) else f"{row_fn.__module__}:{row_fn.__qualname__}"
         path = row_fn_file(spec) if isinstance(row_fn, str) else getattr(sys.modules.get(row_fn.__module__), "__file__", None)
         config["row_fn"] = {"name": spec, "sha256": sha256_path(path) if path else None}
+        if isinstance(row_fn, str) and (imports := row_fn_imports(row_fn)):
+            config["row_fn"]["imports"] = imports
     if kind == "classify":
         config["label_sep"] = label_sep
         if label_names:

@@ -58,6 +58,15 @@ def _read_batches(data: Path, columns: list[str], batch_size: int) -> Iterator[d
             yield part.to_dict(as_series=False)
 
 
+def _read_chat_template(path: str) -> str:
+    """The text of a `--chat-template` file; a missing or unreadable one is a one-line error."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise DataprepError(f"--chat-template {path}: {why}; give a readable UTF-8 Jinja file") from None
+
+
 def _scan_input(path: str) -> tuple[Path, Manifest | None, str, list[str], int, list[str] | None]:
     """(data file, input manifest, kind, columns to read, row count, label names); validates early."""
     data, manifest, kind, columns = scan_records(path, "tokenize")
@@ -166,7 +175,7 @@ def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = F
         tok_path = models.resolve_model(tokenizer)
         tok = models.load_tokenizer(tok_path)
         if opts.chat_template:
-            tok.chat_template = Path(opts.chat_template).read_text(encoding="utf-8")
+            tok.chat_template = _read_chat_template(opts.chat_template)
         tok_fp = models.tokenizer_fingerprint(tok)
         entry = get_kind(kind)
         if entry.chat_template and not tok.chat_template:

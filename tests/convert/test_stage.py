@@ -179,3 +179,44 @@ def test_row_fn_that_exits_rejects_its_rows_and_the_run_goes_on(tmp_path, runner
     result = runner.invoke(cli, ["convert", str(src), "--kind", "text", "--row-fn", f"{fn}:f", "-o", str(tmp_path / "o")])
     assert result.exit_code == 0, result.output
     assert "in 2 = out 1 + rejected 1 (row-fn error: SystemExit: 1)" in result.output
+
+
+def test_editing_a_module_the_row_fn_imports_makes_the_output_out_of_date(tmp_path):
+    """Each run in its own process, as on the command line (an imported module stays cached in one)."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "rows.jsonl").write_text('{"x": "a"}\n')
+    (tmp_path / "fn.py").write_text("import helper\n\ndef f(row):\n    return {'text': helper.WORD}\n")
+
+    def run(word: str) -> str:
+        (tmp_path / "helper.py").write_text(f"WORD = {word!r}\n")
+        done = subprocess.run([sys.executable, "-m", "dataprep", "convert", "rows.jsonl", "--kind", "text",
+                               "--row-fn", "fn.py:f", "-o", "o"], cwd=tmp_path, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert done.returncode == 0, done.stderr
+        return pl.read_parquet(tmp_path / "o" / "records.parquet")["text"].to_list()[0]
+
+    assert run("first") == "first"
+    assert run("second") == "second"  # not "up to date": helper.py's hash is in the fingerprint
+    assert set(read_manifest(tmp_path / "o").config["row_fn"]["imports"]) == {"helper"}
+
+
+def test_a_row_fn_module_loaded_twice_in_one_process_is_still_current(tmp_path, monkeypatch):
+    """The second load finds its modules cached (nothing newly imported): the fingerprint must not change."""
+    import sys
+
+    (tmp_path / "rows.jsonl").write_text('{"x": "a"}\n')
+    (tmp_path / "helper_twice.py").write_text("WORD = 'w'\n")
+    (tmp_path / "fn_twice.py").write_text("import helper_twice\n\ndef f(row):\n    return {'text': helper_twice.WORD}\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        first = convert([str(tmp_path / "rows.jsonl")], tmp_path / "o", kind="text", row_fn="fn_twice:f")
+        again = convert([str(tmp_path / "rows.jsonl")], tmp_path / "o", kind="text", row_fn="fn_twice:f")
+    finally:
+        for name in ("fn_twice", "helper_twice"):
+            sys.modules.pop(name, None)
+    assert not first.skipped and again.skipped
+    assert set(first.config["row_fn"]["imports"]) == {"helper_twice"}
