@@ -208,11 +208,11 @@ def _render(tok, row: dict[str, Any], n: int, manifest: Manifest, color: bool, t
 
 def fidelity_report(path: str | os.PathLike, first: int = 20) -> str:
     """The fidelity check of a tokenize output: turns checked, mismatches by reason (with what each
-    means), and the first `first` rows rejected or kept with a mismatch, from rejects.jsonl."""
+    means), and the first `first` rows rejected (rejects.jsonl) or kept (fidelity_kept.jsonl) with a mismatch."""
     import json
 
     from dataprep.stage import REJECTS
-    from dataprep.tokenize.fidelity import REASONS
+    from dataprep.tokenize.fidelity import KEPT_FILE, REASONS
 
     manifest = read_manifest(path)
     if not manifest or manifest.stage != "tokenize":
@@ -233,4 +233,11 @@ def fidelity_report(path: str | os.PathLike, first: int = 20) -> str:
         lines.append(f"rejected rows ({len(rows)}; first {min(first, len(rows))}):")
         lines += [f"  {r['source']} row {r['row']}: {r['reason'][len('fidelity: '):]}: {r.get('detail') or ''}"
                   for r in rows[:first]]
+    kept_file = Path(path) / KEPT_FILE
+    if kept_file.is_file():  # --on-mismatch warn
+        with open(kept_file, encoding="utf-8") as fh:
+            kept = [json.loads(line) for line in fh]
+        lines.append(f"rows kept with a mismatch ({len(kept)}; first {min(first, len(kept))}; "
+                     f"`dataprep inspect {path} --row N` shows one):")
+        lines += [f"  {r['source']} row {r['row']}: {', '.join(r['reasons'])}: {r['detail']}" for r in kept[:first]]
     return "\n".join(lines)

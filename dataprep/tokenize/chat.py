@@ -339,8 +339,8 @@ def chat_rows(batch, tok, kind, opts, specials, label_names):
             _reject(rejects, batch, i, "no trainable tokens", f"untrained after fidelity warnings: {', '.join(warned)}"
                     if warned else "no assistant turn to train")
             continue
-        planned.append((i, emit))
-    texts = [s.text for _, seqs in planned for s in seqs]
+        planned.append((i, emit, warned))
+    texts = [s.text for _, seqs, _ in planned for s in seqs]
     encs = encode_batch(tok, texts, add_special_tokens=False)
     exact, free = exact_offsets(tok), context_free_words(tok)
     where = [Positions(enc, len(text), exact, free=free) for enc, text in zip(encs, texts, strict=True)]
@@ -348,7 +348,7 @@ def chat_rows(batch, tok, kind, opts, specials, label_names):
     # and the output's first piece unless it is tokenized alone as in the sequence by construction (None)
     added_ids = set(tok.added_tokens_decoder)
     probes = [_probe_turn(pos, s.text, t.start, t.end, added_ids)
-              for pos, s in zip(where, (s for _, seqs in planned for s in seqs), strict=True) for t in s.turns]
+              for pos, s in zip(where, (s for _, seqs, _ in planned for s in seqs), strict=True) for t in s.turns]
     probe_texts, output_at = [p[1] for p in probes], []
     for p in probes:
         output_at.append(None if p[3] is None else len(probe_texts))
@@ -356,7 +356,7 @@ def chat_rows(batch, tok, kind, opts, specials, label_names):
     probe_encs = encode_batch(tok, probe_texts, add_special_tokens=False, offsets=False)
     e, t_at = 0, 0
     overflow = overflow_for(kind, opts.overflow)
-    for i, seqs in planned:
+    for i, seqs, warned in planned:
         row_where = where[e : e + len(seqs)]
         e += len(seqs)
         bad = []
@@ -392,6 +392,9 @@ def chat_rows(batch, tok, kind, opts, specials, label_names):
                     events["split_turn_tokens"] += len(fitted)
         if kept:  # the row is out: a sequence of it with nothing left to train is not a reject
             del rejects[n_rejects:]
+            if warned or bad:  # --on-mismatch warn: kept, and listed for `dataprep inspect --fidelity`
+                fidelity.keep(cols, batch["source"][i], batch["row"][i], [*warned, *(r for r, _ in bad)],
+                              "; ".join(f"assistant turn {index}: {r}" for r, index in bad) or "rendering")
             if kept > 1:
                 events["split_turns"] += kept - 1  # sequences beyond the row's first
         else:

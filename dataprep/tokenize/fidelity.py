@@ -42,6 +42,16 @@ def mismatch(events: Counter, reason: str) -> None:
     events[MISMATCH + reason] += 1
 
 
+# Rows kept with a mismatch (--on-mismatch warn) travel beside a batch's shard columns under this key;
+# the stage takes them out and writes them to KEPT_FILE, which `dataprep inspect --fidelity` lists.
+KEPT = "_fidelity_kept"
+KEPT_FILE = "fidelity_kept.jsonl"
+
+
+def keep(cols: dict, source: str, row: int, reasons: list[str], detail: str) -> None:
+    cols.setdefault(KEPT, []).append({"source": source, "row": row, "reasons": sorted(set(reasons)), "detail": detail})
+
+
 def reject_reason(reason: str) -> str:
     return f"fidelity: {reason}"
 

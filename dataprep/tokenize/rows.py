@@ -16,6 +16,7 @@ from dataprep.engine import EngineOptions
 from dataprep.options import opt
 from dataprep.records import IGNORE_INDEX, get_kind, load_function
 from dataprep.stage import OutputOptions
+from dataprep.tokenize import fidelity
 from dataprep.tokenize.fidelity import ON_MISMATCH
 from dataprep.tokenize.masks import (
     OVERFLOW,
@@ -158,7 +159,10 @@ def sft_rows(batch, tok, kind, opts, specials, label_names):
             continue
         ids, k, event = fit(ids, k, opts.max_len, overflow, _where(batch, i))
         event = EVENT_NAMES[kind].get(event, event)
+        before = len(cols["length"])
         _add_causal(cols, rejects, events, batch, i, ids, labels_after(ids, k, opts.train_on_inputs), event)
+        if reason is not None and len(cols["length"]) > before:  # --on-mismatch warn: kept, and listed
+            fidelity.keep(cols, batch["source"][i], batch["row"][i], [reason], f"--seam {opts.seam}")
     return cols, rejects, events
 
 

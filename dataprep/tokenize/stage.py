@@ -204,13 +204,14 @@ def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = F
              "tokenizer": TokenizerInfo(tokenizer, tok_fp, tok_path, specials.pad_id, specials.eos_id)}
 
     def build(ws: Workspace) -> Outcome:
-        rejects, events = Rejects(), Counter()
+        rejects, events, kept_mismatched = Rejects(), Counter(), []
         lengths, trainable, records_out = array("i"), 0, 0  # 4 bytes a row: the only per-row state kept in memory
         timer, rows_file, writer = ws.timer, ws.scratch / "rows.arrow", None
         bar = tqdm(total=n_rows, desc="tokenize", unit="row", disable=not progress, leave=False)
         with bar, timer("tokenize"):  # the bar is cleared before an error is printed
             read = functools.partial(_read_batches, data, columns, batch_size)
             for cols, rej, ev in _map_batches(read, tok, kind, opts, specials, label_names, num_proc):
+                kept_mismatched.extend(cols.pop(fidelity.KEPT, ()))
                 rb = arrow_batch(kind, cols)
                 writer = writer or pa.ipc.new_stream(str(rows_file), rb.schema)
                 writer.write_batch(rb)
@@ -238,6 +239,9 @@ def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = F
                 rows_file, packing_info = _pack_file(rows_file, lengths_np, max_len, ws.scratch)
         with timer("write"):
             shards = _save_shards(rows_file, ws.out, num_shards, shard_size)
+            if kept_mismatched:  # --on-mismatch warn: the rows kept with a mismatch, for `inspect --fidelity`
+                with open(ws.out / fidelity.KEPT_FILE, "w", encoding="utf-8") as fh:
+                    fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in kept_mismatched)
         details = dict(
             tokenizer_files=tok_files,
             pad_policy={"pad_token": specials.pad_token, "pad_token_id": specials.pad_id,

@@ -288,6 +288,7 @@ def test_fidelity_catches_planted_seam(smol):
     assert ev["fidelity.checked"] == 2 and ev["fidelity.mismatch.prompt_seam"] == 1 and len(cols["input_ids"]) == 1
     cols, rejects, ev = run(tok, [bad, good], on_mismatch="warn")
     assert rejects == [] and len(cols["input_ids"]) == 2 and ev["fidelity.mismatch.prompt_seam"] == 1
+    assert [(r["row"], r["reasons"]) for r in cols["_fidelity_kept"]] == [(0, ["prompt_seam"])]  # listed, not lost
 
 
 def test_stage_manifest_counts_fidelity(smol, tmp_path):
@@ -323,6 +324,12 @@ def test_stage_manifest_counts_fidelity(smol, tmp_path):
     assert "fidelity: 2 checked, 1 mismatched (prompt_seam 1; kept (--on-mismatch warn);" in result.output
     result = CliRunner().invoke(cli, ["inspect", str(tmp_path / "tok"), "--fidelity"])
     assert result.exit_code == 0 and result.output.startswith("fidelity: 2 turn(s) checked, 1 mismatched")
+    assert "kept with a mismatch" not in result.output  # rejected under the default
+    # kept under warn: the row is in the shards, and inspect --fidelity lists it with its reason
+    result = CliRunner().invoke(cli, ["inspect", str(tmp_path / "cli"), "--fidelity"])
+    assert result.exit_code == 0, result.output
+    assert "rows kept with a mismatch (1; first 1;" in result.output
+    assert "  t row 0: prompt_seam: assistant turn 1: prompt_seam" in result.output
 
 
 @pytest.mark.parametrize("name", ["qwen2_5", "qwen3", "llama3_1"])

@@ -186,6 +186,11 @@ def test_cli_prints_the_fidelity_line(handmade, tmp_path):  # noqa: F811
     assert result.exit_code == 0, result.output
     assert (f"fidelity (--seam joint): 3 checked, 2 mismatched ({FIDELITY_STRADDLE} 1, {FIDELITY_DECODE} 1; "
             "kept (--on-mismatch warn); see `dataprep inspect") in result.output
+    result = CliRunner().invoke(cli, ["inspect", str(tmp_path / "out"), "--fidelity"])
+    assert result.exit_code == 0, result.output
+    listed = [line.strip() for line in result.output.splitlines() if line.startswith("  ") and " row " in line]
+    assert listed == [f"test.json row 1: {FIDELITY_DECODE}: --seam joint",  # which rows were kept, and why
+                      f"test.json row 2: {FIDELITY_STRADDLE}: --seam joint"]
 
 
 def test_joint_is_the_previous_tokenization_on_ko_alpaca(smol, shared_data):  # noqa: F811
