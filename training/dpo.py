@@ -66,9 +66,9 @@ def prepare_flex(model, attn: str, micro_batch: int, max_len: int | None, compil
     """What preference training does to the model and its flat batches for `attn`; returns `pad_to`.
 
     Under FlexAttention (CUDA) the decoder layers are compiled (training.sft.compile_layers) and the
-    flat row is padded to a few bucket lengths (`flat_padding`): together 1.70x trl's DPOTrainer
-    pairs/s at 0.84x its memory on a 1B QLoRA once compiled (benchmarks/RESULTS.md; the first steps
-    on a fresh machine spend minutes compiling). Buckets with only transformers' own compiled
+    flat row is padded to a few bucket lengths (`flat_padding`): together 1.84x trl's DPOTrainer
+    pairs/s at 0.89x its memory on a 1B QLoRA once compiled (benchmarks/RESULTS.md; the first steps
+    on a fresh machine spend ~40 s compiling, paid back after ~1,300 pairs). Buckets with only transformers' own compiled
     flex_attention never finished a measurement (11 steps took over 5 minutes on a fresh H200), so
     there are no buckets without compiled layers. FlexAttention needs torch.compile in any case.
     Other attention (sdpa on CPU): no padding, layers compiled only when asked (--compile)."""
