@@ -152,9 +152,10 @@ def main() -> None:
 
     # the GPU correctness check (tests/dedupe/test_search_kernel.py's 20k test, in this script too)
     small, *_ = vectors(20_000, d, 500, seed=3)
-    t_small, fused = timed(lambda: semantic_pairs(small, thr, device="cuda"))
+    one = ["cuda:0"]  # the single-GPU figures; the split over every GPU is timed after them
+    t_small, fused = timed(lambda: semantic_pairs(small, thr, devices=one))
     print(f"20,000 rows (first call, config picked {fused.stats['tile']}): {t_small:.2f} s")
-    compare("20k kernel vs torch path", small, fused, semantic_pairs(small, thr, device="cuda", kernel=False), thr)
+    compare("20k kernel vs torch path", small, fused, semantic_pairs(small, thr, devices=one, kernel=False), thr)
 
     x, pa, pb = vectors(n, d, args.plants)
     work = n * n * d  # FLOP of the upper triangle
@@ -168,16 +169,25 @@ def main() -> None:
     results = {}
     t_bare, _ = timed(bare)
     results["bare block matmul (torch, no epilogue)"] = t_bare
-    semantic_pairs(x, thr, device="cuda")  # warm: compile, pick the config
+    semantic_pairs(x, thr, devices=one)  # warm: compile, pick the config
     torch.cuda.reset_peak_memory_stats()
     base_mem = torch.cuda.memory_allocated()
-    t_kernel, res = timed(lambda: semantic_pairs(x, thr, device="cuda"), rounds=2)
+    t_kernel, res = timed(lambda: semantic_pairs(x, thr, devices=one), rounds=2)
     kernel_mem = torch.cuda.max_memory_allocated() - base_mem
     results[f"kernel (fused, tile {res.stats['tile']})"] = t_kernel
+    gpus = torch.cuda.device_count()
+    if gpus > 1:  # the upper triangle split by rows into parts of equal area, one per GPU (semantic_pairs' default)
+        semantic_pairs(x, thr, device="cuda")  # warm every GPU
+        t_split, split = timed(lambda: semantic_pairs(x, thr, device="cuda"), rounds=2)
+        results[f"kernel on {gpus} GPUs (rows {split.stats['part_rows']})"] = t_split
+        same = split.a.tolist() == res.a.tolist() and split.b.tolist() == res.b.tolist()
+        print(f"{gpus} GPUs: {t_split:.3f} s vs 1 GPU {t_kernel:.3f} s: scaling {t_kernel / t_split:.2f}x; "
+              f"same pairs as 1 GPU: {same}; nearest max |diff| {np.abs(split.nearest - res.nearest).max():.1e}")
+        check(same, f"{gpus}-GPU split: pairs differ from one GPU")
     ref = None
     if not args.skip_torch:
         torch.cuda.reset_peak_memory_stats()
-        t_torch, ref = timed(lambda: semantic_pairs(x, thr, device="cuda", kernel=False))
+        t_torch, ref = timed(lambda: semantic_pairs(x, thr, devices=one, kernel=False))
         torch_mem = torch.cuda.max_memory_allocated() - base_mem
         results[f"torch path (blocks of {rows} rows)"] = t_torch
 

@@ -230,9 +230,10 @@ def _name(cfg: tuple) -> str:
     return f"{bm}x{bn}x{bk} w{warps} s{stages} {walk}{' TMA' if tma else ''}"
 
 
-def _batches(n: int, parts: int = 32) -> list[list[int]]:
-    """Launch starts (row0), split into about `parts` batches of equal tile area."""
-    starts = list(range(0, n, GROUP_ROWS))
+def _batches(n: int, parts: int = 32, first_rows: int | None = None) -> list[list[int]]:
+    """Launch starts (row0) of the first `first_rows` rows (all by default), split into about
+    `parts` batches of equal tile area."""
+    starts = list(range(0, n if first_rows is None else min(n, first_rows), GROUP_ROWS))
     area = np.array([n - s for s in starts], dtype=np.float64)
     edges = np.searchsorted(np.cumsum(area), np.linspace(0, area.sum(), parts + 1)[1:-1], side="right")
     return [b.tolist() for b in np.split(np.array(starts), edges) if len(b)]
@@ -255,9 +256,11 @@ def _keep_best_band(buf: dict, k: int, band_lo: float) -> None:
 
 
 def kernel_pairs(emb, threshold: float, *, borderline: int = 50, margin: float = 0.1, progress: bool = False,
-                 pair_capacity: int | None = None, band_capacity: int = 1 << 15, config: tuple | None = None):
+                 pair_capacity: int | None = None, band_capacity: int = 1 << 15, config: tuple | None = None,
+                 first_rows: int | None = None):
     """(a, b, score, nearest, below, stats) as in `semantic.semantic_pairs`; `emb` a 2-D torch tensor
-    of L2-normalised rows on the GPU (fp16 or bf16; float32 under the interpreter)."""
+    of L2-normalised rows on the GPU (fp16 or bf16; float32 under the interpreter). `first_rows`
+    (a multiple of GROUP_ROWS): only the pairs whose first row is among them (one GPU's share)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -273,7 +276,7 @@ def kernel_pairs(emb, threshold: float, *, borderline: int = 50, margin: float =
     band_cap = max(band_capacity, 4 * borderline)
     buf = _buffers(n, x.device, cap, band_cap, band_lo)
     descs = _descriptors(x, cfg)
-    reruns, batches = 0, _batches(n)
+    reruns, batches = 0, _batches(n, first_rows=first_rows)
     with torch.inference_mode(), on_device:
         for batch in tqdm(batches, desc="search", unit="batch", disable=not progress):
             before = int(buf["pcnt"].item())

@@ -51,23 +51,89 @@ def _block_rows(n: int, device: str, block: int | None) -> int:
     return int(max(16, min(8192, budget // max(n, 1))))
 
 
-def semantic_pairs(emb, threshold: float, *, device: str = "cpu", block: int | None = None, borderline: int = 50,
-                   margin: float = 0.1, progress: bool = False, kernel: bool | None = None) -> SearchResult:
+def semantic_pairs(emb, threshold: float, *, device: str = "cpu", devices: list[str] | None = None,
+                   block: int | None = None, borderline: int = 50, margin: float = 0.1, progress: bool = False,
+                   kernel: bool | None = None) -> SearchResult:
     """All pairs (a < b) with cosine(emb[a], emb[b]) ≥ threshold; `emb` rows must be L2-normalised.
 
     `kernel`: None runs the fused Triton kernel where it can (CUDA + triton), True insists on it,
-    False keeps the torch blocks."""
+    False keeps the torch blocks. `devices`: the search's upper triangle split by rows into parts
+    of equal area, one per device, run side by side (default: every GPU when `device` is `cuda`
+    and several are visible, else `device` alone); the answer is the one-device answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    devices = devices or search_devices(device)
+    n = len(emb)
+    if len(devices) == 1 or n < 2 * len(devices):
+        return _search(_as_tensor(emb, devices[0]), threshold, None, block, borderline, margin, progress, kernel)
+    from dataprep.dedupe import search_kernel
+
+    starts = split_rows(n, len(devices), search_kernel.GROUP_ROWS)  # a kernel's share starts at a launch group
+    bounds = list(zip(starts, starts[1:] + [n], strict=True))
+
+    def part(k: int) -> SearchResult:  # rows [lo, hi) against the rows from lo on: the suffix searched, cut at hi
+        lo, hi = bounds[k]
+        return _search(_as_tensor(emb[lo:], devices[k]), threshold, hi - lo, block, borderline, margin,
+                       progress and k == 0, kernel)
+
+    with ThreadPoolExecutor(len(bounds)) as pool:  # GPU work (and torch's CPU kernels) run outside the GIL
+        parts = list(pool.map(part, range(len(bounds))))
+    return _merge(parts, [lo for lo, _ in bounds], n, borderline, devices)
+
+
+def search_devices(device: str) -> list[str]:
+    """Every visible GPU for a bare `cuda`, else `device` alone."""
+    if device != "cuda":
+        return [device]
+    import torch
+
+    return [f"cuda:{i}" for i in range(max(1, torch.cuda.device_count()))]
+
+
+def split_rows(n: int, parts: int, align: int = 1) -> list[int]:
+    """The first row of each of `parts` row ranges of the upper triangle with about equal area
+    (row i holds n - i - 1 pairs), each start a multiple of `align` (ranges may come out empty
+    for small n: they are dropped)."""
+    area = np.cumsum(np.arange(n, 0, -1, dtype=np.float64))
+    cuts = np.searchsorted(area, area[-1] * np.arange(1, parts) / parts)
+    starts = sorted({0, *(int(c) // align * align for c in cuts)} - {n})
+    return [s for s in starts if s < n]
+
+
+def _merge(parts: list[SearchResult], starts: list[int], n: int, borderline: int, devices: list[str]) -> SearchResult:
+    """One SearchResult from the parts (rows from `starts[k]` on, ids relative to it)."""
+    nearest = np.full(n, -1.0, dtype=np.float32)
+    for res, lo in zip(parts, starts, strict=True):
+        np.maximum(nearest[lo:], res.nearest, out=nearest[lo:])
+    result = SearchResult(
+        np.concatenate([res.a + lo for res, lo in zip(parts, starts, strict=True)]),
+        np.concatenate([res.b + lo for res, lo in zip(parts, starts, strict=True)]),
+        np.concatenate([res.score for res in parts]),
+        nearest,
+    )
+    ba, bb, bs = (np.concatenate(x) for x in zip(*[(r.below[0] + lo, r.below[1] + lo, r.below[2])
+                                                   for r, lo in zip(parts, starts, strict=True)], strict=True))
+    top = np.argsort(-bs, kind="stable")[:borderline]
+    result.below = (ba[top].astype(np.int64), bb[top].astype(np.int64), bs[top].astype(np.float32))
+    result.stats = {**parts[0].stats, "pairs": len(result.a), "devices": devices[: len(parts)],
+                    "part_rows": [int(b - a) for a, b in zip(starts, starts[1:] + [n], strict=True)]}
+    return result
+
+
+def _search(x, threshold: float, first_rows: int | None, block: int | None, borderline: int, margin: float,
+            progress: bool, kernel: bool | None) -> SearchResult:
+    """The pairs of `x` (a tensor on its device) whose first row is among its `first_rows` (all by default)."""
     import torch
     from tqdm.auto import tqdm
 
     from dataprep.dedupe import search_kernel
 
-    x = _as_tensor(emb, device)
+    device = str(x.device)
     fallback = {}
     if kernel or (kernel is None and block is None and search_kernel.available(device)):
         try:
-            a, b, score, nearest, below, stats = search_kernel.kernel_pairs(x, threshold, borderline=borderline,
-                                                                            margin=margin, progress=progress)
+            a, b, score, nearest, below, stats = search_kernel.kernel_pairs(
+                x, threshold, borderline=borderline, margin=margin, progress=progress, first_rows=first_rows)
             return SearchResult(a, b, score, nearest, below, {**stats, "pairs": len(a)})
         except search_kernel.KernelUnavailable as e:
             if kernel:
@@ -78,8 +144,9 @@ def semantic_pairs(emb, threshold: float, *, device: str = "cpu", block: int | N
     nearest = torch.full((n,), -1.0, device=device, dtype=torch.float32)
     found, near_miss = [], []
     with torch.inference_mode():
-        for s in tqdm(range(0, n, rows), desc="search", unit="block", disable=not progress):
-            e = min(s + rows, n)
+        for s in tqdm(range(0, n if first_rows is None else first_rows, rows), desc="search", unit="block",
+                      disable=not progress):
+            e = min(s + rows, n if first_rows is None else first_rows)
             sims = x[s:e] @ x[s:].T  # block × (n - s): this block against itself and later rows (fp16 on GPU)
             # the diagonal and the lower triangle of the square part are not pairs (or are counted elsewhere)
             tri = torch.ones(e - s, e - s, dtype=torch.bool, device=device).tril()

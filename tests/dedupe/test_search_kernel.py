@@ -121,3 +121,16 @@ def test_kernel_matches_torch_path_at_20k_rows_fp16():
     np.testing.assert_allclose(fused.nearest, blocks.nearest, atol=2e-3)
     np.testing.assert_allclose(fused.below[2], blocks.below[2], atol=2e-3)
     assert len(fused.below[2]) == 50
+
+
+def test_kernel_split_over_devices_equals_one_launch_sequence(small_groups):
+    """Each device's share is the kernel on the rows from its first on, cut at its last
+    (`first_rows`); merged they give the one-device answer."""
+    x = planted_vectors(d=16)
+    one = semantic_pairs(x, 0.8, device=DEVICE, kernel=True)
+    split = semantic_pairs(x, 0.8, devices=[DEVICE] * 3, kernel=True)
+    assert split.stats["search_path"] == "triton" and len(split.stats["part_rows"]) == 3
+    assert all(r % search_kernel.GROUP_ROWS == 0 for r in split.stats["part_rows"][:-1])
+    assert split.a.tolist() == one.a.tolist() and split.b.tolist() == one.b.tolist()
+    np.testing.assert_allclose(split.nearest, one.nearest, atol=1e-5)
+    np.testing.assert_allclose(split.below[2], one.below[2], atol=1e-5)
