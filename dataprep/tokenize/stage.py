@@ -105,11 +105,16 @@ def _worker_init(tok, kind, opts, specials, label_names) -> None:
 
 def _worker_run(batch):
     w = _WORKER
-    return tokenize_batch(batch, w["tok"], w["kind"], w["opts"], w["specials"], w["label_names"])
+    return _tokenize_one(batch, w["tok"], w["kind"], w["opts"], w["specials"], w["label_names"])
 
 
 def _tokenize_one(batch, tok, kind, opts, specials, label_names):
-    return tokenize_batch(batch, tok, kind, opts, specials, label_names)
+    """One batch through tokenize_batch, its shard columns as one Arrow batch: built where the batch
+    was tokenized (a worker thread, process or Ray task), and sent back as Arrow buffers, not as
+    Python lists. Returns (Arrow batch, rows kept with a fidelity mismatch, rejects, events)."""
+    cols, rejects, events = tokenize_batch(batch, tok, kind, opts, specials, label_names)
+    kept = cols.pop(fidelity.KEPT, [])
+    return arrow_batch(kind, cols), kept, rejects, events
 
 
 def _two_in_flight(fn, batches):
@@ -210,17 +215,16 @@ def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = F
         bar = tqdm(total=n_rows, desc="tokenize", unit="row", disable=not progress, leave=False)
         with bar, timer("tokenize"):  # the bar is cleared before an error is printed
             read = functools.partial(_read_batches, data, columns, batch_size)
-            for cols, rej, ev in _map_batches(read, tok, kind, opts, specials, label_names, num_proc):
-                kept_mismatched.extend(cols.pop(fidelity.KEPT, ()))
-                rb = arrow_batch(kind, cols)
+            for rb, kept_mm, rej, ev in _map_batches(read, tok, kind, opts, specials, label_names, num_proc):
+                kept_mismatched.extend(kept_mm)
                 writer = writer or pa.ipc.new_stream(str(rows_file), rb.schema)
                 writer.write_batch(rb)
                 rejects.extend(rej)
                 events.update(ev)
-                lengths.extend(cols["length"])
+                lengths.frombytes(rb.column("length").cast(pa.int32()).to_numpy().tobytes())
                 trainable += count_trainable(kind, rb)
                 # records kept (a split text is one record, so is a conversation split into turns)
-                kept = len(cols["length"]) - ev.get("windows", 0) - ev.get("split_turns", 0)
+                kept = rb.num_rows - ev.get("windows", 0) - ev.get("split_turns", 0)
                 records_out += kept
                 bar.update(kept + len(rej))
             if writer is None:  # no batches at all: an empty input
