@@ -265,7 +265,7 @@ def plan_row(renderer: Renderer, messages: list[dict], tools_json: str | None, o
         upto = full if i == len(tmsgs) - 1 else renderer(tmsgs[: i + 1], tools, False)
         fidelity.checked(events)
         if not upto.startswith(prompt):
-            _mismatch(events, "prompt_not_prefix", f"assistant turn {i}", opts, warned)
+            _mismatch(events, "prompt_not_prefix", i, opts, warned)
             continue
         g = upto[len(prompt):]
         reasoning_text = tmsgs[i].get("reasoning_content")
@@ -281,7 +281,7 @@ def plan_row(renderer: Renderer, messages: list[dict], tools_json: str | None, o
         elif opts.split_turns:
             sequences.append(Sequence(upto, [turn], extra=True))
         else:
-            _mismatch(events, "history_rewritten", f"assistant turn {i}", opts, warned)
+            _mismatch(events, "history_rewritten", i, opts, warned)
     return sequences, warned
 
 
@@ -294,11 +294,12 @@ def _same(renderer, messages, tools, full: str) -> bool:
         return False
 
 
-def _mismatch(events, reason, detail, opts, warned) -> None:
+def _mismatch(events, reason, turn: int, opts, warned: list) -> None:
+    """Count a mismatch of assistant turn `turn`: reject the row, or (--on-mismatch warn) note it in `warned`."""
     fidelity.mismatch(events, reason)
     if opts.on_mismatch != "warn":
-        raise RowProblem(fidelity.reject_reason(reason), detail, reason)
-    warned.append(reason)
+        raise RowProblem(fidelity.reject_reason(reason), f"assistant turn {turn}", reason)
+    warned.append((reason, turn))
 
 
 def _media_error(detail: str) -> DataprepError:
@@ -323,7 +324,7 @@ def chat_rows(batch, tok, kind, opts, specials, label_names):
     renderer = Renderer(tok)
     tools = batch.get("tools") or [None] * len(batch["messages"])
     eos = tok.eos_token
-    planned = []  # (row index, sequences, warned reasons)
+    planned = []  # (row index, sequences, (reason, turn) of the mismatches kept under warn)
     for i, (msgs, tl) in enumerate(zip(batch["messages"], tools, strict=True)):
         try:
             seqs, warned = plan_row(renderer, msgs, tl, opts, events, _where(batch, i))
@@ -336,7 +337,7 @@ def chat_rows(batch, tok, kind, opts, specials, label_names):
             main.spans.append((len(main.text) - len(eos), len(main.text)))
         emit = [s for s in seqs if s.turns or s.spans]
         if not emit:
-            _reject(rejects, batch, i, "no trainable tokens", f"untrained after fidelity warnings: {', '.join(warned)}"
+            _reject(rejects, batch, i, "no trainable tokens", f"untrained after fidelity warnings: {', '.join(r for r, _ in warned)}"
                     if warned else "no assistant turn to train")
             continue
         planned.append((i, emit, warned))
@@ -393,8 +394,9 @@ def chat_rows(batch, tok, kind, opts, specials, label_names):
         if kept:  # the row is out: a sequence of it with nothing left to train is not a reject
             del rejects[n_rejects:]
             if warned or bad:  # --on-mismatch warn: kept, and listed for `dataprep inspect --fidelity`
-                fidelity.keep(cols, batch["source"][i], batch["row"][i], [*warned, *(r for r, _ in bad)],
-                              "; ".join(f"assistant turn {index}: {r}" for r, index in bad) or "rendering")
+                issues = [*warned, *bad]
+                fidelity.keep(cols, batch["source"][i], batch["row"][i], [r for r, _ in issues],
+                              "; ".join(f"assistant turn {turn}: {r}" for r, turn in issues))
             if kept > 1:
                 events["split_turns"] += kept - 1  # sequences beyond the row's first
         else:

@@ -144,6 +144,8 @@ def test_qwen3_history_stripping_multi_turn(family):
     cols, rejects, ev = run(tok, [REASONED], on_mismatch="warn")
     assert rejects == [] and ev["fidelity.mismatch.history_rewritten"] == 1
     assert trained_runs(tok, cols["input_ids"][0], cols["labels"][0]) == ["<think>\nAdd 4 and 4.\n</think>\n\n8<|im_end|>"]
+    assert [(k["reasons"], k["detail"]) for k in cols["_fidelity_kept"]] == [  # listed for inspect, with its turn
+        (["history_rewritten"], "assistant turn 1: history_rewritten")]
 
 
 def test_qwen3_tool_call_trained_as_rendered_tool_result_untrained(family):
