@@ -31,6 +31,9 @@ Whole runs, from the model's loading to the saved adapter (need --data, see belo
                    QLoRA setup; 4 packed rows (8,192 tokens) per step
   dataprep         `dataprep train`'s own code path (training.sft.train_sft) on the packed shards of
                    the same rows, micro-batch 4 packed rows: what a user gets with the defaults
+  dataprep_warm    dataprep again in a new process, with the compile cache the dataprep run left
+                   (a user's second run; run it after dataprep)
+  dataprep_nocompile  dataprep without the compiled decoder layers (the default before issue #14)
 Both report steady-state step time (median of the steps after --warmup) and the whole run
 (compilation and warm-up included), and their loss per step (--loss-png draws them side by side).
 Each whole run is a fresh process with empty torch.compile/Triton caches, so neither inherits the
@@ -56,6 +59,7 @@ and DIR/tokenizer (the SmolLM2 tokenizer, saved beside the random model so train
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import sys
@@ -94,7 +98,7 @@ VARIANTS = {
     "flex_2x": {**BASE, "budget_x": 2},
     "flex_4x": {**BASE, "budget_x": 4},
 }
-RUNS = ("trl_liger_flex", "dataprep")  # whole runs (run_whole), not steps on a shared model
+RUNS = ("trl_liger_flex", "dataprep", "dataprep_warm", "dataprep_nocompile")  # whole runs, not steps on a shared model
 PACK_LEN, PACK_ROWS = 2048, 4  # trl packs to 2048 and takes 4 packed rows a step; dataprep the same
 ALPACA = "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
 
@@ -276,12 +280,16 @@ def steady_and_whole(name: str, step_seconds: list[float], trained: int, warmup:
             "first_loss": round(losses[0], 4), "last_loss": round(losses[-1], 4), "losses": losses}
 
 
-def run_dataprep(model_dir: Path, data: Path, steps: int, warmup: int, work: Path) -> dict:
+def run_dataprep(model_dir: Path, data: Path, steps: int, warmup: int, work: Path, name: str = "dataprep") -> dict:
     """`dataprep train`'s product path: train_sft on the packed shards, defaults but the schedule."""
     import torch
 
+    from training import sft
     from training.outputs import read_metrics
     from training.sft import SFTConfig, train_sft
+
+    if name == "dataprep_nocompile":
+        sft.compile_layers = lambda model: None
 
     torch.cuda.reset_peak_memory_stats() if torch.cuda.is_available() else None
     cfg = SFTConfig(model=str(model_dir), micro_batch=PACK_ROWS, max_steps=warmup + steps, lr=2e-4,
@@ -290,7 +298,7 @@ def run_dataprep(model_dir: Path, data: Path, steps: int, warmup: int, work: Pat
     train_sft(str(data / "packed"), str(work / "dataprep"), cfg, force=True)
     total = time.perf_counter() - start
     m = read_metrics(work / "dataprep")
-    return steady_and_whole("dataprep", [r["seconds"] for r in m["train_loss"]], m["trained_tokens"], warmup,
+    return steady_and_whole(name, [r["seconds"] for r in m["train_loss"]], m["trained_tokens"], warmup,
                             m["train_seconds"], total, [r["loss"] for r in m["train_loss"]], m.get("peak_gpu_gb"))
 
 
@@ -354,8 +362,8 @@ def run_trl(model_dir: Path, data: Path, steps: int, warmup: int, work: Path) ->
     return steady_and_whole("trl_liger_flex", times, trained[0], warmup, run_s, total, losses, peak)
 
 
-def fresh_process(name: str, shape: str, args, work: Path) -> dict:
-    """One whole run in a new process with empty compile caches; its result."""
+def fresh_process(name: str, shape: str, args, work: Path, compile_cache: Path | None = None) -> dict:
+    """One whole run in a new process with empty compile caches (or `compile_cache`'s); its result."""
     import os
     import subprocess
 
@@ -363,7 +371,8 @@ def fresh_process(name: str, shape: str, args, work: Path) -> dict:
     cmd = [sys.executable, __file__, "--shape", shape, "--data", args.data, "--variants", name, "--run-steps",
            str(args.run_steps), "--warmup", str(args.warmup), "--model-cache", args.model_cache, "--in-process",
            "--json", str(out)]
-    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(work / "inductor"), "TRITON_CACHE_DIR": str(work / "triton")}
+    cache = compile_cache or work / "inductor"
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache), "TRITON_CACHE_DIR": str(cache / "triton")}
     done = subprocess.run(cmd, env=env)
     if done.returncode or not out.is_file():
         raise RuntimeError(f"the {name} run failed (exit {done.returncode})")
@@ -404,14 +413,16 @@ def bench_shape(shape: str, rows: list[dict], args) -> list[dict]:
         from transformers import AutoTokenizer
 
         AutoTokenizer.from_pretrained(str(Path(args.data) / "tokenizer")).save_pretrained(model_dir)
-    for name in [n for n in RUNS if n in args.variants]:
+    caches: dict[str, Path] = {}
+    for name in [n for n in args.variants if n in RUNS]:
         work = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
-        run = run_trl if name == "trl_liger_flex" else run_dataprep
+        run = run_trl if name == "trl_liger_flex" else functools.partial(run_dataprep, name=name)
+        caches[name] = caches.get("dataprep", work / "inductor") if name == "dataprep_warm" else work / "inductor"
         try:
             if args.in_process:
                 res = run(model_dir, Path(args.data), args.run_steps, args.warmup, work)
             else:
-                res = fresh_process(name, shape, args, work)
+                res = fresh_process(name, shape, args, work, caches[name])
         except Exception as exc:  # e.g. a missing package on the GPU machine: the other variants still run
             res = {"variant": name, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
         gc.collect()
@@ -455,6 +466,7 @@ def print_runs(results: list[dict]) -> None:
           "| load+train+save s | peak GPU GB | x trl steady | x trl whole |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     peer = {r["shape"]: r for r in runs if r["variant"] == "trl_liger_flex"}
+    print("(x trl whole: train loops, compilation included; load+train+save: the whole process)")
     for r in runs:
         p = peer.get(r["shape"])
         xs = f"{r['trained_tokens_per_s'] / p['trained_tokens_per_s']:.2f}" if p else "-"

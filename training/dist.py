@@ -131,6 +131,19 @@ def reduce(values: list[float], op: str = "sum") -> list[float]:
     return t.tolist()
 
 
+def sum_on_device(values: list) -> list:
+    """`values` (numbers or 0-d tensors) summed across ranks as 0-d float64 tensors on the
+    collective's device, without the host waiting for the sum (NCCL runs it in stream order)."""
+    import torch
+
+    td = _group()
+    device = "cuda" if td and td.get_backend() == "nccl" else "cpu"
+    t = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device).reshape(()) for v in values])
+    if td:
+        td.all_reduce(t)
+    return list(t.unbind())
+
+
 def sum_across(value: float) -> float:
     return reduce([value])[0]
 
@@ -201,8 +214,10 @@ def wrap(model, loss_sum, strategy: str = "ddp") -> Parallel | None:
     if strategy == "fsdp":
         return Parallel(fsdp2(module), "fsdp")
     cuda = torch.cuda.is_available()
+    # gradient_as_bucket_view: the gradients live in DDP's buckets (no copy in and out of them)
     ddp = torch.nn.parallel.DistributedDataParallel(
-        module, device_ids=[torch.cuda.current_device()] if cuda else None, broadcast_buffers=False)
+        module, device_ids=[torch.cuda.current_device()] if cuda else None, broadcast_buffers=False,
+        gradient_as_bucket_view=True)
     return Parallel(ddp, "ddp")
 
 

@@ -209,16 +209,24 @@ def train_step(model, micro_batches: list[dict[str, Any]], loss_sum: Callable[[A
     Under `parallel` (training.dist.wrap: DDP or FSDP on N ranks) the targets are counted on all
     ranks, and the loss is scaled by N because the gradient all-reduce averages over ranks: the
     gradients are then those of one process on the global batch (transformers#34242). The Step's
-    loss and counts are global too."""
+    loss and counts are global too.
+
+    The host waits for the device once per step, at its end (the loss, the norm and the counts
+    are read back together): the targets are counted on the CPU batches, the global count is
+    summed on the device, and the losses stay tensors until then."""
     import torch
 
     from training import dist
 
+    local_targets = sum(count_targets(b) for b in micro_batches)  # CPU tensors: no device sync
+    tokens = sum(real_tokens(b) for b in micro_batches)
     window = [to_device(b) for b in micro_batches]
-    local_targets = sum(count_targets(b) for b in window)
-    targets = int(dist.sum_across(local_targets)) if parallel else local_targets
-    scale = (dist.world() if parallel else 1) / max(targets, 1)
-    step_loss, tokens = 0.0, 0
+    if parallel:
+        targets = dist.sum_on_device([local_targets])[0]  # stays on the device: no host sync
+        scale = (dist.world() / targets.clamp(min=1)).float()
+    else:
+        targets, scale = local_targets, 1 / max(local_targets, 1)
+    step_loss = None
     for i, batch in enumerate(window):
         if parallel:
             with parallel.no_sync(i < len(window) - 1):
@@ -227,16 +235,18 @@ def train_step(model, micro_batches: list[dict[str, Any]], loss_sum: Callable[[A
         else:
             loss, _ = loss_sum(model, batch)
             (loss * scale).backward()
-        step_loss += float(loss.detach())
-        tokens += real_tokens(batch)
+        step_loss = loss.detach() if step_loss is None else step_loss + loss.detach()
     norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
-    grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+    norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     if parallel:
-        step_loss, tokens = dist.reduce([step_loss, tokens])
-    return Step(step_loss / max(targets, 1), grad_norm, int(tokens), targets)
+        step_loss, tokens = dist.sum_on_device([step_loss, tokens])
+    read = torch.stack([torch.as_tensor(x, dtype=torch.float64, device=norm.device).reshape(())
+                        for x in (step_loss, norm, targets, tokens)]).tolist()  # the one wait for the device
+    step_loss, grad_norm, targets, tokens = read
+    return Step(step_loss / max(targets, 1), grad_norm, int(tokens), int(targets))
 
 
 def real_tokens(batch: dict[str, Any]) -> int:
@@ -256,8 +266,20 @@ def count_targets(batch: dict[str, Any]) -> int:
 
 
 def to_device(batch: dict[str, Any]) -> dict[str, Any]:
+    """The batch's tensors on the training device (CUDA: copied from pinned memory, without
+    making the host wait)."""
     dev = device()
-    return {k: v.to(dev) if hasattr(v, "to") else v for k, v in batch.items()}
+    if dev == "cpu":
+        return dict(batch)
+    return {k: _to(v, dev) for k, v in batch.items()}
+
+
+def _to(value: Any, dev: str) -> Any:
+    if not hasattr(value, "pin_memory"):
+        return value
+    if value.device.type == "cpu":
+        value = value.pin_memory()
+    return value.to(dev, non_blocking=True)
 
 
 def plot_losses(hist: History, path: Path, title: str) -> None:

@@ -35,7 +35,8 @@ class SFTOptions:
     gradient_checkpointing: bool = opt(True, "sft: keep activations instead of recomputing them (faster, more memory).")
     kbit_upcast: bool = opt(False, "sft 4bit: keep embeddings, norms and LM head in fp32 (peft's default; slower, "
                             "more memory) instead of bf16 under autocast.")
-    compile: bool = opt(False, "sft/dpo/kto: torch.compile each decoder layer (CUDA; +36% tok/s on an 8B QLoRA SFT).")
+    compile: bool = opt(False, "sft/dpo/kto: torch.compile each decoder layer with any attention (under FlexAttention, "
+                        "the CUDA default for packed shards, they always are).")
     bf16: Literal["auto", "yes", "no"] = opt("auto", "sft: bf16 weights and autocast; auto: where supported.")
     # auto: flex_attention for packed shards on CUDA, else sdpa
     attn_implementation: str = opt("auto", "sft attention: auto, sdpa, eager, flex_attention.", name="attn")
@@ -145,10 +146,24 @@ def add_lora(model, cfg: SFTConfig, task_type: str = "CAUSAL_LM", modules_to_sav
 
 
 def compile_layers(model) -> None:
-    """torch.compile each decoder layer in place (fuses norms, RoPE, activations and the LoRA adds)."""
+    """torch.compile each decoder layer in place (fuses norms, RoPE, activations and the LoRA adds).
+    The compiled kernels persist in the dataprep cache (`persistent_compile_cache`)."""
+    persistent_compile_cache()
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     for layer in getattr(base, base.base_model_prefix).layers:
         layer.compile()
+
+
+def persistent_compile_cache() -> None:
+    """Keep torch.compile's caches (inductor's FX graph and autograd caches, the Triton kernels) in
+    `$DATAPREP_CACHE/torch-compile` rather than /tmp, so a later run, a new process, or the other
+    ranks of a launch load the kernels instead of compiling them again. TORCHINDUCTOR_CACHE_DIR
+    set by the user wins."""
+    import os
+
+    from dataprep.models import cache_dir
+
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "torch-compile"))
 
 
 def weights_autocast(model, device_type: str):
@@ -176,29 +191,45 @@ def causal_lm_loss_sum(model, batch: dict[str, Any]):
     (tokens x vocabulary) logits of a full forward, and they reach it LOSS_CHUNK at a time under
     checkpointing, so at most one chunk's fp32 logits are alive (the backward recomputes them).
     The backbone and the head are called separately (not `logits_to_keep=mask`, which
-    transformers before 5.2x only takes as an int).
+    transformers before 5.2x only takes as an int). A flat batch from `causal_batches` carries
+    those positions (`target_index`, found on the CPU), so the forward never waits for the device
+    to find them (a boolean mask on the GPU would: its size is read back mid-forward).
     """
     import torch
     from torch.utils.checkpoint import checkpoint
 
     labels = batch["labels"]
-    keep = torch.zeros_like(labels, dtype=torch.bool)
-    keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
-    targets = labels[:, 1:][keep[:, :-1]]
     inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids")}
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     backbone = getattr(base, base.base_model_prefix)
     head = base.get_output_embeddings()
     with weights_autocast(base, labels.device.type):
         # use_cache=False: with a cache, transformers skips detecting packed sequences from position_ids
-        hidden = backbone(**inputs, use_cache=False).last_hidden_state[keep]
-        loss = hidden.float().sum() * 0  # 0, but in the graph even when nothing in the batch is trained
+        states = backbone(**inputs, use_cache=False).last_hidden_state
+        if "target_index" in batch:  # a flat batch (one row): positions and their next tokens
+            index = batch["target_index"]
+            hidden, targets = states[0].index_select(0, index), labels[0].index_select(0, index + 1)
+        else:
+            keep = torch.zeros_like(labels, dtype=torch.bool)
+            keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+            hidden, targets = states[keep], labels[:, 1:][keep[:, :-1]]
+        loss = hidden[:0].float().sum()  # 0, but in the graph even when nothing in the batch is trained
         for h, t in zip(hidden.split(LOSS_CHUNK), targets.split(LOSS_CHUNK), strict=True):
             if h.requires_grad:
                 loss = loss + checkpoint(_chunk_loss_sum, head, h, t, use_reentrant=False)
             else:
                 loss = loss + _chunk_loss_sum(head, h, t)
     return loss, int(targets.numel())
+
+
+def with_target_index(batch: dict[str, Any]) -> dict[str, Any]:
+    """A flat batch plus `target_index`: the positions whose next label is trained (found here, on
+    the CPU, for causal_lm_loss_sum), and `n_targets`, their count (training.loop.count_targets)."""
+    import torch
+
+    labels = batch["labels"][0]
+    index = torch.nonzero(labels[1:] != IGNORE_INDEX).flatten()
+    return {**batch, "target_index": index, "n_targets": int(index.numel())}
 
 
 def input_pad_id(lineage: Lineage, vocab_size: int | None = None) -> int:
@@ -220,7 +251,9 @@ def causal_batches(dataset, lineage: Lineage, micro_batch: int, group_by_length:
     pad = input_pad_id(lineage, vocab_size)
 
     def collate(rows: list[dict[str, Any]]) -> dict[str, Any]:
-        return data.collate_flat(rows, static_len, pad) if lineage.packed else data.collate_padded(rows, pad)
+        if lineage.packed:
+            return with_target_index(data.collate_flat(rows, static_len, pad))
+        return data.collate_padded(rows, pad)
 
     return data.batcher(dataset, micro_batch, collate, group_by_length, shard)
 
@@ -273,7 +306,7 @@ def train_sft(shards: str, out: str, config: SFTConfig, force: bool = False) -> 
         model = load_model(model_path, quant, bf16, attn, config.gradient_checkpointing, config.kbit_upcast)
         torch.manual_seed(config.seed)  # the LoRA weights: the same on every rank, and run after run
         model = add_lora(model, config)
-        if config.compile:
+        if config.compile or attn == "flex_attention":  # as DPO does: FlexAttention is compiled anyway
             compile_layers(model)
         trainable, total = model.get_nb_trainable_parameters()
         vocab = model.get_input_embeddings().num_embeddings

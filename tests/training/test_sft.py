@@ -242,6 +242,32 @@ def test_chunked_trained_only_loss_equals_full_logits_loss_and_gradients(tiny, m
         assert torch.allclose(chunked_grads[name], g, atol=1e-5, rtol=1e-4), name
 
 
+def test_target_index_found_on_the_cpu_gives_the_mask_loss_and_gradients(tiny, monkeypatch):
+    """causal_batches' flat batches carry the trained positions (`target_index`, `n_targets`), so
+    the loss never reads a mask's size back from the device; it equals the boolean-mask path."""
+    from transformers import AutoModelForCausalLM
+
+    from training import sft
+
+    monkeypatch.setattr(sft, "LOSS_CHUNK", 7)
+    plain = collate_flat(pack(tiny["rows"][:4], 1000), pad_to=1200)
+    indexed = sft.with_target_index(plain)
+    expected = [i for i in range(plain["labels"].shape[1] - 1) if plain["labels"][0, i + 1] != I]
+    assert indexed["target_index"].tolist() == expected and indexed["n_targets"] == len(expected)
+
+    def run(batch):
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_pretrained(tiny["model"], attn_implementation="sdpa")
+        loss, count = sft.causal_lm_loss_sum(model, batch)
+        loss.backward()
+        return float(loss.detach()), count, {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+    (a, na, ga), (b, nb, gb) = run(plain), run(indexed)
+    assert na == nb == len(expected) and a == pytest.approx(b, rel=1e-6)
+    for name, g in ga.items():
+        torch.testing.assert_close(gb[name], g, rtol=1e-5, atol=1e-6, msg=name)
+
+
 @pytest.mark.slow
 def test_qlora_keeps_frozen_weights_bf16_unless_asked_and_checkpoints_layers(tiny):
     """prepare_model_for_kbit_training upcasts norms/embeddings/head to fp32; by default they go
