@@ -32,8 +32,11 @@ Whole runs, from the model's loading to the saved adapter (need --data, see belo
   dataprep         `dataprep train`'s own code path (training.sft.train_sft) on the packed shards of
                    the same rows, micro-batch 4 packed rows: what a user gets with the defaults
   dataprep_warm    dataprep again in a new process, with the compile cache the dataprep run left
-                   (a user's second run; run it after dataprep)
+                   (a user's second run; run it after dataprep, as the other dataprep_ levers but
+                   nocompile, which then reuse that cache too)
   dataprep_nocompile  dataprep without the compiled decoder layers (the default before issue #14)
+  dataprep_chunk1024  dataprep projecting 1,024 trained positions at a time (the loss chunk before #14)
+  dataprep_paged   dataprep with paged 8-bit AdamW (the optimizer before #14)
 Both report steady-state step time (median of the steps after --warmup) and the whole run
 (compilation and warm-up included), and their loss per step (--loss-png draws them side by side).
 Each whole run is a fresh process with empty torch.compile/Triton caches, so neither inherits the
@@ -98,7 +101,7 @@ VARIANTS = {
     "flex_2x": {**BASE, "budget_x": 2},
     "flex_4x": {**BASE, "budget_x": 4},
 }
-RUNS = ("trl_liger_flex", "dataprep", "dataprep_warm", "dataprep_nocompile")  # whole runs, not steps on a shared model
+RUNS = ("trl_liger_flex", "dataprep", "dataprep_warm", "dataprep_nocompile", "dataprep_chunk1024", "dataprep_paged")  # whole runs, not steps on a shared model
 PACK_LEN, PACK_ROWS = 2048, 4  # trl packs to 2048 and takes 4 packed rows a step; dataprep the same
 ALPACA = "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
 
@@ -290,6 +293,12 @@ def run_dataprep(model_dir: Path, data: Path, steps: int, warmup: int, work: Pat
 
     if name == "dataprep_nocompile":
         sft.compile_layers = lambda model: None
+    if name == "dataprep_chunk1024":
+        sft.LOSS_CHUNK = 1024
+    if name == "dataprep_paged":
+        import bitsandbytes as bnb
+
+        bnb.optim.AdamW8bit = bnb.optim.PagedAdamW8bit
 
     torch.cuda.reset_peak_memory_stats() if torch.cuda.is_available() else None
     cfg = SFTConfig(model=str(model_dir), micro_batch=PACK_ROWS, max_steps=warmup + steps, lr=2e-4,
@@ -417,7 +426,9 @@ def bench_shape(shape: str, rows: list[dict], args) -> list[dict]:
     for name in [n for n in args.variants if n in RUNS]:
         work = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
         run = run_trl if name == "trl_liger_flex" else functools.partial(run_dataprep, name=name)
-        caches[name] = caches.get("dataprep", work / "inductor") if name == "dataprep_warm" else work / "inductor"
+        # the lever variants after dataprep reuse its compile cache (their compiled layers are the same)
+        lever = name.startswith("dataprep_") and name != "dataprep_nocompile"
+        caches[name] = caches["dataprep"] if lever and "dataprep" in caches else work / "inductor"
         try:
             if args.in_process:
                 res = run(model_dir, Path(args.data), args.run_steps, args.warmup, work)
