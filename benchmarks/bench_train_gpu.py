@@ -4,7 +4,7 @@ packed path, on tokens from alpaca_en_demo.json, in one run per model shape.
 Models are random-weight Llama-shaped models built from config (throughput does not depend on
 the weight values): `1b` (Llama-3.2-1B shape), `8b` (Llama-3-8B shape), `toy` (2 layers, hidden
 64, for checking on a CPU). All: QLoRA r16 on all linear layers, NF4 + double quantisation, bf16,
-gradient checkpointing (use_reentrant=False), paged 8-bit AdamW on CUDA (AdamW on CPU),
+gradient checkpointing (use_reentrant=False), 8-bit AdamW on CUDA (trl: paged_adamw_8bit; AdamW on CPU),
 vocabulary 49,152 (the SmolLM2 tokenizer's). Each optimizer step is `dataprep train`'s own
 (training.loop.train_step: accumulation, gradient clipping, optimizer and schedule step).
 
@@ -382,6 +382,7 @@ def fresh_process(name: str, shape: str, args, work: Path, compile_cache: Path |
            "--json", str(out)]
     cache = compile_cache or work / "inductor"
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache), "TRITON_CACHE_DIR": str(cache / "triton")}
+    env.setdefault("CUDA_VISIBLE_DEVICES", "0")  # one GPU: SFTTrainer refuses several in one process
     done = subprocess.run(cmd, env=env)
     if done.returncode or not out.is_file():
         raise RuntimeError(f"the {name} run failed (exit {done.returncode})")

@@ -175,7 +175,7 @@ def weights_autocast(model, device_type: str):
     return torch.autocast(device_type, dtype=low, enabled=low in (torch.bfloat16, torch.float16))
 
 
-LOSS_CHUNK = 256  # trained positions projected onto the vocabulary at a time (1,024: +0.2-0.5 GB peak on a 1B)
+LOSS_CHUNK = 1024  # trained positions projected onto the vocabulary at a time (256: 10% slower, same peak)
 
 
 def _chunk_loss_sum(head, hidden, targets):
