@@ -4,6 +4,7 @@ adapter save/reload/merge, and the errors raised before training starts."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -314,3 +315,15 @@ def test_classify_labels_are_stored_as_ids_and_collated_multi_hot():
                            num_labels=20_000)
     assert batch["labels"].shape == (2, 20_000) and batch["labels"].dtype == torch.float32
     assert batch["labels"][0].nonzero().flatten().tolist() == [0, 3] and batch["labels"][1].sum() == 0
+
+
+def test_compile_cache_goes_to_the_dataprep_cache_unless_the_user_set_one(tmp_path, monkeypatch):
+    from training.sft import persistent_compile_cache
+
+    monkeypatch.setenv("DATAPREP_CACHE", str(tmp_path / "dp"))
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    persistent_compile_cache()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "dp" / "torch-compile")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    persistent_compile_cache()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")
