@@ -10,10 +10,14 @@ must lie within fp16 rounding of the threshold) and the kept rows.
 The text (`bench_dedupe.fragment_texts`, generated here from the real texts of ../shared/data):
 85% bases, each three random 2–5-word pieces of real texts, and 15% edited copies of bases.
 
-Writes the figures to --json after every stage (a run cut short keeps what it measured), and skips
-the one-GPU stages that would not finish within --budget-s of the start (it says so).
+Writes the figures to --json after every stage (a run cut short keeps what it measured), prints a
+heartbeat line every 20 s (stage, rows embedded so far, RSS), and skips the one-GPU stages that
+would not finish within --budget-s of the start (it says so). Do not pipe its output through a
+filter that buffers (grep without --line-buffered): a run killed at its time limit then shows
+nothing (the first 2×H200 attempt, RESULTS.md).
 
-    PYTHONPATH=. python3 benchmarks/bench_dedupe_gpus.py --rows 10000000 --model <fp16 MiniLM dir>
+    HF_HUB_DISABLE_PROGRESS_BARS=1 PYTHONUNBUFFERED=1 PYTHONPATH=. \
+        python3 benchmarks/bench_dedupe_gpus.py --rows 10000000 --model <fp16 MiniLM dir>
 """
 
 from __future__ import annotations
@@ -48,6 +52,33 @@ def rss_gib() -> tuple[float, float]:
     return now / 2**30, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+class Heartbeat:
+    """Every `every` seconds, a line with the stage, the rows embedded so far (counted where
+    `dataprep.embed.forward` returns) and the RSS, so that a run cut short shows where it was."""
+
+    def __init__(self, out: dict, every: float = 20.0) -> None:
+        import threading
+
+        from dataprep import embed
+
+        self.stage, self.rows, self.out, self.every = "start", 0, out, every
+        forward = embed.forward
+
+        def counted(model, texts, *args, **kwargs):
+            result = forward(model, texts, *args, **kwargs)
+            self.rows += len(texts)
+            return result
+
+        embed.forward = counted
+        threading.Thread(target=self._beat, daemon=True).start()
+
+    def _beat(self) -> None:
+        while True:
+            time.sleep(self.every)
+            print(f"[{time.perf_counter() - START:6.1f} s] ... {self.stage}: {self.rows:,} rows embedded so far; "
+                  f"RSS {rss_gib()[0]:.1f} GiB", flush=True)
+
+
 def sync(devices: list[str]) -> None:
     import torch
 
@@ -56,9 +87,11 @@ def sync(devices: list[str]) -> None:
             torch.cuda.synchronize(d)
 
 
-def run(texts: list[str], devices: list[str], args, report: dict, out: dict, budget_left) -> dict | None:
-    """Embed, search and group `texts` on `devices`; the figures go into `report` as they come."""
+def run(texts: list[str], devices: list[str], args, report: dict, out: dict, budget_left, beat, save) -> dict | None:
+    """Embed, search and group `texts` on `devices`; the figures go into `report` (and --json) as they come."""
     import torch
+
+    beat.stage = f"load + warm-up on {len(devices)}"
 
     enc = load_encoder(args.model, devices[0].split(":")[0], devices=devices)
     enc.models()
@@ -70,6 +103,7 @@ def run(texts: list[str], devices: list[str], args, report: dict, out: dict, bud
     n = len(texts)
     if not budget_left("embed"):
         return None
+    beat.stage, beat.rows = f"embed on {len(devices)}", 0
     t = time.perf_counter()
     emb = embed_texts(texts, enc, batch_size=args.batch_size, use_cache=False)
     sync(devices)
@@ -77,8 +111,10 @@ def run(texts: list[str], devices: list[str], args, report: dict, out: dict, bud
     report["embed_rows_per_s"] = round(n / report["embed_s"])
     say(f"  embed  {report['embed_s']:7.1f} s ({report['embed_rows_per_s']:,} rows/s, {enc.precision}, "
         f"batch {args.batch_size}, {enc.stats['truncated']:,} truncated); RSS {rss_gib()[0]:.1f} GiB", out)
+    save()
     if not budget_left("search"):
         return {"emb": emb}
+    beat.stage = f"search on {len(devices)}"
     t = time.perf_counter()
     res = semantic_pairs(emb, args.threshold, devices=devices)
     sync(devices)
@@ -86,6 +122,8 @@ def run(texts: list[str], devices: list[str], args, report: dict, out: dict, bud
     report["pairs"] = len(res.a)
     report["search"] = {k: v for k, v in res.stats.items() if k in ("search_path", "part_rows", "tile")}
     say(f"  search {report['search_s']:7.1f} s ({len(res.a):,} pairs ≥ {args.threshold}, {res.stats})", out)
+    save()
+    beat.stage = f"group on {len(devices)}"
     t = time.perf_counter()
     groups = group_and_keep(n, res.a, res.b, res.score)
     report["group_s"] = round(time.perf_counter() - t, 2)
@@ -139,6 +177,8 @@ def main() -> None:
     def save() -> None:
         Path(args.json).write_text(json.dumps(out, indent=1))
 
+    beat = Heartbeat(out)
+    beat.stage = "generate"
     t = time.perf_counter()
     texts, copies = fragment_texts(args.rows)
     out["generate_s"], out["copies"] = round(time.perf_counter() - t, 1), copies
@@ -160,7 +200,7 @@ def main() -> None:
             save()
             return False
 
-        kept[len(devices)] = run(texts, devices, args, report, out, budget_left)
+        kept[len(devices)] = run(texts, devices, args, report, out, budget_left, beat, save)
         save()
     if len(kept) == 2 and all(kept.values()):
         compare(kept[len(gpus)], kept[1], len(texts), args.threshold, out)
