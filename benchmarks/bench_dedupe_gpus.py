@@ -5,14 +5,15 @@ calls, as `dataprep dedupe --methods semantic` makes them: `embed_texts` (no cac
 per GPU), `semantic_pairs(devices=...)` (the fused kernel; the upper triangle split over the GPUs)
 and `group_and_keep`. All GPUs run first, then GPU 0 alone; each stage is timed (model loading and a
 20k-row warm-up are not). Then the two runs are compared: the vectors, the pairs (those that differ
-must lie within fp16 rounding of the threshold) and the kept rows.
+must lie within fp16 rounding of the threshold) and the kept rows. The same passes run first on the
+first --calibrate-rows rows (1M: a minute or two), so that a run cut short still has rates.
 
 The text (`bench_dedupe.fragment_texts`, generated here from the real texts of ../shared/data):
 85% bases, each three random 2–5-word pieces of real texts, and 15% edited copies of bases.
 
 Writes the figures to --json after every stage (a run cut short keeps what it measured), prints a
-heartbeat line every 20 s (stage, rows embedded so far, RSS), and skips the one-GPU stages that
-would not finish within --budget-s of the start (it says so). Do not pipe its output through a
+heartbeat line every 20 s (stage, rows embedded so far, RSS), and skips a one-GPU stage that
+would end after --budget-s from the start, taken as twice the all-GPU stage (it says so). Do not pipe its output through a
 filter that buffers (grep without --line-buffered): a run killed at its time limit then shows
 nothing (the first 2×H200 attempt, RESULTS.md).
 
@@ -138,11 +139,10 @@ def run(texts: list[str], devices: list[str], args, report: dict, out: dict, bud
     return {"emb": emb, "pairs": res.a.astype(np.int64) * n + res.b, "removed": np.sort(groups.removed)}
 
 
-def compare(many: dict, one: dict, n: int, threshold: float, out: dict) -> None:
+def compare(many: dict, one: dict, n: int, threshold: float, section: dict, out: dict) -> None:
     """The all-GPU run against the one-GPU run: vectors, pairs, kept rows."""
-    check = out.setdefault("agreement", {})
-    diff = float(np.abs(many["emb"] - one["emb"]).max())
-    check["embeddings_max_abs_diff"] = diff
+    check = section.setdefault("agreement", {})
+    check["embeddings_max_abs_diff"] = float(np.abs(many["emb"] - one["emb"]).max())
     if "pairs" in many and "pairs" in one:
         differ = np.setxor1d(many["pairs"], one["pairs"])
         a, b = differ // n, differ % n
@@ -151,6 +151,34 @@ def compare(many: dict, one: dict, n: int, threshold: float, out: dict) -> None:
         check["pairs_differ_max_dist_to_threshold"] = float(np.abs(cos - threshold).max()) if len(differ) else 0.0
         check["removed_differ"] = int(len(np.setxor1d(many["removed"], one["removed"])))
     say(f"agreement of the all-GPU and one-GPU runs: {check}", out)
+
+
+def passes(texts: list[str], gpus: list[str], args, section: dict, out: dict, beat, save, estimate) -> None:
+    """All GPUs, then GPU 0 alone, on `texts`; figures under `section`. `estimate(stage, gpus)` is a
+    stage's expected seconds (None: unknown); a stage expected to end after --budget-s is skipped."""
+    kept = {}
+    for devices in [gpus, gpus[:1]] if len(gpus) > 1 else [gpus]:
+        report = section.setdefault("runs", {}).setdefault(str(len(devices)), {})
+        say(f"{len(texts):,} rows on {len(devices)} device(s) {devices}:", out)
+
+        def budget_left(stage: str, report=report, k=len(devices)) -> bool:  # noqa: B008
+            guess = estimate(stage, k)
+            if guess is None or time.perf_counter() - START + guess <= args.budget_s:
+                return True
+            report[f"{stage}_skipped"] = f"~{guess:.0f} s expected, would pass --budget-s {args.budget_s:.0f}"
+            say(f"  {stage} skipped: {report[f'{stage}_skipped']}", out)
+            save()
+            return False
+
+        kept[len(devices)] = run(texts, devices, args, report, out, budget_left, beat, save)
+        save()
+    if len(kept) == 2 and all(kept.values()):
+        compare(kept[len(gpus)], kept[1], len(texts), args.threshold, section, out)
+        one, many = section["runs"]["1"], section["runs"][str(len(gpus))]
+        section["scaling"] = {k: round(one[k] / many[k], 2) for k in ("embed_s", "search_s", "total_s") if k in one}
+        say(f"{len(texts):,} rows: scaling on {len(gpus)} devices {section['scaling']}; all-GPU total "
+            f"{many.get('total_s')} s (target for 10M rows on two GPUs: ≤ 300 s, ≥ 1.8x)", out)
+    save()
 
 
 def say(line: str, out: dict) -> None:
@@ -164,7 +192,9 @@ def main() -> None:
     ap.add_argument("--threshold", type=float, default=0.85)
     ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--model", default="minilm")
-    ap.add_argument("--budget-s", type=float, default=560, help="skip a one-GPU stage that would end after this")
+    ap.add_argument("--calibrate-rows", type=int, default=1_000_000,
+                    help="first the same passes on this prefix of the rows (0: none)")
+    ap.add_argument("--budget-s", type=float, default=560, help="skip a one-GPU stage expected to end after this")
     ap.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."), "dedupe_gpus.json"))
     args = ap.parse_args()
     import torch
@@ -183,32 +213,17 @@ def main() -> None:
     texts, copies = fragment_texts(args.rows)
     out["generate_s"], out["copies"] = round(time.perf_counter() - t, 1), copies
     say(f"{len(texts):,} texts ({copies:,} edited copies) generated in {out['generate_s']} s; {out['machine']}", out)
-    kept = {}
-    for devices in [gpus, gpus[:1]] if len(gpus) > 1 else [gpus]:
-        report = out.setdefault("runs", {}).setdefault(str(len(devices)), {})
-        say(f"{len(devices)} device(s) {devices}:", out)
-        many = len(devices) > 1 or len(gpus) == 1
+    first = args.calibrate_rows if 0 < args.calibrate_rows < args.rows else 0
+    if first:  # the same passes on a prefix first: every rate within a minute or two, whatever comes after
+        passes(texts[:first], gpus, args, out.setdefault("calibration", {"rows": first}), out, beat, save,
+               lambda stage, k: None)
 
-        def budget_left(stage: str, report=report, many=many) -> bool:
-            """Always for the all-GPU run; for one GPU, whether the stage's estimate (twice the all-GPU
-            time) ends within --budget-s."""
-            ref = out["runs"][str(len(gpus))].get(f"{stage}_s", 0)
-            if many or time.perf_counter() - START + 2 * ref <= args.budget_s:
-                return True
-            report[f"{stage}_skipped"] = f"~{2 * ref:.0f} s would pass --budget-s {args.budget_s:.0f}"
-            say(f"  {stage} skipped: {report[f'{stage}_skipped']}", out)
-            save()
-            return False
+    def estimate(stage: str, k: int) -> float | None:
+        """None (always run) for the all-GPU pass; for one GPU, twice the all-GPU pass's time."""
+        ref = out.get("runs", {}).get(str(len(gpus)), {}).get(f"{stage}_s")
+        return 2 * ref if k < len(gpus) and ref is not None else None
 
-        kept[len(devices)] = run(texts, devices, args, report, out, budget_left, beat, save)
-        save()
-    if len(kept) == 2 and all(kept.values()):
-        compare(kept[len(gpus)], kept[1], len(texts), args.threshold, out)
-        one, many = out["runs"]["1"], out["runs"][str(len(gpus))]
-        out["scaling"] = {k: round(one[k] / many[k], 2) for k in ("embed_s", "search_s", "total_s") if k in one}
-        say(f"scaling on {len(gpus)} devices: {out['scaling']}; all-GPU total {many.get('total_s')} s "
-            f"(target ≤ 300 s for 10M rows on two GPUs, ≥ 1.8x)", out)
-    save()
+    passes(texts, gpus, args, out, out, beat, save, estimate)
 
 
 if __name__ == "__main__":
