@@ -1,7 +1,10 @@
 """Sentence embeddings for semantic dedupe: model loading, device choice, batching, and a cache.
 
 - `load_encoder(name, device)` loads any sentence-transformers model (`minilm` is packaged);
-  on CUDA it runs in fp16.
+  on CUDA it runs in fp16. A bare `cuda` (or `auto` on a CUDA machine) means every visible GPU
+  (`CUDA_VISIBLE_DEVICES` restricts them; `cuda:N` is one GPU): one model copy per GPU, and the
+  length-sorted chunks of texts go to whichever copy is free, on threads (the Rust tokenizer and
+  CUDA run outside the GIL). Each chunk's vectors do not depend on which copy embedded it.
 - `embed_texts(texts, encoder)` returns L2-normalised float32 vectors. sentence-transformers
   sorts each call's texts by length before batching, so batches carry little padding.
 - The cache (`EmbeddingCache`) is keyed by (model, precision) and the sha256 of each text, so
@@ -16,8 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
+import threading
 import uuid
 from pathlib import Path
 
@@ -47,33 +52,52 @@ def pick_device(device: str = "auto") -> str:
     return device
 
 
+def visible_devices(device: str) -> list[str]:
+    """Every visible GPU for a bare `cuda` (CUDA_VISIBLE_DEVICES restricts them), else `device` alone."""
+    if device != "cuda":
+        return [device]
+    import torch
+
+    return [f"cuda:{i}" for i in range(max(1, torch.cuda.device_count()))]
+
+
 class Encoder:
     """A sentence-transformers model, loaded only when a text is not in the cache.
 
     `key` identifies its vectors (model files + precision): vectors with equal keys are
-    interchangeable, so a rerun whose texts are all cached never loads the model.
+    interchangeable, so a rerun whose texts are all cached never loads the model. `devices`: the
+    devices that embed, one model copy each (default: `visible_devices(device)`).
     """
 
-    def __init__(self, name: str = "minilm", device: str = "auto") -> None:
+    def __init__(self, name: str = "minilm", device: str = "auto", devices: list[str] | None = None) -> None:
         self.name = name
         self.path = resolve_model(name)
         self.device_option, self.device = device, pick_device(device)
-        self.precision = "fp16" if self.device.startswith("cuda") else "fp32"
+        self.devices = [pick_device(d) for d in devices] if devices else visible_devices(self.device)
+        self.precision = "fp16" if self.devices[0].startswith("cuda") else "fp32"
         self.key = _model_key(self.path, self.precision)
         self.stats = {"truncated": 0, "embedded": 0, "cached": 0}
-        self._model = None
+        self._models: list = []
 
     @property
     def model(self):
-        if self._model is None:
-            self._model = _load(self.name, self.path, self.device, self.precision)
-        return self._model
+        """The model on the first device."""
+        if not self._models:
+            self._models.append(_load(self.name, self.path, self.devices[0], self.precision))
+        return self._models[0]
+
+    def models(self) -> list:
+        """One model copy per device, loaded on first use."""
+        self.model  # noqa: B018
+        for device in self.devices[len(self._models):]:
+            self._models.append(_load(self.name, self.path, device, self.precision))
+        return self._models
 
     @property
     def max_tokens(self) -> int:
         """The model's window in tokens, read from its config when the model is not loaded yet."""
         config = Path(self.path) / "sentence_bert_config.json"
-        if self._model is None and config.is_file():
+        if not self._models and config.is_file():
             value = json.loads(config.read_text()).get("max_seq_length")
             if value:
                 return int(value)
@@ -103,9 +127,9 @@ def _load(name: str, path: str, device: str, precision: str):
     return model
 
 
-def load_encoder(name: str = "minilm", device: str = "auto") -> Encoder:
+def load_encoder(name: str = "minilm", device: str = "auto", devices: list[str] | None = None) -> Encoder:
     """An encoder for a packaged name, local path or Hub id; fp16 on CUDA. The model loads lazily."""
-    return Encoder(name, device)
+    return Encoder(name, device, devices)
 
 
 def text_keys(texts: list[str]) -> np.ndarray:
@@ -167,19 +191,52 @@ def _encode_chunks(texts, first, todo, uniq_keys, uniq_vecs, truncated, encoder,
     `engine` ray the chunks are embedded by Ray actors (dataprep.engine.ray_map, one model each)."""
     from tqdm.auto import tqdm
 
-    todo = todo[np.argsort([-len(texts[first[u]]) for u in todo], kind="stable")]
+    lengths = np.fromiter((len(texts[i]) for i in first[todo]), dtype=np.int64, count=len(todo))
+    todo = todo[np.argsort(-lengths, kind="stable")]
     parts = [todo[start : start + CHUNK] for start in range(0, len(todo), CHUNK)]
     chunks = [[texts[i] for i in first[part]] for part in parts]
     if engine == "ray":
         results = _ray_encode(chunks, encoder, batch_size)
     else:
-        results = (encode_flagging_truncation(encoder.model, chunk, batch_size) for chunk in chunks)
+        results = _encode_on_devices(chunks, encoder.models(), batch_size)
     with tqdm(total=len(todo), desc="embed", unit="text", disable=not progress) as bar:
         for part, (vecs, cut) in zip(parts, results, strict=True):
             uniq_vecs[part], truncated[part] = vecs, cut
             if cache:
                 cache.add(uniq_keys[part], uniq_vecs[part], truncated[part])
             bar.update(len(part))
+
+
+def _encode_on_devices(chunks: list[list[str]], models: list, batch_size: int):
+    """(vectors, truncated) of each chunk, in order, from the models (one per device) side by side.
+
+    Threads: a chunk is tokenized (Rust, outside the GIL) while the models embed earlier ones, then
+    waits for a free model; at most two chunks per model are in flight. A chunk's vectors do not
+    depend on which model embedded it (the same batches, padding and order on every device)."""
+    import queue
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    free = queue.Queue()
+    for model in models:
+        free.put(model)
+
+    def embed(chunk: list[str]):
+        tokens = tokenize(models[0], chunk)  # before taking a model: tokenizing overlaps the others' forwards
+        model = free.get()
+        try:
+            return forward(model, chunk, tokens, batch_size)
+        finally:
+            free.put(model)
+
+    with ThreadPoolExecutor(2 * len(models), thread_name_prefix="embed") as pool:
+        pending: deque = deque()
+        for chunk in chunks:
+            pending.append(pool.submit(embed, chunk))
+            if len(pending) > 2 * len(models):
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _ray_encode(chunks: list[list[str]], encoder: Encoder, batch_size: int):
@@ -216,68 +273,109 @@ def encode_flagging_truncation(model, texts: list[str], batch_size: int = 64) ->
     padded with numpy, and the model's own modules (transformer, pooling, normalize) run on them.
     Models without a fast tokenizer fall back to `model.encode`.
     """
-    import torch
+    return forward(model, texts, tokenize(model, texts), batch_size)
 
-    window = int(model.max_seq_length or 512)
+
+def tokenize(model, texts: list[str]):
+    """(the Rust encodings cut to the model's window, their lengths, which texts were cut), or None
+    for a model without a fast tokenizer (then `forward` runs `model.encode`)."""
     backend = getattr(model.tokenizer, "backend_tokenizer", None)
     if backend is None or not texts:
+        return None
+    tok = _truncating_tokenizer(model, backend, int(model.max_seq_length or 512))
+    encode_batch = getattr(tok, "encode_batch_fast", tok.encode_batch)  # no offsets: faster
+    encodings = encode_batch(texts, add_special_tokens=True)  # all texts in one parallel Rust call
+    lengths = np.fromiter(map(len, encodings), dtype=np.int64, count=len(encodings))
+    return encodings, lengths, np.array([len(e.overflowing) > 0 for e in encodings], dtype=bool)
+
+
+def _flat_ids(encodings: list, cut: np.ndarray) -> np.ndarray:
+    """The token ids of `encodings` end to end: one merged list from Rust, not a list per row (that
+    was ~9 µs a row under the GIL, the limit when several GPUs embed on threads). A batch with a cut
+    text is taken row by row (Encoding.merge would combine the cut texts' overflowing parts)."""
+    from tokenizers import Encoding
+
+    if cut.any():
+        return np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), dtype=np.int64)
+    return np.array(Encoding.merge(encodings, growing_offsets=False).ids, dtype=np.int64)
+
+
+def forward(model, texts: list[str], tokens, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """`encode_flagging_truncation` from the `tokenize` result. The vectors stay on the device until
+    the last batch, so the GPU is never idle waiting for a copy back."""
+    import torch
+
+    if tokens is None:
+        window = int(model.max_seq_length or 512)
         vecs = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
                             show_progress_bar=False).astype(np.float32)
         full = model.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"] if texts else []
         return vecs, np.array([len(x) > window for x in full], dtype=bool)
-    ids, truncated = _token_ids(backend, texts, window)
-    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+    encodings, lengths, truncated = tokens
     order = np.argsort(-lengths, kind="stable")
     pad_id = model.tokenizer.pad_token_id or 0
     with_types = "token_type_ids" in model.tokenizer.model_input_names
-    dim = (getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)()
-    out = np.empty((len(texts), dim), dtype=np.float32)
+    embedded = []
     with torch.inference_mode(), _fast_attention(model.device):
         for start in range(0, len(texts), batch_size):
             rows = order[start : start + batch_size]
             width = int(lengths[rows[0]])
+            mask = np.arange(width)[None, :] < lengths[rows][:, None]  # rows longest first: the ids fill it in order
             batch = np.full((len(rows), width), pad_id, dtype=np.int64)
-            for r, i in enumerate(rows):
-                batch[r, : lengths[i]] = ids[i]
+            batch[mask] = _flat_ids([encodings[i] for i in rows], truncated[rows])
             input_ids = torch.from_numpy(batch).to(model.device, non_blocking=True)
-            mask = np.arange(width)[None, :] < lengths[rows][:, None]
             features = {"input_ids": input_ids,
                         "attention_mask": torch.from_numpy(mask).to(model.device, dtype=torch.long, non_blocking=True)}
             if with_types:
                 features["token_type_ids"] = torch.zeros_like(input_ids)
             emb = model(features)["sentence_embedding"]
-            out[rows] = torch.nn.functional.normalize(emb.float(), dim=-1).cpu().numpy()
+            embedded.append(torch.nn.functional.normalize(emb.float(), dim=-1))
+        vecs = torch.cat(embedded).cpu().numpy()
+    out = np.empty_like(vecs)
+    out[order] = vecs
     return out, truncated
+
+
+_SDPA_LOCK = threading.Lock()
+_sdpa_users = [0, True]  # threads inside _fast_attention, the setting before the first of them
 
 
 @contextlib.contextmanager
 def _fast_attention(device):
     """On CUDA, keep SDPA off the cuDNN backend: it builds a plan per new shape, and every
-    length-sorted batch has a new shape (the H100 profile showed ~2.8 ms CPU per attention call)."""
+    length-sorted batch has a new shape (the H100 profile showed ~2.8 ms CPU per attention call).
+    The setting is global: it is restored when the last of the threads embedding side by side leaves."""
     import torch
 
     if getattr(device, "type", str(device)) != "cuda":
         yield
         return
-    before = torch.backends.cuda.cudnn_sdp_enabled()
-    torch.backends.cuda.enable_cudnn_sdp(False)
+    with _SDPA_LOCK:
+        if _sdpa_users[0] == 0:
+            _sdpa_users[1] = torch.backends.cuda.cudnn_sdp_enabled()
+            torch.backends.cuda.enable_cudnn_sdp(False)
+        _sdpa_users[0] += 1
     try:
         yield
     finally:
-        torch.backends.cuda.enable_cudnn_sdp(before)
+        with _SDPA_LOCK:
+            _sdpa_users[0] -= 1
+            if _sdpa_users[0] == 0:
+                torch.backends.cuda.enable_cudnn_sdp(_sdpa_users[1])
 
 
-def _token_ids(backend, texts: list[str], max_len: int) -> tuple[list[list[int]], np.ndarray]:
-    """(token ids of every text truncated to `max_len`, which texts were cut), from one parallel
-    Rust call."""
+def _truncating_tokenizer(model, backend, max_len: int):
+    """A copy of the model's Rust tokenizer that truncates at `max_len` and does not pad (settings
+    are per object), made once per model and window (a copy costs ~20 ms; 10M rows are 1,200 chunks)."""
     from tokenizers import Tokenizer
 
-    tok = Tokenizer.from_str(backend.to_str())  # a copy: truncation/padding settings are per object
-    tok.no_padding()
-    tok.enable_truncation(max_len)
-    encode_batch = getattr(tok, "encode_batch_fast", tok.encode_batch)  # no offsets: faster
-    encodings = encode_batch(texts, add_special_tokens=True)
-    return [e.ids for e in encodings], np.array([len(e.overflowing) > 0 for e in encodings], dtype=bool)
+    made = model.__dict__.setdefault("_dataprep_tokenizers", {})
+    if max_len not in made:
+        tok = Tokenizer.from_str(backend.to_str())
+        tok.no_padding()
+        tok.enable_truncation(max_len)
+        made[max_len] = tok
+    return made[max_len]
 
 
 def default_cache_root() -> Path:

@@ -44,7 +44,7 @@ def test_minilm_embeddings_cache_and_truncation(tmp_path):
     enc2 = load_encoder("minilm", "cpu")
     again = embed_texts(texts[::-1], enc2, cache_root=tmp_path)
     np.testing.assert_array_equal(again, vecs[::-1])
-    assert enc2.stats == {"truncated": 1, "embedded": 0, "cached": 4} and enc2._model is None
+    assert enc2.stats == {"truncated": 1, "embedded": 0, "cached": 4} and not enc2._models
     # a new text next to cached ones: only it is embedded
     enc3 = load_encoder("minilm", "cpu")
     embed_texts(texts + ["Something new."], enc3, cache_root=tmp_path)
@@ -95,3 +95,34 @@ def test_a_cache_that_cannot_be_written_is_skipped_with_its_reason(tmp_path, mon
     assert vecs.shape == (2, enc.dim) and np.allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-5)
     assert enc.stats["cache_error"].startswith("No space left on device")
     assert not list(tmp_path.rglob("*.npz"))  # no torn part left behind
+
+
+def test_visible_devices_expands_a_bare_cuda_only(monkeypatch):
+    import torch
+
+    from dataprep.embed import visible_devices
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert visible_devices("cuda") == ["cuda:0", "cuda:1"]  # every GPU CUDA_VISIBLE_DEVICES leaves
+    assert visible_devices("cuda:1") == ["cuda:1"] and visible_devices("cpu") == ["cpu"]
+    assert load_encoder("minilm", "cpu").devices == ["cpu"]
+
+
+def test_embedding_split_over_two_devices_equals_one(monkeypatch, tmp_path):
+    """Two model copies ("cpu" twice stands for two GPUs) take the chunks as they come free; the
+    vectors come back in input order, equal to one device's, and both copies did part of the work."""
+    from dataprep import embed
+
+    monkeypatch.setattr(embed, "CHUNK", 5)  # 23 unique texts: 5 chunks, so both copies get some
+    texts = [f"row {i}: {'a short one' if i % 3 else 'a somewhat longer sentence about dedupe'} #{i % 7}"
+             for i in range(23)] + ["row 0: a somewhat longer sentence about dedupe #0"]  # one repeat
+    one = embed_texts(texts, load_encoder("minilm", "cpu"), use_cache=False)
+    used = []
+    forward = embed.forward
+    monkeypatch.setattr(embed, "forward", lambda model, *a, **k: used.append(id(model)) or forward(model, *a, **k))
+    two = load_encoder("minilm", "cpu", devices=["cpu", "cpu"])
+    split = embed_texts(texts, two, use_cache=False)
+    assert len(two.models()) == 2 and len(used) == 5 and len(set(used)) == 2
+    np.testing.assert_allclose(split, one, atol=1e-6)
+    np.testing.assert_array_equal(split[0], split[-1])  # the repeat is embedded once, put back twice
+    assert two.stats == {"truncated": 0, "embedded": 23, "cached": 0}

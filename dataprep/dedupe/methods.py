@@ -162,8 +162,9 @@ def embed_and_search(texts, alive, cfg: DedupeConfig, timer, *, cache: bool, pro
         if cfg.clusters:
             res = cluster_pairs(emb, cfg.threshold, cfg.clusters, device=encoder.device)
         else:
-            res = semantic_pairs(emb, cfg.threshold, device=encoder.device, progress=progress)
-    embed_stats = {"model": cfg.model, "device": encoder.device, **encoder.stats, "max_tokens": encoder.max_tokens}
+            res = semantic_pairs(emb, cfg.threshold, devices=encoder.devices, progress=progress)
+    embed_stats = {"model": cfg.model, "device": encoder.device, "devices": encoder.devices, **encoder.stats,
+                   "max_tokens": encoder.max_tokens}
     return emb, res, embed_stats
 
 

@@ -62,7 +62,9 @@ def semantic_pairs(emb, threshold: float, *, device: str = "cpu", devices: list[
     and several are visible, else `device` alone); the answer is the one-device answer."""
     from concurrent.futures import ThreadPoolExecutor
 
-    devices = devices or search_devices(device)
+    from dataprep.embed import visible_devices
+
+    devices = devices or visible_devices(device)
     n = len(emb)
     if len(devices) == 1 or n < 2 * len(devices):
         return _search(_as_tensor(emb, devices[0]), threshold, None, block, borderline, margin, progress, kernel)
@@ -79,15 +81,6 @@ def semantic_pairs(emb, threshold: float, *, device: str = "cpu", devices: list[
     with ThreadPoolExecutor(len(bounds)) as pool:  # GPU work (and torch's CPU kernels) run outside the GIL
         parts = list(pool.map(part, range(len(bounds))))
     return _merge(parts, [lo for lo, _ in bounds], n, borderline, devices)
-
-
-def search_devices(device: str) -> list[str]:
-    """Every visible GPU for a bare `cuda`, else `device` alone."""
-    if device != "cuda":
-        return [device]
-    import torch
-
-    return [f"cuda:{i}" for i in range(max(1, torch.cuda.device_count()))]
 
 
 def split_rows(n: int, parts: int, align: int = 1) -> list[int]:

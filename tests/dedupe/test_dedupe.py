@@ -416,6 +416,7 @@ class FakeEncoder:
     """Bag-of-letters vectors: texts with the same letters are identical, others differ."""
 
     device = "cpu"
+    devices = ["cpu"]
     stats: dict = {}
 
     def __init__(self, *args, **kwargs):
