@@ -126,3 +126,82 @@ def test_embedding_split_over_two_devices_equals_one(monkeypatch, tmp_path):
     np.testing.assert_allclose(split, one, atol=1e-6)
     np.testing.assert_array_equal(split[0], split[-1])  # the repeat is embedded once, put back twice
     assert two.stats == {"truncated": 0, "embedded": 23, "cached": 0}
+
+
+def test_text_keys_are_xxh3_128_of_the_utf8_and_versioned_in_the_cache_key():
+    import xxhash
+
+    from dataprep import embed
+
+    keys = text_keys(["a", "héllo", "a", ""])
+    assert keys.dtype == np.dtype("S16") and keys[0] == keys[2] != keys[1]
+    assert keys[1] == xxhash.xxh3_128_digest("héllo".encode())  # not sha256: vectors cached before are not read
+    assert len(text_keys([])) == 0
+    assert embed._model_key("/nowhere", "fp32") != embed.fingerprint({"path": "/nowhere", "files": [], "precision": "fp32"})
+
+
+def test_batch_limits():
+    from dataprep.embed import AUTO_BATCH_TOKENS, CHUNK, batch_limits
+
+    assert batch_limits(1024, "cuda:0") == (1024, None)  # --batch-size given: that many texts, on any device
+    assert batch_limits(None, "cuda:1") == (CHUNK, AUTO_BATCH_TOKENS)
+    assert batch_limits(None, "cpu") == (64, None)
+
+
+class _Spy:
+    """A model that records the (rows, width) of every batch it embeds."""
+
+    def __init__(self, model) -> None:
+        self.m, self.shapes = model, []
+
+    def __getattr__(self, name):
+        return getattr(self.m, name)
+
+    def __call__(self, features):
+        self.shapes.append(tuple(features["input_ids"].shape))
+        return self.m(features)
+
+
+def test_token_budget_batches_hold_more_short_texts_and_give_the_same_vectors(monkeypatch):
+    """A token budget (as on a GPU by default) packs the length-sorted texts: each batch holds at
+    most budget // its longest row's tokens texts; the vectors equal fixed batches' (fp32 noise)."""
+    from dataprep import embed
+
+    model = load_encoder("minilm", "cpu").model
+    texts = ["word " * 20, "a cat", "a dog sat", "word " * 9, "hi", "one two three four", "x"]
+    fixed = embed.encode(model, texts, batch_size=2)
+    monkeypatch.setattr(embed, "batch_limits", lambda batch_size, device: (100, 24))
+    spy = _Spy(model)
+    budget = embed.encode(spy, texts, batch_size=None)
+    lengths = sorted((len(model.tokenizer(t)["input_ids"]) for t in texts), reverse=True)  # [22, 11, 6, 5, 4, 3, 3]
+    assert lengths == [22, 11, 6, 5, 4, 3, 3]
+    assert spy.shapes == [(1, 22), (2, 11), (4, 5)]  # 24 // 22 = 1 row; 24 // 11 = 2; 24 // 5 = 4 (the rest)
+    np.testing.assert_allclose(budget, fixed, atol=1e-5)
+
+
+def test_worker_processes_give_one_devices_vectors(monkeypatch):
+    """One worker process per device (spawned; two "cpu" processes stand for two GPUs): the chunks
+    come back in input order, equal to the in-process vectors."""
+    from dataprep import embed
+
+    monkeypatch.setattr(embed, "CHUNK", 4)  # 11 unique texts: 3 chunks over the two workers
+    texts = [f"row {i}: {'short' if i % 2 else 'a longer sentence about semantic dedupe'}" for i in range(11)]
+    one = embed_texts(texts + texts[:2], load_encoder("minilm", "cpu"), use_cache=False)
+    two = load_encoder("minilm", "cpu", devices=["cpu", "cpu"], workers="processes")
+    assert two.use_processes and not load_encoder("minilm", "cpu", devices=["cpu", "cpu"]).use_processes
+    split = embed_texts(texts + texts[:2], two, use_cache=False)
+    np.testing.assert_allclose(split, one, atol=1e-6)
+    assert two.stats == {"truncated": 0, "embedded": 11, "cached": 0} and not two._models  # none in this process
+
+
+def test_a_failing_worker_process_is_one_error_line():
+    import functools
+
+    from dataprep import embed
+
+    load = functools.partial(embed._load, "broken", "/nonexistent/model")
+    with pytest.raises(DataprepError, match=r"embedding worker failed: DataprepError: cannot load embedding model "
+                                            r"'broken'.* on cpu"):
+        list(embed._encode_in_processes([["a text"]], load, ["cpu"], None))
+    with pytest.raises(DataprepError, match="unknown embedding workers"):
+        load_encoder("minilm", "cpu", workers="fibers")

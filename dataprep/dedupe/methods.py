@@ -63,7 +63,8 @@ class DedupeConfig(EngineOptions, OutputOptions):
                            min=0, max=1, min_open=True)
     model: str = opt("minilm", "Sentence-transformers model: name, path or Hub id.")
     device: str = opt("auto", "auto, cuda, mps or cpu.")
-    batch_size: int = opt(64, "Embedding batch size.", min=1)
+    batch_size: int | None = opt(None, "Embedding batch size in texts (default: 64 on CPU; on a GPU as many "
+                                 "length-sorted texts as fit in 131,072 padded tokens).", min=1)
     clusters: int | None = opt(None, "Approximate semantic search: k-means with K clusters first.", min=1)
     allow_model_language_mismatch: bool = opt(
         False, "Run semantic even when most texts are in scripts --model does not read (refused otherwise).")
