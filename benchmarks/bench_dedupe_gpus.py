@@ -2,9 +2,11 @@
 
 Issue #17's target: 10M rows in ≤ 5 minutes on two GPUs, ≥ 1.8× one GPU. The product's library
 calls, as `dataprep dedupe --methods semantic` makes them: `embed_texts` (no cache; one model copy
-per GPU), `semantic_pairs(devices=...)` (the fused kernel; the upper triangle split over the GPUs)
-and `group_and_keep`. All GPUs run first, then GPU 0 alone; each stage is timed (model loading and a
-20k-row warm-up are not). Then the two runs are compared: the vectors, the pairs (those that differ
+per GPU: one worker process each, batches by a token budget by default), `semantic_pairs(devices=...)`
+(the fused kernel; the upper triangle split over the GPUs) and `group_and_keep`. All GPUs run first,
+then GPU 0 alone; each stage is timed (not timed: model loading, a 20k-row embedding warm-up, and
+compiling every configuration of the search kernel on every GPU: the first 100k-row 2-GPU search
+took 16.0 s, GPU 1 compiling, when only GPU 0 had been warmed). Then the two runs are compared: the vectors, the pairs (those that differ
 must lie within fp16 rounding of the threshold) and the kept rows. The same passes run first on the
 first --calibrate-rows rows (1M: a minute or two), so that a run cut short still has rates.
 
@@ -54,8 +56,9 @@ def rss_gib() -> tuple[float, float]:
 
 
 class Heartbeat:
-    """Every `every` seconds, a line with the stage, the rows embedded so far (counted where
-    `dataprep.embed.forward` returns) and the RSS, so that a run cut short shows where it was."""
+    """Every `every` seconds, a line with the stage, the rows embedded so far (counted as chunks come
+    back to this process, from threads or worker processes) and the RSS, so that a run cut short
+    shows where it was."""
 
     def __init__(self, out: dict, every: float = 20.0) -> None:
         import threading
@@ -63,14 +66,15 @@ class Heartbeat:
         from dataprep import embed
 
         self.stage, self.rows, self.out, self.every = "start", 0, out, every
-        forward = embed.forward
+        on_devices, workers_map = embed._encode_on_devices, embed._Workers.map
 
-        def counted(model, texts, *args, **kwargs):
-            result = forward(model, texts, *args, **kwargs)
-            self.rows += len(texts)
-            return result
+        def counted(results):
+            for vecs, cut in results:
+                self.rows += len(vecs)
+                yield vecs, cut
 
-        embed.forward = counted
+        embed._encode_on_devices = lambda *a, **k: counted(on_devices(*a, **k))
+        embed._Workers.map = lambda pool, *a, **k: counted(workers_map(pool, *a, **k))
         threading.Thread(target=self._beat, daemon=True).start()
 
     def _beat(self) -> None:
@@ -88,15 +92,37 @@ def sync(devices: list[str]) -> None:
             torch.cuda.synchronize(d)
 
 
+def warm_search(devices: list[str], dim: int, threshold: float) -> None:
+    """Compile every configuration of the search kernel on every device (triton compiles per device;
+    the kernel times the configurations once per GPU model and size and keeps the faster, so a
+    second GPU would otherwise compile inside a timed search)."""
+    import torch
+
+    from dataprep.dedupe import search_kernel
+
+    for d in devices:
+        if not (d.startswith("cuda") and search_kernel.available(d)):
+            continue
+        x = torch.nn.functional.normalize(torch.randn(2 * search_kernel.GROUP_ROWS, dim, device=d), dim=1).half()
+        for cfg in search_kernel.GPU_CONFIGS:
+            try:
+                search_kernel.kernel_pairs(x, threshold, config=cfg)
+            except Exception as e:  # noqa: BLE001 - a configuration this GPU cannot run is skipped when searching too
+                print(f"  warm-up: {search_kernel._name(cfg)} on {d}: {repr(e)[:120]}", flush=True)
+        torch.cuda.synchronize(d)
+
+
 def run(texts: list[str], devices: list[str], args, report: dict, out: dict, budget_left, beat, save) -> dict | None:
     """Embed, search and group `texts` on `devices`; the figures go into `report` (and --json) as they come."""
     import torch
 
     beat.stage = f"load + warm-up on {len(devices)}"
 
-    enc = load_encoder(args.model, devices[0].split(":")[0], devices=devices)
-    enc.models()
-    embed_texts(texts[:20_000], enc, batch_size=args.batch_size, use_cache=False)  # warm-up: CUDA kernels, allocator
+    enc = load_encoder(args.model, devices[0].split(":")[0], devices=devices, workers=args.workers)
+    if not enc.use_processes:
+        enc.models()
+    warm = embed_texts(texts[:20_000], enc, batch_size=args.batch_size, use_cache=False)  # CUDA kernels, allocator, workers
+    warm_search(devices, warm.shape[1], args.threshold)
     sync(devices)
     for d in devices:
         if d.startswith("cuda"):
@@ -111,7 +137,8 @@ def run(texts: list[str], devices: list[str], args, report: dict, out: dict, bud
     report["embed_s"] = round(time.perf_counter() - t, 2)
     report["embed_rows_per_s"] = round(n / report["embed_s"])
     say(f"  embed  {report['embed_s']:7.1f} s ({report['embed_rows_per_s']:,} rows/s, {enc.precision}, "
-        f"batch {args.batch_size}, {enc.stats['truncated']:,} truncated); RSS {rss_gib()[0]:.1f} GiB", out)
+        f"batch {args.batch_size or 'auto'}, {'processes' if enc.use_processes else 'threads'}, "
+        f"{enc.stats['truncated']:,} truncated); RSS {rss_gib()[0]:.1f} GiB", out)
     save()
     if not budget_left("search"):
         return {"emb": emb}
@@ -133,6 +160,7 @@ def run(texts: list[str], devices: list[str], args, report: dict, out: dict, bud
     report["peak_gpu_gib"] = {d: round(torch.cuda.max_memory_allocated(d) / 2**30, 2) for d in devices
                               if d.startswith("cuda")}
     report["rss_gib"], report["peak_rss_gib"] = (round(x, 1) for x in rss_gib())
+    enc.close()
     say(f"  group  {report['group_s']:7.1f} s ({report['groups']:,} groups, {report['removed']:,} rows removed)", out)
     say(f"  total  {report['total_s']:7.1f} s; peak GPU memory {report['peak_gpu_gib']} GiB; host RSS "
         f"{report['rss_gib']} GiB now, {report['peak_rss_gib']} GiB peak (process)", out)
@@ -190,7 +218,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--threshold", type=float, default=0.85)
-    ap.add_argument("--batch-size", type=int, default=1024)
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="texts a batch (default: auto, batches of up to 131,072 padded tokens on a GPU)")
+    ap.add_argument("--workers", default="auto", choices=("auto", "threads", "processes"),
+                    help="embedding workers (auto: one process per GPU on several GPUs)")
     ap.add_argument("--model", default="minilm")
     ap.add_argument("--calibrate-rows", type=int, default=1_000_000,
                     help="first the same passes on this prefix of the rows (0: none)")
@@ -201,7 +232,8 @@ def main() -> None:
 
     cuda = torch.cuda.is_available()
     gpus = visible_devices("cuda") if cuda else ["cpu", "cpu"]  # on a CPU: two copies, to check that it runs
-    out = {"rows": args.rows, "threshold": args.threshold, "batch_size": args.batch_size, "devices": gpus,
+    out = {"rows": args.rows, "threshold": args.threshold, "batch_size": args.batch_size or "auto",
+           "workers": args.workers, "devices": gpus,
            "machine": f"{len(gpus)} x {torch.cuda.get_device_name(0)}, {os.cpu_count()} cores" if cuda else "CPU"}
 
     def save() -> None:

@@ -28,6 +28,7 @@ import json
 import os
 import threading
 import uuid
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,19 @@ class Encoder:
         self.load = functools.partial(_load, name, self.path, precision=self.precision)  # device -> model; picklable
         self.workers = workers
         self._models: list = []
+        self._pool: _Workers | None = None
+
+    def workers_pool(self) -> _Workers:
+        """The worker processes (one per device), started on first use, kept until `close`."""
+        if self._pool is None or not self._pool.procs:
+            self._pool = _Workers(self.load, self.devices)
+            weakref.finalize(self, self._pool.close)
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the worker processes, if any."""
+        if self._pool is not None:
+            self._pool.close()
 
     @property
     def use_processes(self) -> bool:
@@ -235,7 +249,7 @@ def _encode_chunks(texts, first, todo, uniq_keys, truncated, encoder, cache, bat
     if engine == "ray":
         results = _ray_encode(chunks, encoder, batch_size)
     elif encoder.use_processes:
-        results = _encode_in_processes(chunks, encoder.load, encoder.devices, batch_size)
+        results = encoder.workers_pool().map(chunks, batch_size)
     else:
         results = _encode_on_devices(chunks, encoder.models(), batch_size)
     uniq_vecs = None
@@ -282,65 +296,80 @@ def _encode_on_devices(chunks: list[list[str]], models: list, batch_size: int):
             yield pending.popleft().result()
 
 
-def _encode_in_processes(chunks: list[list[str]], load, devices: list[str], batch_size: int | None):
-    """(vectors, truncated) of each chunk, in order, from one worker process per device (spawned;
-    `load(device)` gives the model there). Each process has its own GIL, so the per-batch Python
-    work (module calls, ids, padding) of one device no longer waits for the others'; inside a
-    worker, `_encode_on_devices` overlaps tokenizing with the forward as in this process. Chunks
-    are queued up front (shared queue: whichever worker is free takes the next); results come back
-    pickled and are yielded in chunk order. A worker that fails or dies is a DataprepError."""
-    import multiprocessing as mp
-    import queue
+class _Workers:
+    """One worker process per device (spawned: CUDA cannot be used in a forked child), each with the
+    model loaded once and its own GIL, so the per-batch Python work (module calls, ids, padding) of
+    one device no longer waits for the others'. Kept by the Encoder across `embed_texts` calls and
+    stopped when it is closed or collected. Chunks go on one shared queue (whichever worker is free
+    takes the next); inside a worker a thread tokenizes the next chunk while the model embeds this
+    one; results come back pickled and are yielded in chunk order."""
 
-    ctx = mp.get_context("spawn")  # CUDA cannot be used in a forked child
-    tasks, results = ctx.Queue(), ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(load, device, batch_size, tasks, results), daemon=True,
-                         name=f"embed-{device}") for device in devices]
-    for p in procs:
-        p.start()
-    try:
-        for item in enumerate(chunks):
-            tasks.put(item)
-        for _ in procs:
-            tasks.put(None)
+    def __init__(self, load, devices: list[str]) -> None:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self.tasks, self.results, self.next = ctx.Queue(), ctx.Queue(), 0
+        self.procs = [ctx.Process(target=_worker, args=(load, device, self.tasks, self.results), daemon=True,
+                                  name=f"embed-{device}") for device in devices]
+        for p in self.procs:
+            p.start()
+
+    def map(self, chunks: list[list[str]], batch_size: int | None):
+        """(vectors, truncated) of each chunk, in order. A worker that fails or dies is a DataprepError
+        (the pool is then closed)."""
+        import queue
+
+        first, self.next = self.next, self.next + len(chunks)
+        for i, chunk in enumerate(chunks):
+            self.tasks.put((first + i, chunk, batch_size))
         done: dict[int, tuple] = {}
-        for want in range(len(chunks)):
-            while want not in done:
-                try:
-                    index, vecs, cut = results.get(timeout=1.0)
-                except queue.Empty:
-                    dead = [p for p in procs if p.exitcode not in (None, 0)]
-                    if dead:
-                        raise DataprepError(f"the embedding worker {dead[0].name} died (exit code "
-                                            f"{dead[0].exitcode}); rerun with fewer devices or --device cpu") from None
-                    continue
-                if vecs is None:
-                    raise DataprepError(f"the embedding worker failed: {cut}")
-                done[index] = (vecs, cut)
-            yield done.pop(want)
-    finally:
-        for p in procs:
+        try:
+            for want in range(first, first + len(chunks)):
+                while want not in done:
+                    try:
+                        index, vecs, cut = self.results.get(timeout=1.0)
+                    except queue.Empty:
+                        dead = [p for p in self.procs if p.exitcode is not None]
+                        if dead:
+                            raise DataprepError(f"the embedding worker {dead[0].name} died (exit code {dead[0].exitcode}); "
+                                                "rerun with fewer devices or --device cpu") from None
+                        continue
+                    if vecs is None:
+                        raise DataprepError(f"the embedding worker failed: {cut}")
+                    done[index] = (vecs, cut)
+                yield done.pop(want)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for _ in self.procs:
+            self.tasks.put(None)
+        for p in self.procs:
             p.join(timeout=5)
             if p.is_alive():
                 p.terminate()
-        tasks.cancel_join_thread()
+        self.tasks.cancel_join_thread()
+        self.procs = []
 
 
-def _worker(load, device: str, batch_size: int | None, tasks, results) -> None:
-    """A worker process: load the model on `device`, embed the chunks it takes from `tasks` until None."""
-    import collections
-
-    index = collections.deque()
-
-    def incoming():
-        while (item := tasks.get()) is not None:
-            index.append(item[0])
-            yield item[1]
+def _worker(load, device: str, tasks, results) -> None:
+    """A worker process: load the model on `device`; embed (index, texts, batch_size) tasks until None."""
+    import queue
 
     try:
         model = load(device)
-        for vecs, cut in _encode_on_devices(incoming(), [model], batch_size):
-            results.put((index.popleft(), vecs, cut))
+        tokenized: queue.Queue = queue.Queue(maxsize=2)
+
+        def prefetch() -> None:  # tokenizing (Rust, outside the GIL) overlaps the forward of the chunk before
+            while (item := tasks.get()) is not None:
+                tokenized.put((*item, tokenize(model, item[1])))
+            tokenized.put(None)
+
+        threading.Thread(target=prefetch, daemon=True).start()
+        while (item := tokenized.get()) is not None:
+            index, texts, batch_size, tokens = item
+            results.put((index, *forward(model, texts, tokens, batch_size)))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it as one line
         results.put((-1, None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''} on {device}"))
 

@@ -192,6 +192,12 @@ def test_worker_processes_give_one_devices_vectors(monkeypatch):
     split = embed_texts(texts + texts[:2], two, use_cache=False)
     np.testing.assert_allclose(split, one, atol=1e-6)
     assert two.stats == {"truncated": 0, "embedded": 11, "cached": 0} and not two._models  # none in this process
+    workers = two.workers_pool().procs
+    again = embed_texts(texts[::-1], two, use_cache=False)  # the same workers take a second call
+    assert two.workers_pool().procs == workers and all(p.is_alive() for p in workers)
+    np.testing.assert_allclose(again, one[:11][::-1], atol=1e-6)
+    two.close()
+    assert all(p.exitcode is not None for p in workers)
 
 
 def test_a_failing_worker_process_is_one_error_line():
@@ -202,6 +208,6 @@ def test_a_failing_worker_process_is_one_error_line():
     load = functools.partial(embed._load, "broken", "/nonexistent/model")
     with pytest.raises(DataprepError, match=r"embedding worker failed: DataprepError: cannot load embedding model "
                                             r"'broken'.* on cpu"):
-        list(embed._encode_in_processes([["a text"]], load, ["cpu"], None))
+        list(embed._Workers(load, ["cpu"]).map([["a text"]], None))
     with pytest.raises(DataprepError, match="unknown embedding workers"):
         load_encoder("minilm", "cpu", workers="fibers")
