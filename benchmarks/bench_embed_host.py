@@ -41,12 +41,17 @@ class StubGPU:
         from dataprep import embed
         from dataprep.models import resolve_model
 
-        real = embed._load("minilm", resolve_model("minilm"), "cpu")
+        real = embed._load("minilm", resolve_model("minilm"), "cpu", "fp32")
         self.tokenizer, self.max_seq_length = real.tokenizer, real.max_seq_length
         self.device = torch.device("cpu")
         self.host_s, self.per_token = host_s, gpu_s_per_token
-        limits = embed.batch_limits
-        embed.batch_limits = lambda batch_size, device: limits(batch_size, "cuda")  # as on a GPU (this process)
+        limits = getattr(embed, "batch_limits", None)  # (absent from the code before the token budget)
+        if limits and not getattr(limits, "stub", False):
+            embed.batch_limits = lambda batch_size, device: limits(batch_size, "cuda")  # as on a GPU (this process)
+            embed.batch_limits.stub = True
+
+    def get_embedding_dimension(self) -> int:
+        return 384
 
     def __call__(self, features: dict) -> dict:
         import torch
