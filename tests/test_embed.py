@@ -211,3 +211,13 @@ def test_a_failing_worker_process_is_one_error_line():
         list(embed._Workers(load, ["cpu"]).map([["a text"]], None))
     with pytest.raises(DataprepError, match="unknown embedding workers"):
         load_encoder("minilm", "cpu", workers="fibers")
+
+
+def test_unique_keys_in_order_of_first_appearance():
+    from dataprep.embed import _unique_in_order
+
+    uniq, first, inverse = _unique_in_order(np.array([b"b", b"a", b"b", b"c", b"a"], dtype="S16"))
+    assert uniq.tolist() == [b"b", b"a", b"c"] and first.tolist() == [0, 1, 3]
+    assert inverse.tolist() == [0, 1, 0, 2, 1]
+    uniq, first, inverse = _unique_in_order(np.array([b"z", b"y"], dtype="S16"))  # all distinct: the identity
+    assert inverse.tolist() == [0, 1] and first.tolist() == [0, 1]
