@@ -10,6 +10,10 @@ an H200's MiniLM fp16 rate on short texts), scaled by the batch's padded tokens.
 cheap function of the ids (this measures the host, not the model).
 
     PYTHONPATH=. python benchmarks/bench_embed_host.py --rows 100000
+    PYTHONPATH=. python benchmarks/bench_embed_host.py --rows 30000 --host-ms 40 --gpu-ms 1 --batches 1024 --skip-breakdown
+
+(the second: Python work under the GIL dominates, as on the 32-core GPU host, instead of this
+VM's tokenizer: threads cannot scale it, processes can.)
 
 Prints rows/s for each (workers, batch, devices) and the scaling of 2 devices over 1; worker
 processes are timed after their start (a first call of 16 texts starts them; they are kept). This VM has 2
@@ -76,6 +80,8 @@ def main() -> None:
     ap.add_argument("--host-ms", type=float, default=4.0, help="GIL-held ms per forward call")
     ap.add_argument("--gpu-ms", type=float, default=4.0, help="GPU ms per 1,024 texts of the mean length")
     ap.add_argument("--breakdown-only", action="store_true")
+    ap.add_argument("--batches", default="1024,auto", help="comma list of batch sizes (auto: the token budget)")
+    ap.add_argument("--skip-breakdown", action="store_true")
     args = ap.parse_args()
     from bench_dedupe import fragment_texts
 
@@ -87,11 +93,14 @@ def main() -> None:
     per_token = args.gpu_ms / 1e3 / (1024 * mean_tokens)
     print(f"{len(texts):,} texts, {mean_tokens:.1f} tokens on average; stub: {args.host_ms} ms GIL-held per forward, "
           f"{args.gpu_ms} ms outside it per 1,024 texts ({1024 / args.gpu_ms * 1e3:,.0f} rows/s a device)", flush=True)
-    breakdown(texts, args.host_ms)
+    if not args.skip_breakdown:
+        breakdown(texts, args.host_ms)
+        parent_cost(texts)
     if args.breakdown_only:
         return
     results = {}
-    for workers, batch in [("threads", 1024), ("threads", None), ("processes", 1024), ("processes", None)]:
+    batches = [None if b == "auto" else int(b) for b in args.batches.split(",")]
+    for workers, batch in [(w, b) for w in ("threads", "processes") for b in batches]:
         for k in (1, 2):
             enc = embed.load_encoder("minilm", "cpu", devices=["cpu"] * k, workers=workers)
             enc.load = functools.partial(load_stub, args.host_ms / 1e3, per_token)
@@ -143,6 +152,21 @@ def breakdown(texts: list[str], host_ms: float) -> None:
               f"(~{n / len(calls):,.0f} texts each): at {host_ms} ms of module calls each {per_call:.2f}; "
               f"sum {host + per_call:.2f} µs a row → a GIL-bound ceiling of {1e6 / (host + per_call):,.0f} rows/s",
               flush=True)
+
+
+def parent_cost(texts: list[str], workers: int = 2) -> None:
+    """CPU time of this process (all its threads) a row while `workers` worker processes with a
+    stub that takes no time embed: keys, unique, chunks, sending texts, taking the vectors back."""
+    from dataprep import embed
+
+    enc = embed.load_encoder("minilm", "cpu", devices=["cpu"] * workers, workers="processes")
+    enc.load = functools.partial(load_stub, 0.0, 0.0)
+    embed.embed_texts(texts[:16], enc, use_cache=False)  # start the workers
+    cpu, wall = time.process_time(), time.perf_counter()
+    embed.embed_texts(texts, enc, use_cache=False)
+    print(f"parent process with {workers} worker processes: {(time.process_time() - cpu) / len(texts) * 1e6:.2f} µs "
+          f"of CPU a row (wall {(time.perf_counter() - wall) / len(texts) * 1e6:.2f})", flush=True)
+    enc.close()
 
 
 class _Counting:
