@@ -259,7 +259,7 @@ def semantic_hits(train: list[str], alive: np.ndarray, ev: EvalSet, cfg, *, cach
     """The nearest eval row of each training row by cosine; a hit at or above the threshold."""
     from dataprep.embed import embed_texts, load_encoder
 
-    encoder = load_encoder(cfg.model, cfg.device)
+    encoder = load_encoder(cfg.model, cfg.device, workers=cfg.embed_workers)
     e = np.asarray(embed_texts(ev.texts, encoder, batch_size=cfg.batch_size, use_cache=cache, progress=False),
                    dtype=np.float32)
     t = np.asarray(embed_texts([train[i] for i in alive], encoder, batch_size=cfg.batch_size, use_cache=cache,

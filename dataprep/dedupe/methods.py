@@ -65,6 +65,8 @@ class DedupeConfig(EngineOptions, OutputOptions):
     device: str = opt("auto", "auto, cuda, mps or cpu.")
     batch_size: int | None = opt(None, "Embedding batch size in texts (default: 64 on CPU; on a GPU as many "
                                  "length-sorted texts as fit in 131,072 padded tokens).", min=1)
+    embed_workers: str = opt("auto", "Embedding on several GPUs: one worker process per GPU (auto, processes) or "
+                             "threads in this process (threads).", choices=("auto", "threads", "processes"))
     clusters: int | None = opt(None, "Approximate semantic search: k-means with K clusters first.", min=1)
     allow_model_language_mismatch: bool = opt(
         False, "Run semantic even when most texts are in scripts --model does not read (refused otherwise).")
@@ -156,7 +158,7 @@ def embed_and_search(texts, alive, cfg: DedupeConfig, timer, *, cache: bool, pro
 
     sub = [texts[i] for i in alive]
     with timer("embed"):
-        encoder = load_encoder(cfg.model, cfg.device)
+        encoder = load_encoder(cfg.model, cfg.device, workers=cfg.embed_workers)
         emb = embed_texts(sub, encoder, batch_size=cfg.batch_size, use_cache=cache, progress=progress,
                           engine=cfg.engine)  # ray: in actors; the search below stays on the driver
     with timer("search"):

@@ -77,7 +77,7 @@ def dedupe(path: str | Path, out: str | Path, *, force: bool = False, cache: boo
     """Deduplicate the records at `path` into the directory `out`; returns the manifest.
 
     `options` are the fields of DedupeConfig (methods, on, keep, seed, near_threshold, ngram,
-    ngram_unit, num_perm, threshold, model, device, batch_size, clusters,
+    ngram_unit, num_perm, threshold, model, device, batch_size, embed_workers, clusters,
     allow_model_language_mismatch). Without `methods` (or with None) the default methods run, and
     semantic is skipped with a warning when the model does not read most texts; with `methods`
     naming semantic, that is refused (dataprep.dedupe.methods). A rerun whose fingerprint matches
@@ -171,9 +171,9 @@ def engine_cluster(cfg: DedupeConfig):
 
 def _fingerprinted(cfg: DedupeConfig, fields) -> dict[str, Any]:
     """What decides the output: the options (not allow_empty, which only permits an empty one, nor the
-    engine, which gives the same output, nor the eval paths, which count by their contents as inputs) and
-    the fields."""
-    skip = ("allow_empty", "against", *NOT_FINGERPRINTED)
+    engine or the embedding workers, which give the same output, nor the eval paths, which count by their
+    contents as inputs) and the fields."""
+    skip = ("allow_empty", "against", "embed_workers", *NOT_FINGERPRINTED)
     return {**{k: v for k, v in asdict(cfg).items() if k not in skip}, "on": list(fields)}
 
 

@@ -777,3 +777,17 @@ def test_recipe_without_methods_says_semantic_was_skipped(tmp_path, runner, no_e
     result = runner.invoke(cli, ["run", str(recipe)])
     assert result.exit_code == 1 and "semantic dedupe refused" in result.output
     assert not (tmp_path / "w2" / "dedupe").exists()
+
+
+def test_embed_workers_reach_the_encoder_and_do_not_change_the_fingerprint(tmp_path, fake_encoder, monkeypatch):
+    """--embed-workers only says how several GPUs embed: the encoder gets it, the rerun is skipped."""
+    import dataprep.embed as embed
+
+    asked = []
+    monkeypatch.setattr(embed, "load_encoder", lambda *a, **k: asked.append(k.get("workers")) or FakeEncoder())
+    path = text_table(tmp_path, SEM_TEXTS)
+    first = dd.dedupe(path, tmp_path / "out", methods=("semantic",), threshold=0.99, embed_workers="threads")
+    again = dd.dedupe(path, tmp_path / "out", methods=("semantic",), threshold=0.99, embed_workers="processes")
+    assert asked == ["threads"] and not first.skipped and again.skipped
+    with pytest.raises(DataprepError, match="embed_workers"):
+        dd.dedupe(path, tmp_path / "out2", methods=("semantic",), embed_workers="fibers")
