@@ -161,6 +161,7 @@ def embed_and_search(texts, alive, cfg: DedupeConfig, timer, *, cache: bool, pro
         encoder = load_encoder(cfg.model, cfg.device, workers=cfg.embed_workers)
         emb = embed_texts(sub, encoder, batch_size=cfg.batch_size, use_cache=cache, progress=progress,
                           engine=cfg.engine)  # ray: in actors; the search below stays on the driver
+        encoder.close()  # worker processes (several GPUs) give their GPU memory back before the search
     with timer("search"):
         if cfg.clusters:
             res = cluster_pairs(emb, cfg.threshold, cfg.clusters, device=encoder.device)

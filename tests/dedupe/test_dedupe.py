@@ -423,6 +423,9 @@ class FakeEncoder:
         self.stats = {"truncated": 0, "embedded": 0, "cached": 0}
         self.max_tokens = 8
 
+    def close(self) -> None:
+        pass
+
 
 def fake_embed(texts, encoder, **kwargs):
     x = np.zeros((len(texts), 27), dtype=np.float32)
