@@ -140,6 +140,7 @@ def run(texts: list[str], devices: list[str], args, report: dict, out: dict, bud
         f"batch {args.batch_size or 'auto'}, {'processes' if enc.use_processes else 'threads'}, "
         f"{enc.stats['truncated']:,} truncated); RSS {rss_gib()[0]:.1f} GiB", out)
     save()
+    enc.close()  # as dedupe does: the worker processes give their GPU memory back before the search
     if not budget_left("search"):
         return {"emb": emb}
     beat.stage = f"search on {len(devices)}"
@@ -160,7 +161,6 @@ def run(texts: list[str], devices: list[str], args, report: dict, out: dict, bud
     report["peak_gpu_gib"] = {d: round(torch.cuda.max_memory_allocated(d) / 2**30, 2) for d in devices
                               if d.startswith("cuda")}
     report["rss_gib"], report["peak_rss_gib"] = (round(x, 1) for x in rss_gib())
-    enc.close()
     say(f"  group  {report['group_s']:7.1f} s ({report['groups']:,} groups, {report['removed']:,} rows removed)", out)
     say(f"  total  {report['total_s']:7.1f} s; peak GPU memory {report['peak_gpu_gib']} GiB; host RSS "
         f"{report['rss_gib']} GiB now, {report['peak_rss_gib']} GiB peak (process)", out)
