@@ -119,7 +119,9 @@ def run(texts: list[str], devices: list[str], args, report: dict, out: dict, bud
     beat.stage = f"load + warm-up on {len(devices)}"
 
     enc = load_encoder(args.model, devices[0].split(":")[0], devices=devices, workers=args.workers)
-    if not enc.use_processes:
+    if enc.use_processes(len(texts)):  # the warm-up below must go the same way as the timed call
+        enc.workers_pool()
+    else:
         enc.models()
     warm = embed_texts(texts[:20_000], enc, batch_size=args.batch_size, use_cache=False)  # CUDA kernels, allocator, workers
     warm_search(devices, warm.shape[1], args.threshold)
@@ -137,7 +139,7 @@ def run(texts: list[str], devices: list[str], args, report: dict, out: dict, bud
     report["embed_s"] = round(time.perf_counter() - t, 2)
     report["embed_rows_per_s"] = round(n / report["embed_s"])
     say(f"  embed  {report['embed_s']:7.1f} s ({report['embed_rows_per_s']:,} rows/s, {enc.precision}, "
-        f"batch {args.batch_size or 'auto'}, {'processes' if enc.use_processes else 'threads'}, "
+        f"batch {args.batch_size or 'auto'}, {'processes' if enc.use_processes(n) else 'threads'}, "
         f"{enc.stats['truncated']:,} truncated); RSS {rss_gib()[0]:.1f} GiB", out)
     save()
     enc.close()  # as dedupe does: the worker processes give their GPU memory back before the search

@@ -103,11 +103,14 @@ class Encoder:
         if self._pool is not None:
             self._pool.close()
 
-    @property
-    def use_processes(self) -> bool:
-        """One worker process per device: `processes`, or `auto` with several CUDA devices."""
+    def use_processes(self, texts: int) -> bool:
+        """Whether `texts` new texts are embedded by one worker process per device: with `processes`,
+        or `auto` with several CUDA devices and at least PROCESSES_FROM texts (or the workers already
+        running): starting them (~5-10 s) costs more than they save on fewer."""
         several_gpus = len(self.devices) > 1 and self.devices[0].startswith("cuda")
-        return self.workers == "processes" or (self.workers == "auto" and several_gpus)
+        running = self._pool is not None and bool(self._pool.procs)
+        return self.workers == "processes" or (self.workers == "auto" and several_gpus
+                                               and (texts >= PROCESSES_FROM or running))
 
     @property
     def model(self):
@@ -222,6 +225,7 @@ CHUNK = 8192  # texts embedded (and cached) at a time: a killed run keeps what i
 AUTO_BATCH_TOKENS = 131_072  # padded tokens a GPU batch holds when --batch-size is not given
 CPU_BATCH = 64  # texts a CPU batch holds when --batch-size is not given
 WORKERS = ("auto", "threads", "processes")
+PROCESSES_FROM = 500_000  # new texts from which `auto` starts worker processes on several GPUs
 
 
 def batch_limits(batch_size: int | None, device) -> tuple[int, int | None]:
@@ -248,7 +252,7 @@ def _encode_chunks(texts, first, todo, uniq_keys, truncated, encoder, cache, bat
     chunks = [[texts[i] for i in first[part]] for part in parts]
     if engine == "ray":
         results = _ray_encode(chunks, encoder, batch_size)
-    elif encoder.use_processes:
+    elif encoder.use_processes(len(todo)):
         results = encoder.workers_pool().map(chunks, batch_size)
     else:
         results = _encode_on_devices(chunks, encoder.models(), batch_size)

@@ -140,6 +140,19 @@ def test_text_keys_are_xxh3_128_of_the_utf8_and_versioned_in_the_cache_key():
     assert embed._model_key("/nowhere", "fp32") != embed.fingerprint({"path": "/nowhere", "files": [], "precision": "fp32"})
 
 
+def test_auto_workers_are_processes_on_several_gpus_for_many_texts():
+    from dataprep.embed import PROCESSES_FROM, Encoder
+
+    enc = Encoder.__new__(Encoder)  # no model files needed: only the choice
+    enc.workers, enc._pool = "auto", None
+    enc.devices = ["cuda:0", "cuda:1"]
+    assert enc.use_processes(PROCESSES_FROM) and not enc.use_processes(PROCESSES_FROM - 1)
+    enc.devices = ["cuda:0"]
+    assert not enc.use_processes(10**8)
+    enc.devices, enc.workers = ["cuda:0", "cuda:1"], "threads"
+    assert not enc.use_processes(10**8)
+
+
 def test_batch_limits():
     from dataprep.embed import AUTO_BATCH_TOKENS, CHUNK, batch_limits
 
@@ -188,7 +201,7 @@ def test_worker_processes_give_one_devices_vectors(monkeypatch):
     texts = [f"row {i}: {'short' if i % 2 else 'a longer sentence about semantic dedupe'}" for i in range(11)]
     one = embed_texts(texts + texts[:2], load_encoder("minilm", "cpu"), use_cache=False)
     two = load_encoder("minilm", "cpu", devices=["cpu", "cpu"], workers="processes")
-    assert two.use_processes and not load_encoder("minilm", "cpu", devices=["cpu", "cpu"]).use_processes
+    assert two.use_processes(1) and not load_encoder("minilm", "cpu", devices=["cpu", "cpu"]).use_processes(10**7)
     split = embed_texts(texts + texts[:2], two, use_cache=False)
     np.testing.assert_allclose(split, one, atol=1e-6)
     assert two.stats == {"truncated": 0, "embedded": 11, "cached": 0} and not two._models  # none in this process
