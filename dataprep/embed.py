@@ -3,8 +3,8 @@
 - `load_encoder(name, device)` loads any sentence-transformers model (`minilm` is packaged);
   on CUDA it runs in fp16. A bare `cuda` (or `auto` on a CUDA machine) means every visible GPU
   (`CUDA_VISIBLE_DEVICES` restricts them; `cuda:N` is one GPU): one model copy per GPU, and the
-  length-sorted chunks of texts go to whichever copy is free: on several GPUs, one worker process
-  per GPU (each with its own GIL: the per-batch Python work of one process was the limit, 2 H200s
+  length-sorted chunks of texts go to whichever copy is free: on several GPUs (from 500k texts),
+  one worker process per GPU (each with its own GIL: the per-batch Python work of one process was the limit, 2 H200s
   embedded no faster than one on threads), else threads. Each chunk's vectors do not depend on
   which copy embedded it.
 - Batches: on a GPU, by default as many length-sorted texts as fit in `AUTO_BATCH_TOKENS` padded
@@ -369,12 +369,17 @@ def _worker(load, device: str, tasks, results) -> None:
         tokenized: queue.Queue = queue.Queue(maxsize=2)
 
         def prefetch() -> None:  # tokenizing (Rust, outside the GIL) overlaps the forward of the chunk before
-            while (item := tasks.get()) is not None:
-                tokenized.put((*item, tokenize(model, item[1])))
-            tokenized.put(None)
+            try:
+                while (item := tasks.get()) is not None:
+                    tokenized.put((*item, tokenize(model, item[1])))
+                tokenized.put(None)
+            except BaseException as exc:  # noqa: BLE001 - raised by the loop below
+                tokenized.put(exc)
 
         threading.Thread(target=prefetch, daemon=True).start()
         while (item := tokenized.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
             index, texts, batch_size, tokens = item
             vecs, cut = forward(model, texts, tokens, batch_size)
             results.put((index, _put_shared(vecs), cut))

@@ -234,3 +234,20 @@ def test_unique_keys_in_order_of_first_appearance():
     assert inverse.tolist() == [0, 1, 0, 2, 1]
     uniq, first, inverse = _unique_in_order(np.array([b"z", b"y"], dtype="S16"))  # all distinct: the identity
     assert inverse.tolist() == [0, 1] and first.tolist() == [0, 1]
+
+
+def test_a_worker_whose_tokenizer_fails_reports_it():
+    """An error in a worker's tokenizing thread comes back as one line instead of a hang."""
+    from dataprep import embed
+
+    pool = embed._Workers(_model_with_a_broken_tokenizer, ["cpu"])
+    with pytest.raises(DataprepError, match="embedding worker failed: TypeError: .* on cpu"):
+        list(pool.map([["a text"]], None))
+    assert not pool.procs
+
+
+def _model_with_a_broken_tokenizer(device: str):
+    """MiniLM whose Rust tokenizer cannot be copied (`_truncating_tokenizer` calls to_str: TypeError)."""
+    model = load_encoder("minilm", "cpu").model
+    model.tokenizer.backend_tokenizer.to_str = None
+    return model
