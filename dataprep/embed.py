@@ -214,7 +214,7 @@ class EmbeddingCache:
         tmp = self.dir / f".{name}.tmp.npz"
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            np.savez(tmp, keys=keys, vecs=vecs.astype(np.float32), truncated=truncated)
+            np.savez(tmp, keys=keys, vecs=vecs.astype(np.float32, copy=False), truncated=truncated)
             os.replace(tmp, self.dir / f"{name}.npz")
         except OSError as exc:
             tmp.unlink(missing_ok=True)
@@ -244,6 +244,8 @@ def _encode_chunks(texts, first, todo, uniq_keys, truncated, encoder, cache, bat
     first in chunks that are cached as they finish). On `engine` ray the chunks are embedded by Ray
     actors (dataprep.engine.ray_map, one model each). The matrix is made when the first chunk comes
     back: worker processes load the model, this process need not (to learn d)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm.auto import tqdm
 
     lengths = np.fromiter((len(texts[i]) for i in first[todo]), dtype=np.int64, count=len(todo))
@@ -256,15 +258,19 @@ def _encode_chunks(texts, first, todo, uniq_keys, truncated, encoder, cache, bat
         results = encoder.workers_pool().map(chunks, batch_size)
     else:
         results = _encode_on_devices(chunks, encoder.models(), batch_size)
-    uniq_vecs = None
-    with tqdm(total=len(todo), desc="embed", unit="text", disable=not progress) as bar:
+    uniq_vecs, writes = None, []
+    # the cache is written on a thread (file writes and the zip's CRC leave the GIL; ~1 µs a row here)
+    with tqdm(total=len(todo), desc="embed", unit="text", disable=not progress) as bar, \
+            ThreadPoolExecutor(1, thread_name_prefix="embed-cache") as writer:
         for part, (vecs, cut) in zip(parts, results, strict=True):
             if uniq_vecs is None:
                 uniq_vecs = np.zeros((len(uniq_keys), vecs.shape[1]), dtype=np.float32)
             uniq_vecs[part], truncated[part] = vecs, cut
             if cache:
-                cache.add(uniq_keys[part], uniq_vecs[part], truncated[part])
+                writes.append(writer.submit(cache.add, uniq_keys[part], vecs, cut))
             bar.update(len(part))
+    for write in writes:
+        write.result()  # an OSError is the cache's own to report (cache.error); anything else is raised here
     return uniq_vecs
 
 

@@ -236,6 +236,7 @@ def test_unique_keys_in_order_of_first_appearance():
     assert inverse.tolist() == [0, 1] and first.tolist() == [0, 1]
 
 
+@pytest.mark.slow
 def test_a_worker_whose_tokenizer_fails_reports_it():
     """An error in a worker's tokenizing thread comes back as one line instead of a hang."""
     from dataprep import embed
