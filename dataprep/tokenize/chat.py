@@ -42,6 +42,7 @@ from dataprep.errors import DataprepError
 from dataprep.records import IGNORE_INDEX
 from dataprep.tokenize import fidelity
 from dataprep.tokenize.masks import END_OF_TURN, encode_batch, fit, span_mask
+from dataprep.tokenize.pieces import piece_encoder
 from dataprep.tokenize.seam import context_free_words, exact_offsets
 
 REASONING = ("train", "mask", "drop")
@@ -80,11 +81,15 @@ class Renderer:
         # `render` would copy the globals into every call's context
         self.variables = {**self.template.globals,
                           **{k: v for k, v in tok.special_tokens_map.items() if isinstance(v, str)}}
+        # the names `new_context` lists from the globals (a ChainMap) on every call: listed once
+        self.globals_keys = set(self.template.globals)
 
     def __call__(self, messages: list[dict], tools: list | None, generation: bool) -> str:
         t = self.template
-        context = t.new_context({**self.variables, "messages": messages, "tools": tools, "documents": None,
-                                 "add_generation_prompt": generation}, shared=True)
+        context = t.environment.context_class(t.environment, {**self.variables, "messages": messages, "tools": tools,
+                                                              "documents": None, "add_generation_prompt": generation},
+                                              t.name, t.blocks)
+        context.globals_keys = self.globals_keys  # what Template.new_context(..., shared=True) sets
         try:
             return t.environment.concat(t.root_render_func(context))
         except Exception:
@@ -342,9 +347,14 @@ def chat_rows(batch, tok, kind, opts, specials, label_names):
             continue
         planned.append((i, emit, warned))
     texts = [s.text for _, seqs, _ in planned for s in seqs]
-    encs = encode_batch(tok, texts, add_special_tokens=False)
     exact, free = exact_offsets(tok), context_free_words(tok)
-    where = [Positions(enc, len(text), exact, free=free) for enc, text in zip(encs, texts, strict=True)]
+    pieces = piece_encoder(tok) if exact and free else None
+    if pieces is not None:  # each distinct piece between added tokens encoded once, no offsets (tokenize.pieces)
+        pieces = pieces.batch()
+        where = pieces.positions(texts)
+    else:
+        encs = encode_batch(tok, texts, add_special_tokens=False)
+        where = [Positions(enc, len(text), exact, free=free) for enc, text in zip(encs, texts, strict=True)]
     # the fidelity probes: only the text since the last added token before each seam needs encoding again,
     # and the output's first piece unless it is tokenized alone as in the sequence by construction (None)
     added_ids = set(tok.added_tokens_decoder)
@@ -354,7 +364,8 @@ def chat_rows(batch, tok, kind, opts, specials, label_names):
     for p in probes:
         output_at.append(None if p[3] is None else len(probe_texts))
         probe_texts += [] if p[3] is None else [p[3]]
-    probe_encs = encode_batch(tok, probe_texts, add_special_tokens=False, offsets=False)
+    probe_ids = (pieces.ids(probe_texts) if pieces is not None else
+                 [e.ids for e in encode_batch(tok, probe_texts, add_special_tokens=False, offsets=False)])
     e, t_at = 0, 0
     overflow = overflow_for(kind, opts.overflow)
     for i, seqs, warned in planned:
@@ -365,8 +376,8 @@ def chat_rows(batch, tok, kind, opts, specials, label_names):
             for t in s.turns:
                 straddles, _, expected_prompt, _, expected_output = probes[t_at]
                 at = output_at[t_at]
-                reason = ("prompt_seam" if straddles or probe_encs[t_at].ids != expected_prompt
-                          else "output_tokens" if at is not None and probe_encs[at].ids != expected_output else None)
+                reason = ("prompt_seam" if straddles or probe_ids[t_at] != expected_prompt
+                          else "output_tokens" if at is not None and probe_ids[at] != expected_output else None)
                 t_at += 1
                 if reason:
                     fidelity.mismatch(events, reason)
@@ -438,6 +449,10 @@ class Positions:
     def end_of(self, x: int) -> int:
         return self.enc.token_to_chars(x)[1] if self.offsets is None else self.offsets[x][1]
 
+    def word_starts(self, j: int) -> bool:
+        """Whether token j starts a word of the pre-tokenizer."""
+        return j == 0 or self.enc.token_to_word(j - 1) != self.enc.token_to_word(j)
+
     def start_of(self, x: int) -> int:
         return self.enc.token_to_chars(x)[0] if self.offsets is None else self.offsets[x][0]
 
@@ -488,8 +503,7 @@ def _probe_turn(pos: Positions, text: str, start: int, end: int, added: set[int]
     in_output = added.intersection(ids[j:k])  # the added tokens in the output (C speed, not a Python loop)
     k0 = min(ids.index(a, j, k) for a in in_output) if in_output else None
     if clean_end and k0 is not None:
-        if pos.free and pos.offsets is None and not straddles and (
-                j == 0 or pos.enc.token_to_word(j - 1) != pos.enc.token_to_word(j)):
+        if pos.free and pos.offsets is None and not straddles and pos.word_starts(j):
             return straddles, prompt_text, prompt_ids, None, ids[j:k0]
         return straddles, prompt_text, prompt_ids, text[start : pos.start_of(k0)], ids[j:k0]
     return straddles, prompt_text, prompt_ids, text[start:end], ids[j:k]
