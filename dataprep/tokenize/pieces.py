@@ -36,6 +36,7 @@ from bisect import bisect_right
 GPT2_WORDS = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 _UNCLEAR = re.compile(r"[^\t\n\r\x20-\x7e]")  # a character the regex engines might classify differently
 _SPACE = " \t\n\r"
+FEW = 32  # new pieces encoded one by one on the calling thread (the fidelity probes' `assistant\n`, ...)
 
 
 class PieceEncoder:
@@ -100,8 +101,12 @@ class PieceBatch:
     def _encode_new(self, split: list[list[str]]) -> None:
         cache = self.cache
         new = list(dict.fromkeys(p for parts in split for p in parts[::2] if p not in cache))
-        if new:
-            for p, enc in zip(new, self.encoder.backend.encode_batch_fast(new, add_special_tokens=False), strict=True):
+        backend = self.encoder.backend
+        if len(new) <= FEW:  # on this thread: a batch encode would queue behind the other batch's in the thread pool
+            for p in new:
+                cache[p] = backend.encode(p, add_special_tokens=False).ids
+        else:
+            for p, enc in zip(new, backend.encode_batch_fast(new, add_special_tokens=False), strict=True):
                 cache[p] = enc.ids
 
     def positions(self, texts: list[str]) -> list:
