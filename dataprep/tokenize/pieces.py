@@ -30,7 +30,10 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from bisect import bisect_right
+
+from tokenizers.pre_tokenizers import ByteLevel
 
 # the pattern tokenizers' ByteLevel pre-tokenizer splits with when use_regex is on (GPT-2's)
 GPT2_WORDS = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -43,9 +46,11 @@ class PieceEncoder:
     """One tokenizer's piece splitter, added-token ids, token byte lengths and word pattern. Read-only
     once built: shared by the batches tokenized on threads; each batch gets its own `PieceBatch`."""
 
-    def __init__(self, backend, added: dict[str, int], normalized: set[str], nbytes: list[int], words,
+    def __init__(self, backend, added: dict[str, int], normalized: set[str], nbytes: dict[int, int], words,
                  unmapped) -> None:
         self.backend, self.added, self.nbytes, self.words, self.unmapped = backend, added, nbytes, words, unmapped
+        # the ASCII ones, looked for in an ASCII text one by one (a fast scan each) instead of by the regex
+        self.unmapped_ascii = [chr(c) for c in range(128) if unmapped is not None and unmapped.match(chr(c))]
 
         def splitter(contents):
             contents = sorted(contents, key=len, reverse=True)  # leftmost-longest, as tokenizers matches them
@@ -62,6 +67,14 @@ class PieceEncoder:
         if self.split_normalized:
             parts = [q for k, p in enumerate(parts) for q in ((p,) if k % 2 else self.split_normalized(p))]
         return parts
+
+    def has_unmapped(self, text: str) -> bool:
+        """Whether `text` holds a character one of whose bytes has no token."""
+        if self.unmapped is None:
+            return False
+        if text.isascii():
+            return any(c in text for c in self.unmapped_ascii)
+        return self.unmapped.search(text) is not None
 
     def batch(self) -> PieceBatch:
         return PieceBatch(self)
@@ -118,8 +131,7 @@ class PieceBatch:
         split = [self.encoder.parts(t) for t in texts]
         self._encode_new(split)
         out = [PiecePositions(self, text, parts) for text, parts in zip(texts, split, strict=True)]
-        unmapped = self.encoder.unmapped
-        odd = [i for i, t in enumerate(texts) if unmapped is not None and unmapped.search(t)]
+        odd = [i for i, t in enumerate(texts) if self.encoder.has_unmapped(t)]
         if odd:
             encs = self.encoder.backend.encode_batch([texts[i] for i in odd], add_special_tokens=False)
             for i, enc in zip(odd, encs, strict=True):
@@ -234,16 +246,18 @@ def piece_encoder(tok) -> PieceEncoder | None:
     backend = getattr(tok, "backend_tokenizer", None)
     if backend is None or not exact_offsets(tok) or not context_free_words(tok):
         return None
-    built = _once("pieces", tok, lambda t: {})
-    size = backend.get_vocab_size(with_added_tokens=True)
-    if size not in built:
-        built[size] = _build(backend)
-    return built[size]
+    with _BUILDING:  # the two batches in flight ask at once: built by the first
+        built = _once("pieces", tok, lambda t: {})
+        size = backend.get_vocab_size(with_added_tokens=True)
+        if size not in built:
+            built[size] = _build(backend)
+        return built[size]
+
+
+_BUILDING = threading.Lock()
 
 
 def _build(backend) -> PieceEncoder | None:
-    from tokenizers.pre_tokenizers import ByteLevel
-
     if backend.encode_special_tokens:  # special tokens split like text
         return None
     added, normalized = {}, set()
@@ -253,18 +267,29 @@ def _build(backend) -> PieceEncoder | None:
         added[t.content] = i
         if t.normalized and not t.special:
             normalized.add(t.content)
-    alphabet = set(ByteLevel.alphabet())
-    vocab = backend.get_vocab(with_added_tokens=False)
-    unmapped = _unmapped_chars([b for b, c in enumerate(_byte_alphabet()) if c not in vocab])
+    model = backend.model
+    unmapped = _unmapped_chars([b for b, c in enumerate(_byte_alphabet()) if model.token_to_id(c) is None])
     if unmapped == "":
         return None
-    # a token string of the byte alphabet holds one byte a character; any other string is never the
-    # result of merging bytes, so never a token of a piece
-    nbytes = [0] * (max(vocab.values()) + 1)
-    for s, i in vocab.items():
-        nbytes[i] = len(s) if alphabet.issuperset(s) else 0
-    return PieceEncoder(backend, added, normalized, nbytes, _word_pattern(backend),
+    return PieceEncoder(backend, added, normalized, _ByteLengths(model), _word_pattern(backend),
                         re.compile(unmapped) if unmapped else None)
+
+
+class _ByteLengths(dict):
+    """token id -> the bytes it encodes, looked up as tokens are met (the vocabulary is not read whole):
+    a token string of the byte alphabet holds one byte a character; any other string is never the
+    result of merging bytes, so never a token of a piece."""
+
+    alphabet = frozenset(ByteLevel.alphabet())
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.model = model
+
+    def __missing__(self, i: int) -> int:
+        s = self.model.id_to_token(i)
+        n = self[i] = len(s) if s is not None and self.alphabet.issuperset(s) else 0
+        return n
 
 
 def _byte_alphabet() -> list[str]:
