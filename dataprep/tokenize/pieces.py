@@ -246,7 +246,10 @@ def piece_encoder(tok) -> PieceEncoder | None:
     backend = getattr(tok, "backend_tokenizer", None)
     if backend is None or not exact_offsets(tok) or not context_free_words(tok):
         return None
+    from dataprep.tokenize.masks import plain_backend
+
     with _BUILDING:  # the two batches in flight ask at once: built by the first
+        plain_backend(tok)  # no padding or truncation saved in tokenizer.json (as masks.encode_batch)
         built = _once("pieces", tok, lambda t: {})
         size = backend.get_vocab_size(with_added_tokens=True)
         if size not in built:

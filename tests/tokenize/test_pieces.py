@@ -156,3 +156,16 @@ def test_output_encoded_again_unless_a_word_starts_at_the_seam(smol):
     skipped = {c for c in contents if _probe_turn(batch.positions([t := f"<|im_start|>assistant:{c}<|im_end|>"])[0], t,
                                                   t.index(":") + 1, len(t), added)[3] is None}
     assert {"x y", " x", "\nx", "x", ""} <= skipped and ".x" not in skipped and same >= 12
+
+
+def test_padding_or_truncation_saved_in_the_tokenizer_is_off(smol):
+    """A tokenizer.json that pads or truncates (sentence-transformers save them) must not pad or cut
+    the pieces: they are encoded with both off, as the whole texts are."""
+    import copy
+
+    tok = copy.deepcopy(smol)
+    tok.backend_tokenizer.enable_truncation(4)
+    tok.backend_tokenizer.enable_padding(length=64)
+    text = "<|im_start|>user\nA longer question than four tokens<|im_end|>\n"
+    ids = piece_encoder(tok).batch().ids([text])[0]
+    assert ids == smol.backend_tokenizer.encode(text, add_special_tokens=False).ids and len(ids) > 8
