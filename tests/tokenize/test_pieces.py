@@ -169,3 +169,40 @@ def test_padding_or_truncation_saved_in_the_tokenizer_is_off(smol):
     text = "<|im_start|>user\nA longer question than four tokens<|im_end|>\n"
     ids = piece_encoder(tok).batch().ids([text])[0]
     assert ids == smol.backend_tokenizer.encode(text, add_special_tokens=False).ids and len(ids) > 8
+
+
+@pytest.mark.parametrize("template", ["qwen2_5", "qwen3", "llama3_1"])
+def test_alpaca_rows_same_on_every_path(smol, shared_data, monkeypatch, template):
+    """Real rows (alpaca_en_demo's first 200 instructions: prose, code, lists, numbers, unicode) under
+    trl's templates: the piece-by-piece path gives the rows, labels, rejects and fidelity counts of
+    the path that reads every offset and encodes every output again."""
+    import copy
+    import json
+    from pathlib import Path
+
+    import dataprep.tokenize.chat as chat
+    from dataprep.tokenize.masks import Specials
+    from dataprep.tokenize.rows import TokenizeOptions, tokenize_batch
+
+    trl = pytest.importorskip("trl")
+    tok = copy.deepcopy(smol)
+    tok.chat_template = (Path(trl.__file__).parent / "chat_templates" / f"{template}.jinja").read_text()
+    rows = json.loads((shared_data / "alpaca_en_demo.json").read_text())[:200]
+
+    def msg(role, content):
+        return {"role": role, "content": content, "parts": None, "reasoning_content": None, "tool_calls": None,
+                "tool_call_id": None, "name": None, "train": None}
+
+    convs = [[msg("user", r["instruction"] + ("\n" + r["input"] if r.get("input") else "")),
+              msg("assistant", r["output"])] for r in rows]
+    convs += [c + [msg("user", "Again?"), msg("assistant", c[1]["content"][::-1])] for c in convs[:40]]
+    batch = {"messages": convs, "tools": [None] * len(convs), "source": ["a"] * len(convs),
+             "row": list(range(len(convs)))}
+    sp = Specials(2, 0, "<|endoftext|>", "existing special token")
+    opts = TokenizeOptions(on_mismatch="warn", split_turns=True)
+    assert chat.piece_encoder(tok) is not None
+    pieces = tokenize_batch(batch, tok, "chat", opts, sp)
+    monkeypatch.setattr(chat, "exact_offsets", lambda tok: False)
+    monkeypatch.setattr(chat, "context_free_words", lambda tok: False)
+    slow = tokenize_batch(batch, tok, "chat", opts, sp)
+    assert pieces == slow and len(pieces[0]["input_ids"]) >= 200
