@@ -320,44 +320,82 @@ def _first_line(exc: Exception) -> str:
 # ---------------------------------------------------------------- the row builder
 
 
+CHUNK = 250  # rows whose renderings are encoded together while the next rows are rendered
+
+
 def chat_rows(batch, tok, kind, opts, specials, label_names):
     """chat: each conversation rendered with the chat template, trained spans by prefix difference,
-    checked against inference-time tokenization (see the module doc)."""
-    from dataprep.tokenize.rows import EVENT_NAMES, _add_causal, _reject, _where, new_columns, overflow_for
+    checked against inference-time tokenization (see the module doc).
+
+    Pipelined: the rows are rendered in chunks of CHUNK, each chunk's renderings encoded on a thread
+    (the Rust encode releases the GIL) while the next chunk renders and, once all are rendered, while
+    the earlier chunks' spans, checks and columns are built. Every row is planned before any is
+    finished, so the rejects come in the order of an unchunked run."""
+    from dataprep.tokenize.rows import _reject, _where, new_columns
 
     cols, rejects, events = new_columns(kind), [], Counter()
     renderer = Renderer(tok)
     tools = batch.get("tools") or [None] * len(batch["messages"])
     eos = tok.eos_token
+    exact, free = exact_offsets(tok), context_free_words(tok)
+    pieces = piece_encoder(tok) if exact and free else None
+    pieces = pieces.batch() if pieces is not None else None  # each distinct piece encoded once (tokenize.pieces)
+
+    def positions(texts: list[str]) -> list:
+        if pieces is not None:
+            return pieces.positions(texts)
+        encs = encode_batch(tok, texts, add_special_tokens=False)
+        return [Positions(enc, len(text), exact, free=free) for enc, text in zip(encs, texts, strict=True)]
+
+    chunks = []  # (planned rows, their positions: a future)
     planned = []  # (row index, sequences, (reason, turn) of the mismatches kept under warn)
+    n = len(batch["messages"])
     for i, (msgs, tl) in enumerate(zip(batch["messages"], tools, strict=True)):
         try:
             seqs, warned = plan_row(renderer, msgs, tl, opts, events, _where(batch, i))
         except RowProblem as p:
             _reject(rejects, batch, i, p.reason, p.detail)
-            continue
-        main = seqs[0]
-        if specials.eos_id is not None and main.turns and not main.text.rstrip().endswith((eos, *TURN_ENDS)):
-            main.text += eos  # a template without an end-of-turn marker: EOS ends the conversation, trained
-            main.spans.append((len(main.text) - len(eos), len(main.text)))
-        emit = [s for s in seqs if s.turns or s.spans]
-        if not emit:
-            _reject(rejects, batch, i, "no trainable tokens", f"untrained after fidelity warnings: {', '.join(r for r, _ in warned)}"
-                    if warned else "no assistant turn to train")
-            continue
-        planned.append((i, emit, warned))
-    texts = [s.text for _, seqs, _ in planned for s in seqs]
-    exact, free = exact_offsets(tok), context_free_words(tok)
-    pieces = piece_encoder(tok) if exact and free else None
-    if pieces is not None:  # each distinct piece between added tokens encoded once, no offsets (tokenize.pieces)
-        pieces = pieces.batch()
-        where = pieces.positions(texts)
-    else:
-        encs = encode_batch(tok, texts, add_special_tokens=False)
-        where = [Positions(enc, len(text), exact, free=free) for enc, text in zip(encs, texts, strict=True)]
+            seqs = None
+        if seqs is not None:
+            main = seqs[0]
+            if specials.eos_id is not None and main.turns and not main.text.rstrip().endswith((eos, *TURN_ENDS)):
+                main.text += eos  # a template without an end-of-turn marker: EOS ends the conversation, trained
+                main.spans.append((len(main.text) - len(eos), len(main.text)))
+            emit = [s for s in seqs if s.turns or s.spans]
+            if emit:
+                planned.append((i, emit, warned))
+            else:
+                _reject(rejects, batch, i, "no trainable tokens",
+                        f"untrained after fidelity warnings: {', '.join(r for r, _ in warned)}" if warned
+                        else "no assistant turn to train")
+        if planned and (len(planned) == CHUNK or i == n - 1):
+            chunks.append((planned, _encoder().submit(positions, [s.text for _, seqs, _ in planned for s in seqs])))
+            planned = []
+    added_ids = set(tok.added_tokens_decoder)
+    for planned, where in chunks:
+        _finish(planned, where.result(), batch, tok, kind, opts, pieces, added_ids, cols, rejects, events)
+    return cols, rejects, events
+
+
+_ENCODER = []
+
+
+def _encoder():
+    """The threads chat batches' renderings are encoded on (two: one for each batch in flight)."""
+    if not _ENCODER:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _ENCODER.append(ThreadPoolExecutor(2, thread_name_prefix="chat-encode"))
+    return _ENCODER[0]
+
+
+def _finish(planned, where, batch, tok, kind, opts, pieces, added_ids, cols, rejects, events) -> None:
+    """The fidelity check, labels, overflow and shard columns of planned rows whose renderings are
+    encoded (`where`: their Positions, in order)."""
+    from dataprep.tokenize.rows import EVENT_NAMES, _add_causal, _reject, _where, overflow_for
+
     # the fidelity probes: only the text since the last added token before each seam needs encoding again,
     # and the output's first piece unless it is tokenized alone as in the sequence by construction (None)
-    added_ids = set(tok.added_tokens_decoder)
     probes = [_probe_turn(pos, s.text, t.start, t.end, added_ids)
               for pos, s in zip(where, (s for _, seqs, _ in planned for s in seqs), strict=True) for t in s.turns]
     probe_texts, output_at = [p[1] for p in probes], []
@@ -412,7 +450,6 @@ def chat_rows(batch, tok, kind, opts, specials, label_names):
                 events["split_turns"] += kept - 1  # sequences beyond the row's first
         else:
             del rejects[n_rejects + 1 :]
-    return cols, rejects, events
 
 
 class Positions:
