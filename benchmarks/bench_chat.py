@@ -13,6 +13,11 @@ threads, the tokenizer's Rust batch encode on every core; trl its default `datas
 (one process, one row at a time) and, as its best configuration on this machine, `dataset_num_proc`
 = the number of cores (`datasets.map` in that many processes). The speed-up is printed against both.
 
+dataprep encodes each batch's renderings piece by piece between added tokens, each distinct piece
+once per batch (dataprep/tokenize/pieces.py). --copies repeats the 1,146 distinct conversations; at
+the default --batch-size 1000 no batch holds a conversation twice, so the copies are never encoded
+once for two rows (a batch size above 1,146 would let them be: not a fair figure).
+
 `--core` compares the per-row work alone, without `datasets` or trl installed: dataprep's
 per-batch function (`tokenize_batch`: render, spans, one batch encode, fidelity probes) against the
 call trl's `tokenize_fn` makes for every row (`apply_chat_template(messages, tokenize=True,

@@ -42,6 +42,7 @@ from dataprep.errors import DataprepError
 from dataprep.records import IGNORE_INDEX
 from dataprep.tokenize import fidelity
 from dataprep.tokenize.masks import END_OF_TURN, encode_batch, fit, span_mask
+from dataprep.tokenize.pieces import piece_encoder
 from dataprep.tokenize.seam import context_free_words, exact_offsets
 
 REASONING = ("train", "mask", "drop")
@@ -80,11 +81,15 @@ class Renderer:
         # `render` would copy the globals into every call's context
         self.variables = {**self.template.globals,
                           **{k: v for k, v in tok.special_tokens_map.items() if isinstance(v, str)}}
+        # the names `new_context` lists from the globals (a ChainMap) on every call: listed once
+        self.globals_keys = set(self.template.globals)
 
     def __call__(self, messages: list[dict], tools: list | None, generation: bool) -> str:
         t = self.template
-        context = t.new_context({**self.variables, "messages": messages, "tools": tools, "documents": None,
-                                 "add_generation_prompt": generation}, shared=True)
+        context = t.environment.context_class(t.environment, {**self.variables, "messages": messages, "tools": tools,
+                                                              "documents": None, "add_generation_prompt": generation},
+                                              t.name, t.blocks)
+        context.globals_keys = self.globals_keys  # what Template.new_context(..., shared=True) sets
         try:
             return t.environment.concat(t.root_render_func(context))
         except Exception:
@@ -315,46 +320,90 @@ def _first_line(exc: Exception) -> str:
 # ---------------------------------------------------------------- the row builder
 
 
+CHUNK = 250  # rows whose renderings are encoded together while the next rows are rendered
+
+
 def chat_rows(batch, tok, kind, opts, specials, label_names):
     """chat: each conversation rendered with the chat template, trained spans by prefix difference,
-    checked against inference-time tokenization (see the module doc)."""
-    from dataprep.tokenize.rows import EVENT_NAMES, _add_causal, _reject, _where, new_columns, overflow_for
+    checked against inference-time tokenization (see the module doc).
+
+    Pipelined: the rows are rendered in chunks of CHUNK, each chunk's renderings encoded on a thread
+    (the Rust encode releases the GIL) while the next chunk renders and, once all are rendered, while
+    the earlier chunks' spans, checks and columns are built. Every row is planned before any is
+    finished, so the rejects come in the order of an unchunked run."""
+    from dataprep.tokenize.rows import _reject, _where, new_columns
 
     cols, rejects, events = new_columns(kind), [], Counter()
     renderer = Renderer(tok)
     tools = batch.get("tools") or [None] * len(batch["messages"])
     eos = tok.eos_token
+    exact, free = exact_offsets(tok), context_free_words(tok)
+    pieces = piece_encoder(tok) if exact and free else None
+    pieces = pieces.batch() if pieces is not None else None  # each distinct piece encoded once (tokenize.pieces)
+
+    def positions(texts: list[str]) -> list:
+        if pieces is not None:
+            return pieces.positions(texts)
+        encs = encode_batch(tok, texts, add_special_tokens=False)
+        return [Positions(enc, len(text), exact, free=free) for enc, text in zip(encs, texts, strict=True)]
+
+    chunks = []  # (planned rows, their positions: a future)
     planned = []  # (row index, sequences, (reason, turn) of the mismatches kept under warn)
+    n = len(batch["messages"])
     for i, (msgs, tl) in enumerate(zip(batch["messages"], tools, strict=True)):
         try:
             seqs, warned = plan_row(renderer, msgs, tl, opts, events, _where(batch, i))
         except RowProblem as p:
             _reject(rejects, batch, i, p.reason, p.detail)
-            continue
-        main = seqs[0]
-        if specials.eos_id is not None and main.turns and not main.text.rstrip().endswith((eos, *TURN_ENDS)):
-            main.text += eos  # a template without an end-of-turn marker: EOS ends the conversation, trained
-            main.spans.append((len(main.text) - len(eos), len(main.text)))
-        emit = [s for s in seqs if s.turns or s.spans]
-        if not emit:
-            _reject(rejects, batch, i, "no trainable tokens", f"untrained after fidelity warnings: {', '.join(r for r, _ in warned)}"
-                    if warned else "no assistant turn to train")
-            continue
-        planned.append((i, emit, warned))
-    texts = [s.text for _, seqs, _ in planned for s in seqs]
-    encs = encode_batch(tok, texts, add_special_tokens=False)
-    exact, free = exact_offsets(tok), context_free_words(tok)
-    where = [Positions(enc, len(text), exact, free=free) for enc, text in zip(encs, texts, strict=True)]
+            seqs = None
+        if seqs is not None:
+            main = seqs[0]
+            if specials.eos_id is not None and main.turns and not main.text.rstrip().endswith((eos, *TURN_ENDS)):
+                main.text += eos  # a template without an end-of-turn marker: EOS ends the conversation, trained
+                main.spans.append((len(main.text) - len(eos), len(main.text)))
+            emit = [s for s in seqs if s.turns or s.spans]
+            if emit:
+                planned.append((i, emit, warned))
+            else:
+                _reject(rejects, batch, i, "no trainable tokens",
+                        f"untrained after fidelity warnings: {', '.join(r for r, _ in warned)}" if warned
+                        else "no assistant turn to train")
+        if planned and (len(planned) == CHUNK or i == n - 1):
+            chunks.append((planned, _encoder().submit(positions, [s.text for _, seqs, _ in planned for s in seqs])))
+            planned = []
+    added_ids = set(tok.added_tokens_decoder)
+    for planned, where in chunks:
+        _finish(planned, where.result(), batch, tok, kind, opts, pieces, added_ids, cols, rejects, events)
+    return cols, rejects, events
+
+
+_ENCODER = []
+
+
+def _encoder():
+    """The threads chat batches' renderings are encoded on (two: one for each batch in flight)."""
+    if not _ENCODER:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _ENCODER.append(ThreadPoolExecutor(2, thread_name_prefix="chat-encode"))
+    return _ENCODER[0]
+
+
+def _finish(planned, where, batch, tok, kind, opts, pieces, added_ids, cols, rejects, events) -> None:
+    """The fidelity check, labels, overflow and shard columns of planned rows whose renderings are
+    encoded (`where`: their Positions, in order)."""
+    from dataprep.tokenize.rows import EVENT_NAMES, _add_causal, _reject, _where, overflow_for
+
     # the fidelity probes: only the text since the last added token before each seam needs encoding again,
     # and the output's first piece unless it is tokenized alone as in the sequence by construction (None)
-    added_ids = set(tok.added_tokens_decoder)
     probes = [_probe_turn(pos, s.text, t.start, t.end, added_ids)
               for pos, s in zip(where, (s for _, seqs, _ in planned for s in seqs), strict=True) for t in s.turns]
     probe_texts, output_at = [p[1] for p in probes], []
     for p in probes:
         output_at.append(None if p[3] is None else len(probe_texts))
         probe_texts += [] if p[3] is None else [p[3]]
-    probe_encs = encode_batch(tok, probe_texts, add_special_tokens=False, offsets=False)
+    probe_ids = (pieces.ids(probe_texts) if pieces is not None else
+                 [e.ids for e in encode_batch(tok, probe_texts, add_special_tokens=False, offsets=False)])
     e, t_at = 0, 0
     overflow = overflow_for(kind, opts.overflow)
     for i, seqs, warned in planned:
@@ -365,8 +414,8 @@ def chat_rows(batch, tok, kind, opts, specials, label_names):
             for t in s.turns:
                 straddles, _, expected_prompt, _, expected_output = probes[t_at]
                 at = output_at[t_at]
-                reason = ("prompt_seam" if straddles or probe_encs[t_at].ids != expected_prompt
-                          else "output_tokens" if at is not None and probe_encs[at].ids != expected_output else None)
+                reason = ("prompt_seam" if straddles or probe_ids[t_at] != expected_prompt
+                          else "output_tokens" if at is not None and probe_ids[at] != expected_output else None)
                 t_at += 1
                 if reason:
                     fidelity.mismatch(events, reason)
@@ -401,7 +450,6 @@ def chat_rows(batch, tok, kind, opts, specials, label_names):
                 events["split_turns"] += kept - 1  # sequences beyond the row's first
         else:
             del rejects[n_rejects + 1 :]
-    return cols, rejects, events
 
 
 class Positions:
@@ -437,6 +485,10 @@ class Positions:
 
     def end_of(self, x: int) -> int:
         return self.enc.token_to_chars(x)[1] if self.offsets is None else self.offsets[x][1]
+
+    def word_starts(self, j: int) -> bool:
+        """Whether token j starts a word of the pre-tokenizer."""
+        return j == 0 or self.enc.token_to_word(j - 1) != self.enc.token_to_word(j)
 
     def start_of(self, x: int) -> int:
         return self.enc.token_to_chars(x)[0] if self.offsets is None else self.offsets[x][0]
@@ -488,8 +540,7 @@ def _probe_turn(pos: Positions, text: str, start: int, end: int, added: set[int]
     in_output = added.intersection(ids[j:k])  # the added tokens in the output (C speed, not a Python loop)
     k0 = min(ids.index(a, j, k) for a in in_output) if in_output else None
     if clean_end and k0 is not None:
-        if pos.free and pos.offsets is None and not straddles and (
-                j == 0 or pos.enc.token_to_word(j - 1) != pos.enc.token_to_word(j)):
+        if pos.free and pos.offsets is None and not straddles and pos.word_starts(j):
             return straddles, prompt_text, prompt_ids, None, ids[j:k0]
         return straddles, prompt_text, prompt_ids, text[start : pos.start_of(k0)], ids[j:k0]
     return straddles, prompt_text, prompt_ids, text[start:end], ids[j:k]

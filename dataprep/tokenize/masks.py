@@ -53,14 +53,21 @@ def choose_pad(tok) -> Specials:
     eos = tok.eos_token_id
     if tok.pad_token_id is not None and tok.pad_token_id != eos:
         return Specials(eos, tok.pad_token_id, tok.pad_token, "tokenizer")
-    vocab = tok.get_vocab()
     avoid = {eos, tok.bos_token_id}
     for name in PAD_CANDIDATES:
-        if name in vocab and vocab[name] not in avoid:
+        pad = token_id(tok, name)
+        if pad is not None and pad not in avoid:
             tok.pad_token = name
-            return Specials(eos, vocab[name], name, "existing special token")
+            return Specials(eos, pad, name, "existing special token")
     tok.add_special_tokens({"pad_token": ADDED_PAD})
     return Specials(eos, tok.pad_token_id, ADDED_PAD, "added (resize embeddings)")
+
+
+def token_id(tok, token: str) -> int | None:
+    """The id of `token` in the vocabulary (added tokens included), None when it has none; a fast
+    tokenizer is asked directly instead of listing its whole vocabulary."""
+    backend = getattr(tok, "backend_tokenizer", None)
+    return backend.token_to_id(token) if backend is not None else tok.get_vocab().get(token)
 
 
 def first_trained_token(enc, boundary: int, text_len: int) -> int:

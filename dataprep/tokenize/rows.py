@@ -29,7 +29,7 @@ from dataprep.tokenize.masks import (
     windows,
     with_eos,
 )
-from dataprep.tokenize.seam import SEAMS, continuation_tokenizer, count_fidelity, seam_ids
+from dataprep.tokenize.seam import SEAMS, continuation_tokenizer, count_fidelity, generated_reasons, seam_ids
 
 TRAIN_ON = ("all-assistant", "last-assistant", "flagged")
 
@@ -246,12 +246,14 @@ def _prompt_ids(batch, tok) -> list[list[int]]:
     return [e.ids for e in encode_batch(tok, prompts, add_special_tokens=not use_chat)]
 
 
-def _answer_ids(texts: list, tok, specials) -> list[list[int]]:
+def _answer_ids(texts: list, tok, specials, end: bool = True) -> list[list[int]]:
     """Answers tokenized to follow a prompt from a token boundary, as generated (no SentencePiece dummy
-    prefix; dataprep.tokenize.seam), ending with EOS (an encoder: [SEP], so [CLS] p [SEP] a [SEP])."""
-    end = specials.eos_id if specials.eos_id is not None else tok.sep_token_id
+    prefix; dataprep.tokenize.seam), ending with EOS (an encoder: [SEP], so [CLS] p [SEP] a [SEP]);
+    `end=False`: without it."""
+    end_id = specials.eos_id if specials.eos_id is not None else tok.sep_token_id
     answers = continuation_tokenizer(tok)[0]
-    return [with_eos(e.ids, end) for e in answers.encode_batch_fast([x or "" for x in texts], add_special_tokens=False)]
+    ids = [e.ids for e in answers.encode_batch_fast([x or "" for x in texts], add_special_tokens=False)]
+    return [with_eos(x, end_id) for x in ids] if end else ids
 
 
 def kto_rows(batch, tok, kind, opts, specials, label_names):
@@ -274,12 +276,21 @@ def preference_rows(batch, tok, kind, opts, specials, label_names):
     """preference: the prompt tokenized once as at inference, each answer after it from a token boundary
     (EOS appended; as sft's --seam inference). Both sides share one prompt, cut the same way when either
     side is over --max-len (`fit_pair`), so chosen_input_ids[:k] == rejected_input_ids[:k] ==
-    prompt_input_ids. An encoder tokenizer (no EOS; reward models) ends each answer with its [SEP] instead."""
+    prompt_input_ids. An encoder tokenizer (no EOS; reward models) ends each answer with its [SEP] instead.
+    Both answers go through the fidelity check (`_answer_fidelity`), a mismatch rejected or counted
+    (--on-mismatch)."""
     cols, rejects, events = new_columns(kind), [], Counter()
     prompt_ids = _prompt_ids(batch, tok)
-    chosen, rejected = (_answer_ids(batch[side], tok, specials) for side in ("chosen", "rejected"))
+    answers, reasons = _answer_fidelity(batch, tok, specials, events)
+    end = specials.eos_id if specials.eos_id is not None else tok.sep_token_id
+    chosen, rejected = ([with_eos(x, end) for x in answers[side]] for side in SIDES)
     overflow = overflow_for(kind, opts.overflow)
     for i, (p, c, r) in enumerate(zip(prompt_ids, chosen, rejected, strict=True)):
+        bad = [side for side in SIDES if reasons[side][i]]
+        if bad and opts.on_mismatch != "warn":
+            _reject(rejects, batch, i, fidelity.reject_reason(reasons[bad[0]][i]),
+                    f"{' and '.join(bad)} answer; --on-mismatch warn keeps the row")
+            continue
         kept, a, b, evs = fit_pair(len(p), len(c), len(r), opts.max_len, overflow, _where(batch, i))
         evs = [{"truncated_a": "truncated_chosen", "truncated_b": "truncated_rejected"}.get(e, e) for e in evs]
         events.update(evs)
@@ -298,7 +309,30 @@ def preference_rows(batch, tok, kind, opts, specials, label_names):
         cols["rejected_input_ids"].append(r)
         cols["rejected_labels"].append(labels_after(r, kept, opts.train_on_inputs))
         cols["length"].append(max(len(c), len(r)))
+        if bad:  # --on-mismatch warn: kept, and listed
+            fidelity.keep(cols, batch["source"][i], batch["row"][i], [reasons[side][i] for side in bad],
+                          f"{' and '.join(bad)} answer")
     return cols, rejects, events
+
+
+SIDES = ("chosen", "rejected")
+
+
+def _answer_fidelity(batch, tok, specials, events: Counter) -> tuple[dict, dict]:
+    """({side: each answer's ids, without the end token}, {side: each answer's fidelity reason or None}),
+    both sides' checks counted into `events`. An answer is trained as generated when its ids decode to
+    exactly its text (`seam.generated_reasons`; by construction for a byte-level tokenizer); the prompt
+    is tokenized alone as at inference, so the answers are where a mismatch could hide. An encoder's
+    answers (no EOS: a reward model scores them, nothing generates them) are not checked."""
+    answers, reasons = {}, {}
+    for side in SIDES:
+        texts = [x or "" for x in batch[side]]
+        answers[side] = _answer_ids(texts, tok, specials, end=False)
+        reasons[side] = [None] * len(texts)
+        if specials.eos_id is not None:
+            reasons[side] = generated_reasons(tok, texts, answers[side])
+            count_fidelity(events, reasons[side])
+    return answers, reasons
 
 
 def arrow_batch(kind: str, cols: dict[str, list]) -> pa.RecordBatch:

@@ -196,14 +196,10 @@ def seam_ids(tok, prompts: list[str], completions: list[str], eos_id: int | None
     """
     if seam not in SEAMS:
         raise ValueError(f"seam must be one of {SEAMS}, not {seam!r}")
-    cont, lossless = continuation_tokenizer(tok)
+    cont, _ = continuation_tokenizer(tok)
     prompt_ids = [e.ids for e in encode_batch(tok, prompts, add_special_tokens=True, offsets=False)]
     completion_ids = [e.ids for e in cont.encode_batch_fast(completions, add_special_tokens=False)]
-    if lossless:  # byte-level: the ids decode to the completion by construction
-        reasons: list[str | None] = [None] * len(completions)
-    else:
-        decoded = cont.decode_batch(completion_ids, skip_special_tokens=False)
-        reasons = [None if d == c else FIDELITY_DECODE for d, c in zip(decoded, completions, strict=True)]
+    reasons = generated_reasons(tok, completions, completion_ids)
     if seam == "inference":
         rows = [(with_eos(p + c, eos_id), len(p)) for p, c in zip(prompt_ids, completion_ids, strict=True)]
         return rows, reasons
@@ -217,6 +213,17 @@ def seam_ids(tok, prompts: list[str], completions: list[str], eos_id: int | None
             straddles = start is not None and enc.token_to_chars(start)[0] < len(p)
             reasons[i] = FIDELITY_STRADDLE if straddles else FIDELITY_CONTEXT
     return rows, reasons
+
+
+def generated_reasons(tok, texts: list[str], ids: list[list[int]]) -> list[str | None]:
+    """For outputs tokenized from a token boundary by `continuation_tokenizer`: FIDELITY_DECODE for each
+    whose ids do not decode to exactly its text (the model could not generate them as trained), else
+    None. A byte-level tokenizer's ids decode to the text by construction: nothing is decoded."""
+    cont, lossless = continuation_tokenizer(tok)
+    if lossless:
+        return [None] * len(texts)
+    decoded = cont.decode_batch(ids, skip_special_tokens=False)
+    return [None if d == t else FIDELITY_DECODE for d, t in zip(decoded, texts, strict=True)]
 
 
 def count_fidelity(events: Counter, reasons: list[str | None]) -> None:

@@ -6,12 +6,14 @@ directory plus manifest.json and rejects.jsonl through the stage contract (datap
 from __future__ import annotations
 
 import functools
+import gc
 import hashlib
 import json
 import os
 from array import array
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,7 @@ CHAT_ONLY = ("reasoning", "split_turns", "tools_in_system")
 # chat figures the row builder counts: extra --split-turns sequences and their tokens, rows whose tools went
 # into the system turn (--tools-in-system), rows holding media references
 CHAT_EVENTS = ("split_turns", "split_turn_tokens", "tools_in_system", "rows_with_media")
-FIDELITY_KINDS = ("chat", "sft")  # kinds whose row builder runs the fidelity check (the manifest always says so)
+FIDELITY_KINDS = ("chat", "sft", "preference")  # kinds whose row builder runs the fidelity check (the manifest always says so)
 
 
 def _read_batches(data: Path, columns: list[str], batch_size: int) -> Iterator[dict[str, list]]:
@@ -115,6 +117,27 @@ def _tokenize_one(batch, tok, kind, opts, specials, label_names):
     cols, rejects, events = tokenize_batch(batch, tok, kind, opts, specials, label_names)
     kept = cols.pop(fidelity.KEPT, [])
     return arrow_batch(kind, cols), kept, rejects, events
+
+
+@contextmanager
+def _old_objects_frozen():
+    """The cyclic garbage collector kept off the work while the batches run. The objects alive before
+    them (imported modules, the tokenizer, ...) are frozen (`gc.freeze`): in a process that imported
+    transformers, each full collection traversed them all, 0.3-0.5 s of a 2-3 s chat tokenize. And the
+    young generation is collected every 20,000 allocations instead of 700 (0.1 s less of collections
+    on 5,730 chat rows). Objects made by the batches are collected as before. The freeze is left alone
+    when the caller froze objects itself; both are undone after."""
+    threshold = gc.get_threshold()
+    gc.set_threshold(max(threshold[0], 20_000), *threshold[1:])
+    frozen = not gc.get_freeze_count()
+    if frozen:
+        gc.freeze()
+    try:
+        yield
+    finally:
+        if frozen:
+            gc.unfreeze()
+        gc.set_threshold(*threshold)
 
 
 def _two_in_flight(fn, batches):
@@ -213,7 +236,7 @@ def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = F
         lengths, trainable, records_out = array("i"), 0, 0  # 4 bytes a row: the only per-row state kept in memory
         timer, rows_file, writer = ws.timer, ws.scratch / "rows.arrow", None
         bar = tqdm(total=n_rows, desc="tokenize", unit="row", disable=not progress, leave=False)
-        with bar, timer("tokenize"):  # the bar is cleared before an error is printed
+        with bar, timer("tokenize"), _old_objects_frozen():  # the bar is cleared before an error is printed
             read = functools.partial(_read_batches, data, columns, batch_size)
             for rb, kept_mm, rej, ev in _map_batches(read, tok, kind, opts, specials, label_names, num_proc):
                 kept_mismatched.extend(kept_mm)

@@ -372,12 +372,14 @@ def test_fidelity_probe_equals_full_encoding(family, shared_data, name):
 
 @pytest.mark.parametrize("name", ["qwen2_5", "qwen3", "llama3_1", "gptoss", "planted"])
 def test_exact_offsets_path_equals_the_offsets_path(family, smol, shared_data, monkeypatch, name):
-    """A byte-level BPE's encodings are searched with char_to_token (a few lookups a turn) instead of
-    reading every token's offsets, and an output piece that starts at a word boundary is not encoded
-    again (its words are context free); rows, labels, rejects and fidelity counts must be the same as
-    when every offset is read and every output encoded (multi-byte characters, emoji, leading spaces
-    and newlines, digits and punctuation that continue the prompt's word, a straddling seam, split
-    turns, truncation)."""
+    """A byte-level BPE's renderings are encoded piece by piece without offsets (tokenize.pieces:
+    positions from token byte lengths, the seam's word check by the pre-tokenizer's pattern), or whole
+    and searched with char_to_token (a few lookups a turn) instead of reading every token's offsets,
+    and an output piece that starts at a word boundary is not encoded again (its words are context
+    free); rows, labels, rejects and fidelity counts must be the same on all three paths as when every
+    offset is read and every output encoded (multi-byte characters, emoji, leading spaces and newlines,
+    digits and punctuation that continue the prompt's word, a straddling seam, a byte SmolLM2 has no
+    token for, split turns, truncation)."""
     import dataprep.tokenize.chat as chat
     from dataprep.convert.chat import chat_record
 
@@ -386,11 +388,11 @@ def test_exact_offsets_path_equals_the_offsets_path(family, smol, shared_data, m
         tok.chat_template = PLANTED
     else:
         tok = family(name)
-    assert chat.exact_offsets(tok) and chat.context_free_words(tok)
+    assert chat.exact_offsets(tok) and chat.context_free_words(tok) and chat.piece_encoder(tok) is not None
     raw = json.loads((shared_data / "glaive_toolcall_en_demo.json").read_text())[:30]
     rows = [chat_record({"messages": r["conversations"], "tools": r["tools"]}) for r in raw]
     odd = ["  \n\nhi there", "😀 ok 😀", "데이터 준비", '"yes"', "\n", "é\u0301 x", " ", "a" * 300, "::x", "12 3",
-           "\t x", "'s it", "\n\n\n", "!?"]
+           "\t x", "'s it", "\n\n\n", "!?", "a\x06b", "\x1c x", "don't"]
     for a, b in zip(odd, odd[1:] + odd[:1], strict=True):
         rows += [{"messages": [msg("user", f"say {a!r}"), msg("assistant", a), msg("user", "again"),
                                msg("assistant", b)], "tools": None},
@@ -399,12 +401,14 @@ def test_exact_offsets_path_equals_the_offsets_path(family, smol, shared_data, m
              "source": ["t"] * len(rows), "row": list(range(len(rows)))}
     for options in ({"split_turns": True}, {"max_len": 96}, {"reasoning": "mask"}, {}):
         options = {"tools_in_system": True, "on_mismatch": "warn", **options}
+        pieces = tokenize_batch(batch, tok, "chat", TokenizeOptions(**options), SP)
+        monkeypatch.setattr(chat, "piece_encoder", lambda tok: None)
         fast = tokenize_batch(batch, tok, "chat", TokenizeOptions(**options), SP)
         monkeypatch.setattr(chat, "exact_offsets", lambda tok: False)
         monkeypatch.setattr(chat, "context_free_words", lambda tok: False)
         slow = tokenize_batch(batch, tok, "chat", TokenizeOptions(**options), SP)
         monkeypatch.undo()
-        assert fast == slow and len(fast[0]["input_ids"]) >= 20, options
+        assert pieces == fast == slow and len(fast[0]["input_ids"]) >= 20, options
 
 
 def test_exact_offsets_only_for_plain_byte_level_bpe(smol):
