@@ -7,7 +7,7 @@ import importlib
 import click
 
 from dataprep import __version__
-from dataprep.errors import DataprepError
+from dataprep.errors import DataprepError, os_error_message
 
 # command name -> module in dataprep.commands that defines `command`
 COMMANDS = {
@@ -46,9 +46,7 @@ class LazyGroup(click.Group):
         except DataprepError as exc:
             raise click.ClickException(str(exc)) from None
         except OSError as exc:  # outside a stage's own handling (a temporary directory, a tokenizer's files): one line
-            where = f" ({exc.filename})" if exc.filename else ""
-            raise click.ClickException(f"{exc.strerror or str(exc).splitlines()[0]}{where}; check free space, "
-                                       "file-size limits and permissions") from None
+            raise click.ClickException(os_error_message(exc)) from None
 
 
 @click.group(cls=LazyGroup, epilog="Example: dataprep convert data.csv --template alpaca -o out/records")

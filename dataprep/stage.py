@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from dataprep import __version__
-from dataprep.errors import DataprepError
+from dataprep.errors import DataprepError, first_line, os_error_message
 from dataprep.io import (
     MANIFEST,
     OWNER,
@@ -332,13 +332,15 @@ def run_stage(stage: str, out: str | os.PathLike, *, inputs: list[str], config: 
     timer = Timer()
     try:
         manifest = _write(stage, out, fp, described, config, build, timer, upstream, allow_empty)
+    except DataprepError:
+        raise  # already one line (even when it quotes a library's "(os error N)")
     except OSError as exc:  # a full disk, a permission: one line, and atomic_dir has removed the partial output
-        raise _os_error(stage, out, exc) from None
+        raise DataprepError(f"{stage}: {os_error_message(exc, str(out))}") from None
     except Exception as exc:  # a library's own error type around an OS error (polars: "... (os error 28)")
         code = os_errno(exc)
         if code is None:
             raise
-        raise _os_error(stage, out, OSError(code, os.strerror(code))) from None
+        raise DataprepError(f"{stage}: {os_error_message(OSError(code, first_line(exc)), str(out))}") from None
     return manifest
 
 
@@ -373,21 +375,6 @@ def _write(stage, out, fp, described, config, build, timer, upstream, allow_empt
                             _written_files(tmp))
         write_json(tmp / MANIFEST, manifest.to_json())
     return manifest
-
-
-def _os_error(stage: str, out: Path, exc: OSError) -> DataprepError:
-    import errno
-
-    where = f" ({exc.filename})" if exc.filename else ""
-    if exc.errno == errno.EFBIG:
-        return DataprepError(f"{stage}: a file reached the file-size limit (ulimit -f) while writing {out}; raise the "
-                             "limit or choose another -o")
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return DataprepError(f"{stage}: no space left on the device while writing {out}; free some space or choose "
-                             "another -o")
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return DataprepError(f"{stage}: permission denied{where}; check the permissions of the input and of -o's parent")
-    return DataprepError(f"{stage}: {exc.strerror or str(exc).splitlines()[0]}{where}")
 
 
 def upstream_lineage(upstream: Manifest | None) -> Lineage:

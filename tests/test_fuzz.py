@@ -112,6 +112,6 @@ def test_an_os_error_outside_a_stage_is_one_error_line(tmp_path, runner, monkeyp
     result = runner.invoke(cli, ["tokenize", records(tmp_path), "-o", str(tmp_path / "out")])
     assert result.exit_code == 1 and (result.exception is None or isinstance(result.exception, SystemExit))
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert errors == ["Error: No usable temporary directory found in ['/tmp']; check free space, file-size limits "
-                      "and permissions"], result.output
+    assert errors == ["Error: No usable temporary directory found in ['/tmp']; check the paths, free space, "
+                      "file-size limits and permissions"], result.output
     assert not (tmp_path / "out").exists()

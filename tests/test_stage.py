@@ -208,6 +208,28 @@ def test_a_library_error_around_a_full_disk_is_one_line_and_leaves_nothing(tmp_p
         run_stage("toy", tmp_path / "o", inputs=[], config={}, build=unrelated)
 
 
+def test_a_dataprep_error_quoting_an_os_error_is_kept_as_it_is(tmp_path):
+    """A one-line DataprepError that quotes a library's "(os error 2)" keeps its path and its fix
+    (it was rewritten as a bare "No such file or directory")."""
+    message = "cannot read records from /data/in.parquet (No such file or directory (os error 2)); check it"
+
+    def build(ws):
+        raise DataprepError(message)
+
+    with pytest.raises(DataprepError) as err:
+        run_stage("toy", tmp_path / "o", inputs=[], config={}, build=build)
+    assert str(err.value) == message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_os_error_without_a_message_is_one_line():
+    from dataprep.errors import os_error_message
+
+    assert os_error_message(OSError()) == "OSError; check the paths, free space, file-size limits and permissions"
+    assert os_error_message(OSError(27, "File too large"), "out/x").startswith(
+        "a file reached the file-size limit (ulimit -f) while writing out/x")
+
+
 def test_a_temporary_that_cannot_be_marked_is_removed(tmp_path, monkeypatch):
     """A full disk can fail the owner mark of `.OUT.tmp-*` itself; unmarked, no later run would remove it."""
     def full(self, *a, **k):

@@ -6,14 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dataprep.errors import DataprepError
+from dataprep.errors import DataprepError, first_line  # noqa: F401 - first_line: the readers import it from here
 
 PREFERRED_ENCODINGS = ("utf_8", "cp949", "cp1252", "latin_1", "iso8859_15")
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def open_gzip(path: Path) -> bytes:

@@ -38,7 +38,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from dataprep.errors import DataprepError
+from dataprep.errors import DataprepError, first_line
 from dataprep.records import IGNORE_INDEX
 from dataprep.tokenize import fidelity
 from dataprep.tokenize.masks import END_OF_TURN, encode_batch, fit, span_mask
@@ -244,7 +244,7 @@ def plan_row(renderer: Renderer, messages: list[dict], tools_json: str | None, o
     except Exception as exc:  # a template may raise on roles or shapes it does not support
         if has_media:
             raise _media_error(str(exc)) from None
-        raise RowProblem("chat template failed", _first_line(exc)) from None
+        raise RowProblem("chat template failed", first_line(exc)[:200]) from None
     if has_media and ("'type': '" in full or full == renderer(_without_media(tmsgs), tools, False)):
         raise _media_error(f"{where} holds {', '.join(sorted({x['type'] for x in media_of(messages)}))}")
     has_calls = any("tool_calls" in m for m in tmsgs)
@@ -311,10 +311,6 @@ def _media_error(detail: str) -> DataprepError:
     return DataprepError(f"the chat template cannot render media ({detail[:120]}); pass --chat-template FILE with a "
                          "template that renders image/video/audio parts (e.g. trl's qwen2_5_vl.jinja), or leave the "
                          "multimodal rows out")
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
 
 
 # ---------------------------------------------------------------- the row builder
