@@ -60,7 +60,7 @@ def tokenized_pairs(cache: Path, max_len: int) -> list[dict]:
     from datasets import load_from_disk
 
     from dataprep.convert import convert
-    from dataprep.models import load_tokenizer, resolve_model
+    from dataprep.models import load_tokenizer, resolve_model, save_tokenizer
     from dataprep.tokenize import tokenize
 
     work = Path(tempfile.mkdtemp())
@@ -69,7 +69,7 @@ def tokenized_pairs(cache: Path, max_len: int) -> list[dict]:
     cols = ("prompt_input_ids", "chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels")
     rows = [{k: r[k] for k in cols} for r in load_from_disk(str(work / "shards"))]
     cache.mkdir(parents=True, exist_ok=True)
-    load_tokenizer(resolve_model("smollm2-135m")).save_pretrained(cache / "tokenizer")
+    save_tokenizer(load_tokenizer(resolve_model("smollm2-135m")), cache / "tokenizer")
     rows_file.write_text(json.dumps(rows))
     return rows
 

@@ -55,7 +55,7 @@ and DIR/tokenizer (the SmolLM2 tokenizer, saved beside the random model so train
 
     dataprep convert ../shared/data/alpaca_en_demo.json -o D/records
     dataprep tokenize D/records -o D/plain; dataprep tokenize D/records -o D/packed --pack
-    python -c "from dataprep.models import *; load_tokenizer(resolve_model('smollm2-135m')).save_pretrained('D/tokenizer')"
+    python -c "from dataprep.models import *; save_tokenizer(load_tokenizer(resolve_model('smollm2-135m')), 'D/tokenizer')"
     python benchmarks/bench_train_gpu.py --shape 1b --data D --variants seed padded8 trl_liger_flex dataprep
 """
 
@@ -422,7 +422,9 @@ def bench_shape(shape: str, rows: list[dict], args) -> list[dict]:
     if args.data:  # the random model must carry the shards' tokenizer for train_sft's check
         from transformers import AutoTokenizer
 
-        AutoTokenizer.from_pretrained(str(Path(args.data) / "tokenizer")).save_pretrained(model_dir)
+        from dataprep.models import save_tokenizer
+
+        save_tokenizer(AutoTokenizer.from_pretrained(str(Path(args.data) / "tokenizer")), model_dir)
     caches: dict[str, Path] = {}
     for name in [n for n in args.variants if n in RUNS]:
         work = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))

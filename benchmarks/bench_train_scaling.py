@@ -52,9 +52,11 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
+    from dataprep.models import save_tokenizer
+
     data, out = Path(args.data), Path(args.out)
     model = random_model_dir(args.shape, Path(args.model_cache))
-    AutoTokenizer.from_pretrained(str(data / "tokenizer")).save_pretrained(model)
+    save_tokenizer(AutoTokenizer.from_pretrained(str(data / "tokenizer")), model)
     counts = (1, args.gpus)
     for gpus in args.runs if args.runs is not None else counts:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")]))}

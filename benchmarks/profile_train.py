@@ -50,7 +50,9 @@ def main() -> None:
     if dist.is_main():
         from transformers import AutoTokenizer
 
-        AutoTokenizer.from_pretrained(str(Path(args.data) / "tokenizer")).save_pretrained(model)
+        from dataprep.models import save_tokenizer
+
+        save_tokenizer(AutoTokenizer.from_pretrained(str(Path(args.data) / "tokenizer")), model)
     dist.barrier()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

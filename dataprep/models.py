@@ -59,6 +59,14 @@ def smollm2_dir() -> Path:
     return target
 
 
+def save_tokenizer(tok, directory: str | Path) -> None:
+    """`tok.save_pretrained(directory)`, then its added tokens into tokenizer_config.json (see
+    _save_added_tokens), so the saved tokenizer loads without transformers' slow legacy path. Every
+    tokenizer dataprep writes (a model cache, tokenizer-train, train, merge, classify) goes through here."""
+    tok.save_pretrained(directory)
+    _save_added_tokens(Path(directory))
+
+
 def _save_added_tokens(directory: Path) -> None:
     """Write the added tokens (tokenizer.json's `added_tokens`) into `tokenizer_config.json` as its
     `added_tokens_decoder`, if it has none. transformers' save_pretrained leaves them out for a
@@ -102,8 +110,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        _save_added_tokens(tmp)
+        save_tokenizer(tok, tmp)
         os.chmod(tmp, 0o755)
         os.replace(tmp, target)
     except BaseException:

@@ -99,7 +99,7 @@ def tokenizer_train(path: str | Path, out: str | Path, *, force: bool = False, p
         with ws.timer("measure"):
             before, after = tokens_per_char(base, held), tokens_per_char(new, held)
         with ws.timer("save"):
-            new.save_pretrained(ws.out)
+            models.save_tokenizer(new, ws.out)
         details = {
             "base": opts.base,
             "text_fields": list(fields),

@@ -63,6 +63,25 @@ def test_output_tokenizes_records_and_round_trips_korean(trained, ko_records, tm
     assert m.lineage.tokenizer.name == str(out)
 
 
+def test_output_saves_added_tokens_and_loads_to_the_same_ids(trained):
+    """The output's tokenizer_config.json carries added_tokens_decoder (models.save_tokenizer), so
+    transformers loads it without re-parsing tokenizer.json in Python; the ids stay those of
+    tokenizer.json's own added tokens, and a text encodes the same as with the bare tokenizers file."""
+    from tokenizers import Tokenizer
+
+    from dataprep.models import load_tokenizer
+
+    out, _ = trained
+    config = json.loads((out / "tokenizer_config.json").read_text())
+    added = json.loads((out / "tokenizer.json").read_text())["added_tokens"]
+    assert added and {int(i): t["content"] for i, t in config["added_tokens_decoder"].items()} == {
+        t["id"]: t["content"] for t in added}
+    tok, raw = load_tokenizer(str(out)), Tokenizer.from_file(str(out / "tokenizer.json"))
+    assert all(tok.convert_tokens_to_ids(t["content"]) == t["id"] for t in added)
+    text = "<|im_start|>user\n건강을 유지하기 위한 팁<|im_end|>"
+    assert tok(text, add_special_tokens=False)["input_ids"] == raw.encode(text, add_special_tokens=False).ids
+
+
 def test_rerun_is_skipped(trained, ko_records):
     out, _ = trained
     m = tokenizer_train(ko_records, out, vocab_size=2000, progress=False)

@@ -20,6 +20,7 @@ import numpy as np
 
 from dataprep import io
 from dataprep.errors import DataprepError
+from dataprep.models import save_tokenizer
 from dataprep.options import opt
 from dataprep.stage import Manifest, Outcome, Workspace, run_stage
 from training import data, dist, metrics
@@ -266,7 +267,7 @@ def _final_metrics(model, split_batches: dict, label_names: list[str], per_label
 
 def _save(model, tokenizer, out, label_names: list[str], result: dict[str, Any], config: ClassifyConfig) -> None:
     model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    save_tokenizer(tokenizer, out)
     io.write_json(out / "thresholds.json", {
         "label_names": label_names,
         "pooling": getattr(model, "pooling", "cls"),

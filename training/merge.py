@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from dataprep.models import save_tokenizer
 from dataprep.options import opt, parse_options
 from dataprep.stage import Manifest, Outcome, Workspace, read_manifest, run_stage
 from training.outputs import load_adapter_model
@@ -33,7 +34,7 @@ def merge_adapter(adapter: str | Path, out: str | Path, *, force: bool = False, 
         merged = model.merge_and_unload()
         with ws.timer("save"):
             merged.save_pretrained(ws.out)
-            tokenizer.save_pretrained(ws.out)
+            save_tokenizer(tokenizer, ws.out)
         thresholds = Path(adapter) / "thresholds.json"
         if thresholds.is_file():
             (ws.out / "thresholds.json").write_text(thresholds.read_text())

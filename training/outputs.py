@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dataprep.errors import DataprepError
+from dataprep.models import save_tokenizer
 from dataprep.stage import Manifest, read_manifest
 from training.loop import device
 
@@ -128,7 +129,7 @@ def finish_run(ws, model, tokenizer, metrics: dict[str, Any], *, task: str, conf
     from dataprep.stage import Outcome
 
     model.save_pretrained(ws.out)
-    tokenizer.save_pretrained(ws.out)
+    save_tokenizer(tokenizer, ws.out)
     for name, obj in {**(files or {}), "metrics.json": metrics}.items():
         io.write_json(ws.out / name, obj)
     n = len(train_set) + (len(eval_set) if eval_set is not None and not config.eval_shards else 0)

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from dataprep import io
 from dataprep.errors import DataprepError
+from dataprep.models import save_tokenizer
 from dataprep.options import opt
 from dataprep.records import IGNORE_INDEX
 from dataprep.stage import Lineage, Manifest, Outcome, Workspace, run_stage
@@ -353,7 +354,7 @@ def train_sft(shards: str, out: str, config: SFTConfig, force: bool = False) -> 
         if not dist.is_main():
             return Outcome(0, 0)
         model.save_pretrained(ws.out, state_dict=state)
-        tokenizer.save_pretrained(ws.out)
+        save_tokenizer(tokenizer, ws.out)
         io.write_json(ws.out / "metrics.json", metrics)
         plot_losses(hist, ws.out / "loss.png", f"SFT {config.model} ({'QLoRA' if quant == '4bit' else 'LoRA'} r{config.lora_r})")
         n = len(train_set) + (len(eval_set) if eval_set is not None and not config.eval_shards else 0)
