@@ -4,52 +4,125 @@ exceptions and bad results become rejects of that row.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import FunctionType, ModuleType
 
 from dataprep.convert.columns import PROVENANCE
 from dataprep.errors import DataprepError
 from dataprep.records import get_kind
 from dataprep.sources import frame_from_rows
 
-_LOCAL_IMPORTS: dict[str, set[str]] = {}  # row-fn spec -> the user's modules its import loaded (by name)
-
 
 def load_row_fn(spec: str) -> Callable[[dict], dict]:
-    """`module:function` (importable from the working directory) or `path/to/file.py:function`.
-    The user's own modules that importing it loads (not the standard library, installed packages
-    or the function's own module) are noted, so that `row_fn_imports` can fingerprint them too."""
-    before = set(sys.modules)
-    fn = _load_row_fn(spec)
-    own = spec.rpartition(":")[0]
-    _LOCAL_IMPORTS.setdefault(spec, set()).update(n for n in set(sys.modules) - before if n != own and _local_file(n))
-    return fn
+    """`module:function` (importable from the working directory) or `path/to/file.py:function`."""
+    return _load_row_fn(spec)
 
 
-def row_fn_imports(spec: str) -> dict[str, str]:
-    """{module name: sha256 of its source} of the user's modules the row function's import loaded
-    (noted at its first load in this process): editing one of them makes a convert output out of
-    date, as editing the function's own file does."""
+def row_fn_imports(fn: Callable) -> dict[str, str]:
+    """{module name: sha256 of its source} of the user's own modules (not the standard library,
+    installed packages or dataprep) that the row function's module imports, transitively: editing
+    one of them makes a convert output out of date, as editing the function's own file does. Read
+    from the loaded modules themselves (their import statements, and the modules, functions and
+    classes in their globals), so a module imported earlier in the process (by another spec naming
+    the same file, or by the caller's own script) counts the same as one imported just now."""
     from dataprep.io import sha256_path
 
-    return {name: sha256_path(path) for name in sorted(_LOCAL_IMPORTS.get(spec, ())) if (path := _local_file(name))}
+    module = _module_of(fn)
+    if module is None:
+        return {}
+    own = _local_file(module)
+    found: dict[str, Path] = {}
+    todo = [module]
+    seen = {id(module)}
+    while todo:
+        for dep in _imported_modules(todo.pop()):
+            if id(dep) in seen:
+                continue
+            seen.add(id(dep))
+            if (path := _local_file(dep)) is not None:
+                if path != own:
+                    found[dep.__name__] = path
+                todo.append(dep)
+    return {name: sha256_path(path) for name, path in sorted(found.items())}
 
 
-def _local_file(name: str) -> Path | None:
-    """The source file of module `name` when it is the user's own (not the standard library, an
+def _module_of(fn: Callable) -> ModuleType | None:
+    """The module a row function was defined in: the one whose globals it reads (a module loaded
+    from a file path is not in sys.modules), else its `__module__`."""
+    fn = getattr(fn, "__func__", fn)  # a bound method
+    namespace = getattr(fn, "__globals__", None)
+    if namespace is not None:
+        name = namespace.get("__name__")
+        module = sys.modules.get(name)
+        if module is not None and module.__dict__ is namespace:
+            return module
+        module = ModuleType(name or "row_fn")  # a stand-in over the same namespace
+        module.__dict__.update(namespace)
+        return module
+    return sys.modules.get(getattr(fn, "__module__", None) or "")
+
+
+def _imported_modules(module: ModuleType):
+    """The modules `module` imports (its import statements, top-level or inside functions, that
+    have been imported) and those its globals' modules, functions and classes come from."""
+    import ast
+    import importlib.util
+
+    names: set[str] = set()
+    file = getattr(module, "__file__", None)
+    try:
+        tree = ast.parse(Path(file).read_bytes()) if file else None
+    except (OSError, SyntaxError, ValueError):
+        tree = None
+    package = getattr(module, "__package__", None) or ""
+    for node in ast.walk(tree) if tree is not None else ():
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            try:
+                base = importlib.util.resolve_name("." * node.level + (node.module or ""), package) if node.level \
+                    else node.module
+            except (ImportError, ValueError):
+                continue
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)  # `from pkg import submodule`
+    for value in list(vars(module).values()):
+        if isinstance(value, ModuleType):
+            yield value
+        elif isinstance(value, (type, FunctionType)):
+            names.add(getattr(value, "__module__", None) or "")
+    for name in names:
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):  # `import a.b.c` loads a and a.b too
+            if (dep := sys.modules.get(".".join(parts[:i]))) is not None:
+                yield dep
+
+
+def _local_file(module: ModuleType) -> Path | None:
+    """The source file of `module` when it is the user's own (not the standard library, an
     installed package or dataprep)."""
-    import sysconfig
-
-    file = getattr(sys.modules.get(name), "__file__", None)
+    file = getattr(module, "__file__", None)
     if not file or not Path(file).is_file():
         return None
     path = Path(file).resolve()
-    installed = {Path(p).resolve() for key in ("stdlib", "platstdlib", "purelib", "platlib")
-                 if (p := sysconfig.get_paths().get(key))} | {Path(__file__).resolve().parents[1]}
-    return None if any(root in path.parents for root in installed) else path
+    return None if any(root in path.parents for root in _installed_roots()) else path
+
+
+@functools.cache
+def _installed_roots() -> frozenset[Path]:
+    """The standard library's, installed packages' and dataprep's own folders."""
+    import site
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    roots = [paths.get(key) for key in ("stdlib", "platstdlib", "purelib", "platlib")]
+    roots += [*site.getsitepackages(), site.getusersitepackages()] if hasattr(site, "getsitepackages") else []
+    return frozenset({Path(p).resolve() for p in roots if p} | {Path(__file__).resolve().parents[1]})
 
 
 def _load_row_fn(spec: str) -> Callable[[dict], dict]:

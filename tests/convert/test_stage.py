@@ -203,6 +203,33 @@ def test_editing_a_module_the_row_fn_imports_makes_the_output_out_of_date(tmp_pa
     assert set(read_manifest(tmp_path / "o").config["row_fn"]["imports"]) == {"helper"}
 
 
+def test_two_row_fn_specs_on_one_file_both_fingerprint_its_helper(tmp_path, monkeypatch):
+    """`fn.py:g` after `fn.py:f`, with the helper already imported by the caller's own code: both
+    fingerprints name the helper (read from the loaded module, not from what its import newly
+    loaded), and editing the helper makes the output out of date."""
+    import importlib
+    import sys
+
+    rows = [str(tmp_path / "rows.jsonl")]
+    (tmp_path / "rows.jsonl").write_text('{"x": "a"}\n')
+    (tmp_path / "helper_two.py").write_text("WORD = 'w'\n")
+    (tmp_path / "fn_two.py").write_text("from helper_two import WORD\n\n\ndef f(row):\n    return {'text': WORD}\n\n\n"
+                                        "def g(row):\n    return {'text': WORD + '!'}\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        importlib.import_module("helper_two")  # the caller's script imported it before convert()
+        f = convert(rows, tmp_path / "f", kind="text", row_fn="fn_two.py:f")
+        g = convert(rows, tmp_path / "g", kind="text", row_fn="fn_two.py:g")
+        (tmp_path / "helper_two.py").write_text("WORD = 'edited'\n")
+        edited = convert(rows, tmp_path / "g", kind="text", row_fn="fn_two.py:g")
+    finally:
+        sys.modules.pop("helper_two", None)
+    assert set(f.config["row_fn"]["imports"]) == set(g.config["row_fn"]["imports"]) == {"helper_two"}
+    assert not edited.skipped
+    assert edited.config["row_fn"]["imports"]["helper_two"] != g.config["row_fn"]["imports"]["helper_two"]
+
+
 def test_a_row_fn_module_loaded_twice_in_one_process_is_still_current(tmp_path, monkeypatch):
     """The second load finds its modules cached (nothing newly imported): the fingerprint must not change."""
     import sys
