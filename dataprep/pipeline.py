@@ -47,9 +47,7 @@ def stage_input(recipe: Recipe, stage: str, workdir: Path) -> str | list[str]:
         items = [config.input] if isinstance(config.input, str) else list(config.input)
         resolved = [stage_output(stage, name, workdir) if name in earlier else name for name in items]
         return resolved[0] if isinstance(config.input, str) else resolved
-    if not earlier:
-        raise DataprepError(f"{recipe.path}: {stage} is the first stage, so it needs `input:` (a file or directory)")
-    return stage_output(stage, earlier[-1], workdir)
+    return stage_output(stage, earlier[-1], workdir)  # the first stage has an input: load_recipe checks it
 
 
 def stage_output(stage: str, earlier: str, workdir: Path) -> str:

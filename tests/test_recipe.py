@@ -125,3 +125,15 @@ def test_options_from_a_config_dataclass(tmp_path, monkeypatch):
     path.write_text(GOOD + "dedupe:\n  threshold: high\n")
     with pytest.raises(DataprepError, match=r"r.yaml:11: dedupe.threshold: 'high' has the wrong type"):
         load_recipe(path)
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_a_first_stage_without_input_is_reported_by_validate_and_run(command, runner, tmp_path):
+    """One check (load_recipe's), which both commands go through: one Error line, nothing run."""
+    from dataprep.cli import cli
+
+    (tmp_path / "r.yaml").write_text(f"workdir: {tmp_path / 'w'}\nconvert:\n  kind: sft\n")
+    result = runner.invoke(cli, [command, str(tmp_path / "r.yaml")])
+    assert result.exit_code != 0
+    assert "convert: it is the first stage, so it needs `input:` (a file or directory)" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "w").exists()
