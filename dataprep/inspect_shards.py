@@ -237,7 +237,7 @@ def fidelity_report(path: str | os.PathLike, first: int = 20) -> str:
     if kept_file.is_file():  # --on-mismatch warn
         with open(kept_file, encoding="utf-8") as fh:
             kept = [json.loads(line) for line in fh]
-        lines.append(f"rows kept with a mismatch ({len(kept)}; first {min(first, len(kept))}; "
-                     f"`dataprep inspect {path} --row N` shows one):")
+        lines.append(f"rows kept with a mismatch ({len(kept)}; first {min(first, len(kept))}; by source file and "
+                     "source row, as in rejects.jsonl, not the output row index that `inspect --row` takes):")
         lines += [f"  {r['source']} row {r['row']}: {', '.join(r['reasons'])}: {r['detail']}" for r in kept[:first]]
     return "\n".join(lines)

@@ -123,3 +123,21 @@ def test_atomic_file_leaves_the_old_file_when_the_write_fails(tmp_path):
 def test_cli_inspect_wrong_directory(records, runner):
     r = runner.invoke(cli, ["inspect", str(records)])
     assert r.exit_code == 1 and "not a `dataprep tokenize` output" in r.output
+
+
+def test_fidelity_kept_rows_are_labelled_by_source_row_without_an_inspect_row_hint(tmp_path):
+    """fidelity_kept.jsonl's `row` is the row of the source file, not an output row index: the report
+    says so and does not point `inspect --row` at it (which would show another row)."""
+    from dataprep.inspect_shards import fidelity_report
+
+    out = tmp_path / "tok"
+    out.mkdir()
+    (out / "manifest.json").write_text(json.dumps({
+        "stage": "tokenize", "lineage": {"kind": "chat"}, "config": {"on_mismatch": "warn"},
+        "fidelity": {"checked": 9, "mismatched": 1, "by_reason": {"prompt_seam": 1}}}))
+    (out / "fidelity_kept.jsonl").write_text(json.dumps(
+        {"source": "a.jsonl", "row": 7, "reasons": ["prompt_seam"], "detail": "assistant turn 1: prompt_seam"}) + "\n")
+    report = fidelity_report(out)
+    assert "rows kept with a mismatch (1; first 1; by source file and source row" in report
+    assert "  a.jsonl row 7: prompt_seam: assistant turn 1: prompt_seam" in report
+    assert "--row N" not in report and "shows one" not in report
