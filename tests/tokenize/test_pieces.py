@@ -213,3 +213,42 @@ def test_alpaca_rows_same_on_every_path(smol, shared_data, monkeypatch, template
     monkeypatch.setattr(chat, "context_free_words", lambda tok: False)
     slow = tokenize_batch(batch, tok, "chat", opts, sp)
     assert pieces == slow and len(pieces[0]["input_ids"]) >= 200
+
+
+def test_a_pre_tokenizer_that_drops_text_gets_no_fast_path(smol):
+    """A Split with behaviour "Removed" drops its matches (`#`) before BPE, so token byte lengths no
+    longer follow the text: no pieces fast path, no byte-level shortcut, and each row trains exactly
+    its assistant turn (the old fast path shifted the positions or failed on an AssertionError)."""
+    import copy
+    import json
+
+    from tokenizers import pre_tokenizers
+
+    from dataprep.tokenize.masks import Specials
+    from dataprep.tokenize.rows import TokenizeOptions, tokenize_batch
+    from dataprep.tokenize.seam import _lossless, _spec, context_free_words, exact_offsets
+
+    tok = copy.deepcopy(smol)
+    tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split("#", "removed"), pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    tok.chat_template = ("{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}assistant:{% endif %}")
+    assert piece_encoder(tok) is None and not exact_offsets(tok) and not context_free_words(tok)
+    for pre in (pre_tokenizers.Whitespace(), pre_tokenizers.WhitespaceSplit(),
+                pre_tokenizers.Punctuation("removed")):
+        spec = _spec(smol.backend_tokenizer)
+        spec["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+            json.loads(pre.__getstate__()), spec["pre_tokenizer"]]}
+        assert not _lossless(spec), pre
+
+    def msg(role, content):
+        return {"role": role, "content": content, "parts": None, "reasoning_content": None, "tool_calls": None,
+                "tool_call_id": None, "name": None, "train": None}
+
+    convs = [[msg("user", "a # b ## c"), msg("assistant", "x y z ok")], [msg("user", "##"), msg("assistant", "y z ok")],
+             [msg("user", "a#b"), msg("assistant", "y z ok")]]
+    batch = {"messages": convs, "tools": [None] * 3, "source": ["a"] * 3, "row": [0, 1, 2]}
+    cols, rejects, _ = tokenize_batch(batch, tok, "chat", TokenizeOptions(), Specials(2, 0, "<|endoftext|>", "x"))
+    trained = [[tok.convert_ids_to_tokens(i) for i, lab in zip(ids, labels, strict=True) if lab != -100]
+               for ids, labels in zip(cols["input_ids"], cols["labels"], strict=True)]
+    assert rejects == [] and trained == [["Ġx", "Ġy", "Ġz", "Ġok", "<|im_end|>"]] + [["Ġy", "Ġz", "Ġok", "<|im_end|>"]] * 2
