@@ -94,13 +94,20 @@ def tokenize_batch(
     opts: TokenizeOptions,
     specials: Specials,
     label_names: list[str] | None = None,
+    kept: list[dict[str, Any]] | None = None,
 ) -> tuple[dict[str, list], list[dict[str, Any]], Counter]:
     """Tokenize one batch of records (columns as lists). Pure: no state beyond its arguments.
 
-    Returns (shard columns, rejects as {source,row,reason,detail}, event counts).
+    Returns (shard columns, rejects as {source,row,reason,detail}, event counts); the columns are the
+    kind's shard columns only (`arrow_batch` takes them). The rows kept with a fidelity mismatch
+    (--on-mismatch warn) are appended to `kept` when given, as {source,row,reasons,detail}.
     """
     build_rows = load_function(get_kind(kind).tokenize)
-    return build_rows(batch, tok, kind, opts, specials, label_names)
+    cols, rejects, events = build_rows(batch, tok, kind, opts, specials, label_names)
+    listed = cols.pop(fidelity.KEPT, [])
+    if kept is not None:
+        kept.extend(listed)
+    return cols, rejects, events
 
 
 def new_columns(kind: str) -> dict[str, list]:

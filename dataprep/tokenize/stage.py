@@ -114,8 +114,8 @@ def _tokenize_one(batch, tok, kind, opts, specials, label_names):
     """One batch through tokenize_batch, its shard columns as one Arrow batch: built where the batch
     was tokenized (a worker thread, process or Ray task), and sent back as Arrow buffers, not as
     Python lists. Returns (Arrow batch, rows kept with a fidelity mismatch, rejects, events)."""
-    cols, rejects, events = tokenize_batch(batch, tok, kind, opts, specials, label_names)
-    kept = cols.pop(fidelity.KEPT, [])
+    kept: list[dict] = []
+    cols, rejects, events = tokenize_batch(batch, tok, kind, opts, specials, label_names, kept)
     return arrow_batch(kind, cols), kept, rejects, events
 
 

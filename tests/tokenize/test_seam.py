@@ -8,6 +8,7 @@ import json
 import pytest
 
 from dataprep.tokenize import Specials, TokenizeOptions, tokenize, tokenize_batch
+from dataprep.tokenize.rows import arrow_batch
 from dataprep.tokenize.seam import FIDELITY_DECODE, FIDELITY_STRADDLE, continuation_tokenizer, seam_ids
 from tests.tokenize.test_masks_and_stage import handmade, sft_batch, smol, write_records  # noqa: F401  (fixtures)
 
@@ -162,8 +163,10 @@ def test_batch_options_reject_or_keep(handmade):  # noqa: F811
     batch = sft_batch([("x", "ab"), ("x", "bz")])
     cols, rejects, _ = tokenize_batch(batch, handmade, "sft", TokenizeOptions(), sp)
     assert len(cols["input_ids"]) == 1 and [r["row"] for r in rejects] == [1]
-    cols, rejects, _ = tokenize_batch(batch, handmade, "sft", TokenizeOptions(on_mismatch="warn"), sp)
-    assert len(cols["input_ids"]) == 2 and not rejects
+    kept = []
+    cols, rejects, _ = tokenize_batch(batch, handmade, "sft", TokenizeOptions(on_mismatch="warn"), sp, kept=kept)
+    assert len(cols["input_ids"]) == 2 and not rejects and [k["row"] for k in kept] == [1]
+    assert arrow_batch("sft", cols).num_rows == 2  # the columns are the shard columns only (no kept-row list)
 
 
 def test_preference_answers_have_no_dummy_prefix(llama):
@@ -231,9 +234,11 @@ def test_preference_answers_counted_and_checked(handmade):  # noqa: F811
         (1, f"fidelity: {FIDELITY_DECODE}", "rejected answer; --on-mismatch warn keeps the row"),
         (2, f"fidelity: {FIDELITY_DECODE}", "rejected answer; --on-mismatch warn keeps the row")]
     assert fidelity.summary(events) == {"checked": 6, "mismatched": 2, "by_reason": {FIDELITY_DECODE: 2}}
-    cols, rejects, events = tokenize_batch(batch, handmade, "preference", TokenizeOptions(on_mismatch="warn"), sp)
-    assert len(cols["chosen_input_ids"]) == 3 and not rejects
-    assert [(k["row"], k["detail"]) for k in cols[fidelity.KEPT]] == [(1, "rejected answer"), (2, "rejected answer")]
+    kept = []
+    cols, rejects, events = tokenize_batch(batch, handmade, "preference", TokenizeOptions(on_mismatch="warn"), sp,
+                                           kept=kept)
+    assert len(cols["chosen_input_ids"]) == 3 and not rejects and arrow_batch("preference", cols).num_rows == 3
+    assert [(k["row"], k["detail"]) for k in kept] == [(1, "rejected answer"), (2, "rejected answer")]
 
 
 def test_preference_manifest_reports_the_check(smol, tmp_path):  # noqa: F811
