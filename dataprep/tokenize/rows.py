@@ -70,7 +70,7 @@ class TokenizeOptions(EngineOptions, OutputOptions):
                                 "such rows are rejected and counted).")
     on_mismatch: str | None = opt(None, "What to do with a row whose trained tokens differ from what the template "
                                   "and tokenizer produce at inference (the fidelity check, always on for sft and "
-                                  "chat): reject it, or keep it and count it. Default: reject; warn with --seam "
+                                  "chat): reject it, or keep it and count it. Default: reject; warn for sft with --seam "
                                   "joint (whose seam differs by design).", choices=ON_MISMATCH)
     chat_template: str | None = opt(None, "A Jinja chat template file to render with instead of the tokenizer's own.",
                                     path="file")
@@ -146,9 +146,10 @@ def _where(batch, i: int) -> str:
     return f"{batch['source'][i]} row {batch['row'][i]}"
 
 
-def on_mismatch_for(seam: str, on_mismatch: str | None) -> str:
-    """What a fidelity mismatch does: --on-mismatch, or its default (warn for --seam joint, else reject)."""
-    return on_mismatch or ("warn" if seam == "joint" else "reject")
+def on_mismatch_for(kind: str, seam: str, on_mismatch: str | None) -> str:
+    """What a fidelity mismatch does: --on-mismatch, or its default (warn for sft with --seam joint,
+    whose seam differs by design; else reject: --seam applies to sft alone)."""
+    return on_mismatch or ("warn" if kind == "sft" and seam == "joint" else "reject")
 
 
 def sft_rows(batch, tok, kind, opts, specials, label_names):
@@ -158,7 +159,7 @@ def sft_rows(batch, tok, kind, opts, specials, label_names):
     prompts, completions = [p or "" for p in batch["prompt"]], [c or "" for c in batch["completion"]]
     rows, reasons = seam_ids(tok, prompts, completions, specials.eos_id, opts.seam)
     count_fidelity(events, reasons)
-    reject_mismatch = on_mismatch_for(opts.seam, opts.on_mismatch) == "reject"
+    reject_mismatch = on_mismatch_for(kind, opts.seam, opts.on_mismatch) == "reject"
     overflow = overflow_for(kind, opts.overflow)
     for i, ((ids, k), reason) in enumerate(zip(rows, reasons, strict=True)):
         if reason is not None and reject_mismatch:

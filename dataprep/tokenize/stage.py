@@ -216,7 +216,7 @@ def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = F
         specials = choose_pad(tok)
         if getattr(tok, "backend_tokenizer", None) is not None:
             plain_backend(tok)  # before batches share it across threads (_two_in_flight)
-        opts = replace(opts, overflow=overflow_for(kind, opts.overflow), on_mismatch=on_mismatch_for(opts.seam, opts.on_mismatch))
+        opts = replace(opts, overflow=overflow_for(kind, opts.overflow), on_mismatch=on_mismatch_for(kind, opts.seam, opts.on_mismatch))
         _check_overflow(kind, opts)
     chat_template = tok.chat_template if isinstance(tok.chat_template, str) else None
     tok_files = {"files_sha256": tokenizer_files_hash(tok_path),

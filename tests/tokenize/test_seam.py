@@ -158,6 +158,18 @@ def test_stage_rejects_planted_mismatch_and_counts_it(handmade, tmp_path):  # no
     assert joint.counts.n_out == 3 and joint.config["on_mismatch"] == "warn"  # joint's seam differs by design
 
 
+def test_seam_joint_leaves_preference_rejecting(handmade, tmp_path):  # noqa: F811
+    """--seam is sft's: a preference run given --seam joint still rejects a mismatched answer by default
+    (it used to switch to warn and keep the row)."""
+    handmade.save_pretrained(tmp_path / "tok")
+    rec = write_records(tmp_path, "preference", {"prompt": ["x", "x"], "chosen": ["ab", "ab"], "rejected": ["b", "bz"],
+                                                 "messages": [None, None]})
+    m = tokenize(rec, tmp_path / "out", tokenizer=str(tmp_path / "tok"), seam="joint", progress=False)
+    assert m.config["on_mismatch"] == "reject" and (m.counts.n_in, m.counts.n_out) == (2, 1)
+    rejects = [json.loads(x) for x in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
+    assert [(r["row"], r["reason"]) for r in rejects] == [(1, f"fidelity: {FIDELITY_DECODE}")]
+
+
 def test_batch_options_reject_or_keep(handmade):  # noqa: F811
     sp = Specials(0, 1, "<pad>", "tokenizer")
     batch = sft_batch([("x", "ab"), ("x", "bz")])
