@@ -44,7 +44,7 @@ CHAT_ONLY = ("reasoning", "split_turns", "tools_in_system")
 # chat figures the row builder counts: extra --split-turns sequences and their tokens, rows whose tools went
 # into the system turn (--tools-in-system), rows holding media references
 CHAT_EVENTS = ("split_turns", "split_turn_tokens", "tools_in_system", "rows_with_media")
-FIDELITY_KINDS = ("chat", "sft", "preference")  # kinds whose row builder runs the fidelity check (the manifest always says so)
+FIDELITY_KINDS = ("chat", "sft", "preference", "kto")  # kinds whose row builder runs the fidelity check (the manifest always says so)
 
 
 def _read_batches(data: Path, columns: list[str], batch_size: int) -> Iterator[dict[str, list]]:

@@ -262,3 +262,29 @@ def test_preference_manifest_reports_the_check(smol, tmp_path):  # noqa: F811
     assert m.counts.n_out == 2
     assert m.get("fidelity") == {"checked": 4, "mismatched": 0, "by_reason": {}}
     assert m.config["on_mismatch"] == "reject"
+
+
+def test_kto_completions_counted_and_checked(handmade, tmp_path):  # noqa: F811
+    """kto completions are tokenized like preference answers and checked the same way: `bz` does not
+    decode to itself (no `z` in the handmade BPE), so its row is rejected by default, kept and listed
+    under --on-mismatch warn, and the manifest reports the check."""
+    from dataprep.tokenize import fidelity
+
+    sp = Specials(0, 1, "<pad>", "tokenizer")
+    batch = {"prompt": ["x", "x", "xa"], "completion": ["ab", "bz", "y"], "label": [True, False, True],
+             "source": ["s"] * 3, "row": [0, 1, 2]}
+    cols, rejects, events = tokenize_batch(batch, handmade, "kto", TokenizeOptions(), sp)
+    assert [(r["row"], r["reason"]) for r in rejects] == [(1, f"fidelity: {FIDELITY_DECODE}")]
+    assert cols["label"] == [True, True] and cols["input_ids"][0] == [2, 6, 0]  # x | ab <eos>
+    assert cols["labels"][0] == [-100, 6, 0]
+    assert fidelity.summary(events) == {"checked": 3, "mismatched": 1, "by_reason": {FIDELITY_DECODE: 1}}
+    kept = []
+    cols, rejects, _ = tokenize_batch(batch, handmade, "kto", TokenizeOptions(on_mismatch="warn"), sp, kept=kept)
+    assert not rejects and cols["label"] == [True, False, True] and arrow_batch("kto", cols).num_rows == 3
+    assert [(k["row"], k["detail"]) for k in kept] == [(1, "completion")]
+
+    handmade.save_pretrained(tmp_path / "tok")
+    rec = write_records(tmp_path, "kto", batch)
+    m = tokenize(rec, tmp_path / "out", tokenizer=str(tmp_path / "tok"), progress=False)
+    assert m.get("fidelity") == {"checked": 3, "mismatched": 1, "by_reason": {FIDELITY_DECODE: 1}}
+    assert (m.counts.n_in, m.counts.n_out) == (3, 2) and m.config["on_mismatch"] == "reject"
