@@ -344,7 +344,7 @@ def test_fidelity_probe_equals_full_encoding(family, shared_data, name):
     from collections import Counter
 
     from dataprep.convert.chat import chat_record
-    from dataprep.tokenize.chat import Renderer, _probe, plan_row
+    from dataprep.tokenize.chat import Positions, Renderer, _probe_turn, plan_row
     from dataprep.tokenize.masks import encode_batch
 
     tok = family(name)
@@ -359,8 +359,8 @@ def test_fidelity_probe_equals_full_encoding(family, shared_data, name):
         for s in seqs:
             enc = encode_batch(tok, [s.text], False)[0]
             for t in s.turns:
-                straddles, ptext, pids, otext, oids = _probe(enc, [o[0] for o in enc.offsets], s.text, t.start, t.end,
-                                                             added)
+                pos = Positions(enc, len(s.text), False)  # every offset read and searched
+                straddles, ptext, pids, otext, oids = _probe_turn(pos, s.text, t.start, t.end, added)
                 fast = straddles or encode_batch(tok, [ptext], False)[0].ids != pids or (
                     encode_batch(tok, [otext], False)[0].ids != oids)
                 full_p = encode_batch(tok, [t.prompt], False)[0].ids

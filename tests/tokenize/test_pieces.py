@@ -42,7 +42,7 @@ def test_positions_equal_the_encodings_offsets(smol):
     """first_at, start_of and end_of from byte lengths equal what the offsets say, for every character
     and token (multi-byte characters split across tokens, emoji, Korean, combining marks); a text with a
     character whose byte has no token (SmolLM2 drops \\x06) is answered from its offsets instead."""
-    from dataprep.tokenize.chat import Positions
+    from dataprep.tokenize.chat import Positions, trained_labels
 
     texts = texts_of(smol)
     batch = piece_encoder(smol).batch()
@@ -58,6 +58,8 @@ def test_positions_equal_the_encodings_offsets(smol):
             continue
         for c in range(len(text) + 1):
             assert pos.first_at(c) == exact.first_at(c), (text, c)
+        spans = [(1, 5), (len(text) // 2, len(text))]  # trained spans starting inside tokens and at their starts
+        assert trained_labels(pos, spans) == trained_labels(exact, spans) and pos.first_trained == exact.first_trained
         for x in range(len(enc.ids)):
             assert (pos.start_of(x), pos.end_of(x)) == enc.offsets[x], (text, x)
     assert kinds == {"PiecePositions", "Positions"}
