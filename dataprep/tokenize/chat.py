@@ -456,16 +456,16 @@ class Positions:
     lookups per turn. Otherwise, or when no token holds a character, all offsets are read once and
     searched. `free`: the tokenizer's words are context free (seam.context_free_words)."""
 
-    def __init__(self, enc, text_len: int, exact: bool, starts: list[int] | None = None, free: bool = False) -> None:
+    def __init__(self, enc, text_len: int, exact: bool, free: bool = False) -> None:
         self.enc, self.ids, self.text_len, self.free = enc, enc.ids, text_len, free
         self.offsets = self.starts = None
         self.first_trained = len(self.ids)  # set by `labels`
         if not exact:
-            self._read_offsets(starts)
+            self._read_offsets()
 
-    def _read_offsets(self, starts: list[int] | None = None) -> None:
+    def _read_offsets(self) -> None:
         self.offsets = self.enc.offsets
-        self.starts = starts if starts is not None else [o[0] for o in self.offsets]
+        self.starts = [o[0] for o in self.offsets]
 
     def first_at(self, c: int, lo: int = 0) -> tuple[int, bool]:
         """(the first token starting at or after character `c`, whether a token before it reaches past `c`)."""
@@ -490,25 +490,25 @@ class Positions:
         return self.enc.token_to_chars(x)[0] if self.offsets is None else self.offsets[x][0]
 
     def labels(self, spans: list[tuple[int, int]]) -> list[int]:
-        """The ids with every token outside the (sorted) trained character spans set to IGNORE_INDEX: a
-        token is trained when its first character lies in a span (`masks.span_mask`). Sets `first_trained`."""
-        ids = self.ids
-        if self.offsets is None:
-            ranges = [(self.first_at(a)[0], self.first_at(b)[0]) for a, b in spans]
-            if self.offsets is None:  # (first_at may have fallen back to the offsets)
-                labels = [IGNORE_INDEX] * len(ids)
-                for lo, hi in ranges:
-                    labels[lo:hi] = ids[lo:hi]
-                self.first_trained = min((lo for lo, hi in ranges if hi > lo), default=len(ids))
-                return labels
-        mask = span_mask(self.offsets, spans)
-        self.first_trained = int(mask.argmax()) if mask.any() else len(ids)
-        return [t if m else IGNORE_INDEX for t, m in zip(ids, mask, strict=True)]
+        return trained_labels(self, spans)
 
 
-def _probe(enc, starts: list[int], text: str, start: int, end: int, added: set[int]) -> tuple[bool, str, list[int], str, list[int]]:
-    """`_probe_turn` on an encoding searched by its offsets, whose starts are given."""
-    return _probe_turn(Positions(enc, len(text), False, starts), text, start, end, added)
+def trained_labels(pos, spans: list[tuple[int, int]]) -> list[int]:
+    """`pos`'s ids (a Positions or pieces.PiecePositions) with every token outside the (sorted) trained
+    character spans set to IGNORE_INDEX: a token is trained when its first character lies in a span
+    (`masks.span_mask`). Sets `pos.first_trained`."""
+    ids = pos.ids
+    if pos.offsets is None:
+        ranges = [(pos.first_at(a)[0], pos.first_at(b)[0]) for a, b in spans]
+        if pos.offsets is None:  # (first_at may have fallen back to the offsets)
+            labels = [IGNORE_INDEX] * len(ids)
+            for lo, hi in ranges:
+                labels[lo:hi] = ids[lo:hi]
+            pos.first_trained = min((lo for lo, hi in ranges if hi > lo), default=len(ids))
+            return labels
+    mask = span_mask(pos.offsets, spans)
+    pos.first_trained = int(mask.argmax()) if mask.any() else len(ids)
+    return [t if m else IGNORE_INDEX for t, m in zip(ids, mask, strict=True)]
 
 
 def _probe_turn(pos: Positions, text: str, start: int, end: int, added: set[int]) -> tuple[bool, str, list[int], str | None, list[int]]:

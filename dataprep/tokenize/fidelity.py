@@ -42,8 +42,9 @@ def mismatch(events: Counter, reason: str) -> None:
     events[MISMATCH + reason] += 1
 
 
-# Rows kept with a mismatch (--on-mismatch warn) travel beside a batch's shard columns under this key;
-# the stage takes them out and writes them to KEPT_FILE, which `dataprep inspect --fidelity` lists.
+# Rows kept with a mismatch (--on-mismatch warn): a row builder lists them beside its shard columns
+# under this key; `tokenize_batch` takes them out (its `kept` argument) and the stage writes them to
+# KEPT_FILE, which `dataprep inspect --fidelity` lists.
 KEPT = "_fidelity_kept"
 KEPT_FILE = "fidelity_kept.jsonl"
 

@@ -233,9 +233,9 @@ class PiecePositions:
         return bool(self.encoder.word_starts(self.parts[k], self.start_of(j) - self.chars[k]))
 
     def labels(self, spans: list[tuple[int, int]]) -> list[int]:
-        from dataprep.tokenize.chat import Positions
+        from dataprep.tokenize.chat import trained_labels
 
-        return Positions.labels(self, spans)
+        return trained_labels(self, spans)
 
 
 def piece_encoder(tok) -> PieceEncoder | None:

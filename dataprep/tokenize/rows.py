@@ -69,9 +69,9 @@ class TokenizeOptions(EngineOptions, OutputOptions):
                                 "render the schemas into the system turn and the calls as <tool_call> JSON (default: "
                                 "such rows are rejected and counted).")
     on_mismatch: str | None = opt(None, "What to do with a row whose trained tokens differ from what the template "
-                                  "and tokenizer produce at inference (the fidelity check, always on for sft and "
-                                  "chat): reject it, or keep it and count it. Default: reject; warn with --seam "
-                                  "joint (whose seam differs by design).", choices=ON_MISMATCH)
+                                  "and tokenizer produce at inference (the fidelity check, always on for sft, chat, "
+                                  "preference and kto): reject it, or keep it and count it. Default: reject; warn "
+                                  "for sft with --seam joint (whose seam differs by design).", choices=ON_MISMATCH)
     chat_template: str | None = opt(None, "A Jinja chat template file to render with instead of the tokenizer's own.",
                                     path="file")
     train_on_inputs: bool = opt(False, "Train on every token, prompt included.")
@@ -94,13 +94,20 @@ def tokenize_batch(
     opts: TokenizeOptions,
     specials: Specials,
     label_names: list[str] | None = None,
+    kept: list[dict[str, Any]] | None = None,
 ) -> tuple[dict[str, list], list[dict[str, Any]], Counter]:
     """Tokenize one batch of records (columns as lists). Pure: no state beyond its arguments.
 
-    Returns (shard columns, rejects as {source,row,reason,detail}, event counts).
+    Returns (shard columns, rejects as {source,row,reason,detail}, event counts); the columns are the
+    kind's shard columns only (`arrow_batch` takes them). The rows kept with a fidelity mismatch
+    (--on-mismatch warn) are appended to `kept` when given, as {source,row,reasons,detail}.
     """
     build_rows = load_function(get_kind(kind).tokenize)
-    return build_rows(batch, tok, kind, opts, specials, label_names)
+    cols, rejects, events = build_rows(batch, tok, kind, opts, specials, label_names)
+    listed = cols.pop(fidelity.KEPT, [])
+    if kept is not None:
+        kept.extend(listed)
+    return cols, rejects, events
 
 
 def new_columns(kind: str) -> dict[str, list]:
@@ -139,9 +146,10 @@ def _where(batch, i: int) -> str:
     return f"{batch['source'][i]} row {batch['row'][i]}"
 
 
-def on_mismatch_for(seam: str, on_mismatch: str | None) -> str:
-    """What a fidelity mismatch does: --on-mismatch, or its default (warn for --seam joint, else reject)."""
-    return on_mismatch or ("warn" if seam == "joint" else "reject")
+def on_mismatch_for(kind: str, seam: str, on_mismatch: str | None) -> str:
+    """What a fidelity mismatch does: --on-mismatch, or its default (warn for sft with --seam joint,
+    whose seam differs by design; else reject: --seam applies to sft alone)."""
+    return on_mismatch or ("warn" if kind == "sft" and seam == "joint" else "reject")
 
 
 def sft_rows(batch, tok, kind, opts, specials, label_names):
@@ -151,7 +159,7 @@ def sft_rows(batch, tok, kind, opts, specials, label_names):
     prompts, completions = [p or "" for p in batch["prompt"]], [c or "" for c in batch["completion"]]
     rows, reasons = seam_ids(tok, prompts, completions, specials.eos_id, opts.seam)
     count_fidelity(events, reasons)
-    reject_mismatch = on_mismatch_for(opts.seam, opts.on_mismatch) == "reject"
+    reject_mismatch = on_mismatch_for(kind, opts.seam, opts.on_mismatch) == "reject"
     overflow = overflow_for(kind, opts.overflow)
     for i, ((ids, k), reason) in enumerate(zip(rows, reasons, strict=True)):
         if reason is not None and reject_mismatch:
@@ -246,29 +254,43 @@ def _prompt_ids(batch, tok) -> list[list[int]]:
     return [e.ids for e in encode_batch(tok, prompts, add_special_tokens=not use_chat)]
 
 
-def _answer_ids(texts: list, tok, specials, end: bool = True) -> list[list[int]]:
-    """Answers tokenized to follow a prompt from a token boundary, as generated (no SentencePiece dummy
-    prefix; dataprep.tokenize.seam), ending with EOS (an encoder: [SEP], so [CLS] p [SEP] a [SEP]);
-    `end=False`: without it."""
-    end_id = specials.eos_id if specials.eos_id is not None else tok.sep_token_id
-    answers = continuation_tokenizer(tok)[0]
-    ids = [e.ids for e in answers.encode_batch_fast([x or "" for x in texts], add_special_tokens=False)]
-    return [with_eos(x, end_id) for x in ids] if end else ids
+def _answer_ids(texts: list, tok, specials, events: Counter) -> tuple[list[list[int]], list[str | None]]:
+    """(each answer's ids, its fidelity reason or None). Answers are tokenized to follow a prompt from a
+    token boundary, as generated (no SentencePiece dummy prefix; dataprep.tokenize.seam), ending with
+    EOS (an encoder: [SEP], so [CLS] p [SEP] a [SEP]). The prompt is tokenized alone as at inference,
+    so the answers are where a mismatch could hide: an answer is trained as generated when its ids
+    decode to exactly its text (`seam.generated_reasons`; by construction for a byte-level tokenizer),
+    each check counted into `events`. An encoder's answers (no EOS: a reward model scores them,
+    nothing generates them) are not checked."""
+    texts = [x or "" for x in texts]
+    ids = [e.ids for e in continuation_tokenizer(tok)[0].encode_batch_fast(texts, add_special_tokens=False)]
+    reasons: list[str | None] = [None] * len(texts)
+    if specials.eos_id is not None:
+        reasons = generated_reasons(tok, texts, ids)
+        count_fidelity(events, reasons)
+    end = specials.eos_id if specials.eos_id is not None else tok.sep_token_id
+    return [with_eos(x, end) for x in ids], reasons
 
 
 def kto_rows(batch, tok, kind, opts, specials, label_names):
     """kto: prompt (as for preference) + completion + EOS, the prompt masked; `label` says whether
-    the completion is desirable."""
+    the completion is desirable. The completion goes through the fidelity check (`_answer_ids`), a
+    mismatch rejected or counted (--on-mismatch)."""
     cols, rejects, events = new_columns(kind), [], Counter()
     overflow = overflow_for(kind, opts.overflow)
-    completions = _answer_ids(batch["completion"], tok, specials)
+    completions, reasons = _answer_ids(batch["completion"], tok, specials, events)
     for i, (p, c) in enumerate(zip(_prompt_ids(batch, tok), completions, strict=True)):
+        if reasons[i] is not None and opts.on_mismatch != "warn":
+            _reject(rejects, batch, i, fidelity.reject_reason(reasons[i]), "completion; --on-mismatch warn keeps the row")
+            continue
         ids, k, event = fit(p + c, len(p), opts.max_len, overflow, _where(batch, i))
         kept = len(cols["length"])
         _add_causal(cols, rejects, events, batch, i, ids, labels_after(ids, k, opts.train_on_inputs),
                     EVENT_NAMES["sft"].get(event, event))
         if len(cols["length"]) > kept:
             cols["label"].append(bool(batch["label"][i]))
+            if reasons[i] is not None:  # --on-mismatch warn: kept, and listed
+                fidelity.keep(cols, batch["source"][i], batch["row"][i], [reasons[i]], "completion")
     return cols, rejects, events
 
 
@@ -277,13 +299,13 @@ def preference_rows(batch, tok, kind, opts, specials, label_names):
     (EOS appended; as sft's --seam inference). Both sides share one prompt, cut the same way when either
     side is over --max-len (`fit_pair`), so chosen_input_ids[:k] == rejected_input_ids[:k] ==
     prompt_input_ids. An encoder tokenizer (no EOS; reward models) ends each answer with its [SEP] instead.
-    Both answers go through the fidelity check (`_answer_fidelity`), a mismatch rejected or counted
+    Both answers go through the fidelity check (`_answer_ids`), a mismatch rejected or counted
     (--on-mismatch)."""
     cols, rejects, events = new_columns(kind), [], Counter()
     prompt_ids = _prompt_ids(batch, tok)
-    answers, reasons = _answer_fidelity(batch, tok, specials, events)
-    end = specials.eos_id if specials.eos_id is not None else tok.sep_token_id
-    chosen, rejected = ([with_eos(x, end) for x in answers[side]] for side in SIDES)
+    (chosen, chosen_reasons), (rejected, rejected_reasons) = (_answer_ids(batch[side], tok, specials, events)
+                                                              for side in SIDES)
+    reasons = {"chosen": chosen_reasons, "rejected": rejected_reasons}
     overflow = overflow_for(kind, opts.overflow)
     for i, (p, c, r) in enumerate(zip(prompt_ids, chosen, rejected, strict=True)):
         bad = [side for side in SIDES if reasons[side][i]]
@@ -316,23 +338,6 @@ def preference_rows(batch, tok, kind, opts, specials, label_names):
 
 
 SIDES = ("chosen", "rejected")
-
-
-def _answer_fidelity(batch, tok, specials, events: Counter) -> tuple[dict, dict]:
-    """({side: each answer's ids, without the end token}, {side: each answer's fidelity reason or None}),
-    both sides' checks counted into `events`. An answer is trained as generated when its ids decode to
-    exactly its text (`seam.generated_reasons`; by construction for a byte-level tokenizer); the prompt
-    is tokenized alone as at inference, so the answers are where a mismatch could hide. An encoder's
-    answers (no EOS: a reward model scores them, nothing generates them) are not checked."""
-    answers, reasons = {}, {}
-    for side in SIDES:
-        texts = [x or "" for x in batch[side]]
-        answers[side] = _answer_ids(texts, tok, specials, end=False)
-        reasons[side] = [None] * len(texts)
-        if specials.eos_id is not None:
-            reasons[side] = generated_reasons(tok, texts, answers[side])
-            count_fidelity(events, reasons[side])
-    return answers, reasons
 
 
 def arrow_batch(kind: str, cols: dict[str, list]) -> pa.RecordBatch:

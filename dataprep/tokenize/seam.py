@@ -131,8 +131,8 @@ def context_free_words(tok) -> bool:
     after its start alone and the BPE has no dropout. Then text that starts at a word boundary of an
     encoding and ends at an added token (a segment's end) is tokenized alone exactly as there: its
     words are the same strings, and BPE encodes each word on its own. Pre-tokenizers that qualify:
-    ByteLevel (its GPT-2 regex looks ahead only), Split with Isolated/Removed pieces and a pattern
-    without look-behind, anchors or back-references (Qwen's, Llama 3's), Digits, and sequences of them."""
+    ByteLevel (its GPT-2 regex looks ahead only), Split with Isolated pieces and a pattern without
+    look-behind, anchors or back-references (Qwen's, Llama 3's), Digits, and sequences of them."""
     def free(part) -> bool:
         if part is None:
             return True
@@ -141,7 +141,7 @@ def context_free_words(tok) -> bool:
             return all(free(x) for x in part["pretokenizers"])
         if kind == "Split":
             pattern = part.get("pattern", {})
-            return (part.get("behavior") in ("Isolated", "Removed") and not part.get("invert")
+            return (part.get("behavior") == "Isolated" and not part.get("invert")
                     and ("String" in pattern or _looks_ahead_only(pattern.get("Regex", "^"))))
         return kind == "ByteLevel" or kind == "Digits"
 
@@ -174,17 +174,33 @@ def _looks_ahead_only(regex: str) -> bool:
     return True
 
 
+# pre-tokenizer steps that keep every character of the text (Split and Punctuation unless "Removed");
+# Whitespace, WhitespaceSplit, BertPreTokenizer, CharDelimiterSplit, Metaspace, ... drop or replace some
+_KEEPS_TEXT = {"ByteLevel", "Split", "Digits", "Punctuation"}
+
+
+def _keeps_text(part: dict | None) -> bool:
+    """Whether a pre-tokenizer spec (tokenizer.json) keeps every character: each of its steps does."""
+    if part is None:
+        return True
+    if part.get("type") == "Sequence":
+        return all(_keeps_text(x) for x in part["pretokenizers"])
+    return part.get("type") in _KEEPS_TEXT and part.get("behavior") != "Removed"
+
+
 def _lossless(spec: dict) -> bool:
-    """True for a byte-level BPE with no normalizer (SmolLM2, GPT-2, Llama 3, Qwen): every text is
-    encoded byte for byte and decodes back to itself, so the completion's round trip needs no decode."""
+    """True for a byte-level BPE with no normalizer (SmolLM2, GPT-2, Llama 3, Qwen) whose pre-tokenizer
+    steps keep every character: every text is encoded byte for byte and decodes back to itself, so the
+    completion's round trip needs no decode (and token byte lengths follow the text)."""
     def types(part):
         if part is None:
             return set()
         inner = part.get("pretokenizers") or part.get("decoders") or []
         return {part["type"]} | set().union(*(types(x) for x in inner))
 
+    pre = spec.get("pre_tokenizer")
     return (spec.get("normalizer") is None and spec["model"].get("type") == "BPE"
-            and "ByteLevel" in types(spec.get("pre_tokenizer")) and types(spec.get("decoder")) == {"ByteLevel"})
+            and "ByteLevel" in types(pre) and _keeps_text(pre) and types(spec.get("decoder")) == {"ByteLevel"})
 
 
 def seam_ids(tok, prompts: list[str], completions: list[str], eos_id: int | None,

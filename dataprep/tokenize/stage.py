@@ -44,7 +44,7 @@ CHAT_ONLY = ("reasoning", "split_turns", "tools_in_system")
 # chat figures the row builder counts: extra --split-turns sequences and their tokens, rows whose tools went
 # into the system turn (--tools-in-system), rows holding media references
 CHAT_EVENTS = ("split_turns", "split_turn_tokens", "tools_in_system", "rows_with_media")
-FIDELITY_KINDS = ("chat", "sft", "preference")  # kinds whose row builder runs the fidelity check (the manifest always says so)
+FIDELITY_KINDS = ("chat", "sft", "preference", "kto")  # kinds whose row builder runs the fidelity check (the manifest always says so)
 
 
 def _read_batches(data: Path, columns: list[str], batch_size: int) -> Iterator[dict[str, list]]:
@@ -114,8 +114,8 @@ def _tokenize_one(batch, tok, kind, opts, specials, label_names):
     """One batch through tokenize_batch, its shard columns as one Arrow batch: built where the batch
     was tokenized (a worker thread, process or Ray task), and sent back as Arrow buffers, not as
     Python lists. Returns (Arrow batch, rows kept with a fidelity mismatch, rejects, events)."""
-    cols, rejects, events = tokenize_batch(batch, tok, kind, opts, specials, label_names)
-    kept = cols.pop(fidelity.KEPT, [])
+    kept: list[dict] = []
+    cols, rejects, events = tokenize_batch(batch, tok, kind, opts, specials, label_names, kept)
     return arrow_batch(kind, cols), kept, rejects, events
 
 
@@ -216,7 +216,7 @@ def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = F
         specials = choose_pad(tok)
         if getattr(tok, "backend_tokenizer", None) is not None:
             plain_backend(tok)  # before batches share it across threads (_two_in_flight)
-        opts = replace(opts, overflow=overflow_for(kind, opts.overflow), on_mismatch=on_mismatch_for(opts.seam, opts.on_mismatch))
+        opts = replace(opts, overflow=overflow_for(kind, opts.overflow), on_mismatch=on_mismatch_for(kind, opts.seam, opts.on_mismatch))
         _check_overflow(kind, opts)
     chat_template = tok.chat_template if isinstance(tok.chat_template, str) else None
     tok_files = {"files_sha256": tokenizer_files_hash(tok_path),

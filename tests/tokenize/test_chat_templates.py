@@ -14,7 +14,7 @@ import pytest
 from dataprep.errors import DataprepError
 from dataprep.records import IGNORE_INDEX as M
 from dataprep.tokenize.masks import Specials
-from dataprep.tokenize.rows import TokenizeOptions, tokenize_batch
+from dataprep.tokenize.rows import TokenizeOptions, arrow_batch, tokenize_batch
 from tests.tokenize.test_masks_and_stage import trained_runs
 
 trl = pytest.importorskip("trl")
@@ -68,10 +68,10 @@ TOOL_ROW = [msg("user", "Weather in Paris?"), msg("assistant", "", tool_calls=CA
 PLAIN = [msg("user", "Hi"), msg("assistant", "Hello!")]
 
 
-def run(tok, rows, tools=None, **options):
+def run(tok, rows, tools=None, kept=None, **options):
     batch = {"messages": rows, "tools": tools or [None] * len(rows), "source": ["t"] * len(rows),
              "row": list(range(len(rows)))}
-    return tokenize_batch(batch, tok, "chat", TokenizeOptions(**options), SP)
+    return tokenize_batch(batch, tok, "chat", TokenizeOptions(**options), SP, kept=kept)
 
 
 def tokens(tok, ids, labels):
@@ -141,10 +141,11 @@ def test_qwen3_history_stripping_multi_turn(family):
     cols, rejects, _ = run(tok, [REASONED], train_on="last-assistant")
     assert rejects == [] and len(cols["input_ids"]) == 1
     # --on-mismatch warn keeps the row, the rewritten turn untrained, and counts it
-    cols, rejects, ev = run(tok, [REASONED], on_mismatch="warn")
+    kept = []
+    cols, rejects, ev = run(tok, [REASONED], kept=kept, on_mismatch="warn")
     assert rejects == [] and ev["fidelity.mismatch.history_rewritten"] == 1
     assert trained_runs(tok, cols["input_ids"][0], cols["labels"][0]) == ["<think>\nAdd 4 and 4.\n</think>\n\n8<|im_end|>"]
-    assert [(k["reasons"], k["detail"]) for k in cols["_fidelity_kept"]] == [  # listed for inspect, with its turn
+    assert [(k["reasons"], k["detail"]) for k in kept] == [  # listed for inspect, with its turn
         (["history_rewritten"], "assistant turn 1: history_rewritten")]
 
 
@@ -288,9 +289,11 @@ def test_fidelity_catches_planted_seam(smol):
     cols, rejects, ev = run(tok, [bad, good])
     assert [(r["row"], r["reason"]) for r in rejects] == [(0, "fidelity: prompt_seam")]
     assert ev["fidelity.checked"] == 2 and ev["fidelity.mismatch.prompt_seam"] == 1 and len(cols["input_ids"]) == 1
-    cols, rejects, ev = run(tok, [bad, good], on_mismatch="warn")
+    kept = []
+    cols, rejects, ev = run(tok, [bad, good], kept=kept, on_mismatch="warn")
     assert rejects == [] and len(cols["input_ids"]) == 2 and ev["fidelity.mismatch.prompt_seam"] == 1
-    assert [(r["row"], r["reasons"]) for r in cols["_fidelity_kept"]] == [(0, ["prompt_seam"])]  # listed, not lost
+    assert [(r["row"], r["reasons"]) for r in kept] == [(0, ["prompt_seam"])]  # listed, not lost
+    assert arrow_batch("chat", cols).num_rows == 2  # the columns are the shard columns only
 
 
 def test_stage_manifest_counts_fidelity(smol, tmp_path):
@@ -341,7 +344,7 @@ def test_fidelity_probe_equals_full_encoding(family, shared_data, name):
     from collections import Counter
 
     from dataprep.convert.chat import chat_record
-    from dataprep.tokenize.chat import Renderer, _probe, plan_row
+    from dataprep.tokenize.chat import Positions, Renderer, _probe_turn, plan_row
     from dataprep.tokenize.masks import encode_batch
 
     tok = family(name)
@@ -356,8 +359,8 @@ def test_fidelity_probe_equals_full_encoding(family, shared_data, name):
         for s in seqs:
             enc = encode_batch(tok, [s.text], False)[0]
             for t in s.turns:
-                straddles, ptext, pids, otext, oids = _probe(enc, [o[0] for o in enc.offsets], s.text, t.start, t.end,
-                                                             added)
+                pos = Positions(enc, len(s.text), False)  # every offset read and searched
+                straddles, ptext, pids, otext, oids = _probe_turn(pos, s.text, t.start, t.end, added)
                 fast = straddles or encode_batch(tok, [ptext], False)[0].ids != pids or (
                     encode_batch(tok, [otext], False)[0].ids != oids)
                 full_p = encode_batch(tok, [t.prompt], False)[0].ids

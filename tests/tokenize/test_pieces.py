@@ -42,7 +42,7 @@ def test_positions_equal_the_encodings_offsets(smol):
     """first_at, start_of and end_of from byte lengths equal what the offsets say, for every character
     and token (multi-byte characters split across tokens, emoji, Korean, combining marks); a text with a
     character whose byte has no token (SmolLM2 drops \\x06) is answered from its offsets instead."""
-    from dataprep.tokenize.chat import Positions
+    from dataprep.tokenize.chat import Positions, trained_labels
 
     texts = texts_of(smol)
     batch = piece_encoder(smol).batch()
@@ -58,6 +58,8 @@ def test_positions_equal_the_encodings_offsets(smol):
             continue
         for c in range(len(text) + 1):
             assert pos.first_at(c) == exact.first_at(c), (text, c)
+        spans = [(1, 5), (len(text) // 2, len(text))]  # trained spans starting inside tokens and at their starts
+        assert trained_labels(pos, spans) == trained_labels(exact, spans) and pos.first_trained == exact.first_trained
         for x in range(len(enc.ids)):
             assert (pos.start_of(x), pos.end_of(x)) == enc.offsets[x], (text, x)
     assert kinds == {"PiecePositions", "Positions"}
@@ -213,3 +215,42 @@ def test_alpaca_rows_same_on_every_path(smol, shared_data, monkeypatch, template
     monkeypatch.setattr(chat, "context_free_words", lambda tok: False)
     slow = tokenize_batch(batch, tok, "chat", opts, sp)
     assert pieces == slow and len(pieces[0]["input_ids"]) >= 200
+
+
+def test_a_pre_tokenizer_that_drops_text_gets_no_fast_path(smol):
+    """A Split with behaviour "Removed" drops its matches (`#`) before BPE, so token byte lengths no
+    longer follow the text: no pieces fast path, no byte-level shortcut, and each row trains exactly
+    its assistant turn (the old fast path shifted the positions or failed on an AssertionError)."""
+    import copy
+    import json
+
+    from tokenizers import pre_tokenizers
+
+    from dataprep.tokenize.masks import Specials
+    from dataprep.tokenize.rows import TokenizeOptions, tokenize_batch
+    from dataprep.tokenize.seam import _lossless, _spec, context_free_words, exact_offsets
+
+    tok = copy.deepcopy(smol)
+    tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split("#", "removed"), pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    tok.chat_template = ("{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}assistant:{% endif %}")
+    assert piece_encoder(tok) is None and not exact_offsets(tok) and not context_free_words(tok)
+    for pre in (pre_tokenizers.Whitespace(), pre_tokenizers.WhitespaceSplit(),
+                pre_tokenizers.Punctuation("removed")):
+        spec = _spec(smol.backend_tokenizer)
+        spec["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+            json.loads(pre.__getstate__()), spec["pre_tokenizer"]]}
+        assert not _lossless(spec), pre
+
+    def msg(role, content):
+        return {"role": role, "content": content, "parts": None, "reasoning_content": None, "tool_calls": None,
+                "tool_call_id": None, "name": None, "train": None}
+
+    convs = [[msg("user", "a # b ## c"), msg("assistant", "x y z ok")], [msg("user", "##"), msg("assistant", "y z ok")],
+             [msg("user", "a#b"), msg("assistant", "y z ok")]]
+    batch = {"messages": convs, "tools": [None] * 3, "source": ["a"] * 3, "row": [0, 1, 2]}
+    cols, rejects, _ = tokenize_batch(batch, tok, "chat", TokenizeOptions(), Specials(2, 0, "<|endoftext|>", "x"))
+    trained = [[tok.convert_ids_to_tokens(i) for i, lab in zip(ids, labels, strict=True) if lab != -100]
+               for ids, labels in zip(cols["input_ids"], cols["labels"], strict=True)]
+    assert rejects == [] and trained == [["Ġx", "Ġy", "Ġz", "Ġok", "<|im_end|>"]] + [["Ġy", "Ġz", "Ġok", "<|im_end|>"]] * 2

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from dataprep.tokenize import Specials, TokenizeOptions, tokenize, tokenize_batch
+from dataprep.tokenize.rows import arrow_batch
 from dataprep.tokenize.seam import FIDELITY_DECODE, FIDELITY_STRADDLE, continuation_tokenizer, seam_ids
 from tests.tokenize.test_masks_and_stage import handmade, sft_batch, smol, write_records  # noqa: F401  (fixtures)
 
@@ -157,13 +158,27 @@ def test_stage_rejects_planted_mismatch_and_counts_it(handmade, tmp_path):  # no
     assert joint.counts.n_out == 3 and joint.config["on_mismatch"] == "warn"  # joint's seam differs by design
 
 
+def test_seam_joint_leaves_preference_rejecting(handmade, tmp_path):  # noqa: F811
+    """--seam is sft's: a preference run given --seam joint still rejects a mismatched answer by default
+    (it used to switch to warn and keep the row)."""
+    handmade.save_pretrained(tmp_path / "tok")
+    rec = write_records(tmp_path, "preference", {"prompt": ["x", "x"], "chosen": ["ab", "ab"], "rejected": ["b", "bz"],
+                                                 "messages": [None, None]})
+    m = tokenize(rec, tmp_path / "out", tokenizer=str(tmp_path / "tok"), seam="joint", progress=False)
+    assert m.config["on_mismatch"] == "reject" and (m.counts.n_in, m.counts.n_out) == (2, 1)
+    rejects = [json.loads(x) for x in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
+    assert [(r["row"], r["reason"]) for r in rejects] == [(1, f"fidelity: {FIDELITY_DECODE}")]
+
+
 def test_batch_options_reject_or_keep(handmade):  # noqa: F811
     sp = Specials(0, 1, "<pad>", "tokenizer")
     batch = sft_batch([("x", "ab"), ("x", "bz")])
     cols, rejects, _ = tokenize_batch(batch, handmade, "sft", TokenizeOptions(), sp)
     assert len(cols["input_ids"]) == 1 and [r["row"] for r in rejects] == [1]
-    cols, rejects, _ = tokenize_batch(batch, handmade, "sft", TokenizeOptions(on_mismatch="warn"), sp)
-    assert len(cols["input_ids"]) == 2 and not rejects
+    kept = []
+    cols, rejects, _ = tokenize_batch(batch, handmade, "sft", TokenizeOptions(on_mismatch="warn"), sp, kept=kept)
+    assert len(cols["input_ids"]) == 2 and not rejects and [k["row"] for k in kept] == [1]
+    assert arrow_batch("sft", cols).num_rows == 2  # the columns are the shard columns only (no kept-row list)
 
 
 def test_preference_answers_have_no_dummy_prefix(llama):
@@ -231,9 +246,11 @@ def test_preference_answers_counted_and_checked(handmade):  # noqa: F811
         (1, f"fidelity: {FIDELITY_DECODE}", "rejected answer; --on-mismatch warn keeps the row"),
         (2, f"fidelity: {FIDELITY_DECODE}", "rejected answer; --on-mismatch warn keeps the row")]
     assert fidelity.summary(events) == {"checked": 6, "mismatched": 2, "by_reason": {FIDELITY_DECODE: 2}}
-    cols, rejects, events = tokenize_batch(batch, handmade, "preference", TokenizeOptions(on_mismatch="warn"), sp)
-    assert len(cols["chosen_input_ids"]) == 3 and not rejects
-    assert [(k["row"], k["detail"]) for k in cols[fidelity.KEPT]] == [(1, "rejected answer"), (2, "rejected answer")]
+    kept = []
+    cols, rejects, events = tokenize_batch(batch, handmade, "preference", TokenizeOptions(on_mismatch="warn"), sp,
+                                           kept=kept)
+    assert len(cols["chosen_input_ids"]) == 3 and not rejects and arrow_batch("preference", cols).num_rows == 3
+    assert [(k["row"], k["detail"]) for k in kept] == [(1, "rejected answer"), (2, "rejected answer")]
 
 
 def test_preference_manifest_reports_the_check(smol, tmp_path):  # noqa: F811
@@ -245,3 +262,29 @@ def test_preference_manifest_reports_the_check(smol, tmp_path):  # noqa: F811
     assert m.counts.n_out == 2
     assert m.get("fidelity") == {"checked": 4, "mismatched": 0, "by_reason": {}}
     assert m.config["on_mismatch"] == "reject"
+
+
+def test_kto_completions_counted_and_checked(handmade, tmp_path):  # noqa: F811
+    """kto completions are tokenized like preference answers and checked the same way: `bz` does not
+    decode to itself (no `z` in the handmade BPE), so its row is rejected by default, kept and listed
+    under --on-mismatch warn, and the manifest reports the check."""
+    from dataprep.tokenize import fidelity
+
+    sp = Specials(0, 1, "<pad>", "tokenizer")
+    batch = {"prompt": ["x", "x", "xa"], "completion": ["ab", "bz", "y"], "label": [True, False, True],
+             "source": ["s"] * 3, "row": [0, 1, 2]}
+    cols, rejects, events = tokenize_batch(batch, handmade, "kto", TokenizeOptions(), sp)
+    assert [(r["row"], r["reason"]) for r in rejects] == [(1, f"fidelity: {FIDELITY_DECODE}")]
+    assert cols["label"] == [True, True] and cols["input_ids"][0] == [2, 6, 0]  # x | ab <eos>
+    assert cols["labels"][0] == [-100, 6, 0]
+    assert fidelity.summary(events) == {"checked": 3, "mismatched": 1, "by_reason": {FIDELITY_DECODE: 1}}
+    kept = []
+    cols, rejects, _ = tokenize_batch(batch, handmade, "kto", TokenizeOptions(on_mismatch="warn"), sp, kept=kept)
+    assert not rejects and cols["label"] == [True, False, True] and arrow_batch("kto", cols).num_rows == 3
+    assert [(k["row"], k["detail"]) for k in kept] == [(1, "completion")]
+
+    handmade.save_pretrained(tmp_path / "tok")
+    rec = write_records(tmp_path, "kto", batch)
+    m = tokenize(rec, tmp_path / "out", tokenizer=str(tmp_path / "tok"), progress=False)
+    assert m.get("fidelity") == {"checked": 3, "mismatched": 1, "by_reason": {FIDELITY_DECODE: 1}}
+    assert (m.counts.n_in, m.counts.n_out) == (3, 2) and m.config["on_mismatch"] == "reject"
