@@ -176,7 +176,84 @@ def weights_autocast(model, device_type: str):
     return torch.autocast(device_type, dtype=low, enabled=low in (torch.bfloat16, torch.float16))
 
 
-LOSS_CHUNK = 1024  # trained positions projected onto the vocabulary at a time (256: 10% slower, same peak)
+LOSS_CHUNK = 512  # trained positions projected onto the vocabulary at a time (1B shape: 0.2 GB of logits and their gradient)
+
+
+def _fused_linear_cross_entropy():
+    """The autograd.Function behind `linear_cross_entropy_sum` (built on first use: torch is imported late)."""
+    import torch
+
+    class FusedLinearCrossEntropy(torch.autograd.Function):
+        """sum(cross_entropy(hidden @ weight.T + bias, targets)), LOSS_CHUNK rows at a time, with the
+        gradients computed in the forward (as liger's fused linear cross-entropy does): one chunk's
+        fp32 logits are alive at a time, turned into their gradient in place, and the backward only
+        scales what the forward kept (no second projection, nothing of the logits saved)."""
+
+        @staticmethod
+        def forward(ctx, hidden, weight, bias, targets, chunk):
+            need_h, need_w, need_b = ctx.needs_input_grad[:3]
+            grad_h = torch.empty_like(hidden) if need_h else None
+            acc = torch.promote_types(hidden.dtype, torch.float32)  # fp32, or fp64 for fp64 inputs
+            grad_w = torch.zeros_like(weight, dtype=acc) if need_w else None
+            grad_b = torch.zeros_like(bias, dtype=acc) if need_b else None
+            loss = torch.zeros((), dtype=acc, device=hidden.device)
+            for start in range(0, hidden.shape[0], chunk):
+                h, t = hidden[start:start + chunk], targets[start:start + chunk]
+                low = torch.nn.functional.linear(h, weight, bias)  # bf16 under autocast
+                logits = low.to(acc)
+                del low
+                rows = torch.arange(t.numel(), device=t.device)
+                top = logits.amax(-1, keepdim=True)
+                target_logit = logits[rows, t]
+                probs = logits.sub_(top).exp_()  # in place: the only (chunk x vocab) fp32 buffer
+                total = probs.sum(-1, keepdim=True)
+                loss += (total.log().squeeze(-1) + top.squeeze(-1) - target_logit).sum()
+                if need_h or need_w or need_b:
+                    grad = probs.div_(total)
+                    grad[rows, t] -= 1  # d loss / d logits = softmax - one-hot
+                    if need_b:
+                        grad_b += grad.sum(0)
+                    grad = grad.to(torch.get_autocast_dtype(h.device.type) if torch.is_autocast_enabled(h.device.type)
+                                   else h.dtype)
+                    if need_h:
+                        grad_h[start:start + chunk] = grad @ weight.to(grad.dtype)
+                    if need_w:
+                        grad_w += grad.t().to(acc) @ h.to(acc)
+                del logits, probs
+            ctx.save_for_backward(*(g for g in (grad_h, grad_w, grad_b) if g is not None))
+            ctx.has, ctx.dtypes = (need_h, need_w, need_b), (hidden.dtype, weight.dtype, bias.dtype if need_b else None)
+            return loss
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            saved = iter(ctx.saved_tensors)
+            grads = [(next(saved) * grad_out).to(dtype) if has else None for has, dtype in zip(ctx.has, ctx.dtypes, strict=True)]
+            return (*grads, None, None)
+
+    return FusedLinearCrossEntropy
+
+
+_FUSED: list = []
+
+
+def linear_cross_entropy_sum(head, hidden, targets):
+    """Summed cross-entropy of `head(hidden)` against `targets`, LOSS_CHUNK positions at a time,
+    gradients computed in the forward (`_fused_linear_cross_entropy`); a head that is not a plain
+    Linear (a LoRA- or FSDP-wrapped one) goes through checkpointed chunks instead."""
+    import torch
+    from torch.utils.checkpoint import checkpoint
+
+    if type(head) is torch.nn.Linear and not hasattr(head.weight, "full_tensor"):  # not a sharded DTensor
+        if not _FUSED:
+            _FUSED.append(_fused_linear_cross_entropy())
+        return _FUSED[0].apply(hidden, head.weight, head.bias, targets, LOSS_CHUNK)
+    loss = hidden[:0].float().sum()  # 0, but in the graph even when nothing in the batch is trained
+    for h, t in zip(hidden.split(LOSS_CHUNK), targets.split(LOSS_CHUNK), strict=True):
+        if h.requires_grad:
+            loss = loss + checkpoint(_chunk_loss_sum, head, h, t, use_reentrant=False)
+        else:
+            loss = loss + _chunk_loss_sum(head, h, t)
+    return loss
 
 
 def _chunk_loss_sum(head, hidden, targets):
@@ -189,15 +266,15 @@ def causal_lm_loss_sum(model, batch: dict[str, Any]):
     """(summed cross-entropy over trained tokens, their count).
 
     Only positions whose next label is trained reach the LM head, which avoids the
-    (tokens x vocabulary) logits of a full forward, and they reach it LOSS_CHUNK at a time under
-    checkpointing, so at most one chunk's fp32 logits are alive (the backward recomputes them).
+    (tokens x vocabulary) logits of a full forward, and they reach it LOSS_CHUNK at a time with
+    the gradient computed in the forward (`linear_cross_entropy_sum`), so at most one chunk's fp32
+    logits are alive.
     The backbone and the head are called separately (not `logits_to_keep=mask`, which
     transformers before 5.2x only takes as an int). A flat batch from `causal_batches` carries
     those positions (`target_index`, found on the CPU), so the forward never waits for the device
     to find them (a boolean mask on the GPU would: its size is read back mid-forward).
     """
     import torch
-    from torch.utils.checkpoint import checkpoint
 
     labels = batch["labels"]
     inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids")}
@@ -214,12 +291,7 @@ def causal_lm_loss_sum(model, batch: dict[str, Any]):
             keep = torch.zeros_like(labels, dtype=torch.bool)
             keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
             hidden, targets = states[keep], labels[:, 1:][keep[:, :-1]]
-        loss = hidden[:0].float().sum()  # 0, but in the graph even when nothing in the batch is trained
-        for h, t in zip(hidden.split(LOSS_CHUNK), targets.split(LOSS_CHUNK), strict=True):
-            if h.requires_grad:
-                loss = loss + checkpoint(_chunk_loss_sum, head, h, t, use_reentrant=False)
-            else:
-                loss = loss + _chunk_loss_sum(head, h, t)
+        loss = linear_cross_entropy_sum(head, hidden, targets)
     return loss, int(targets.numel())
 
 

@@ -327,3 +327,33 @@ def test_compile_cache_goes_to_the_dataprep_cache_unless_the_user_set_one(tmp_pa
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
     persistent_compile_cache()
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_fused_linear_cross_entropy_equals_cross_entropy_and_its_gradients(monkeypatch, bias):
+    """The loss with gradients computed in the forward (ragged chunks) equals cross_entropy over
+    the full logits, and so do the gradients of hidden, weight and bias; a head that is not a plain
+    Linear takes the checkpointed chunks and gives the same."""
+    from training import sft
+
+    monkeypatch.setattr(sft, "LOSS_CHUNK", 7)
+    torch.manual_seed(0)
+    hidden, targets = torch.randn(20, 8), torch.randint(0, 11, (20,))
+
+    class Wrapped(torch.nn.Linear):
+        pass
+
+    def run(kind, fn):
+        torch.manual_seed(1)
+        head = kind(8, 11, bias=bias)
+        h = hidden.clone().requires_grad_()
+        loss = fn(head, h)
+        (loss * 3).backward()  # the backward scales by the incoming gradient
+        return loss.detach(), h.grad, head.weight.grad, head.bias.grad if bias else None
+
+    expected = run(torch.nn.Linear, lambda head, h: torch.nn.functional.cross_entropy(head(h), targets, reduction="sum"))
+    for kind in (torch.nn.Linear, Wrapped):
+        got = run(kind, lambda head, h: sft.linear_cross_entropy_sum(head, h, targets))
+        for a, b in zip(got, expected, strict=True):
+            if b is not None:
+                torch.testing.assert_close(a, b)
