@@ -37,6 +37,8 @@ Whole runs, from the model's loading to the saved adapter (need --data, see belo
   dataprep_nocompile  dataprep without the compiled decoder layers (the default before issue #14)
   dataprep_chunk1024  dataprep projecting 1,024 trained positions at a time (the loss chunk before #14)
   dataprep_paged   dataprep with paged 8-bit AdamW (the optimizer before #14)
+  dataprep_ckptloss   dataprep with the loss before the fused one: checkpointed chunks of 1,024 positions
+  dataprep_cudagraphs dataprep with the layers compiled with mode="reduce-overhead" (CUDA graphs)
 Both report steady-state step time (median of the steps after --warmup) and the whole run
 (compilation and warm-up included), and their loss per step (--loss-png draws them side by side).
 Each whole run is a fresh process with empty torch.compile/Triton caches, so neither inherits the
@@ -101,7 +103,8 @@ VARIANTS = {
     "flex_2x": {**BASE, "budget_x": 2},
     "flex_4x": {**BASE, "budget_x": 4},
 }
-RUNS = ("trl_liger_flex", "dataprep", "dataprep_warm", "dataprep_nocompile", "dataprep_chunk1024", "dataprep_paged")  # whole runs, not steps on a shared model
+RUNS = ("trl_liger_flex", "dataprep", "dataprep_warm", "dataprep_nocompile", "dataprep_chunk1024", "dataprep_paged",
+        "dataprep_ckptloss", "dataprep_cudagraphs")  # whole runs, not steps on a shared model
 PACK_LEN, PACK_ROWS = 2048, 4  # trl packs to 2048 and takes 4 packed rows a step; dataprep the same
 ALPACA = "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
 
@@ -283,6 +286,18 @@ def steady_and_whole(name: str, step_seconds: list[float], trained: int, warmup:
             "first_loss": round(losses[0], 4), "last_loss": round(losses[-1], 4), "losses": losses}
 
 
+def checkpointed_loss_sum(fused, head, hidden, targets):
+    """The loss as it was before the fused one: a head that is not a plain Linear takes that path."""
+    import torch
+
+    class Head(torch.nn.Linear):
+        pass
+
+    wrapped = Head(head.in_features, head.out_features, bias=head.bias is not None, device="meta")
+    wrapped.weight, wrapped.bias = head.weight, head.bias
+    return fused(wrapped, hidden, targets)
+
+
 def run_dataprep(model_dir: Path, data: Path, steps: int, warmup: int, work: Path, name: str = "dataprep") -> dict:
     """`dataprep train`'s product path: train_sft on the packed shards, defaults but the schedule."""
     import torch
@@ -295,6 +310,16 @@ def run_dataprep(model_dir: Path, data: Path, steps: int, warmup: int, work: Pat
         sft.compile_layers = lambda model: None
     if name == "dataprep_chunk1024":
         sft.LOSS_CHUNK = 1024
+    if name == "dataprep_ckptloss":  # the loss before: checkpointed chunks of 1,024, recomputed in the backward
+        sft.LOSS_CHUNK = 1024
+        sft.linear_cross_entropy_sum = functools.partial(checkpointed_loss_sum, sft.linear_cross_entropy_sum)
+    if name == "dataprep_cudagraphs":  # CUDA graphs over the compiled layers (cudagraph trees)
+        def compile_layers(model):
+            sft.persistent_compile_cache()
+            base = model.get_base_model()
+            for layer in base.model.layers:
+                layer.compile(mode="reduce-overhead")
+        sft.compile_layers = compile_layers
     if name == "dataprep_paged":
         import bitsandbytes as bnb
 
