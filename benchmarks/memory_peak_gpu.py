@@ -7,6 +7,10 @@ allocated before the recording (the weights):
     python benchmarks/memory_peak_gpu.py --data D --shape 1b --runs dataprep trl_liger_flex --out P
 
 D is bench_train_gpu.py's --data directory. Each run is a fresh process; writes P/memory_<run>.txt.
+
+Known problem (H200, torch 2.11, 2026-12-01): recording python stacks during dataprep's compiled,
+checkpointed layers failed in the backward's recompute with "SystemError: <built-in method apply of
+FunctionMeta object> returned NULL without setting an exception"; not yet run to the end on either path.
 """
 
 from __future__ import annotations
@@ -67,9 +71,8 @@ def live_at_peak(snapshot: dict) -> tuple[int, list[tuple[str, int, int]]]:
 
 def record(run: str, args) -> None:
     """In this process: the run, recording steps --from..--to; the report to OUT/memory_<run>.txt."""
-    import torch
-
     import bench_train_gpu as bench
+    import torch
 
     calls, lines = [0], []
 
@@ -94,7 +97,7 @@ def record(run: str, args) -> None:
                              f"{wrapped.before / gb:.3f} GB; peak of steps {args.start}-{args.to} above that: "
                              f"{peak / gb:.3f} GB (replayed); max_memory_allocated {torch.cuda.max_memory_allocated() / gb:.3f} GB")
                 lines.append("alive at the peak, by where it was allocated (recorded steps only):")
-                lines += [f"{b / 1e6:10.1f} MB {n:6d} blocks  {k}" for k, b, n in groups[:args.top]]
+                lines.extend(f"{b / 1e6:10.1f} MB {n:6d} blocks  {k}" for k, b, n in groups[:args.top])
             return out
         return wrapped
 
