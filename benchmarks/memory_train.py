@@ -16,6 +16,10 @@ Variants (--variants):
   ours_chunkN    ours projecting N positions at a time (ours_chunk256, ...)
   trl            trl 1.16's fused LM head (ChunkedLogProbFunction, 4,096 x 32,768 tiles), LoRA bf16, autocast
   full           the model's own loss over full (tokens x vocabulary) logits, LoRA fp32
+  layer_eager, layer_lean   a step with an attention stand-in of FlexAttention's memory: HF's eager
+                 layers, or liger-like RMSNorm/SwiGLU that keep only their inputs (patched into transformers
+                 for the rest of the process: list it last). Compiled layers cannot be measured this way
+                 (inductor's buffers are not allocated through python dispatch).
   loss_fused_chunkN, loss_checkpointed_chunkN   the LM head and loss alone (74% of --tokens trained
                  positions): fused (the default), or N positions at a time under checkpointing (before)
 
@@ -54,9 +58,13 @@ def live_tracker(existing):
                 self.seen[t.untyped_storage()] = 0
             self.now = self.peak = 0
             self.phase, self.at = "", ""
+            self.alive: dict[int, tuple[str, int]] = {}  # storage key -> (phase: op that made it, bytes)
+            self.at_peak: dict[str, int] = {}
+            self.key = 0
 
-        def _free(self, n: int) -> None:
+        def _free(self, key: int, n: int) -> None:
             self.now -= n
+            self.alive.pop(key, None)
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             out = func(*args, **(kwargs or {}))
@@ -67,9 +75,14 @@ def live_tracker(existing):
                         n = st.nbytes()
                         self.seen[st] = n
                         self.now += n
-                        weakref.finalize(st, self._free, n)
+                        self.key += 1
+                        self.alive[self.key] = (f"{self.phase}: {func}", n)
+                        weakref.finalize(st, self._free, self.key, n)
                         if self.now > self.peak:
                             self.peak, self.at = self.now, f"{self.phase}: {func}"
+                            self.at_peak = {}
+                            for op, b in self.alive.values():
+                                self.at_peak[op] = self.at_peak.get(op, 0) + b
             return out
 
     return LiveBytes(existing)
@@ -94,7 +107,7 @@ def saved_bytes(fn, existing):
     return out, sum(seen.values())
 
 
-def build(layers: int, lora_dtype, seed: int = 0):
+def build(layers: int, lora_dtype, seed: int = 0, attn: str = "sdpa"):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -102,7 +115,7 @@ def build(layers: int, lora_dtype, seed: int = 0):
 
     torch.manual_seed(seed)
     cfg = LlamaConfig(num_hidden_layers=layers, max_position_embeddings=8192, **SHAPE_1B)
-    model = LlamaForCausalLM._from_config(cfg, dtype=torch.bfloat16, attn_implementation="sdpa")
+    model = LlamaForCausalLM._from_config(cfg, dtype=torch.bfloat16, attn_implementation=attn)
     model.config.use_cache = False
     enable_checkpointing(model, {"use_reentrant": False})
     model.enable_input_require_grads()
@@ -187,14 +200,110 @@ def measure_loss(name: str, positions: int) -> dict:
         loss = sft.linear_cross_entropy_sum(head, hidden, targets)
         tracker.phase = "backward"
         loss.backward()
+    top = sorted(tracker.at_peak.items(), key=lambda kv: -kv[1])[:8]
     return {"variant": name, "positions": positions, "chunk": sft.LOSS_CHUNK, "peak_step_mb": round(tracker.peak / MB, 1),
-            "peak_at": tracker.at, "loss": round(float(loss.detach()) / positions, 4)}
+            "peak_at": tracker.at, "alive_at_peak_mb": {k: round(v / MB, 1) for k, v in top},
+            "loss": round(float(loss.detach()) / positions, 4)}
+
+
+def linear_attention_stand_in():
+    """An attention stand-in with FlexAttention's memory (it keeps q, k, v and its output, no
+    (T x T) scores), registered as "stand_in": CPU attention kernels would keep T x T scores, which
+    the GPU path never has; the layer's other parts are what these variants compare."""
+    from transformers import AttentionInterface
+
+    def stand_in(module, query, key, value, attention_mask, **_):
+        rep = query.shape[1] // key.shape[1]
+        k, v = key.repeat_interleave(rep, 1), value.repeat_interleave(rep, 1)
+        out = (query * k).sigmoid() * v  # (B, H, T, D): elementwise, keeps q, k, v like attention does
+        return out.transpose(1, 2).contiguous(), None
+
+    AttentionInterface.register("stand_in", stand_in)
+
+
+def lean_norm_and_swiglu():
+    """RMSNorm and SwiGLU that keep only their inputs for the backward (what liger's kernels keep),
+    patched into transformers' Llama: to measure what HF's eager versions keep beyond that."""
+    import torch
+    from transformers.models.llama import modeling_llama as llama
+
+    class Norm(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, w, eps):
+            ctx.save_for_backward(x, w)
+            ctx.eps = eps
+            xf = x.float()
+            return (w * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype))
+
+        @staticmethod
+        def backward(ctx, g):
+            x, w = ctx.saved_tensors
+            with torch.enable_grad():
+                xx = x.detach().requires_grad_()
+                xf = xx.float()
+                y = w * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + ctx.eps)).to(x.dtype)
+                (gx,) = torch.autograd.grad(y, xx, g)
+            return gx, None, None
+
+    class SwiGLU(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, a, b):
+            ctx.save_for_backward(a, b)
+            return torch.nn.functional.silu(a) * b
+
+        @staticmethod
+        def backward(ctx, g):
+            a, b = ctx.saved_tensors
+            with torch.enable_grad():
+                aa, bb = a.detach().requires_grad_(), b.detach().requires_grad_()
+                ga, gb = torch.autograd.grad(torch.nn.functional.silu(aa) * bb, (aa, bb), g)
+            return ga, gb
+
+    llama.LlamaRMSNorm.forward = lambda self, x: Norm.apply(x, self.weight, self.variance_epsilon)
+    llama.LlamaMLP.forward = lambda self, x: self.down_proj(SwiGLU.apply(self.gate_proj(x), self.up_proj(x)))
+
+
+def measure_layer(name: str, layers: int, tokens: int) -> dict:
+    """A step of `layers` decoder layers with the attention stand-in: eager HF layers (layer_eager)
+    or liger-like lean RMSNorm/SwiGLU (layer_lean). Fused loss, LoRA fp32, checkpointing, as
+    `dataprep train`."""
+    import torch
+
+    from training import sft
+
+    linear_attention_stand_in()
+    if name == "layer_lean":
+        lean_norm_and_swiglu()
+    model = build(layers, torch.float32, attn="stand_in")
+    for module in model.modules():  # as peft's 4-bit layers do under autocast: the input is not cast to fp32
+        if hasattr(module, "cast_input_dtype_enabled"):
+            module.cast_input_dtype_enabled = False
+    sft.LOSS_CHUNK = 512
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, SHAPE_1B["vocab_size"], (1, tokens), generator=g)
+    labels = ids.clone()
+    labels[:, : tokens // 4] = -100
+    batch = sft.with_target_index({"input_ids": ids, "labels": labels, "position_ids": torch.arange(tokens)[None]})
+    existing = [*model.parameters(), *model.buffers(), *batch_tensors(batch)]
+    tracker = live_tracker(existing)
+    with tracker:
+        tracker.phase = "forward"
+        loss, n = sft.causal_lm_loss_sum(model, batch)
+        tracker.phase = "backward"
+        (loss / n).backward()
+    top = sorted(tracker.at_peak.items(), key=lambda kv: -kv[1])[:12]
+    return {"variant": name, "layers": layers, "tokens": tokens, "peak_step_mb": round(tracker.peak / MB, 1),
+            "peak_at": tracker.at, "alive_at_peak_mb": {k: round(v / MB, 1) for k, v in top},
+            "loss": round(float(loss.detach()) / n, 4)}
 
 
 def measure(name: str, layers: int, tokens: int) -> dict:
     import torch
 
     from training import sft
+
+    if name.startswith("layer_"):
+        return measure_layer(name, layers, tokens)
 
     if name.startswith("loss_"):
         return measure_loss(name, int(tokens * 0.74))

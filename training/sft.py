@@ -208,6 +208,7 @@ def _fused_linear_cross_entropy():
                 probs = logits.sub_(top).exp_()  # in place: the only (chunk x vocab) fp32 buffer
                 total = probs.sum(-1, keepdim=True)
                 loss += (total.log().squeeze(-1) + top.squeeze(-1) - target_logit).sum()
+                grad = None
                 if need_h or need_w or need_b:
                     grad = probs.div_(total)
                     grad[rows, t] -= 1  # d loss / d logits = softmax - one-hot
@@ -219,7 +220,7 @@ def _fused_linear_cross_entropy():
                         grad_h[start:start + chunk] = grad @ weight.to(grad.dtype)
                     if need_w:
                         grad_w += grad.t().to(acc) @ h.to(acc)
-                del logits, probs
+                del logits, probs, grad  # before the next chunk: its logits and this gradient never coexist
             ctx.save_for_backward(*(g for g in (grad_h, grad_w, grad_b) if g is not None))
             ctx.has, ctx.dtypes = (need_h, need_w, need_b), (hidden.dtype, weight.dtype, bias.dtype if need_b else None)
             return loss
