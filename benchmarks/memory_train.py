@@ -9,12 +9,15 @@ until it is freed; the frozen 4-bit weights are plain bf16 here, the same for ev
   - the peak of live bytes over forward + backward, and the op and phase at that peak, both
     above what was live before the step (the weights).
 
-Variants (--variants):
+All use an attention stand-in with FlexAttention's memory (CPU attention kernels keep T x T
+scores, which the GPU path never has) and leave the LoRA input in bf16, as peft's 4-bit layers do
+under autocast. Variants (--variants):
   ours           training.sft.causal_lm_loss_sum (LOSS_CHUNK positions at a time, checkpointed),
                  LoRA fp32, bf16 autocast: what `dataprep train` does
   ours_bf16lora  ours with the LoRA weights in bf16 (as trl 1.16 has them)
   ours_chunkN    ours projecting N positions at a time (ours_chunk256, ...)
-  trl            trl 1.16's fused LM head (ChunkedLogProbFunction, 4,096 x 32,768 tiles), LoRA bf16, autocast
+  trl            trl 1.16's fused LM head (ChunkedLogProbFunction, 4,096 x 32,768 tiles; on the CPU its torch
+                 fallback, which keeps more than its Triton kernel), LoRA bf16, autocast
   full           the model's own loss over full (tokens x vocabulary) logits, LoRA fp32
   layer_eager, layer_lean   a step with an attention stand-in of FlexAttention's memory: HF's eager
                  layers, or liger-like RMSNorm/SwiGLU that keep only their inputs (patched into transformers
@@ -107,7 +110,7 @@ def saved_bytes(fn, existing):
     return out, sum(seen.values())
 
 
-def build(layers: int, lora_dtype, seed: int = 0, attn: str = "sdpa"):
+def build(layers: int, lora_dtype, seed: int = 0, attn: str = "stand_in"):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -126,6 +129,9 @@ def build(layers: int, lora_dtype, seed: int = 0, attn: str = "sdpa"):
         lora_r, lora_alpha, lora_dropout, target_modules = 16, 32, 0.05, "all-linear"
 
     model = add_lora(model, Cfg)
+    for module in model.modules():  # as peft's 4-bit layers do under autocast: the input is not cast to fp32
+        if hasattr(module, "cast_input_dtype_enabled"):
+            module.cast_input_dtype_enabled = False
     if lora_dtype == torch.bfloat16:  # trl 1.16 SFTTrainer, quantised model: adapters to bf16
         for p in model.parameters():
             if p.requires_grad:
@@ -274,10 +280,7 @@ def measure_layer(name: str, layers: int, tokens: int) -> dict:
     linear_attention_stand_in()
     if name == "layer_lean":
         lean_norm_and_swiglu()
-    model = build(layers, torch.float32, attn="stand_in")
-    for module in model.modules():  # as peft's 4-bit layers do under autocast: the input is not cast to fp32
-        if hasattr(module, "cast_input_dtype_enabled"):
-            module.cast_input_dtype_enabled = False
+    model = build(layers, torch.float32)
     sft.LOSS_CHUNK = 512
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(0, SHAPE_1B["vocab_size"], (1, tokens), generator=g)
@@ -308,6 +311,7 @@ def measure(name: str, layers: int, tokens: int) -> dict:
     if name.startswith("loss_"):
         return measure_loss(name, int(tokens * 0.74))
 
+    linear_attention_stand_in()
     lora = torch.bfloat16 if name in ("ours_bf16lora", "trl") else torch.float32
     model = build(layers, lora)
     sft.LOSS_CHUNK = int(name.split("chunk")[1]) if "chunk" in name else CHUNK
