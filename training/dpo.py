@@ -97,6 +97,9 @@ def collate_pairs(rows: list[dict[str, Any]], pad_to=None, pad_id: int = 0) -> d
     return {**collate_sequences(seqs, pad_to, pad_id), "n_targets": len(rows)}
 
 
+LOGP_CHUNK = 1024  # trained positions projected at a time, under checkpointing
+
+
 def _token_logps(head, hidden, targets):
     return head(hidden).float().log_softmax(-1).gather(-1, targets[:, None]).squeeze(-1)
 
@@ -107,7 +110,7 @@ def sequence_logps(model, batch: dict[str, Any]):
     import torch
     from torch.utils.checkpoint import checkpoint
 
-    from training.sft import LOSS_CHUNK, weights_autocast
+    from training.sft import weights_autocast
 
     labels = batch["labels"]
     keep = torch.zeros_like(labels, dtype=torch.bool)
@@ -120,7 +123,7 @@ def sequence_logps(model, batch: dict[str, Any]):
     with weights_autocast(base, labels.device.type):
         hidden = backbone(**inputs, use_cache=False).last_hidden_state[keep]
         parts = [checkpoint(_token_logps, head, h, t, use_reentrant=False) if h.requires_grad else _token_logps(head, h, t)
-                 for h, t in zip(hidden.split(LOSS_CHUNK), targets.split(LOSS_CHUNK), strict=True)]
+                 for h, t in zip(hidden.split(LOGP_CHUNK), targets.split(LOGP_CHUNK), strict=True)]
     token_logps = torch.cat(parts) if parts else hidden.float().sum(-1)
     n = batch["n_seqs"]
     logps = torch.zeros(n, dtype=torch.float32, device=labels.device).index_add(0, owner, token_logps)

@@ -357,3 +357,40 @@ def test_fused_linear_cross_entropy_equals_cross_entropy_and_its_gradients(monke
         for a, b in zip(got, expected, strict=True):
             if b is not None:
                 torch.testing.assert_close(a, b)
+
+
+def test_fused_loss_projects_in_the_forward_only_and_keeps_just_the_hidden_gradient(monkeypatch):
+    """The fused loss turns each chunk's logits into their gradient in the forward: the backward
+    makes no matmul (the checkpointed path recomputes every chunk's projection there), and what it
+    keeps for the backward is one tensor shaped like the hidden states."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from training import sft
+
+    monkeypatch.setattr(sft, "LOSS_CHUNK", 4)
+    hidden, targets = torch.randn(10, 8, requires_grad=True), torch.randint(0, 11, (10,))
+
+    class Matmuls(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.count += func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.addmm)
+            return func(*args, **(kwargs or {}))
+
+    class Wrapped(torch.nn.Linear):
+        pass
+
+    def matmuls(head):
+        saved = []
+        forward, backward = Matmuls(), Matmuls()
+        with forward, torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.shape) or t, lambda t: t):
+            loss = sft.linear_cross_entropy_sum(head.requires_grad_(False), hidden, targets)
+        with backward:
+            loss.backward()
+        return forward.count, backward.count, saved
+
+    assert matmuls(torch.nn.Linear(8, 11, bias=False)) == (6, 0, [hidden.shape])  # 3 chunks: logits + gradient
+    _, recomputed, _ = matmuls(Wrapped(8, 11, bias=False))
+    assert recomputed >= 3  # the checkpointed path projects each chunk again in the backward
