@@ -20,7 +20,7 @@ residual stream is fp32); ours keep those frozen weights in bf16 and run under b
   flex             flex_upcast with bf16 frozen weights + autocast (ours, the default)
   sdpa             flex with SDPA and the block-diagonal mask transformers derives from position_ids
   flex_full        flex with full-vocabulary logits, to isolate what skipping them gives
-  flex_onechunk    flex projecting all trained positions at once (no chunked, checkpointed loss)
+  flex_onechunk    flex projecting all trained positions at once (the fused loss in one chunk)
   flex_nockpt      flex without gradient checkpointing
   flex_compile     flex with each decoder layer torch.compile'd
   flex_half / flex_2x / flex_4x  flex with 1/2, 2x, 4x the token budget
