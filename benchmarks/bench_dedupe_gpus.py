@@ -286,6 +286,7 @@ def main() -> None:
             args.workers, args.batch_size = workers, None if batch == "auto" else int(batch)
             out["workers"], out["batch_size"] = args.workers, batch
             say(f"full run with the fastest calibration variant: {best}", out)
+            save()
 
     def estimate(stage: str, k: int) -> float | None:
         """None (always run) for the all-GPU pass; for one GPU, twice the all-GPU pass's time."""

@@ -115,8 +115,9 @@ def near_records(rows: int) -> Path:
     out = OUT / f"near_records_{rows}"
     if not (out / "manifest.json").is_file():
         OUT.mkdir(parents=True, exist_ok=True)
-        src = OUT / f"near_texts_{rows}.parquet"
-        pl.DataFrame({"text": fragment_texts(rows)[0]}).write_parquet(src)
+        src = OUT / f"near_texts_{rows}.parquet"  # bench_dedupe_gpus.py --save-texts writes the same texts
+        if not src.is_file():
+            pl.DataFrame({"text": fragment_texts(rows)[0]}).write_parquet(src)
         convert([str(src)], str(out), kind="text", force=True)
     return out
 
@@ -202,7 +203,7 @@ def main() -> None:
         r = record("near_ray_only", f"ray, cluster up, {args.near_rows:,} rows",
                    run("dedupe", src, OUT / "engine_near_big", engine="ray", cluster_up=True, **near))
         m = json.loads((OUT / "engine_near_big" / "manifest.json").read_text())
-        r["removed"] = m["counts"].get("removed")
+        r["removed"] = m["counts"].get("rejected")
         record("near_ray_only", f"ray, cluster up, {args.near_rows:,} rows", r)
 
 
