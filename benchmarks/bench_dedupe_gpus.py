@@ -8,7 +8,9 @@ then GPU 0 alone; each stage is timed (not timed: model loading, a 20k-row embed
 compiling every configuration of the search kernel on every GPU: the first 100k-row 2-GPU search
 took 16.0 s, GPU 1 compiling, when only GPU 0 had been warmed). Then the two runs are compared: the vectors, the pairs (those that differ
 must lie within fp16 rounding of the threshold) and the kept rows. The same passes run first on the
-first --calibrate-rows rows (1M: a minute or two), so that a run cut short still has rates.
+first --calibrate-rows rows (1M: a minute or two), so that a run cut short still has rates; with
+--variants (e.g. threads:auto,processes:auto,threads:1024) once per embedding variant, and --workers best
+then runs the full size the fastest way. With one GPU visible each size runs once (no "GPU 0 alone" pass).
 
 The text (`bench_dedupe.fragment_texts`, generated here from the real texts of ../shared/data):
 85% bases, each three random 2–5-word pieces of real texts, and 15% edited copies of bases.
