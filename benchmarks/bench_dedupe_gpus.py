@@ -8,7 +8,9 @@ then GPU 0 alone; each stage is timed (not timed: model loading, a 20k-row embed
 compiling every configuration of the search kernel on every GPU: the first 100k-row 2-GPU search
 took 16.0 s, GPU 1 compiling, when only GPU 0 had been warmed). Then the two runs are compared: the vectors, the pairs (those that differ
 must lie within fp16 rounding of the threshold) and the kept rows. The same passes run first on the
-first --calibrate-rows rows (1M: a minute or two), so that a run cut short still has rates.
+first --calibrate-rows rows (1M: a minute or two), so that a run cut short still has rates; with
+--variants (e.g. threads:auto,processes:auto,threads:1024) once per embedding variant, and --workers best
+then runs the full size the fastest way. With one GPU visible each size runs once (no "GPU 0 alone" pass).
 
 The text (`bench_dedupe.fragment_texts`, generated here from the real texts of ../shared/data):
 85% bases, each three random 2–5-word pieces of real texts, and 15% edited copies of bases.
@@ -216,20 +218,37 @@ def say(line: str, out: dict) -> None:
     out.setdefault("log", []).append(line)
 
 
+def variants(value: str) -> list[tuple[str, int | None]]:
+    """`threads:auto,processes:1024` → [("threads", None), ("processes", 1024)]."""
+    out = []
+    for item in filter(None, value.split(",")):
+        workers, _, batch = item.partition(":")
+        if workers not in ("auto", "threads", "processes") or not (batch in ("", "auto") or batch.isdigit()):
+            raise argparse.ArgumentTypeError(f"{item!r}: write WORKERS:BATCH, WORKERS in auto/threads/processes, "
+                                             "BATCH auto or a number")
+        out.append((workers, int(batch) if batch.isdigit() else None))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--threshold", type=float, default=0.85)
     ap.add_argument("--batch-size", type=int, default=None,
                     help="texts a batch (default: auto, batches of up to 131,072 padded tokens on a GPU)")
-    ap.add_argument("--workers", default="auto", choices=("auto", "threads", "processes"),
-                    help="embedding workers (auto: one process per GPU on several GPUs)")
+    ap.add_argument("--workers", default="auto", choices=("auto", "threads", "processes", "best"),
+                    help="embedding workers (auto: one process per GPU on several GPUs; best: the fastest of --variants)")
+    ap.add_argument("--variants", type=variants, default=[],
+                    help="WORKERS:BATCH,... (e.g. threads:auto,processes:auto,threads:1024): one calibration pass each")
+    ap.add_argument("--save-texts", default=None, help="also write the generated texts here (parquet, column text)")
     ap.add_argument("--model", default="minilm")
     ap.add_argument("--calibrate-rows", type=int, default=1_000_000,
                     help="first the same passes on this prefix of the rows (0: none)")
     ap.add_argument("--budget-s", type=float, default=560, help="skip a one-GPU stage expected to end after this")
     ap.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."), "dedupe_gpus.json"))
     args = ap.parse_args()
+    if args.workers == "best" and not (args.variants and 0 < args.calibrate_rows < args.rows):
+        ap.error("--workers best picks among the calibration's --variants: give --variants and --calibrate-rows")
     import torch
 
     cuda = torch.cuda.is_available()
@@ -247,10 +266,29 @@ def main() -> None:
     texts, copies = fragment_texts(args.rows)
     out["generate_s"], out["copies"] = round(time.perf_counter() - t, 1), copies
     say(f"{len(texts):,} texts ({copies:,} edited copies) generated in {out['generate_s']} s; {out['machine']}", out)
+    if args.save_texts:  # the same texts for another benchmark (bench_engine.py's near dedupe input)
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table({"text": texts}), args.save_texts)
     first = args.calibrate_rows if 0 < args.calibrate_rows < args.rows else 0
     if first:  # the same passes on a prefix first: every rate within a minute or two, whatever comes after
-        passes(texts[:first], gpus, args, out.setdefault("calibration", {"rows": first}), out, beat, save,
-               lambda stage, k: None)
+        calibration = out.setdefault("calibration", {"rows": first})
+        for variant in args.variants or [(args.workers, args.batch_size)]:
+            workers, batch = variant
+            name = f"{workers}:{batch or 'auto'}"
+            section = calibration.setdefault("variants", {}).setdefault(name, {}) if args.variants else calibration
+            say(f"calibration, embedding workers {workers}, batch {batch or 'auto'}:", out)
+            passes(texts[:first], gpus, argparse.Namespace(**{**vars(args), "workers": workers, "batch_size": batch}),
+                   section, out, beat, save, lambda stage, k: None)
+        if args.workers == "best":  # the full run embeds the way the calibration embedded fastest
+            k = str(len(gpus))
+            best = min(calibration["variants"].items(), key=lambda kv: kv[1]["runs"][k].get("embed_s", 1e9))[0]
+            workers, batch = best.split(":")
+            args.workers, args.batch_size = workers, None if batch == "auto" else int(batch)
+            out["workers"], out["batch_size"] = args.workers, batch
+            say(f"full run with the fastest calibration variant: {best}", out)
+            save()
 
     def estimate(stage: str, k: int) -> float | None:
         """None (always run) for the all-GPU pass; for one GPU, twice the all-GPU pass's time."""

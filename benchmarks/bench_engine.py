@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -34,19 +35,25 @@ OUT = REPO / "benchmarks" / "out"
 RUN = """
 import json, sys, time
 stage, src, out, options = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+up_s = None
 if options.pop("cluster_up", False):  # the cluster started (and warmed by a tiny map) before the clock starts
     from dataprep.engine import cluster, ray_map
+    t = time.perf_counter()
     up = cluster()  # held: a dropped generator context would stop the cluster at once
     up.__enter__()
     list(ray_map(len, lambda: iter([[1], [2], [3]])))
+    up_s = time.perf_counter() - t
 t = time.perf_counter()
 if stage == "convert":
     from dataprep.convert import convert
     m = convert([src], out, force=True, **options)
+elif stage == "dedupe":
+    from dataprep.dedupe import dedupe
+    m = dedupe(src, out, force=True, **options)
 else:
     from dataprep.tokenize import tokenize
     m = tokenize(src, out, force=True, progress=False, **options)
-print(json.dumps({"seconds": time.perf_counter() - t, "rows": m.counts.n_in}))
+print(json.dumps({"seconds": time.perf_counter() - t, "rows": m.counts.n_in, "cluster_up_s": up_s}))
 """
 
 
@@ -81,10 +88,10 @@ def run(stage: str, src: Path, out: Path, **options) -> dict:
     return {**json.loads(stdout.strip().splitlines()[-1]), "peak_gb": peak / 1024**3, "driver_gb": driver / 1024**3}
 
 
-def digest(out: Path) -> dict[str, str]:
-    """sha256 of every data file of an output (not the manifest, which holds timings)."""
+def digest(out: Path, names: tuple[str, ...] | None = None) -> dict[str, str]:
+    """sha256 of every data file of an output (not the manifest, which holds timings), or of `names`."""
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.iterdir())
-            if p.is_file() and p.name != "manifest.json"}
+            if p.is_file() and p.name != "manifest.json" and (names is None or p.name in names)}
 
 
 def table(title: str, results: dict[str, dict], base: str) -> None:
@@ -94,38 +101,110 @@ def table(title: str, results: dict[str, dict], base: str) -> None:
     for name, r in results.items():
         b = results[base]
         print(f"{name:20} {r['seconds']:8.2f} {r['rows'] / r['seconds']:9,.0f} {r['peak_gb']:12.2f} {r['driver_gb']:14.2f} "
-              f"{r['seconds'] / b['seconds']:13.2f} {r['peak_gb'] / b['peak_gb']:12.2f}")
+              f"{r['seconds'] / b['seconds']:13.2f} {r['peak_gb'] / b['peak_gb']:12.2f}", flush=True)
+
+
+def near_records(rows: int) -> Path:
+    """Records of `rows` distinct short texts (bench_dedupe.fragment_texts: 85% random triples of real text
+    pieces, 15% edited copies of them, so near dedupe has pairs to find), converted once and kept."""
+    import polars as pl
+
+    from benchmarks.bench_dedupe import fragment_texts
+    from dataprep.convert import convert
+
+    out = OUT / f"near_records_{rows}"
+    if not (out / "manifest.json").is_file():
+        OUT.mkdir(parents=True, exist_ok=True)
+        src = OUT / f"near_texts_{rows}.parquet"  # bench_dedupe_gpus.py --save-texts writes the same texts
+        if not src.is_file():
+            pl.DataFrame({"text": fragment_texts(rows)[0]}).write_parquet(src)
+        convert([str(src)], str(out), kind="text", force=True)
+    return out
+
+
+NEAR_FILES = ("records.parquet", "removed.parquet", "pairs.parquet")  # report.json holds timings
 
 
 def main() -> None:
     from benchmarks.bench_convert import build_csv
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--tokenize-rows", type=int, default=100_000, help="0: convert only")
+    ap.add_argument("--rows", type=int, default=1_000_000, help="convert rows (0: no convert)")
+    ap.add_argument("--tokenize-rows", type=int, default=100_000, help="0: no tokenize")
+    ap.add_argument("--num-proc", type=int, default=2, help="the best-configured local tokenize: this many processes")
+    ap.add_argument("--tokenizer", default=None, help="tokenize's --tokenizer (default: the stage's, smollm2-135m)")
+    ap.add_argument("--near-rows", type=int, default=0, help="near dedupe on Ray of this many rows (0: none)")
+    ap.add_argument("--near-local-rows", type=int, default=0,
+                    help="near dedupe local and on Ray of this many rows, outputs compared (0: none)")
+    ap.add_argument("--no-cold", action="store_true",
+                    help="skip the rows that start their own cluster (the 'cluster up' rows report its start-up)")
+    ap.add_argument("--json", default=None, help="write every finished row here as it comes")
     args = ap.parse_args()
-    csv = build_csv(args.rows)
-    print(f"input: {csv} ({csv.stat().st_size / 1e6:.0f} MB, {args.rows:,} rows)")
+    report: dict = {"args": vars(args), "cores": os.cpu_count()}
 
-    convert = {"local": run("convert", csv, OUT / "engine_convert_local"),
-               "ray": run("convert", csv, OUT / "engine_convert_ray", engine="ray"),
-               "ray, cluster up": run("convert", csv, OUT / "engine_convert_ray_up", engine="ray", cluster_up=True)}
-    for name in ("engine_convert_ray", "engine_convert_ray_up"):
-        assert digest(OUT / "engine_convert_local") == digest(OUT / name), f"convert: {name} differs from local"
-    table(f"convert, {args.rows:,} rows (outputs identical)", convert, "local")
+    def record(section: str, name: str, result: dict) -> dict:
+        report.setdefault(section, {})[name] = result
+        print(f"  {section} / {name}: {json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()})}",
+              flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=1))
+        return result
 
-    if not args.tokenize_rows:
-        return
-    records = OUT / "engine_records"
-    run("convert", csv, records, limit=args.tokenize_rows)
-    opts = {"max_len": 2048, "batch_size": 2000}
-    tok = {"local": run("tokenize", records, OUT / "engine_tok_local", **opts),
-           "local --num-proc 2": run("tokenize", records, OUT / "engine_tok_local2", num_proc=2, **opts),
-           "ray": run("tokenize", records, OUT / "engine_tok_ray", engine="ray", **opts),
-           "ray, cluster up": run("tokenize", records, OUT / "engine_tok_ray_up", engine="ray", cluster_up=True, **opts)}
-    for name in ("engine_tok_local2", "engine_tok_ray", "engine_tok_ray_up"):
-        assert digest(OUT / "engine_tok_local") == digest(OUT / name), f"tokenize: {name} differs from local"
-    table(f"tokenize, {args.tokenize_rows:,} rows (outputs identical)", tok, "local")
+    def engines(section: str, stage: str, src: Path, out: str, base: dict, local: dict, files=None) -> dict:
+        rows = {"local": record(section, "local", run(stage, src, OUT / f"{out}_local", **base, **local))}
+        if not args.no_cold:
+            rows["ray"] = record(section, "ray", run(stage, src, OUT / f"{out}_ray", engine="ray", **base))
+        rows["ray, cluster up"] = record(section, "ray, cluster up",
+                                         run(stage, src, OUT / f"{out}_ray_up", engine="ray", cluster_up=True, **base))
+        for name in ("ray", "ray_up"):
+            if (OUT / f"{out}_{name}").is_dir() and (name != "ray" or not args.no_cold):
+                same = digest(OUT / f"{out}_local", files) == digest(OUT / f"{out}_{name}", files)
+                report.setdefault(section, {})[f"identical_{name}"] = same
+                assert same, f"{section}: {name} differs from local"
+        return rows
+
+    if args.rows:
+        csv = build_csv(args.rows)
+        print(f"input: {csv} ({csv.stat().st_size / 1e6:.0f} MB, {args.rows:,} rows)", flush=True)
+        convert = engines("convert", "convert", csv, "engine_convert", {}, {})
+        table(f"convert, {args.rows:,} rows (outputs identical)", convert, "local")
+
+    if args.tokenize_rows:
+        records = OUT / "engine_records"
+        run("convert", build_csv(max(args.rows, args.tokenize_rows)), records, limit=args.tokenize_rows)
+        opts = {"max_len": 2048, "batch_size": 2000, **({"tokenizer": args.tokenizer} if args.tokenizer else {})}
+        tok = {"local": record("tokenize", "local", run("tokenize", records, OUT / "engine_tok_local", **opts)),
+               f"local --num-proc {args.num_proc}": record("tokenize", f"local --num-proc {args.num_proc}",
+                                                           run("tokenize", records, OUT / "engine_tok_local2",
+                                                               num_proc=args.num_proc, **opts))}
+        if not args.no_cold:
+            tok["ray"] = record("tokenize", "ray", run("tokenize", records, OUT / "engine_tok_ray", engine="ray", **opts))
+        tok["ray, cluster up"] = record("tokenize", "ray, cluster up", run("tokenize", records, OUT / "engine_tok_ray_up",
+                                                                          engine="ray", cluster_up=True, **opts))
+        for name in ("engine_tok_local2", "engine_tok_ray", "engine_tok_ray_up"):
+            if name == "engine_tok_ray" and args.no_cold:
+                continue
+            assert digest(OUT / "engine_tok_local") == digest(OUT / name), f"tokenize: {name} differs from local"
+        report.setdefault("tokenize", {})["identical"] = True
+        table(f"tokenize, {args.tokenize_rows:,} rows (outputs identical)", tok, "local")
+
+    near = {"methods": ["near"]}
+    if args.near_local_rows:
+        src = near_records(args.near_local_rows)
+        rows = {"local": record("near", "local", run("dedupe", src, OUT / "engine_near_local", **near)),
+                "ray, cluster up": record("near", "ray, cluster up", run("dedupe", src, OUT / "engine_near_ray_up",
+                                                                       engine="ray", cluster_up=True, **near))}
+        same = digest(OUT / "engine_near_local", NEAR_FILES) == digest(OUT / "engine_near_ray_up", NEAR_FILES)
+        report["near"]["identical"] = same
+        assert same, "near: ray differs from local"
+        table(f"near dedupe, {args.near_local_rows:,} rows (outputs identical)", rows, "local")
+    if args.near_rows:
+        src = near_records(args.near_rows)
+        r = record("near_ray_only", f"ray, cluster up, {args.near_rows:,} rows",
+                   run("dedupe", src, OUT / "engine_near_big", engine="ray", cluster_up=True, **near))
+        m = json.loads((OUT / "engine_near_big" / "manifest.json").read_text())
+        r["removed"] = m["counts"].get("rejected")
+        record("near_ray_only", f"ray, cluster up, {args.near_rows:,} rows", r)
 
 
 if __name__ == "__main__":

@@ -187,3 +187,35 @@ def test_batches_travel_with_their_frames_as_arrow_streams():
     assert first["rest"][0].equals(frame.head(1)) and first["rest"][1] == 7
     assert second == "plain"
     assert third["v"].to_list() == [1, "x", [2]]
+
+
+@pytest.mark.parametrize("keep", ["random", "longest"])
+def test_exact_and_near_shuffles_on_ray_equal_local_on_many_groups(ray_cluster, keep):
+    """Many groups in each shuffle part (the parts' steps group by sorting): exact groups of 1-5 equal
+    texts with pinned rows, and near candidates from buckets of many sizes, as the local functions."""
+    import random
+
+    import numpy as np
+
+    from dataprep.dedupe import on_ray
+    from dataprep.dedupe.exact import exact_pairs
+    from dataprep.dedupe.groups import group_and_keep
+    from dataprep.dedupe.minhash import near_pairs
+
+    rng = random.Random(5)
+    base = [" ".join(rng.choice(["alpha", "beta", "gamma", "delta", "eps", "zeta"]) for _ in range(8)) + f" {i}"
+            for i in range(600)]
+    texts = [t if rng.random() < 0.7 else t.upper() for t in base for _ in range(rng.randint(1, 5))]  # equal once normalised
+    rng.shuffle(texts)
+    n, lengths = len(texts), [len(t) for t in texts]
+    pinned = np.zeros(n, bool)
+    pinned[rng.sample(range(n), 40)] = True
+    a, b, _, groups = on_ray.exact_groups(texts, keep=keep, lengths=lengths, seed=3, pinned=pinned)
+    la, lb, ls = exact_pairs(texts)
+    local = group_and_keep(n, la, lb, ls, keep=keep, lengths=lengths, seed=3, transitive=True, pinned=pinned)
+    assert sorted(zip(a.tolist(), b.tolist(), strict=True)) == sorted(zip(la.tolist(), lb.tolist(), strict=True))
+    assert (groups.keeper == local.keeper).all() and (groups.labels == local.labels).all()
+    assert len(np.unique(groups.keeper)) < n - 500  # many groups of several rows
+    near_ray, near_local = on_ray.near_pairs(base, 0.5), near_pairs(base, 0.5)
+    assert near_ray.a.tolist() == near_local.a.tolist() and near_ray.b.tolist() == near_local.b.tolist()
+    assert len(near_local.a) > 100

@@ -38,6 +38,31 @@ def test_split_rows_gives_parts_of_equal_area():
     assert split_rows(500, 4, 1024) == [0]  # too few rows to split: one part
 
 
+def test_kernel_batches_stay_within_their_pair_budget_at_10m_rows():
+    """The kernel's launches go in batches (the band's floor rises between them): 32 up to ~1M rows,
+    beyond that enough that none covers much more than BATCH_PAIRS row pairs (one launch more at most;
+    at least one launch each), in order, every launch once."""
+    import numpy as np
+
+    g = search_kernel.GROUP_ROWS
+
+    def pairs(n, batch):
+        return sum((n - s) * g for s in batch)
+
+    for n, want in [(1_000_000, 32), (10_000_000, None)]:
+        batches = search_kernel._batches(n)
+        assert [s for b in batches for s in b] == list(range(0, n, g))
+        if want:
+            assert len(batches) == want
+        else:  # 10M: 32 batches would hold ~1.6e12 pairs each
+            assert len(batches) > 2_000  # equal areas, cut at launches: a batch exceeds the budget by one launch at most
+            assert max(pairs(n, b) for b in batches) <= search_kernel.BATCH_PAIRS + n * g
+    huge = search_kernel._batches(100_000_000)  # a launch alone is ~1e11 pairs: one a batch (the short tail ones grouped)
+    assert huge[0] == [0] and len(huge) > 0.9 * len(np.arange(0, 100_000_000, g))
+    part = search_kernel._batches(10_000_000, first_rows=3 * g)  # one GPU's share: its launches only
+    assert [s for b in part for s in b] == [0, g, 2 * g]
+
+
 def test_search_split_over_devices_equals_one_device():
     """Two (three) devices each search their rows of the upper triangle against the rows after
     them; merged, the pairs, scores, each row's nearest neighbour and the borderline list are the
