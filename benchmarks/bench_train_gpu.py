@@ -286,18 +286,6 @@ def steady_and_whole(name: str, step_seconds: list[float], trained: int, warmup:
             "first_loss": round(losses[0], 4), "last_loss": round(losses[-1], 4), "losses": losses}
 
 
-def checkpointed_loss_sum(fused, head, hidden, targets):
-    """The loss as it was before the fused one: a head that is not a plain Linear takes that path."""
-    import torch
-
-    class Head(torch.nn.Linear):
-        pass
-
-    wrapped = Head(head.in_features, head.out_features, bias=head.bias is not None, device="meta")
-    wrapped.weight, wrapped.bias = head.weight, head.bias
-    return fused(wrapped, hidden, targets)
-
-
 def run_dataprep(model_dir: Path, data: Path, steps: int, warmup: int, work: Path, name: str = "dataprep") -> dict:
     """`dataprep train`'s product path: train_sft on the packed shards, defaults but the schedule."""
     import torch
@@ -312,7 +300,7 @@ def run_dataprep(model_dir: Path, data: Path, steps: int, warmup: int, work: Pat
         sft.LOSS_CHUNK = 1024
     if name == "dataprep_ckptloss":  # the loss before: checkpointed chunks of 1,024, recomputed in the backward
         sft.LOSS_CHUNK = 1024
-        sft.linear_cross_entropy_sum = functools.partial(checkpointed_loss_sum, sft.linear_cross_entropy_sum)
+        sft.FUSED_LOSS = False
     if name == "dataprep_cudagraphs":  # CUDA graphs over the compiled layers (cudagraph trees)
         def compile_layers(model):
             sft.persistent_compile_cache()

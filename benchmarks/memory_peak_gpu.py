@@ -1,4 +1,6 @@
-"""What is alive on the GPU at a training step's peak: `dataprep train`'s product path
+"""experimental: not yet run to completion on a GPU, see RESULTS.md (known problem below).
+
+What is alive on the GPU at a training step's peak: `dataprep train`'s product path
 (training.sft.train_sft) and trl's SFTTrainer + liger + FlexAttention (bench_train_gpu.run_trl),
 each with torch.cuda.memory._record_memory_history over steps --from..--to, the allocations alive
 at the peak of those steps grouped by where they were made (python frames), and what was

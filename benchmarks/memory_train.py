@@ -12,8 +12,8 @@ until it is freed; the frozen 4-bit weights are plain bf16 here, the same for ev
 All use an attention stand-in with FlexAttention's memory (CPU attention kernels keep T x T
 scores, which the GPU path never has) and leave the LoRA input in bf16, as peft's 4-bit layers do
 under autocast. Variants (--variants):
-  ours           training.sft.causal_lm_loss_sum (LOSS_CHUNK positions at a time, checkpointed),
-                 LoRA fp32, bf16 autocast: what `dataprep train` does
+  ours           training.sft.causal_lm_loss_sum (the fused loss, training.sft.LOSS_CHUNK positions
+                 at a time), LoRA fp32, bf16 autocast: what `dataprep train` does
   ours_bf16lora  ours with the LoRA weights in bf16 (as trl 1.16 has them)
   ours_chunkN    ours projecting N positions at a time (ours_chunk256, ...)
   trl            trl 1.16's fused LM head (ChunkedLogProbFunction, 4,096 x 32,768 tiles; on the CPU its torch
@@ -39,6 +39,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from training.sft import LOSS_CHUNK  # noqa: E402  the default, before a variant patches sft.LOSS_CHUNK
 
 SHAPE_1B = dict(hidden_size=2048, intermediate_size=8192, num_attention_heads=32, num_key_value_heads=8,
                 tie_word_embeddings=True, vocab_size=49152)
@@ -190,14 +192,11 @@ def measure_loss(name: str, positions: int) -> dict:
 
     from training import sft
 
-    class Head(torch.nn.Linear):  # not a plain Linear: linear_cross_entropy_sum takes its checkpointed path
-        pass
-
-    sft.LOSS_CHUNK = int(name.split("chunk")[1]) if "chunk" in name else CHUNK
+    sft.LOSS_CHUNK = int(name.split("chunk")[1]) if "chunk" in name else LOSS_CHUNK
+    sft.FUSED_LOSS = not name.startswith("loss_checkpointed")
     g = torch.Generator().manual_seed(1)
     torch.manual_seed(0)  # the head's weights
-    kind = Head if name.startswith("loss_checkpointed") else torch.nn.Linear
-    head = kind(SHAPE_1B["hidden_size"], SHAPE_1B["vocab_size"], bias=False, dtype=torch.bfloat16).requires_grad_(False)
+    head = torch.nn.Linear(SHAPE_1B["hidden_size"], SHAPE_1B["vocab_size"], bias=False, dtype=torch.bfloat16).requires_grad_(False)
     hidden = torch.randn(positions, SHAPE_1B["hidden_size"], generator=g, dtype=torch.bfloat16).requires_grad_()
     targets = torch.randint(0, SHAPE_1B["vocab_size"], (positions,), generator=g)
     tracker = live_tracker([head.weight, hidden, targets])
@@ -281,7 +280,7 @@ def measure_layer(name: str, layers: int, tokens: int) -> dict:
     if name == "layer_lean":
         lean_norm_and_swiglu()
     model = build(layers, torch.float32)
-    sft.LOSS_CHUNK = 512
+    sft.LOSS_CHUNK, sft.FUSED_LOSS = LOSS_CHUNK, True
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(0, SHAPE_1B["vocab_size"], (1, tokens), generator=g)
     labels = ids.clone()
@@ -314,7 +313,8 @@ def measure(name: str, layers: int, tokens: int) -> dict:
     linear_attention_stand_in()
     lora = torch.bfloat16 if name in ("ours_bf16lora", "trl") else torch.float32
     model = build(layers, lora)
-    sft.LOSS_CHUNK = int(name.split("chunk")[1]) if "chunk" in name else CHUNK
+    sft.LOSS_CHUNK = int(name.split("chunk")[1]) if "chunk" in name else LOSS_CHUNK
+    sft.FUSED_LOSS = True
     loss_fn = {"trl": trl_loss_sum, "full": full_loss_sum}.get(name, sft.causal_lm_loss_sum)
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(0, SHAPE_1B["vocab_size"], (1, tokens), generator=g)
@@ -341,9 +341,6 @@ def measure(name: str, layers: int, tokens: int) -> dict:
     del model, loss, tracker
     gc.collect()
     return res
-
-
-CHUNK = 1024
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ Outputs in OUT: the adapter and tokenizer, metrics.json, loss.png, manifest.json
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -177,21 +178,26 @@ def weights_autocast(model, device_type: str):
 
 
 LOSS_CHUNK = 512  # trained positions projected onto the vocabulary at a time (1B shape: 0.2 GB of logits and their gradient)
+FUSED_LOSS = True  # False: the loss before the fused one, checkpointed chunks (benchmarks and tests switch it)
 
 
+@functools.cache
 def _fused_linear_cross_entropy():
     """The autograd.Function behind `linear_cross_entropy_sum` (built on first use: torch is imported late)."""
     import torch
+    from torch.autograd.function import once_differentiable
 
     class FusedLinearCrossEntropy(torch.autograd.Function):
-        """sum(cross_entropy(hidden @ weight.T + bias, targets)), LOSS_CHUNK rows at a time, with the
+        """sum(cross_entropy(hidden @ weight.T + bias, targets)), `chunk` rows at a time, with the
         gradients computed in the forward (as liger's fused linear cross-entropy does): one chunk's
         fp32 logits are alive at a time, turned into their gradient in place, and the backward only
-        scales what the forward kept (no second projection, nothing of the logits saved)."""
+        scales what the forward kept (no second projection, nothing of the logits saved).
+        `grad_enabled` is torch.is_grad_enabled() at the call (inside forward it is always off):
+        under no_grad nothing but the loss is computed."""
 
         @staticmethod
-        def forward(ctx, hidden, weight, bias, targets, chunk):
-            need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        def forward(ctx, hidden, weight, bias, targets, chunk, grad_enabled):
+            need_h, need_w, need_b = (grad_enabled and need for need in ctx.needs_input_grad[:3])
             grad_h = torch.empty_like(hidden) if need_h else None
             acc = torch.promote_types(hidden.dtype, torch.float32)  # fp32, or fp64 for fp64 inputs
             grad_w = torch.zeros_like(weight, dtype=acc) if need_w else None
@@ -200,7 +206,7 @@ def _fused_linear_cross_entropy():
             for start in range(0, hidden.shape[0], chunk):
                 h, t = hidden[start:start + chunk], targets[start:start + chunk]
                 low = torch.nn.functional.linear(h, weight, bias)  # bf16 under autocast
-                logits = low.to(acc)
+                low_dtype, logits = low.dtype, low.to(acc)
                 del low
                 rows = torch.arange(t.numel(), device=t.device)
                 top = logits.amax(-1, keepdim=True)
@@ -214,40 +220,39 @@ def _fused_linear_cross_entropy():
                     grad[rows, t] -= 1  # d loss / d logits = softmax - one-hot
                     if need_b:
                         grad_b += grad.sum(0)
-                    grad = grad.to(torch.get_autocast_dtype(h.device.type) if torch.is_autocast_enabled(h.device.type)
-                                   else h.dtype)
+                    grad = grad.to(low_dtype)  # the logits' dtype: bf16 under autocast, as the matmuls below
                     if need_h:
-                        grad_h[start:start + chunk] = grad @ weight.to(grad.dtype)
+                        grad_h[start:start + chunk] = grad @ weight
                     if need_w:
-                        grad_w += grad.t().to(acc) @ h.to(acc)
+                        grad_w += grad.t() @ h  # bf16 under autocast, summed over chunks in the fp32 buffer
                 del logits, probs, grad  # before the next chunk: its logits and this gradient never coexist
             ctx.save_for_backward(*(g for g in (grad_h, grad_w, grad_b) if g is not None))
             ctx.has, ctx.dtypes = (need_h, need_w, need_b), (hidden.dtype, weight.dtype, bias.dtype if need_b else None)
             return loss
 
         @staticmethod
+        @once_differentiable
         def backward(ctx, grad_out):
             saved = iter(ctx.saved_tensors)
             grads = [(next(saved) * grad_out).to(dtype) if has else None for has, dtype in zip(ctx.has, ctx.dtypes, strict=True)]
-            return (*grads, None, None)
+            return (*grads, None, None, None)
 
     return FusedLinearCrossEntropy
-
-
-_FUSED: list = []
 
 
 def linear_cross_entropy_sum(head, hidden, targets):
     """Summed cross-entropy of `head(hidden)` against `targets`, LOSS_CHUNK positions at a time,
     gradients computed in the forward (`_fused_linear_cross_entropy`); a head that is not a plain
-    Linear (a LoRA- or FSDP-wrapped one) goes through checkpointed chunks instead."""
+    Linear (a LoRA-wrapped one), or FUSED_LOSS off, goes through checkpointed chunks instead.
+    `targets` must be class ids in [0, vocabulary): no ignore index (-100), which the fused path
+    would read as a column from the end (not checked: that would wait for the device); callers
+    pass only trained positions."""
     import torch
     from torch.utils.checkpoint import checkpoint
 
-    if type(head) is torch.nn.Linear and not hasattr(head.weight, "full_tensor"):  # not a sharded DTensor
-        if not _FUSED:
-            _FUSED.append(_fused_linear_cross_entropy())
-        return _FUSED[0].apply(hidden, head.weight, head.bias, targets, LOSS_CHUNK)
+    if FUSED_LOSS and type(head) is torch.nn.Linear:
+        return _fused_linear_cross_entropy().apply(hidden, head.weight, head.bias, targets, LOSS_CHUNK,
+                                                   torch.is_grad_enabled())
     loss = hidden[:0].float().sum()  # 0, but in the graph even when nothing in the batch is trained
     for h, t in zip(hidden.split(LOSS_CHUNK), targets.split(LOSS_CHUNK), strict=True):
         if h.requires_grad:

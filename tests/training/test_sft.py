@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from dataprep.cli import cli
 from dataprep.errors import DataprepError
@@ -212,7 +213,7 @@ def test_collate_flat_counts_real_tokens_without_the_filler():
 
 
 def test_chunked_trained_only_loss_equals_full_logits_loss_and_gradients(tiny, monkeypatch):
-    """The loss over trained positions, projected LOSS_CHUNK at a time under checkpointing, gives
+    """The loss over trained positions, projected LOSS_CHUNK at a time (the fused loss), gives
     the same value and the same gradients as cross-entropy over full-vocabulary logits."""
     from transformers import AutoModelForCausalLM
 
@@ -329,68 +330,125 @@ def test_compile_cache_goes_to_the_dataprep_cache_unless_the_user_set_one(tmp_pa
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")
 
 
+# (under bf16 autocast, the dtype of the hidden states and the head)
+PRECISIONS = {"fp32": (False, torch.float32), "bf16_autocast": (True, torch.float32),
+              "bf16_autocast_bf16_weights": (True, torch.bfloat16)}
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("bias", [False, True])
-def test_fused_linear_cross_entropy_equals_cross_entropy_and_its_gradients(monkeypatch, bias):
+def test_fused_linear_cross_entropy_equals_cross_entropy_and_its_gradients(monkeypatch, bias, precision):
     """The loss with gradients computed in the forward (ragged chunks) equals cross_entropy over
-    the full logits, and so do the gradients of hidden, weight and bias; a head that is not a plain
-    Linear takes the checkpointed chunks and gives the same."""
+    the full logits, and so do the gradients of hidden, weight and bias; so does the loss before it
+    (checkpointed chunks, FUSED_LOSS off). In fp32, and under bf16 autocast as `dataprep train`
+    runs it: with fp32 tensors (--kbit-upcast) and with bf16 ones (the default), each against
+    cross_entropy under the same autocast, to bf16's precision."""
+    import contextlib
+
     from training import sft
 
     monkeypatch.setattr(sft, "LOSS_CHUNK", 7)
+    autocast, dtype = PRECISIONS[precision]
     torch.manual_seed(0)
-    hidden, targets = torch.randn(20, 8), torch.randint(0, 11, (20,))
+    hidden, targets = torch.randn(20, 8, dtype=dtype), torch.randint(0, 11, (20,))
 
-    class Wrapped(torch.nn.Linear):
-        pass
-
-    def run(kind, fn):
+    def run(fn):
         torch.manual_seed(1)
-        head = kind(8, 11, bias=bias)
+        head = torch.nn.Linear(8, 11, bias=bias, dtype=dtype)
         h = hidden.clone().requires_grad_()
-        loss = fn(head, h)
+        with torch.autocast("cpu", torch.bfloat16) if autocast else contextlib.nullcontext():
+            loss = fn(head, h)
         (loss * 3).backward()  # the backward scales by the incoming gradient
         return loss.detach(), h.grad, head.weight.grad, head.bias.grad if bias else None
 
-    expected = run(torch.nn.Linear, lambda head, h: torch.nn.functional.cross_entropy(head(h), targets, reduction="sum"))
-    for kind in (torch.nn.Linear, Wrapped):
-        got = run(kind, lambda head, h: sft.linear_cross_entropy_sum(head, h, targets))
-        for a, b in zip(got, expected, strict=True):
+    def close(a, b, name, fused):
+        if autocast and name != "loss":  # bf16 gradients: within ~2.5 bf16 roundings (2^-8)
+            assert float((a.float() - b.float()).norm()) <= 1e-2 * float(b.float().norm()), (name, fused)
+        else:  # the loss: fp32 arithmetic on the same (bf16 under autocast) logits
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, msg=lambda m: f"{name}, fused={fused}: {m}")
+
+    expected = run(lambda head, h: torch.nn.functional.cross_entropy(head(h), targets, reduction="sum"))
+    for fused in (True, False):
+        monkeypatch.setattr(sft, "FUSED_LOSS", fused)
+        got = run(lambda head, h: sft.linear_cross_entropy_sum(head, h, targets))
+        for name, a, b in zip(("loss", "hidden", "weight", "bias"), got, expected, strict=True):
             if b is not None:
-                torch.testing.assert_close(a, b)
+                close(a, b, name, fused)
+
+
+class Ops(TorchDispatchMode):
+    """Counts the matmuls of what runs under it and keeps the shapes of every op's outputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.matmuls, self.shapes = 0, []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.matmuls += func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.addmm)
+        out = func(*args, **(kwargs or {}))
+        self.shapes += [tuple(t.shape) for t in (out if isinstance(out, (list, tuple)) else [out])
+                        if isinstance(t, torch.Tensor)]
+        return out
 
 
 def test_fused_loss_projects_in_the_forward_only_and_keeps_just_the_hidden_gradient(monkeypatch):
     """The fused loss turns each chunk's logits into their gradient in the forward: the backward
     makes no matmul (the checkpointed path recomputes every chunk's projection there), and what it
     keeps for the backward is one tensor shaped like the hidden states."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
     from training import sft
 
     monkeypatch.setattr(sft, "LOSS_CHUNK", 4)
     hidden, targets = torch.randn(10, 8, requires_grad=True), torch.randint(0, 11, (10,))
 
-    class Matmuls(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.count = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.count += func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.addmm)
-            return func(*args, **(kwargs or {}))
-
-    class Wrapped(torch.nn.Linear):
-        pass
-
     def matmuls(head):
         saved = []
-        forward, backward = Matmuls(), Matmuls()
+        forward, backward = Ops(), Ops()
         with forward, torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.shape) or t, lambda t: t):
             loss = sft.linear_cross_entropy_sum(head.requires_grad_(False), hidden, targets)
         with backward:
             loss.backward()
-        return forward.count, backward.count, saved
+        return forward.matmuls, backward.matmuls, saved
 
     assert matmuls(torch.nn.Linear(8, 11, bias=False)) == (6, 0, [hidden.shape])  # 3 chunks: logits + gradient
-    _, recomputed, _ = matmuls(Wrapped(8, 11, bias=False))
+    monkeypatch.setattr(sft, "FUSED_LOSS", False)
+    _, recomputed, _ = matmuls(torch.nn.Linear(8, 11, bias=False))
     assert recomputed >= 3  # the checkpointed path projects each chunk again in the backward
+
+
+def test_fused_loss_under_no_grad_computes_no_gradient(monkeypatch):
+    """Under torch.no_grad (evaluation), a trainable head and hidden states that require grad get
+    only the loss: one projection per chunk, no weight-shaped gradient buffer; with grad on, the
+    same call makes the hidden and the weight gradients (three matmuls per chunk)."""
+    from training import sft
+
+    monkeypatch.setattr(sft, "LOSS_CHUNK", 4)
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 11, bias=True)
+    hidden, targets = torch.randn(10, 8, requires_grad=True), torch.randint(0, 11, (10,))
+    expected = torch.nn.functional.cross_entropy(head(hidden), targets, reduction="sum")
+
+    def ops(grad: bool):
+        with torch.set_grad_enabled(grad), Ops() as mode:
+            loss = sft.linear_cross_entropy_sum(head, hidden, targets)
+        return loss, mode
+
+    loss, mode = ops(False)
+    assert mode.matmuls == 3 and not loss.requires_grad  # 3 chunks, logits only
+    assert (11, 8) not in mode.shapes and (10, 8) not in mode.shapes  # no weight or hidden gradient
+    torch.testing.assert_close(loss, expected)
+    loss, mode = ops(True)
+    assert mode.matmuls == 9 and (11, 8) in mode.shapes and loss.requires_grad
+    torch.testing.assert_close(loss.detach(), expected.detach())
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_loss_of_an_empty_batch_is_zero_and_backpropagates_zero_gradients(monkeypatch, fused):
+    from training import sft
+
+    monkeypatch.setattr(sft, "FUSED_LOSS", fused)
+    head = torch.nn.Linear(8, 11)
+    hidden = torch.randn(0, 8, requires_grad=True)
+    loss = sft.linear_cross_entropy_sum(head, hidden, torch.zeros(0, dtype=torch.long))
+    loss.backward()
+    assert loss.item() == 0.0 and hidden.grad.shape == (0, 8)
+    assert not head.weight.grad.any() and not head.bias.grad.any()
