@@ -101,8 +101,21 @@ def _token_stats(lengths: np.ndarray, trainable: int) -> dict[str, Any]:
 _WORKER: dict[str, Any] = {}
 
 
+def _one_tokenizer_thread() -> None:
+    """In a worker process (--num-proc, a Ray task: one CPU each): the Rust tokenizer on one thread.
+    Its batch encode otherwise starts a thread per core in every worker, N workers x N threads on
+    N cores. Read by the tokenizer at each batch, so setting it in the worker is enough."""
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+
 def _worker_init(tok, kind, opts, specials, label_names) -> None:
+    _one_tokenizer_thread()
     _WORKER.update(tok=tok, kind=kind, opts=opts, specials=specials, label_names=label_names)
+
+
+def _ray_task(batch, **kwargs):
+    _one_tokenizer_thread()
+    return _tokenize_one(batch, **kwargs)
 
 
 def _worker_run(batch):
@@ -166,7 +179,7 @@ def _map_batches(read, tok, kind, opts, specials, label_names, num_proc: int):
     """tokenize_batch over the batches `read()` yields, in order: on Ray Data with --engine ray, else
     in `num_proc` worker processes if > 1, else here."""
     if opts.engine == "ray":
-        fn = functools.partial(_tokenize_one, tok=tok, kind=kind, opts=opts, specials=specials, label_names=label_names)
+        fn = functools.partial(_ray_task, tok=tok, kind=kind, opts=opts, specials=specials, label_names=label_names)
         yield from ray_map(fn, read, address=opts.ray_address)
         return
     batches = read()
