@@ -11,7 +11,8 @@ carry row ids only.
 - **near**: each partition computes its rows' shingles and MinHash signatures (the local
   functions, on its slice) and emits one (band, bucket) key per row and band; a shuffle by a coarse
   part of the key (one shuffle partition's worth of buckets) brings each bucket together, and each part
-  emits its buckets' pairs as candidates, vectorised; the unique candidates are
+  emits its buckets' pairs as candidates with the local path's generator (minhash.bucket_pairs, once
+  per band); the unique candidates are
   verified in partitions by their true Jaccard (shingles recomputed for the rows of each
   partition's pairs), so no false positive is kept. The pairs come back to the driver (about 16
   bytes per candidate and 20 per verified pair, so 100M candidates need ~2 GB there); they are
