@@ -286,7 +286,7 @@ def main() -> None:
             best = min(calibration["variants"].items(), key=lambda kv: kv[1]["runs"][k].get("embed_s", 1e9))[0]
             workers, batch = best.split(":")
             args.workers, args.batch_size = workers, None if batch == "auto" else int(batch)
-            out["workers"], out["batch_size"] = args.workers, batch
+            out["workers"], out["batch_size"] = args.workers, args.batch_size or "auto"  # an int or "auto", as above
             say(f"full run with the fastest calibration variant: {best}", out)
             save()
 

@@ -5,7 +5,9 @@ bench_convert.py), then runs in separate subprocesses, each timed end to end inc
 cluster's start and stop:
 - convert of the CSV: local; ray (a local cluster with every core);
 - tokenize of the first --tokenize-rows records (SmolLM2, max_len 2048): local in one process,
-  local with --num-proc 2 (the best-configured local run), ray.
+  local with --num-proc 2 (the best-configured local run), ray;
+- dedupe of --exact-local-rows records (exact; 10% of the rows are copies of others) and of
+  --near-local-rows records (near; fragment texts): local, and ray with the cluster up.
 "ray, cluster up" starts the cluster (and runs one tiny map) before its clock starts: what a
 command pays on a cluster that is already running (--ray-address), without Ray's start-up.
 Peak memory is the peak of the summed PSS (proportional set size: a shared page counts once
@@ -15,6 +17,7 @@ sampled every 0.2 s by the benchmark's own process; `driver RSS` is the command'
 local's, or the benchmark stops.
 
     python benchmarks/bench_engine.py [--rows 1000000] [--tokenize-rows 100000 (0: convert only)]
+        [--exact-local-rows 200000] [--near-local-rows 200000] [--json engine.json]
 """
 
 from __future__ import annotations
@@ -122,7 +125,30 @@ def near_records(rows: int) -> Path:
     return out
 
 
-NEAR_FILES = ("records.parquet", "removed.parquet", "pairs.parquet")  # report.json holds timings
+def exact_records(rows: int) -> Path:
+    """`rows` records for exact dedupe: 90% distinct fragment texts, then 10% copies of random ones (half of
+    them upper-cased: equal once normalised), shuffled; converted once and kept."""
+    import random
+
+    import polars as pl
+
+    from benchmarks.bench_dedupe import fragment_texts
+    from dataprep.convert import convert
+
+    out = OUT / f"exact_records_{rows}"
+    if not (out / "manifest.json").is_file():
+        OUT.mkdir(parents=True, exist_ok=True)
+        texts = fragment_texts(rows - rows // 10)[0]
+        r = random.Random(0)
+        texts += [t.upper() if r.random() < 0.5 else t for t in r.choices(texts, k=rows // 10)]
+        r.shuffle(texts)
+        src = OUT / f"exact_texts_{rows}.parquet"
+        pl.DataFrame({"text": texts}).write_parquet(src)
+        convert([str(src)], str(out), kind="text", force=True)
+    return out
+
+
+DEDUPE_FILES = ("records.parquet", "removed.parquet", "pairs.parquet")  # report.json holds timings
 
 
 def main() -> None:
@@ -133,6 +159,8 @@ def main() -> None:
     ap.add_argument("--tokenize-rows", type=int, default=100_000, help="0: no tokenize")
     ap.add_argument("--num-proc", type=int, default=2, help="the best-configured local tokenize: this many processes")
     ap.add_argument("--tokenizer", default=None, help="tokenize's --tokenizer (default: the stage's, smollm2-135m)")
+    ap.add_argument("--exact-local-rows", type=int, default=0,
+                    help="exact dedupe local and on Ray of this many rows, outputs compared (0: none)")
     ap.add_argument("--near-rows", type=int, default=0, help="near dedupe on Ray of this many rows (0: none)")
     ap.add_argument("--near-local-rows", type=int, default=0,
                     help="near dedupe local and on Ray of this many rows, outputs compared (0: none)")
@@ -142,62 +170,60 @@ def main() -> None:
     args = ap.parse_args()
     report: dict = {"args": vars(args), "cores": os.cpu_count()}
 
+    def save() -> None:
+        if args.json:  # atomically: a reader (or a run cut short) never sees half a file
+            tmp = Path(f"{args.json}.tmp")
+            tmp.write_text(json.dumps(report, indent=1))
+            os.replace(tmp, args.json)
+
     def record(section: str, name: str, result: dict) -> dict:
         report.setdefault(section, {})[name] = result
         print(f"  {section} / {name}: {json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()})}",
               flush=True)
-        if args.json:
-            Path(args.json).write_text(json.dumps(report, indent=1))
+        save()
         return result
 
-    def engines(section: str, stage: str, src: Path, out: str, base: dict, local: dict, files=None) -> dict:
-        rows = {"local": record(section, "local", run(stage, src, OUT / f"{out}_local", **base, **local))}
-        if not args.no_cold:
-            rows["ray"] = record(section, "ray", run(stage, src, OUT / f"{out}_ray", engine="ray", **base))
-        rows["ray, cluster up"] = record(section, "ray, cluster up",
-                                         run(stage, src, OUT / f"{out}_ray_up", engine="ray", cluster_up=True, **base))
-        for name in ("ray", "ray_up"):
-            if (OUT / f"{out}_{name}").is_dir() and (name != "ray" or not args.no_cold):
-                same = digest(OUT / f"{out}_local", files) == digest(OUT / f"{out}_{name}", files)
-                report.setdefault(section, {})[f"identical_{name}"] = same
-                assert same, f"{section}: {name} differs from local"
-        return rows
+    def side_by_side(section: str, stage: str, src: Path, runs: dict[str, dict], files=None) -> dict:
+        """`stage` on `src` once per entry of `runs` (row name: the stage's options; the first is the
+        base), each row recorded as it ends; every output's data files must equal the base's."""
+        results, outs = {}, {}
+        for i, (name, options) in enumerate(runs.items()):
+            outs[name] = OUT / f"engine_{section}_{i}"
+            results[name] = record(section, name, run(stage, src, outs[name], **options))
+        base = digest(outs[next(iter(outs))], files)
+        differ = [name for name in outs if digest(outs[name], files) != base]
+        report[section]["identical"] = not differ
+        save()
+        assert not differ, f"{section}: {', '.join(differ)} differ from {next(iter(outs))}"
+        return results
+
+    def on_ray(options: dict) -> dict[str, dict]:
+        """The Ray rows: a cold cluster (unless --no-cold), and one already up."""
+        cold = {} if args.no_cold else {"ray": {**options, "engine": "ray"}}
+        return {**cold, "ray, cluster up": {**options, "engine": "ray", "cluster_up": True}}
 
     if args.rows:
         csv = build_csv(args.rows)
         print(f"input: {csv} ({csv.stat().st_size / 1e6:.0f} MB, {args.rows:,} rows)", flush=True)
-        convert = engines("convert", "convert", csv, "engine_convert", {}, {})
+        convert = side_by_side("convert", "convert", csv, {"local": {}, **on_ray({})})
         table(f"convert, {args.rows:,} rows (outputs identical)", convert, "local")
 
     if args.tokenize_rows:
         records = OUT / "engine_records"
         run("convert", build_csv(max(args.rows, args.tokenize_rows)), records, limit=args.tokenize_rows)
         opts = {"max_len": 2048, "batch_size": 2000, **({"tokenizer": args.tokenizer} if args.tokenizer else {})}
-        tok = {"local": record("tokenize", "local", run("tokenize", records, OUT / "engine_tok_local", **opts)),
-               f"local --num-proc {args.num_proc}": record("tokenize", f"local --num-proc {args.num_proc}",
-                                                           run("tokenize", records, OUT / "engine_tok_local2",
-                                                               num_proc=args.num_proc, **opts))}
-        if not args.no_cold:
-            tok["ray"] = record("tokenize", "ray", run("tokenize", records, OUT / "engine_tok_ray", engine="ray", **opts))
-        tok["ray, cluster up"] = record("tokenize", "ray, cluster up", run("tokenize", records, OUT / "engine_tok_ray_up",
-                                                                          engine="ray", cluster_up=True, **opts))
-        for name in ("engine_tok_local2", "engine_tok_ray", "engine_tok_ray_up"):
-            if name == "engine_tok_ray" and args.no_cold:
-                continue
-            assert digest(OUT / "engine_tok_local") == digest(OUT / name), f"tokenize: {name} differs from local"
-        report.setdefault("tokenize", {})["identical"] = True
+        tok = side_by_side("tokenize", "tokenize", records, {"local": opts, f"local --num-proc {args.num_proc}":
+                                                             {**opts, "num_proc": args.num_proc}, **on_ray(opts)})
         table(f"tokenize, {args.tokenize_rows:,} rows (outputs identical)", tok, "local")
 
+    for method, rows, records_of in [("exact", args.exact_local_rows, exact_records),
+                                     ("near", args.near_local_rows, near_records)]:
+        if rows:
+            opts = {"methods": [method]}
+            local_and_up = {"local": opts, "ray, cluster up": on_ray(opts)["ray, cluster up"]}
+            found = side_by_side(method, "dedupe", records_of(rows), local_and_up, DEDUPE_FILES)
+            table(f"{method} dedupe, {rows:,} rows (outputs identical)", found, "local")
     near = {"methods": ["near"]}
-    if args.near_local_rows:
-        src = near_records(args.near_local_rows)
-        rows = {"local": record("near", "local", run("dedupe", src, OUT / "engine_near_local", **near)),
-                "ray, cluster up": record("near", "ray, cluster up", run("dedupe", src, OUT / "engine_near_ray_up",
-                                                                       engine="ray", cluster_up=True, **near))}
-        same = digest(OUT / "engine_near_local", NEAR_FILES) == digest(OUT / "engine_near_ray_up", NEAR_FILES)
-        report["near"]["identical"] = same
-        assert same, "near: ray differs from local"
-        table(f"near dedupe, {args.near_local_rows:,} rows (outputs identical)", rows, "local")
     if args.near_rows:
         src = near_records(args.near_rows)
         r = record("near_ray_only", f"ray, cluster up, {args.near_rows:,} rows",

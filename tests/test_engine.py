@@ -189,10 +189,19 @@ def test_batches_travel_with_their_frames_as_arrow_streams():
     assert third["v"].to_list() == [1, "x", [2]]
 
 
-@pytest.mark.parametrize("keep", ["random", "longest"])
-def test_exact_and_near_shuffles_on_ray_equal_local_on_many_groups(ray_cluster, keep):
-    """Many groups in each shuffle part (the parts' steps group by sorting): exact groups of 1-5 equal
-    texts with pinned rows, and near candidates from buckets of many sizes, as the local functions."""
+def many_groups() -> list[str]:
+    """600 distinct texts of 9 words, and three without shingles ("", blank) or with one ("abc")."""
+    import random
+
+    rng = random.Random(5)
+    return [" ".join(rng.choice(["alpha", "beta", "gamma", "delta", "eps", "zeta"]) for _ in range(8)) + f" {i}"
+            for i in range(600)] + ["", "  ", "abc", "abc"]
+
+
+@pytest.mark.parametrize("keep", ["first", "longest", "shortest", "random"])
+def test_exact_shuffle_on_ray_equals_local_on_many_groups(ray_cluster, keep):
+    """Many groups in each shuffle part (the parts' steps group by sorting): groups of 1-5 texts equal
+    once normalised, with pinned rows, give local's pairs, groups and kept rows under every policy."""
     import random
 
     import numpy as np
@@ -200,12 +209,9 @@ def test_exact_and_near_shuffles_on_ray_equal_local_on_many_groups(ray_cluster, 
     from dataprep.dedupe import on_ray
     from dataprep.dedupe.exact import exact_pairs
     from dataprep.dedupe.groups import group_and_keep
-    from dataprep.dedupe.minhash import near_pairs
 
     rng = random.Random(5)
-    base = [" ".join(rng.choice(["alpha", "beta", "gamma", "delta", "eps", "zeta"]) for _ in range(8)) + f" {i}"
-            for i in range(600)]
-    texts = [t if rng.random() < 0.7 else t.upper() for t in base for _ in range(rng.randint(1, 5))]  # equal once normalised
+    texts = [t if rng.random() < 0.7 else t.upper() for t in many_groups() for _ in range(rng.randint(1, 5))]
     rng.shuffle(texts)
     n, lengths = len(texts), [len(t) for t in texts]
     pinned = np.zeros(n, bool)
@@ -214,8 +220,22 @@ def test_exact_and_near_shuffles_on_ray_equal_local_on_many_groups(ray_cluster, 
     la, lb, ls = exact_pairs(texts)
     local = group_and_keep(n, la, lb, ls, keep=keep, lengths=lengths, seed=3, transitive=True, pinned=pinned)
     assert sorted(zip(a.tolist(), b.tolist(), strict=True)) == sorted(zip(la.tolist(), lb.tolist(), strict=True))
-    assert (groups.keeper == local.keeper).all() and (groups.labels == local.labels).all()
+    assert groups.keeper.tolist() == local.keeper.tolist() and groups.labels.tolist() == local.labels.tolist()
     assert len(np.unique(groups.keeper)) < n - 500  # many groups of several rows
-    near_ray, near_local = on_ray.near_pairs(base, 0.5), near_pairs(base, 0.5)
-    assert near_ray.a.tolist() == near_local.a.tolist() and near_ray.b.tolist() == near_local.b.tolist()
-    assert len(near_local.a) > 100
+
+
+def test_near_shuffle_on_ray_equals_local_on_many_buckets(ray_cluster):
+    """Candidates from buckets of many sizes in each shuffle part, and texts without shingles (band -1):
+    the same pairs, scores, borderline pairs and stats (candidates, no_shingles) as the local function."""
+    from dataprep.dedupe import on_ray
+    from dataprep.dedupe.minhash import near_pairs
+
+    texts = many_groups()
+    ray, local = on_ray.near_pairs(texts, 0.5), near_pairs(texts, 0.5)
+    assert ray.a.tolist() == local.a.tolist() and ray.b.tolist() == local.b.tolist()
+    assert ray.score.tolist() == local.score.tolist()
+    assert [x.tolist() for x in ray.below] == [x.tolist() for x in local.below]
+    assert ray.stats == local.stats
+    assert len(local.a) > 100 and len(local.below[0]) == 50 and local.stats["no_shingles"] == 2
+    assert (600, 601) not in zip(local.a.tolist(), local.b.tolist(), strict=True)  # "" and blank: never paired
+    assert (602, 603) in zip(local.a.tolist(), local.b.tolist(), strict=True)  # "abc" twice: one shingle each

@@ -169,18 +169,27 @@ def optimal_bands(threshold: float, num_perm: int, fp_weight: float = 0.5, fn_we
     return best
 
 
-def _pairs_within(groups: np.ndarray, members: np.ndarray, n: int) -> np.ndarray:
-    """Codes i*n+j (i < j) of every pair of members sharing a group; `groups` sorted, `members` aligned."""
-    out = []
-    d = 1
-    while d < len(members):
-        same = groups[d:] == groups[:-d]
-        if not same.any():
-            break
-        i, j = members[:-d][same], members[d:][same]
-        out.append(np.minimum(i, j) * n + np.maximum(i, j))
-        d += 1
-    return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
+def bucket_pairs(key: np.ndarray, ids: np.ndarray, n: int) -> np.ndarray:
+    """Codes i*n+j (i < j) of every pair of rows that share a bucket `key` (one per row, in any order;
+    `ids` the rows' distinct ids): the rows sorted by key, the runs of two or more rows (buckets),
+    their pairs emitted for all buckets of one size at once. The candidate generator of both lsh_candidates and the Ray
+    shuffle's per-part step (on_ray.near_pairs)."""
+    order = np.argsort(key, kind="stable")
+    k = key[order]
+    same_as_next = k[1:] == k[:-1]
+    shared = np.zeros(len(k), dtype=bool)  # most rows are alone in their bucket
+    shared[1:] |= same_as_next
+    shared[:-1] |= same_as_next
+    k, ids = k[shared], ids[order[shared]]
+    starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]]) if len(k) else np.empty(0, dtype=np.int64)
+    sizes = np.diff(np.r_[starts, len(k)])
+    out = [np.empty(0, dtype=np.int64)]
+    for size in np.unique(sizes):  # the buckets of each size at once
+        i, j = np.triu_indices(size, k=1)
+        first = starts[sizes == size][:, None]
+        x, y = ids[first + i].reshape(-1), ids[first + j].reshape(-1)
+        out.append(np.minimum(x, y).astype(np.int64) * n + np.maximum(x, y))
+    return np.concatenate(out)
 
 
 def band_key(rows: np.ndarray) -> np.ndarray:
@@ -199,15 +208,7 @@ def lsh_candidates(sig: np.ndarray, bands: int, rows: int, valid: np.ndarray | N
     for band in range(bands):
         # one 64-bit key per document for the band's rows: equal rows give equal keys, and a rare
         # collision of different rows only adds a candidate that the Jaccard check then drops
-        key = band_key(sig[idx, band * rows : (band + 1) * rows])
-        order = np.argsort(key, kind="stable")
-        k = key[order]
-        same_as_next = k[1:] == k[:-1]
-        shared = np.zeros(len(k), dtype=bool)  # most documents are alone in their bucket
-        shared[1:] |= same_as_next
-        shared[:-1] |= same_as_next
-        group = np.cumsum(np.concatenate([[0], ~same_as_next]))
-        found.append(_pairs_within(group[shared], idx[order[shared]], n))
+        found.append(bucket_pairs(band_key(sig[idx, band * rows : (band + 1) * rows]), idx, n))
     codes = np.unique(np.concatenate(found)) if found else np.empty(0, dtype=np.int64)
     return np.stack([codes // n, codes % n], axis=1)
 

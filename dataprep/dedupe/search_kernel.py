@@ -53,6 +53,7 @@ INTERPRET_CONFIG = (32, 32, 32, 4, 1, 1, False)
 INTERPRET_SMS = 3  # "SMs" under the interpreter: 3 programs walk the tiles, as a persistent kernel would
 GROUP_ROWS = 1024  # rows per launch; a multiple of every BM and BN above
 BATCH_PAIRS = 1 << 34  # row pairs a batch of launches covers at most (~1.7e10: 1M rows make 32 batches)
+MIN_BATCHES = 32  # batches of a search at least (fewer where there are fewer launches)
 _chosen: dict[tuple, tuple] = {}
 
 
@@ -231,16 +232,15 @@ def _name(cfg: tuple) -> str:
     return f"{bm}x{bn}x{bk} w{warps} s{stages} {walk}{' TMA' if tma else ''}"
 
 
-def _batches(n: int, parts: int | None = None, first_rows: int | None = None) -> list[list[int]]:
-    """Launch starts (row0) of the first `first_rows` rows (all by default), split into about
-    `parts` batches of equal tile area; by default 32, or as many as keep a batch within BATCH_PAIRS
-    row pairs (at most one launch each). The band's floor rises only between batches: 32 batches
-    of 10M rows (1.6×10¹² pairs each) let the first overflow the band buffer before the floor rose,
-    and its lost pairs could send the whole search round again (a band pass) for the borderline list."""
+def _batches(n: int, first_rows: int | None = None) -> list[list[int]]:
+    """Launch starts (row0) of the first `first_rows` rows (all by default), split into batches of
+    equal tile area: MIN_BATCHES, or as many as keep a batch within BATCH_PAIRS row pairs (at most one launch
+    each). The band's floor rises only between batches: 32 batches of 10M rows (1.6×10¹² pairs each)
+    let the first overflow the band buffer before the floor rose, and its lost pairs could send the
+    whole search round again (a band pass) for the borderline list."""
     starts = list(range(0, n if first_rows is None else min(n, first_rows), GROUP_ROWS))
     area = np.array([n - s for s in starts], dtype=np.float64)
-    if parts is None:
-        parts = max(32, int(np.ceil(area.sum() * GROUP_ROWS / BATCH_PAIRS)))
+    parts = max(MIN_BATCHES, int(np.ceil(area.sum() * GROUP_ROWS / BATCH_PAIRS)))
     edges = np.searchsorted(np.cumsum(area), np.linspace(0, area.sum(), parts + 1)[1:-1], side="right")
     return [b.tolist() for b in np.split(np.array(starts), edges) if len(b)]
 

@@ -84,6 +84,30 @@ def test_full_buffers_grow_or_rerun_and_give_the_same_answer(small_groups):
     np.testing.assert_allclose(bs, sims[ba, bb], atol=1e-5)
 
 
+def test_batching_of_the_launches_does_not_change_the_answer(small_groups, monkeypatch):
+    """The band's floor rises between batches of launches: each launch its own batch, the default
+    batches, or all launches in one batch give the same pairs, scores, nearest neighbours,
+    borderline list and band passes."""
+    x = planted_vectors(d=16)
+    launches = len(range(0, len(x), search_kernel.GROUP_ROWS))
+    config = None if CUDA else INTERPRETED
+    default = kernel_search(x, 0.8, margin=0.5, config=config)
+    runs = {}
+    for name, batch_pairs, min_batches in [("one launch each", 1, 1), ("one batch", 1 << 62, 1)]:
+        monkeypatch.setattr(search_kernel, "BATCH_PAIRS", batch_pairs)
+        monkeypatch.setattr(search_kernel, "MIN_BATCHES", min_batches)
+        runs[name] = search_kernel._batches(len(x)), kernel_search(x, 0.8, margin=0.5, config=config)
+    assert launches > 1 and [len(b) for b in runs["one launch each"][0]] == [1] * launches
+    assert [len(b) for b in runs["one batch"][0]] == [launches]
+    a, b, s, nearest, below, stats = default
+    assert len(a) > 3 and len(below[0]) == 50
+    for _, (other_a, other_b, other_s, other_nearest, other_below, other_stats) in runs.values():
+        assert other_a.tolist() == a.tolist() and other_b.tolist() == b.tolist() and other_s.tolist() == s.tolist()
+        assert other_nearest.tolist() == nearest.tolist()
+        assert sorted(zip(*(v.tolist() for v in other_below), strict=True)) == sorted(zip(*(v.tolist() for v in below), strict=True))
+        assert other_stats["band_passes"] == stats["band_passes"] and other_stats["pair_reruns"] == stats["pair_reruns"]
+
+
 def test_one_row_and_no_pairs():
     a, b, _, nearest, below, _ = kernel_search(planted_vectors()[:1], 0.8)
     assert len(a) == len(b) == len(below[0]) == 0 and nearest.tolist() == [-1.0]
