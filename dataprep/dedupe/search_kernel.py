@@ -87,7 +87,10 @@ if triton is not None:
         tl.store(s_ptr + slot, s, mask=ok)
         return mask & (slot >= cap)
 
-    @triton.jit
+    # sizes and offsets are not specialised: triton would otherwise compile the kernel again whenever one
+    # of them changes its divisibility by 16 (the persistent launch's `progs` is the SM count, 132 on an
+    # H200). The first 1M search after a 2,048-row warm-up paid 12-18 s, likely such compilations.
+    @triton.jit(do_not_specialize=["n", "row0", "num_tiles", "progs", "pcap", "bcap"])
     def _search_tiles(x_ptr, a_desc, b_desc, n, stride, row0, num_tiles, progs, thr, floor_ptr, nearest_ptr,
                       pa_ptr, pb_ptr, ps_ptr, pcnt_ptr, pcap,
                       ba_ptr, bb_ptr, bs_ptr, bcnt_ptr, bcap, lost_ptr,
