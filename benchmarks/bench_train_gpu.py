@@ -45,6 +45,8 @@ Whole runs, from the model's loading to the saved adapter (need --data, see belo
   dataprep_paged   dataprep with paged 8-bit AdamW (the optimizer before #14)
   dataprep_ckptloss   dataprep with the loss before the fused one: checkpointed chunks of 1,024 positions
   dataprep_cudagraphs dataprep with the layers compiled with mode="reduce-overhead" (CUDA graphs)
+unsloth pins trl<=1.15.0 and datasets<5: --unsloth-site DIR puts a tree with those (and unsloth,
+unsloth_zoo) first on the unsloth run's PYTHONPATH only, so the peer and dataprep keep their versions.
 Both report steady-state step time (median of the steps after --warmup) and the whole run
 (compilation and warm-up included), and their loss per step (--loss-png draws them side by side).
 Each whole run is a fresh process with empty torch.compile/Triton caches, so neither inherits the
@@ -443,6 +445,10 @@ def fresh_process(name: str, shape: str, args, work: Path, compile_cache: Path |
     cache = compile_cache or work / "inductor"
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache), "TRITON_CACHE_DIR": str(cache / "triton")}
     env.setdefault("CUDA_VISIBLE_DEVICES", "0")  # one GPU: SFTTrainer refuses several in one process
+    if name == "unsloth":  # its generated-code cache cold too (by default it is ./unsloth_compiled_cache)
+        env.setdefault("UNSLOTH_COMPILE_LOCATION", str(work / "unsloth_compiled_cache"))
+    if name == "unsloth" and args.unsloth_site:  # its pins (trl<=1.15, datasets<5) ahead of the peer's packages
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (args.unsloth_site, env.get("PYTHONPATH")) if p)
     done = subprocess.run(cmd, env=env)
     if done.returncode or not out.is_file():
         raise RuntimeError(f"the {name} run failed (exit {done.returncode})")
@@ -587,6 +593,8 @@ def main() -> None:
     ap.add_argument("--run-steps", type=int, default=30, help="timed steps of the whole runs (after --warmup)")
     ap.add_argument("--loss-png", default=None, help="draw the whole runs' loss curves here")
     ap.add_argument("--in-process", action="store_true", help="whole runs in this process (warm caches after the first)")
+    ap.add_argument("--unsloth-site", default=None, help="a site-packages dir put first on the unsloth run's "
+                    "PYTHONPATH (unsloth pins trl<=1.15 and datasets<5; the other runs keep theirs)")
     args = ap.parse_args()
 
     import torch
