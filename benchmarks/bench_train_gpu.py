@@ -29,6 +29,12 @@ Whole runs, from the model's loading to the saved adapter (need --data, see belo
   trl_liger_flex   the best-configured peer: trl's SFTTrainer on the plain shards with BFD packing to
                    2048, padding_free, use_liger_kernel, attn_implementation flex_attention, the same
                    QLoRA setup; 4 packed rows (8,192 tokens) per step
+  unsloth          unsloth's own best configuration for this setup: FastLanguageModel from the same
+                   random model dir (4-bit NF4 + double quant, bf16), get_peft_model r16 on all seven
+                   linears (dropout 0, use_gradient_checkpointing="unsloth"), trl's SFTTrainer as unsloth
+                   patches it with packing (BFD to 2048, padding-free) on the plain shards, 8-bit AdamW
+                   (unsloth's documented `adamw_8bit`); 4 packed rows a step. Always its own process:
+                   unsloth must be imported before transformers/trl/peft and patches them
   dataprep         `dataprep train`'s own code path (training.sft.train_sft) on the packed shards of
                    the same rows, micro-batch 4 packed rows: what a user gets with the defaults
   dataprep_warm    dataprep again in a new process, with the compile cache the dataprep run left
@@ -39,6 +45,8 @@ Whole runs, from the model's loading to the saved adapter (need --data, see belo
   dataprep_paged   dataprep with paged 8-bit AdamW (the optimizer before #14)
   dataprep_ckptloss   dataprep with the loss before the fused one: checkpointed chunks of 1,024 positions
   dataprep_cudagraphs dataprep with the layers compiled with mode="reduce-overhead" (CUDA graphs)
+unsloth pins trl<=1.15.0 and datasets<5: --unsloth-site DIR puts a tree with those (and unsloth,
+unsloth_zoo) first on the unsloth run's PYTHONPATH only, so the peer and dataprep keep their versions.
 Both report steady-state step time (median of the steps after --warmup) and the whole run
 (compilation and warm-up included), and their loss per step (--loss-png draws them side by side).
 Each whole run is a fresh process with empty torch.compile/Triton caches, so neither inherits the
@@ -103,7 +111,7 @@ VARIANTS = {
     "flex_2x": {**BASE, "budget_x": 2},
     "flex_4x": {**BASE, "budget_x": 4},
 }
-RUNS = ("trl_liger_flex", "dataprep", "dataprep_warm", "dataprep_nocompile", "dataprep_chunk1024", "dataprep_paged",
+RUNS = ("trl_liger_flex", "unsloth", "dataprep", "dataprep_warm", "dataprep_nocompile", "dataprep_chunk1024", "dataprep_paged",
         "dataprep_ckptloss", "dataprep_cudagraphs")  # whole runs, not steps on a shared model
 PACK_LEN, PACK_ROWS = 2048, 4  # trl packs to 2048 and takes 4 packed rows a step; dataprep the same
 ALPACA = "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
@@ -329,11 +337,10 @@ def run_trl(model_dir: Path, data: Path, steps: int, warmup: int, work: Path) ->
     import torch
     from datasets import load_from_disk
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
     from trl import SFTConfig, SFTTrainer
 
     cuda = torch.cuda.is_available()
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
     torch.cuda.reset_peak_memory_stats() if cuda else None
     start = time.perf_counter()
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
@@ -350,6 +357,18 @@ def run_trl(model_dir: Path, data: Path, steps: int, warmup: int, work: Path) ->
         lr_scheduler_type="constant", warmup_steps=0, logging_steps=1, save_strategy="no", report_to="none",
         use_cpu=not cuda, seed=42)
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
+    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, peft_config=lora,
+                         processing_class=AutoTokenizer.from_pretrained(str(model_dir)))
+    return timed_trainer_run("trl_liger_flex", trainer, warmup, start)
+
+
+def timed_trainer_run(name: str, trainer, warmup: int, start: float) -> dict:
+    """trainer.train() with each step timed (synchronised) and the trained tokens of its batches counted."""
+    import torch
+    from transformers import TrainerCallback
+
+    cuda = torch.cuda.is_available()
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     times: list[float] = []
     trained = [0]
 
@@ -362,16 +381,16 @@ def run_trl(model_dir: Path, data: Path, steps: int, warmup: int, work: Path) ->
             sync()
             times[-1] += time.perf_counter()
 
-    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, peft_config=lora, callbacks=[StepTimer()],
-                         processing_class=AutoTokenizer.from_pretrained(str(model_dir)))
-    collate = trainer.data_collator
+    trainer.add_callback(StepTimer())
+    collator = trainer.data_collator
+    collate = collator.torch_call  # the instance's own call, so wrappers set on it (unsloth's packing) stay
 
     def counting(examples):  # trained tokens: a label at the next position, as dataprep counts them
         batch = collate(examples)
         trained[0] += int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
         return batch
 
-    trainer.data_collator = counting
+    collator.torch_call = counting
     run_start = time.perf_counter()
     trainer.train()
     sync()
@@ -379,9 +398,39 @@ def run_trl(model_dir: Path, data: Path, steps: int, warmup: int, work: Path) ->
     total = time.perf_counter() - start
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     peak = round(torch.cuda.max_memory_allocated() / 1e9, 3) if cuda else None
-    del trainer, model
+    del trainer
     gc.collect()
-    return steady_and_whole("trl_liger_flex", times, trained[0], warmup, run_s, total, losses, peak)
+    return steady_and_whole(name, times, trained[0], warmup, run_s, total, losses, peak)
+
+
+def run_unsloth(model_dir: Path, data: Path, steps: int, warmup: int, work: Path) -> dict:
+    """unsloth at its documented best for QLoRA SFT: its loader, its LoRA/checkpointing, packing in its SFTTrainer.
+
+    main() imported unsloth first in this process (it must precede transformers, trl and peft)."""
+    import torch
+    from datasets import load_from_disk
+    from trl import SFTConfig, SFTTrainer  # unsloth's patched SFTTrainer (auto packing, padding-free)
+    from unsloth import FastLanguageModel
+
+    cuda = torch.cuda.is_available()
+    torch.cuda.reset_peak_memory_stats() if cuda else None
+    start = time.perf_counter()
+    model, tokenizer = FastLanguageModel.from_pretrained(
+        model_name=str(model_dir), max_seq_length=PACK_LEN, dtype=torch.bfloat16 if cuda else None,
+        load_in_4bit=cuda, local_files_only=True)  # 4-bit: NF4 + double quantisation, unsloth's defaults
+    model = FastLanguageModel.get_peft_model(
+        model, r=16, lora_alpha=32, lora_dropout=0.0, bias="none", use_gradient_checkpointing="unsloth",
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        random_state=42)
+    ds = load_from_disk(str(data / "plain")).select_columns(["input_ids", "labels"])
+    args = SFTConfig(
+        output_dir=str(work / "unsloth"), max_steps=warmup + steps, per_device_train_batch_size=PACK_ROWS,
+        max_length=PACK_LEN, packing=True, packing_strategy="bfd", padding_free=True,
+        optim="adamw_8bit" if cuda else "adamw_torch", bf16=cuda, learning_rate=2e-4,
+        lr_scheduler_type="constant", warmup_steps=0, logging_steps=1, save_strategy="no", report_to="none",
+        use_cpu=not cuda, seed=42, dataset_num_proc=1)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer)
+    return timed_trainer_run("unsloth", trainer, warmup, start)
 
 
 def fresh_process(name: str, shape: str, args, work: Path, compile_cache: Path | None = None) -> dict:
@@ -396,6 +445,10 @@ def fresh_process(name: str, shape: str, args, work: Path, compile_cache: Path |
     cache = compile_cache or work / "inductor"
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache), "TRITON_CACHE_DIR": str(cache / "triton")}
     env.setdefault("CUDA_VISIBLE_DEVICES", "0")  # one GPU: SFTTrainer refuses several in one process
+    if name == "unsloth":  # its generated-code cache cold too (by default it is ./unsloth_compiled_cache)
+        env.setdefault("UNSLOTH_COMPILE_LOCATION", str(work / "unsloth_compiled_cache"))
+    if name == "unsloth" and args.unsloth_site:  # its pins (trl<=1.15, datasets<5) ahead of the peer's packages
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (args.unsloth_site, env.get("PYTHONPATH")) if p)
     done = subprocess.run(cmd, env=env)
     if done.returncode or not out.is_file():
         raise RuntimeError(f"the {name} run failed (exit {done.returncode})")
@@ -441,7 +494,7 @@ def bench_shape(shape: str, rows: list[dict], args) -> list[dict]:
     caches: dict[str, Path] = {}
     for name in [n for n in args.variants if n in RUNS]:
         work = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
-        run = run_trl if name == "trl_liger_flex" else functools.partial(run_dataprep, name=name)
+        run = {"trl_liger_flex": run_trl, "unsloth": run_unsloth}.get(name) or functools.partial(run_dataprep, name=name)
         # the lever variants after dataprep reuse its compile cache (their compiled layers are the same)
         lever = name.startswith("dataprep_") and name != "dataprep_nocompile"
         caches[name] = caches["dataprep"] if lever and "dataprep" in caches else work / "inductor"
@@ -540,12 +593,19 @@ def main() -> None:
     ap.add_argument("--run-steps", type=int, default=30, help="timed steps of the whole runs (after --warmup)")
     ap.add_argument("--loss-png", default=None, help="draw the whole runs' loss curves here")
     ap.add_argument("--in-process", action="store_true", help="whole runs in this process (warm caches after the first)")
+    ap.add_argument("--unsloth-site", default=None, help="a site-packages dir put first on the unsloth run's "
+                    "PYTHONPATH (unsloth pins trl<=1.15 and datasets<5; the other runs keep theirs)")
     args = ap.parse_args()
 
     import torch
 
     if set(args.variants) & set(RUNS) and not args.data:
         ap.error(f"{', '.join(RUNS)} need --data")
+    if "unsloth" in args.variants and args.in_process:
+        if len(args.variants) > 1:  # it patches trl, transformers and peft on import: the others would run patched
+            ap.error("unsloth runs alone with --in-process (its import patches trl and transformers); "
+                     "drop --in-process to run each whole run in its own process")
+        import unsloth  # noqa: F401  before transformers, trl and peft, as unsloth requires
     rows = shard_rows(Path(args.data)) if args.data else tokenized_rows(Path(args.token_cache), args.tokenizer)
     lengths = [len(r["input_ids"]) for r in rows]
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
