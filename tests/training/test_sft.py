@@ -308,7 +308,7 @@ def test_a_batch_with_nothing_trained_gives_zero_loss_that_backpropagates(tiny):
     batch = collate_flat([{"input_ids": [5, 6, 7, 8], "labels": [I, I, I, I]}])
     loss, count = causal_lm_loss_sum(model, batch)
     loss.backward()  # the training loop backpropagates every micro-batch
-    assert count == 0 and float(loss) == 0.0
+    assert count == 0 and loss.item() == 0.0
 
 
 def test_classify_labels_are_stored_as_ids_and_collated_multi_hot():
