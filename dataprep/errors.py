@@ -19,13 +19,15 @@ def first_line(exc: BaseException) -> str:
 
 def os_error_message(exc: OSError, writing: str | None = None) -> str:
     """One line for an OS error (a full disk, a file-size limit, a permission, ...), naming the fix;
-    `writing`: the output being written, if any."""
+    `writing`: the output (-o) being written, if any. Without it the error was elsewhere (a temporary
+    directory, a cache), so the line names the error's file instead of pointing at -o."""
     where = f" ({exc.filename})" if exc.filename else ""
-    target = f" while writing {writing}" if writing else ""
+    target, other_o = (f" while writing {writing}", " or choose another -o") if writing else (where, "")
     if exc.errno == errno.EFBIG:
-        return f"a file reached the file-size limit (ulimit -f){target}; raise the limit or choose another -o"
+        return f"a file reached the file-size limit (ulimit -f){target}; raise the limit{other_o}"
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"no space left on the device{target}; free some space or choose another -o"
+        return f"no space left on the device{target}; free some space{other_o}"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"permission denied{where}; check the permissions of the input and of -o's parent"
+        fix = "of the input and of -o's parent" if writing else ("of that path" if exc.filename else "of the paths used")
+        return f"permission denied{where}; check the permissions {fix}"
     return f"{exc.strerror or first_line(exc)}{where}; check the paths, free space, file-size limits and permissions"

@@ -230,6 +230,19 @@ def test_an_os_error_without_a_message_is_one_line():
         "a file reached the file-size limit (ulimit -f) while writing out/x")
 
 
+def test_an_os_error_outside_the_output_names_its_file_not_o():
+    """The CLI's catch-all passes no `writing`: a full temporary directory or cache is not -o's fault."""
+    from dataprep.errors import os_error_message
+
+    assert os_error_message(OSError(28, "No space left on device", "/tmp/x")) == \
+        "no space left on the device (/tmp/x); free some space"
+    assert os_error_message(OSError(27, "File too large")) == "a file reached the file-size limit (ulimit -f); raise the limit"
+    assert os_error_message(OSError(13, "Permission denied", "/hf/cache")) == \
+        "permission denied (/hf/cache); check the permissions of that path"
+    assert os_error_message(OSError(28, "No space left on device", "/o/part"), "/o") == \
+        "no space left on the device while writing /o; free some space or choose another -o"
+
+
 def test_a_temporary_that_cannot_be_marked_is_removed(tmp_path, monkeypatch):
     """A full disk can fail the owner mark of `.OUT.tmp-*` itself; unmarked, no later run would remove it."""
     def full(self, *a, **k):

@@ -17,7 +17,7 @@ from dataprep.convert.columns import PROVENANCE, resolve_columns
 from dataprep.convert.flat import parse_labels, read_label_names
 from dataprep.convert.frame import convert_frame
 from dataprep.convert.nested import split_shared_prompt, to_messages
-from dataprep.convert.rowfn import apply_row_fn, load_row_fn, row_fn_file
+from dataprep.convert.rowfn import apply_row_fn, load_row_fn, row_fn_fingerprint
 from dataprep.convert.stage import FORMATS, ConvertOptions, RecordWriter, convert
 
 __all__ = [
@@ -32,7 +32,7 @@ __all__ = [
     "parse_labels",
     "read_label_names",
     "resolve_columns",
-    "row_fn_file",
+    "row_fn_fingerprint",
     "split_shared_prompt",
     "to_messages",
 ]

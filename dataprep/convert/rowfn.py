@@ -18,9 +18,19 @@ from dataprep.records import get_kind
 from dataprep.sources import frame_from_rows
 
 
-def load_row_fn(spec: str) -> Callable[[dict], dict]:
-    """`module:function` (importable from the working directory) or `path/to/file.py:function`."""
-    return _load_row_fn(spec)
+def row_fn_fingerprint(fn: Callable) -> dict:
+    """What a convert output depends on of the row function: its name, the sha256 of its module's
+    source and (under "imports", when any) those of the user's own modules it imports (see
+    `row_fn_imports`). Each hash is of the source as this process loaded it (`_sha256_as_loaded`)."""
+    module = _module_of(fn)
+    file = getattr(module, "__file__", None)
+    path = Path(file).resolve() if file else None
+    name = f"{getattr(fn, '__module__', None)}:{getattr(fn, '__qualname__', type(fn).__qualname__)}"
+    config: dict = {"name": name,
+                    "sha256": _sha256_as_loaded(module, path) if path and path.is_file() else None}
+    if imports := row_fn_imports(fn):
+        config["imports"] = imports
+    return config
 
 
 def row_fn_imports(fn: Callable) -> dict[str, str]:
@@ -30,13 +40,11 @@ def row_fn_imports(fn: Callable) -> dict[str, str]:
     from the loaded modules themselves (their import statements, and the modules, functions and
     classes in their globals), so a module imported earlier in the process (by another spec naming
     the same file, or by the caller's own script) counts the same as one imported just now."""
-    from dataprep.io import sha256_path
-
     module = _module_of(fn)
     if module is None:
         return {}
     own = _local_file(module)
-    found: dict[str, Path] = {}
+    found: dict[str, tuple[ModuleType, Path]] = {}
     todo = [module]
     seen = {id(module)}
     while todo:
@@ -46,9 +54,32 @@ def row_fn_imports(fn: Callable) -> dict[str, str]:
             seen.add(id(dep))
             if (path := _local_file(dep)) is not None:
                 if path != own:
-                    found[dep.__name__] = path
+                    found[dep.__name__] = (dep, path)
                 todo.append(dep)
-    return {name: sha256_path(path) for name, path in sorted(found.items())}
+    return {name: _sha256_as_loaded(dep, path) for name, (dep, path) in sorted(found.items())}
+
+
+# (source file, id of the module's spec) → (that spec, sha256 of the file when we first saw the module)
+_AS_LOADED: dict[tuple[str, int], tuple[object, str]] = {}
+
+
+def _sha256_as_loaded(module: ModuleType, path: Path) -> str:
+    """sha256 of `module`'s source file, which must still be the source the module was loaded from:
+    a module stays cached in sys.modules, so after an edit the code that runs is the old one and a
+    fingerprint of the file on disk would call an output of the old code current. The hash is
+    remembered the first time we see the module (a fresh load, e.g. of a `file.py:function` spec,
+    or an importlib.reload gives it a new spec, so it is seen anew); a file that differs later is an
+    error."""
+    from dataprep.io import sha256_path
+
+    spec = getattr(module, "__spec__", None)
+    now = sha256_path(path)
+    key = (str(path), id(spec))
+    loaded = _AS_LOADED.setdefault(key, (spec, now))[1]  # the spec is kept, so its id is not reused
+    if now != loaded:
+        raise DataprepError(f"{path} changed since this process imported it; restart the process "
+                            f"(or importlib.reload it)")
+    return now
 
 
 def _module_of(fn: Callable) -> ModuleType | None:
@@ -71,7 +102,6 @@ def _imported_modules(module: ModuleType):
     """The modules `module` imports (its import statements, top-level or inside functions, that
     have been imported) and those its globals' modules, functions and classes come from."""
     import ast
-    import importlib.util
 
     names: set[str] = set()
     file = getattr(module, "__file__", None)
@@ -125,7 +155,8 @@ def _installed_roots() -> frozenset[Path]:
     return frozenset({Path(p).resolve() for p in roots if p} | {Path(__file__).resolve().parents[1]})
 
 
-def _load_row_fn(spec: str) -> Callable[[dict], dict]:
+def load_row_fn(spec: str) -> Callable[[dict], dict]:
+    """`module:function` (importable from the working directory) or `path/to/file.py:function`."""
     module_name, _, func_name = spec.rpartition(":")
     if not module_name or not func_name:
         raise DataprepError(f"--row-fn {spec}: write it as module:function or path/to/file.py:function")
@@ -149,15 +180,6 @@ def _load_row_fn(spec: str) -> Callable[[dict], dict]:
     if not callable(fn):
         raise DataprepError(f"--row-fn {spec}: {module_name} has no function {func_name}; check the name")
     return fn
-
-
-def row_fn_file(spec: str) -> str | None:
-    """The source file of a row function (its hash goes into the fingerprint), if it can be found."""
-    module_name = spec.rpartition(":")[0]
-    if module_name.endswith(".py"):
-        return module_name
-    found = importlib.util.find_spec(module_name)
-    return found.origin if found and found.origin and Path(found.origin).is_file() else None
 
 
 def apply_row_fn(frame, fn: Callable[[dict], dict], kind: str, batch_size: int = 1000):

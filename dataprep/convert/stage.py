@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +15,7 @@ import pyarrow as pa
 
 from dataprep.convert.flat import read_label_names
 from dataprep.convert.frame import check_choices, convert_frame, ignored_columns, template_for
-from dataprep.convert.rowfn import load_row_fn, row_fn_file, row_fn_imports
+from dataprep.convert.rowfn import load_row_fn, row_fn_fingerprint
 from dataprep.engine import EngineOptions, ray_map, timed
 from dataprep.errors import DataprepError
 from dataprep.io import sha256_path
@@ -127,7 +126,7 @@ def convert(sources: str | list[str], out: str, *, force: bool = False, **option
     for p in sources:
         if not str(p).startswith("hub:") and not Path(p).exists():
             raise DataprepError(f"input {p} does not exist; check the path")
-    config = _config(kind, tmpl, mapping, row_fn, fn, fmt, label_names, label_sep, reader_options)
+    config = _config(kind, tmpl, mapping, fn, fmt, label_names, label_sep, reader_options)
     if limit is not None:
         config["limit"] = limit
     if o.think != "keep":
@@ -337,17 +336,13 @@ def summarize_lengths(frames: list) -> dict[str, dict[str, float]]:
                    "max": int(lengths[name].max())} for name in lengths.columns}
 
 
-def _config(kind, tmpl, mapping, row_fn, fn, fmt, label_names, label_sep, reader_options) -> dict:
+def _config(kind, tmpl, mapping, fn, fmt, label_names, label_sep, reader_options) -> dict:
     config: dict[str, Any] = {"kind": kind, "format": fmt, "mapping": dict(sorted((mapping or {}).items())),
                               "reader": dict(sorted(reader_options.items()))}
     if tmpl is not None:
         config["template"] = tmpl.as_config()
-    if row_fn is not None:
-        spec = row_fn if isinstance(row_fn, str) else f"{row_fn.__module__}:{row_fn.__qualname__}"
-        path = row_fn_file(spec) if isinstance(row_fn, str) else getattr(sys.modules.get(row_fn.__module__), "__file__", None)
-        config["row_fn"] = {"name": spec, "sha256": sha256_path(path) if path else None}
-        if isinstance(row_fn, str) and (imports := row_fn_imports(fn)):
-            config["row_fn"]["imports"] = imports
+    if fn is not None:
+        config["row_fn"] = row_fn_fingerprint(fn)
     if kind == "classify":
         config["label_sep"] = label_sep
         if label_names:

@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dataprep.errors import DataprepError
+from dataprep.errors import DataprepError, first_line
 from dataprep.sources.csv import csv_batches, read_csv
-from dataprep.sources.decoding import first_line, open_gzip
+from dataprep.sources.decoding import open_gzip
 from dataprep.sources.hub import read_hub
 from dataprep.sources.json import frame_from_rows, read_json, read_json_lines, read_lines
 from dataprep.sources.tables import parquet_batches, read_saved_dataset

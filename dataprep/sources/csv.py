@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dataprep.errors import DataprepError
-from dataprep.sources.decoding import best_match, decode, first_line, open_gzip
+from dataprep.errors import DataprepError, first_line
+from dataprep.sources.decoding import best_match, decode, open_gzip
 
 SNIFF_BYTES = 1 << 16
 FULL_UTF8_CHECK_BYTES = 64 << 20  # decoding to validate runs at ~200 MB/s on a busy core

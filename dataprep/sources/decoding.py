@@ -1,12 +1,11 @@
-"""Bytes to text, shared by the readers: gunzip, decode (with the encoding given, else UTF-8,
-else what charset-normalizer detects), and `first_line`, the line of an exception that the
-readers' error messages quote."""
+"""Bytes to text, shared by the readers: gunzip, and decode (with the encoding given, else UTF-8,
+else what charset-normalizer detects)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from dataprep.errors import DataprepError, first_line  # noqa: F401 - first_line: the readers import it from here
+from dataprep.errors import DataprepError, first_line
 
 PREFERRED_ENCODINGS = ("utf_8", "cp949", "cp1252", "latin_1", "iso8859_15")
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataprep.errors import DataprepError
-from dataprep.sources.decoding import first_line
+from dataprep.errors import DataprepError, first_line
 from dataprep.sources.tables import dataset_to_frame
 
 

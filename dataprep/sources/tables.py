@@ -6,8 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from dataprep.errors import DataprepError
-from dataprep.sources.decoding import first_line
+from dataprep.errors import DataprepError, first_line
 
 
 def parquet_batches(path: str, batch_rows: int) -> Iterator:

@@ -1,8 +1,10 @@
 """The fidelity counters every row builder reports into, and their manifest summary.
 
-A row builder checks, for each trained turn (sft: each row), that the trained token ids equal what
-the same template and tokenizer produce at inference time: the prompt tokenized alone, the output
-tokenized from a token boundary. It counts each check and each mismatch by reason in the batch's
+A row builder checks, for each trained output, that the trained token ids equal what the same
+template and tokenizer produce at inference time: the prompt tokenized alone, the output tokenized
+from a token boundary: one check per trained turn (chat), one per row (sft; kto: its completion),
+two per row (preference: one per answer). An encoder tokenizer's kto and preference answers (scored,
+never generated) are not checked. It counts each check and each mismatch by reason in the batch's
 event Counter (so the counts travel back from worker processes with the other events); the stage
 takes them out with `summary` into the manifest's `fidelity`:
 
@@ -10,7 +12,7 @@ takes them out with `summary` into the manifest's `fidelity`:
 
 A mismatched row is rejected with the reason `fidelity: <reason>` (`--on-mismatch reject`, the
 default) or kept and only counted (`--on-mismatch warn`; chat: the mismatched turn is left
-untrained). `checked` counts the turns checked: a row rejected at a rendering-level mismatch
+untrained). `checked` counts the checks made: a chat row rejected at a rendering-level mismatch
 (`history_rewritten`, `prompt_not_prefix`) stops there, so its later turns are not counted.
 """
 

@@ -203,47 +203,83 @@ def test_editing_a_module_the_row_fn_imports_makes_the_output_out_of_date(tmp_pa
     assert set(read_manifest(tmp_path / "o").config["row_fn"]["imports"]) == {"helper"}
 
 
-def test_two_row_fn_specs_on_one_file_both_fingerprint_its_helper(tmp_path, monkeypatch):
-    """`fn.py:g` after `fn.py:f`, with the helper already imported by the caller's own code: both
-    fingerprints name the helper (read from the loaded module, not from what its import newly
-    loaded), and editing the helper makes the output out of date."""
-    import importlib
+def _texts(out) -> list[str]:
+    return pl.read_parquet(out / "records.parquet")["text"].to_list()
+
+
+@pytest.fixture
+def user_modules(tmp_path, monkeypatch):
+    """write(name=source, ...): the user's modules in tmp_path (the working directory, on sys.path),
+    next to a one-row rows.jsonl whose path it returns (as convert's sources); forgotten by
+    sys.modules after the test."""
     import sys
 
-    rows = [str(tmp_path / "rows.jsonl")]
-    (tmp_path / "rows.jsonl").write_text('{"x": "a"}\n')
-    (tmp_path / "helper_two.py").write_text("WORD = 'w'\n")
-    (tmp_path / "fn_two.py").write_text("from helper_two import WORD\n\n\ndef f(row):\n    return {'text': WORD}\n\n\n"
-                                        "def g(row):\n    return {'text': WORD + '!'}\n")
+    written: list[str] = []
+
+    def write(**modules: str) -> list[str]:
+        (tmp_path / "rows.jsonl").write_text('{"x": "a"}\n')
+        for name, source in modules.items():
+            (tmp_path / f"{name}.py").write_text(source)
+            written.append(name)
+        return [str(tmp_path / "rows.jsonl")]
+
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
-    try:
-        importlib.import_module("helper_two")  # the caller's script imported it before convert()
-        f = convert(rows, tmp_path / "f", kind="text", row_fn="fn_two.py:f")
-        g = convert(rows, tmp_path / "g", kind="text", row_fn="fn_two.py:g")
-        (tmp_path / "helper_two.py").write_text("WORD = 'edited'\n")
-        edited = convert(rows, tmp_path / "g", kind="text", row_fn="fn_two.py:g")
-    finally:
-        sys.modules.pop("helper_two", None)
+    yield write
+    for name in written:
+        sys.modules.pop(name, None)
+
+
+def test_two_row_fn_specs_on_one_file_both_fingerprint_its_helper(tmp_path, user_modules):
+    """`fn.py:g` after `fn.py:f`, with the helper already imported by the caller's own code: both
+    fingerprints name the helper (read from the loaded module, not from what its import newly
+    loaded), and an edited helper, once loaded anew, makes the output out of date."""
+    import importlib
+
+    rows = user_modules(helper_two="WORD = 'w'\n", fn_two="from helper_two import WORD\n\n\ndef f(row):\n"
+                        "    return {'text': WORD}\n\n\ndef g(row):\n    return {'text': WORD + '!'}\n")
+    helper = importlib.import_module("helper_two")  # the caller's script imported it before convert()
+    f = convert(rows, tmp_path / "f", kind="text", row_fn="fn_two.py:f")
+    g = convert(rows, tmp_path / "g", kind="text", row_fn="fn_two.py:g")
+    assert (_texts(tmp_path / "f"), _texts(tmp_path / "g")) == (["w"], ["w!"])
+    (tmp_path / "helper_two.py").write_text("WORD = 'edited'\n")
+    importlib.reload(helper)
+    edited = convert(rows, tmp_path / "g", kind="text", row_fn="fn_two.py:g")
     assert set(f.config["row_fn"]["imports"]) == set(g.config["row_fn"]["imports"]) == {"helper_two"}
-    assert not edited.skipped
+    assert not edited.skipped and _texts(tmp_path / "g") == ["edited!"]
     assert edited.config["row_fn"]["imports"]["helper_two"] != g.config["row_fn"]["imports"]["helper_two"]
 
 
-def test_a_row_fn_module_loaded_twice_in_one_process_is_still_current(tmp_path, monkeypatch):
-    """The second load finds its modules cached (nothing newly imported): the fingerprint must not change."""
-    import sys
+@pytest.mark.parametrize(("spec", "edit"), [("fn_ed.py:g", "helper_ed"), ("fn_ed:g", "helper_ed"), ("fn_ed:g", "fn_ed")])
+def test_a_row_fn_source_edited_in_the_process_that_imported_it_is_an_error(tmp_path, user_modules, spec, edit):
+    """The module stays cached, so the code that would run is the old one: recording the edited
+    file's hash would call the old code's output current (and a fresh process would then skip)."""
+    rows = user_modules(helper_ed="WORD = 'w'\n", fn_ed="from helper_ed import WORD\n\n\ndef g(row):\n"
+                        "    return {'text': WORD + '!'}\n")
+    first = convert(rows, tmp_path / "o", kind="text", row_fn=spec)
+    (tmp_path / f"{edit}.py").write_text((tmp_path / f"{edit}.py").read_text().replace("'w'", "'x'").replace("'!'", "'?'"))
+    with pytest.raises(DataprepError, match=rf"{edit}\.py changed since this process imported it; restart"):
+        convert(rows, tmp_path / "o", kind="text", row_fn=spec)
+    assert read_manifest(tmp_path / "o").fingerprint == first.fingerprint and _texts(tmp_path / "o") == ["w!"]
 
-    (tmp_path / "rows.jsonl").write_text('{"x": "a"}\n')
-    (tmp_path / "helper_twice.py").write_text("WORD = 'w'\n")
-    (tmp_path / "fn_twice.py").write_text("import helper_twice\n\ndef f(row):\n    return {'text': helper_twice.WORD}\n")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    try:
-        first = convert([str(tmp_path / "rows.jsonl")], tmp_path / "o", kind="text", row_fn="fn_twice:f")
-        again = convert([str(tmp_path / "rows.jsonl")], tmp_path / "o", kind="text", row_fn="fn_twice:f")
-    finally:
-        for name in ("fn_twice", "helper_twice"):
-            sys.modules.pop(name, None)
+
+def test_a_row_fn_object_from_a_file_fingerprints_its_file_and_helper(tmp_path, user_modules):
+    """A function object (not a spec) loaded from a file path: its module is not in sys.modules."""
+    from dataprep.convert import load_row_fn
+    from dataprep.io import sha256_path
+
+    rows = user_modules(helper_obj="WORD = 'w'\n", fn_obj="import helper_obj\n\ndef f(row):\n"
+                        "    return {'text': helper_obj.WORD}\n")
+    m = convert(rows, tmp_path / "o", kind="text", row_fn=load_row_fn(f"{tmp_path / 'fn_obj.py'}:f"))
+    assert m.config["row_fn"] == {"name": "fn_obj:f", "sha256": sha256_path(tmp_path / "fn_obj.py"),
+                                  "imports": {"helper_obj": sha256_path(tmp_path / "helper_obj.py")}}
+
+
+def test_a_row_fn_module_loaded_twice_in_one_process_is_still_current(tmp_path, user_modules):
+    """The second load finds its modules cached (nothing newly imported): the fingerprint must not change."""
+    rows = user_modules(helper_twice="WORD = 'w'\n", fn_twice="import helper_twice\n\ndef f(row):\n"
+                        "    return {'text': helper_twice.WORD}\n")
+    first = convert(rows, tmp_path / "o", kind="text", row_fn="fn_twice:f")
+    again = convert(rows, tmp_path / "o", kind="text", row_fn="fn_twice:f")
     assert not first.skipped and again.skipped
     assert set(first.config["row_fn"]["imports"]) == {"helper_twice"}

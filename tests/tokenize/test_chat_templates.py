@@ -404,14 +404,16 @@ def test_exact_offsets_path_equals_the_offsets_path(family, smol, shared_data, m
              "source": ["t"] * len(rows), "row": list(range(len(rows)))}
     for options in ({"split_turns": True}, {"max_len": 96}, {"reasoning": "mask"}, {}):
         options = {"tools_in_system": True, "on_mismatch": "warn", **options}
-        pieces = tokenize_batch(batch, tok, "chat", TokenizeOptions(**options), SP)
+        kept = {"pieces": [], "fast": [], "slow": []}  # the rows each path keeps with a fidelity mismatch
+        pieces = tokenize_batch(batch, tok, "chat", TokenizeOptions(**options), SP, kept=kept["pieces"])
         monkeypatch.setattr(chat, "piece_encoder", lambda tok: None)
-        fast = tokenize_batch(batch, tok, "chat", TokenizeOptions(**options), SP)
+        fast = tokenize_batch(batch, tok, "chat", TokenizeOptions(**options), SP, kept=kept["fast"])
         monkeypatch.setattr(chat, "exact_offsets", lambda tok: False)
         monkeypatch.setattr(chat, "context_free_words", lambda tok: False)
-        slow = tokenize_batch(batch, tok, "chat", TokenizeOptions(**options), SP)
+        slow = tokenize_batch(batch, tok, "chat", TokenizeOptions(**options), SP, kept=kept["slow"])
         monkeypatch.undo()
         assert pieces == fast == slow and len(fast[0]["input_ids"]) >= 20, options
+        assert kept["pieces"] == kept["fast"] == kept["slow"], options
 
 
 def test_exact_offsets_only_for_plain_byte_level_bpe(smol):

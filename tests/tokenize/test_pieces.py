@@ -176,7 +176,7 @@ def test_padding_or_truncation_saved_in_the_tokenizer_is_off(smol):
 @pytest.mark.parametrize("template", ["qwen2_5", "qwen3", "llama3_1"])
 def test_alpaca_rows_same_on_every_path(smol, shared_data, monkeypatch, template):
     """Real rows (alpaca_en_demo's first 200 instructions: prose, code, lists, numbers, unicode) under
-    trl's templates: the piece-by-piece path gives the rows, labels, rejects and fidelity counts of
+    trl's templates: the piece-by-piece path gives the rows, labels, rejects, fidelity counts and kept mismatches of
     the path that reads every offset and encodes every output again, whether the batch is encoded in
     chunks of 7 rows or at once."""
     import copy
@@ -204,17 +204,19 @@ def test_alpaca_rows_same_on_every_path(smol, shared_data, monkeypatch, template
     sp = Specials(2, 0, "<|endoftext|>", "existing special token")
     opts = TokenizeOptions(on_mismatch="warn", split_turns=True)
     assert chat.piece_encoder(tok) is not None
-    pieces = tokenize_batch(batch, tok, "chat", opts, sp)
+    kept = {"pieces": [], "chunked": [], "slow": []}  # the rows each path keeps with a fidelity mismatch
+    pieces = tokenize_batch(batch, tok, "chat", opts, sp, kept=kept["pieces"])
     strict = TokenizeOptions(max_len=48, overflow="drop")  # rejects from planning and from finishing rows
     whole = tokenize_batch(batch, tok, "chat", strict, sp)
     monkeypatch.setattr(chat, "CHUNK", 7)  # rendered and encoded in chunks: the same output, rejects in order
-    assert tokenize_batch(batch, tok, "chat", opts, sp) == pieces
+    assert tokenize_batch(batch, tok, "chat", opts, sp, kept=kept["chunked"]) == pieces
     assert tokenize_batch(batch, tok, "chat", strict, sp) == whole and len(whole[1]) > 20
     monkeypatch.setattr(chat, "CHUNK", 10_000)
     monkeypatch.setattr(chat, "exact_offsets", lambda tok: False)
     monkeypatch.setattr(chat, "context_free_words", lambda tok: False)
-    slow = tokenize_batch(batch, tok, "chat", opts, sp)
+    slow = tokenize_batch(batch, tok, "chat", opts, sp, kept=kept["slow"])
     assert pieces == slow and len(pieces[0]["input_ids"]) >= 200
+    assert kept["pieces"] == kept["chunked"] == kept["slow"]
 
 
 def test_a_pre_tokenizer_that_drops_text_gets_no_fast_path(smol):
