@@ -8,7 +8,8 @@
   embedded no faster than one on threads), else threads. Each chunk's vectors do not depend on
   which copy embedded it.
 - Batches: on a GPU, by default as many length-sorted texts as fit in `AUTO_BATCH_TOKENS` padded
-  tokens (short texts: thousands a batch; the Python cost of a forward is per batch); on CPU 64.
+  tokens (short texts: thousands a batch; the Python cost of a forward is per batch; a model
+  without a fast tokenizer: as many texts as long as its window); on CPU 64.
 - `embed_texts(texts, encoder)` returns L2-normalised float32 vectors. sentence-transformers
   sorts each call's texts by length before batching, so batches carry little padding.
 - The cache (`EmbeddingCache`) is keyed by (model, precision) and the xxh3-128 of each text, so
@@ -481,11 +482,10 @@ def forward(model, texts: list[str], tokens, batch_size: int | None = CPU_BATCH)
     import torch
 
     most_rows, most_tokens = batch_limits(batch_size, model.device)
-    if tokens is None:
-        batch_size = most_rows
+    if tokens is None:  # lengths unknown: a token budget holds texts as long as the window (a long window: few)
         window = int(model.max_seq_length or 512)
-        vecs = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-                            show_progress_bar=False).astype(np.float32)
+        vecs = model.encode(texts, batch_size=_batch_rows(most_rows, most_tokens, window), normalize_embeddings=True,
+                            convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
         full = model.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"] if texts else []
         return vecs, np.array([len(x) > window for x in full], dtype=bool)
     encodings, lengths, truncated = tokens
@@ -497,7 +497,7 @@ def forward(model, texts: list[str], tokens, batch_size: int | None = CPU_BATCH)
         start = 0
         while start < len(texts):
             width = int(lengths[order[start]])  # the longest of the batch: rows are longest first
-            take = most_rows if most_tokens is None else max(1, min(most_rows, most_tokens // max(width, 1)))
+            take = _batch_rows(most_rows, most_tokens, width)
             rows = order[start : start + take]
             start += take
             mask = np.arange(width)[None, :] < lengths[rows][:, None]  # rows longest first: the ids fill it in order
@@ -514,6 +514,11 @@ def forward(model, texts: list[str], tokens, batch_size: int | None = CPU_BATCH)
     out = np.empty_like(vecs)
     out[order] = vecs
     return out, truncated
+
+
+def _batch_rows(most_rows: int, most_tokens: int | None, width: int) -> int:
+    """Texts a batch of rows `width` tokens long holds within `batch_limits` (at least one)."""
+    return most_rows if most_tokens is None else max(1, min(most_rows, most_tokens // max(width, 1)))
 
 
 _SDPA_LOCK = threading.Lock()

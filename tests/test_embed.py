@@ -192,6 +192,38 @@ def test_token_budget_batches_hold_more_short_texts_and_give_the_same_vectors(mo
     np.testing.assert_allclose(budget, fixed, atol=1e-5)
 
 
+class _SlowTokenizerModel:
+    """A model without a fast tokenizer (no `backend_tokenizer`): `forward` falls back to `encode`,
+    which records the batch size it is given. Tokens: one per word, plus [CLS] and [SEP]."""
+
+    def __init__(self, device: str, window: int) -> None:
+        import torch
+
+        self.device, self.max_seq_length, self.batch_sizes = torch.device(device), window, []
+        self.tokenizer = lambda texts, **kw: {"input_ids": [[0, *range(len(t.split())), 0] for t in texts]}
+
+    def encode(self, texts, batch_size, **kw):
+        self.batch_sizes.append(batch_size)
+        return np.ones((len(texts), 3), np.float32) / np.sqrt(3)
+
+
+def test_a_model_without_a_fast_tokenizer_gets_a_bounded_batch_size():
+    """With no --batch-size on a GPU, `model.encode` gets as many texts as fit in the token budget at
+    the model's full window (lengths are not known), not a whole chunk; on CPU 64; a given size as is."""
+    from dataprep import embed
+
+    texts = ["one two three", "a b c d e f g h", "x"]  # 5, 10 and 3 tokens
+    for device, window, batch_size, expected in [("cuda:0", 8192, None, embed.AUTO_BATCH_TOKENS // 8192),  # 16
+                                                 ("cuda:0", 512, None, 256), ("cpu", 8192, None, 64),
+                                                 ("cuda:0", 8192, 1000, 1000), ("cuda:0", 10**6, None, 1)]:
+        model = _SlowTokenizerModel(device, window)
+        vecs, cut = embed.encode_flagging_truncation(model, texts, batch_size=batch_size)
+        assert model.batch_sizes == [expected], (device, window, batch_size)
+        assert vecs.shape == (3, 3) and cut.tolist() == [False, False, False]
+    model = _SlowTokenizerModel("cpu", 8)  # the truncation count: texts with more tokens than the window
+    assert embed.encode_flagging_truncation(model, texts)[1].tolist() == [False, True, False]
+
+
 def test_worker_processes_give_one_devices_vectors(monkeypatch):
     """One worker process per device (spawned; two "cpu" processes stand for two GPUs): the chunks
     come back in input order, equal to the in-process vectors."""
