@@ -100,9 +100,20 @@ class Encoder:
         return self._pool
 
     def close(self) -> None:
-        """Stop the worker processes, if any."""
+        """Stop the worker processes, if any, and drop the model copies of this process (on CUDA their
+        memory goes back to the driver), so what runs next (the search) has the GPUs' memory. The
+        encoder stays usable: a later call loads what it needs again."""
         if self._pool is not None:
             self._pool.close()
+        if self._models:
+            self._models.clear()
+            if any(d.startswith("cuda") for d in self.devices):
+                import gc
+
+                import torch
+
+                gc.collect()  # a model (or its tokenizer cache) in a reference cycle would keep its tensors
+                torch.cuda.empty_cache()
 
     def use_processes(self, texts: int) -> bool:
         """Whether `texts` new texts are embedded by one worker process per device: with `processes`,
@@ -120,12 +131,13 @@ class Encoder:
             self._models.append(self.load(self.devices[0]))
         return self._models[0]
 
-    def models(self) -> list:
-        """One model copy per device, loaded on first use."""
+    def models(self, most: int | None = None) -> list:
+        """One model copy per device (on the first `most` devices only: fewer chunks than devices need
+        fewer copies), loaded on first use."""
         self.model  # noqa: B018
-        for device in self.devices[len(self._models):]:
+        for device in self.devices[len(self._models) : most]:
             self._models.append(self.load(device))
-        return self._models
+        return self._models[:most]
 
     @property
     def max_tokens(self) -> int:
@@ -258,7 +270,7 @@ def _encode_chunks(texts, first, todo, uniq_keys, truncated, encoder, cache, bat
     elif encoder.use_processes(len(todo)):
         results = encoder.workers_pool().map(chunks, batch_size)
     else:
-        results = _encode_on_devices(chunks, encoder.models(), batch_size)
+        results = _encode_on_devices(chunks, encoder.models(len(chunks)), batch_size)
     uniq_vecs, writes = None, []
     # the cache is written on a thread (file writes and the zip's CRC leave the GIL; ~1 µs a row here)
     with tqdm(total=len(todo), desc="embed", unit="text", disable=not progress) as bar, \

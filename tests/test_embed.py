@@ -122,10 +122,46 @@ def test_embedding_split_over_two_devices_equals_one(monkeypatch, tmp_path):
     monkeypatch.setattr(embed, "forward", lambda model, *a, **k: used.append(id(model)) or forward(model, *a, **k))
     two = load_encoder("minilm", "cpu", devices=["cpu", "cpu"])
     split = embed_texts(texts, two, use_cache=False)
-    assert len(two.models()) == 2 and len(used) == 5 and len(set(used)) == 2
+    assert len(two._models) == 2 and len(used) == 5 and len(set(used)) == 2
     np.testing.assert_allclose(split, one, atol=1e-6)
     np.testing.assert_array_equal(split[0], split[-1])  # the repeat is embedded once, put back twice
     assert two.stats == {"truncated": 0, "embedded": 23, "cached": 0}
+
+
+def test_threads_load_no_more_model_copies_than_chunks_and_close_drops_them(monkeypatch):
+    """Three devices but one chunk: one model copy is loaded, not three; two chunks: two. `close`
+    drops the copies (the encoder loads again when asked)."""
+    from dataprep import embed
+
+    model = load_encoder("minilm", "cpu").model
+    enc = load_encoder("minilm", "cpu", devices=["cpu", "cpu", "cpu"])
+    loads = []
+    enc.load = lambda device: loads.append(device) or model
+    embed_texts(["one text", "another text"], enc, use_cache=False)
+    assert loads == ["cpu"] and len(enc._models) == 1
+    monkeypatch.setattr(embed, "CHUNK", 1)
+    embed_texts(["a third text", "a fourth"], enc, use_cache=False)
+    assert loads == ["cpu", "cpu"] and len(enc._models) == 2 and len(enc.models()) == 3
+    enc.close()
+    assert enc._models == []
+    embed_texts(["a fifth text"], enc, use_cache=False)
+    assert len(loads) == 4 and len(enc._models) == 1
+
+
+def test_close_gives_cuda_memory_back_only_when_cuda_was_used(monkeypatch):
+    import torch
+
+    from dataprep.embed import Encoder
+
+    emptied = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(1))
+    for devices, models, expected in [(["cuda:0", "cuda:1"], [object(), object()], [1]), (["cuda:0"], [], []),
+                                      (["cpu"], [object()], [])]:
+        enc = Encoder.__new__(Encoder)  # no model files or GPU needed: only what close does
+        enc._pool, enc._models, enc.devices = None, list(models), devices
+        emptied.clear()
+        enc.close()
+        assert enc._models == [] and emptied == expected, devices
 
 
 def test_text_keys_are_xxh3_128_of_the_utf8_and_versioned_in_the_cache_key():
