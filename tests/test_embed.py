@@ -294,6 +294,23 @@ def test_a_failing_worker_process_is_one_error_line():
         load_encoder("minilm", "cpu", workers="fibers")
 
 
+def test_a_worker_process_that_dies_is_one_error_line_naming_its_exit_code():
+    """A worker killed without a word (the OOM killer, a crash in CUDA: here os._exit(3) while loading)
+    sends no result: the pool notices the exit code, says it in one line and is emptied."""
+    from dataprep import embed
+
+    pool = embed._Workers(_die_while_loading, ["cpu"])
+    with pytest.raises(DataprepError, match=r"embedding worker embed-cpu died \(exit code 3\); rerun on one device"):
+        list(pool.map([["a text"]], None))
+    assert pool.procs == []
+
+
+def _die_while_loading(device: str):
+    import os
+
+    os._exit(3)
+
+
 def test_unique_keys_in_order_of_first_appearance():
     from dataprep.embed import _unique_in_order
 
