@@ -17,7 +17,8 @@ sampled every 0.2 s by the benchmark's own process; `driver RSS` is the command'
 local's, or the benchmark stops.
 
     python benchmarks/bench_engine.py [--rows 1000000] [--tokenize-rows 100000 (0: convert only)]
-        [--exact-local-rows 200000] [--near-local-rows 200000] [--json engine.json]
+        [--exact-local-rows N] [--near-local-rows N] [--near-rows N] (each 0 by default: no dedupe rows;
+        e.g. --exact-local-rows 200000 --near-local-rows 200000) [--no-cold] [--json engine.json]
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@
   embedded no faster than one on threads), else threads. Each chunk's vectors do not depend on
   which copy embedded it.
 - Batches: on a GPU, by default as many length-sorted texts as fit in `AUTO_BATCH_TOKENS` padded
-  tokens (short texts: thousands a batch; the Python cost of a forward is per batch); on CPU 64.
+  tokens (short texts: thousands a batch; the Python cost of a forward is per batch; a model
+  without a fast tokenizer: as many texts as long as its window); on CPU 64.
 - `embed_texts(texts, encoder)` returns L2-normalised float32 vectors. sentence-transformers
   sorts each call's texts by length before batching, so batches carry little padding.
 - The cache (`EmbeddingCache`) is keyed by (model, precision) and the xxh3-128 of each text, so
@@ -99,9 +100,20 @@ class Encoder:
         return self._pool
 
     def close(self) -> None:
-        """Stop the worker processes, if any."""
+        """Stop the worker processes, if any, and drop the model copies of this process (on CUDA their
+        memory goes back to the driver), so what runs next (the search) has the GPUs' memory. The
+        encoder stays usable: a later call loads what it needs again."""
         if self._pool is not None:
             self._pool.close()
+        if self._models:
+            self._models.clear()
+            if any(d.startswith("cuda") for d in self.devices):
+                import gc
+
+                import torch
+
+                gc.collect()  # a model (or its tokenizer cache) in a reference cycle would keep its tensors
+                torch.cuda.empty_cache()
 
     def use_processes(self, texts: int) -> bool:
         """Whether `texts` new texts are embedded by one worker process per device: with `processes`,
@@ -119,12 +131,13 @@ class Encoder:
             self._models.append(self.load(self.devices[0]))
         return self._models[0]
 
-    def models(self) -> list:
-        """One model copy per device, loaded on first use."""
+    def models(self, most: int | None = None) -> list:
+        """One model copy per device (on the first `most` devices only: fewer chunks than devices need
+        fewer copies), loaded on first use."""
         self.model  # noqa: B018
-        for device in self.devices[len(self._models):]:
+        for device in self.devices[len(self._models) : most]:
             self._models.append(self.load(device))
-        return self._models
+        return self._models[:most]
 
     @property
     def max_tokens(self) -> int:
@@ -257,7 +270,7 @@ def _encode_chunks(texts, first, todo, uniq_keys, truncated, encoder, cache, bat
     elif encoder.use_processes(len(todo)):
         results = encoder.workers_pool().map(chunks, batch_size)
     else:
-        results = _encode_on_devices(chunks, encoder.models(), batch_size)
+        results = _encode_on_devices(chunks, encoder.models(len(chunks)), batch_size)
     uniq_vecs, writes = None, []
     # the cache is written on a thread (file writes and the zip's CRC leave the GIL; ~1 µs a row here)
     with tqdm(total=len(todo), desc="embed", unit="text", disable=not progress) as bar, \
@@ -481,11 +494,10 @@ def forward(model, texts: list[str], tokens, batch_size: int | None = CPU_BATCH)
     import torch
 
     most_rows, most_tokens = batch_limits(batch_size, model.device)
-    if tokens is None:
-        batch_size = most_rows
+    if tokens is None:  # lengths unknown: a token budget holds texts as long as the window (a long window: few)
         window = int(model.max_seq_length or 512)
-        vecs = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-                            show_progress_bar=False).astype(np.float32)
+        vecs = model.encode(texts, batch_size=_batch_rows(most_rows, most_tokens, window), normalize_embeddings=True,
+                            convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
         full = model.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"] if texts else []
         return vecs, np.array([len(x) > window for x in full], dtype=bool)
     encodings, lengths, truncated = tokens
@@ -497,7 +509,7 @@ def forward(model, texts: list[str], tokens, batch_size: int | None = CPU_BATCH)
         start = 0
         while start < len(texts):
             width = int(lengths[order[start]])  # the longest of the batch: rows are longest first
-            take = most_rows if most_tokens is None else max(1, min(most_rows, most_tokens // max(width, 1)))
+            take = _batch_rows(most_rows, most_tokens, width)
             rows = order[start : start + take]
             start += take
             mask = np.arange(width)[None, :] < lengths[rows][:, None]  # rows longest first: the ids fill it in order
@@ -514,6 +526,11 @@ def forward(model, texts: list[str], tokens, batch_size: int | None = CPU_BATCH)
     out = np.empty_like(vecs)
     out[order] = vecs
     return out, truncated
+
+
+def _batch_rows(most_rows: int, most_tokens: int | None, width: int) -> int:
+    """Texts a batch of rows `width` tokens long holds within `batch_limits` (at least one)."""
+    return most_rows if most_tokens is None else max(1, min(most_rows, most_tokens // max(width, 1)))
 
 
 _SDPA_LOCK = threading.Lock()

@@ -122,10 +122,46 @@ def test_embedding_split_over_two_devices_equals_one(monkeypatch, tmp_path):
     monkeypatch.setattr(embed, "forward", lambda model, *a, **k: used.append(id(model)) or forward(model, *a, **k))
     two = load_encoder("minilm", "cpu", devices=["cpu", "cpu"])
     split = embed_texts(texts, two, use_cache=False)
-    assert len(two.models()) == 2 and len(used) == 5 and len(set(used)) == 2
+    assert len(two._models) == 2 and len(used) == 5 and len(set(used)) == 2
     np.testing.assert_allclose(split, one, atol=1e-6)
     np.testing.assert_array_equal(split[0], split[-1])  # the repeat is embedded once, put back twice
     assert two.stats == {"truncated": 0, "embedded": 23, "cached": 0}
+
+
+def test_threads_load_no_more_model_copies_than_chunks_and_close_drops_them(monkeypatch):
+    """Three devices but one chunk: one model copy is loaded, not three; two chunks: two. `close`
+    drops the copies (the encoder loads again when asked)."""
+    from dataprep import embed
+
+    model = load_encoder("minilm", "cpu").model
+    enc = load_encoder("minilm", "cpu", devices=["cpu", "cpu", "cpu"])
+    loads = []
+    enc.load = lambda device: loads.append(device) or model
+    embed_texts(["one text", "another text"], enc, use_cache=False)
+    assert loads == ["cpu"] and len(enc._models) == 1
+    monkeypatch.setattr(embed, "CHUNK", 1)
+    embed_texts(["a third text", "a fourth"], enc, use_cache=False)
+    assert loads == ["cpu", "cpu"] and len(enc._models) == 2 and len(enc.models()) == 3
+    enc.close()
+    assert enc._models == []
+    embed_texts(["a fifth text"], enc, use_cache=False)
+    assert len(loads) == 4 and len(enc._models) == 1
+
+
+def test_close_gives_cuda_memory_back_only_when_cuda_was_used(monkeypatch):
+    import torch
+
+    from dataprep.embed import Encoder
+
+    emptied = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(1))
+    for devices, models, expected in [(["cuda:0", "cuda:1"], [object(), object()], [1]), (["cuda:0"], [], []),
+                                      (["cpu"], [object()], [])]:
+        enc = Encoder.__new__(Encoder)  # no model files or GPU needed: only what close does
+        enc._pool, enc._models, enc.devices = None, list(models), devices
+        emptied.clear()
+        enc.close()
+        assert enc._models == [] and emptied == expected, devices
 
 
 def test_text_keys_are_xxh3_128_of_the_utf8_and_versioned_in_the_cache_key():
@@ -192,6 +228,38 @@ def test_token_budget_batches_hold_more_short_texts_and_give_the_same_vectors(mo
     np.testing.assert_allclose(budget, fixed, atol=1e-5)
 
 
+class _SlowTokenizerModel:
+    """A model without a fast tokenizer (no `backend_tokenizer`): `forward` falls back to `encode`,
+    which records the batch size it is given. Tokens: one per word, plus [CLS] and [SEP]."""
+
+    def __init__(self, device: str, window: int) -> None:
+        import torch
+
+        self.device, self.max_seq_length, self.batch_sizes = torch.device(device), window, []
+        self.tokenizer = lambda texts, **kw: {"input_ids": [[0, *range(len(t.split())), 0] for t in texts]}
+
+    def encode(self, texts, batch_size, **kw):
+        self.batch_sizes.append(batch_size)
+        return np.ones((len(texts), 3), np.float32) / np.sqrt(3)
+
+
+def test_a_model_without_a_fast_tokenizer_gets_a_bounded_batch_size():
+    """With no --batch-size on a GPU, `model.encode` gets as many texts as fit in the token budget at
+    the model's full window (lengths are not known), not a whole chunk; on CPU 64; a given size as is."""
+    from dataprep import embed
+
+    texts = ["one two three", "a b c d e f g h", "x"]  # 5, 10 and 3 tokens
+    for device, window, batch_size, expected in [("cuda:0", 8192, None, embed.AUTO_BATCH_TOKENS // 8192),  # 16
+                                                 ("cuda:0", 512, None, 256), ("cpu", 8192, None, 64),
+                                                 ("cuda:0", 8192, 1000, 1000), ("cuda:0", 10**6, None, 1)]:
+        model = _SlowTokenizerModel(device, window)
+        vecs, cut = embed.encode_flagging_truncation(model, texts, batch_size=batch_size)
+        assert model.batch_sizes == [expected], (device, window, batch_size)
+        assert vecs.shape == (3, 3) and cut.tolist() == [False, False, False]
+    model = _SlowTokenizerModel("cpu", 8)  # the truncation count: texts with more tokens than the window
+    assert embed.encode_flagging_truncation(model, texts)[1].tolist() == [False, True, False]
+
+
 def test_worker_processes_give_one_devices_vectors(monkeypatch):
     """One worker process per device (spawned; two "cpu" processes stand for two GPUs): the chunks
     come back in input order, equal to the in-process vectors."""
@@ -224,6 +292,23 @@ def test_a_failing_worker_process_is_one_error_line():
         list(embed._Workers(load, ["cpu"]).map([["a text"]], None))
     with pytest.raises(DataprepError, match="unknown embedding workers"):
         load_encoder("minilm", "cpu", workers="fibers")
+
+
+def test_a_worker_process_that_dies_is_one_error_line_naming_its_exit_code():
+    """A worker killed without a word (the OOM killer, a crash in CUDA: here os._exit(3) while loading)
+    sends no result: the pool notices the exit code, says it in one line and is emptied."""
+    from dataprep import embed
+
+    pool = embed._Workers(_die_while_loading, ["cpu"])
+    with pytest.raises(DataprepError, match=r"embedding worker embed-cpu died \(exit code 3\); rerun on one device"):
+        list(pool.map([["a text"]], None))
+    assert pool.procs == []
+
+
+def _die_while_loading(device: str):
+    import os
+
+    os._exit(3)
 
 
 def test_unique_keys_in_order_of_first_appearance():

@@ -260,10 +260,13 @@ def semantic_hits(train: list[str], alive: np.ndarray, ev: EvalSet, cfg, *, cach
     from dataprep.embed import embed_texts, load_encoder
 
     encoder = load_encoder(cfg.model, cfg.device, workers=cfg.embed_workers)
-    e = np.asarray(embed_texts(ev.texts, encoder, batch_size=cfg.batch_size, use_cache=cache, progress=False),
-                   dtype=np.float32)
-    t = np.asarray(embed_texts([train[i] for i in alive], encoder, batch_size=cfg.batch_size, use_cache=cache,
-                               progress=progress), dtype=np.float32)
+    try:
+        e = np.asarray(embed_texts(ev.texts, encoder, batch_size=cfg.batch_size, use_cache=cache, progress=False),
+                       dtype=np.float32)
+        t = np.asarray(embed_texts([train[i] for i in alive], encoder, batch_size=cfg.batch_size, use_cache=cache,
+                                   progress=progress), dtype=np.float32)
+    finally:
+        encoder.close()  # worker processes and model copies: stopped, their memory given back, even on an error
     best, arg = np.empty(len(t), np.float32), np.empty(len(t), np.int64)
     for s in range(0, len(t), block):
         sims = t[s : s + block] @ e.T

@@ -159,16 +159,19 @@ def embed_and_search(texts, alive, cfg: DedupeConfig, timer, *, cache: bool, pro
     sub = [texts[i] for i in alive]
     with timer("embed"):
         encoder = load_encoder(cfg.model, cfg.device, workers=cfg.embed_workers)
-        emb = embed_texts(sub, encoder, batch_size=cfg.batch_size, use_cache=cache, progress=progress,
-                          engine=cfg.engine)  # ray: in actors; the search below stays on the driver
-        encoder.close()  # worker processes (several GPUs) give their GPU memory back before the search
+        try:
+            emb = embed_texts(sub, encoder, batch_size=cfg.batch_size, use_cache=cache, progress=progress,
+                              engine=cfg.engine)  # ray: in actors; the search below stays on the driver
+            max_tokens = encoder.max_tokens  # read while the model is loaded (closed, it may have to load again)
+        finally:
+            encoder.close()  # worker processes and model copies give their GPU memory back before the search
     with timer("search"):
         if cfg.clusters:
             res = cluster_pairs(emb, cfg.threshold, cfg.clusters, device=encoder.device)
         else:
             res = semantic_pairs(emb, cfg.threshold, devices=encoder.devices, progress=progress)
     embed_stats = {"model": cfg.model, "device": encoder.device, "devices": encoder.devices, **encoder.stats,
-                   "max_tokens": encoder.max_tokens}
+                   "max_tokens": max_tokens}
     return emb, res, embed_stats
 
 

@@ -171,9 +171,10 @@ def engine_cluster(cfg: DedupeConfig):
 
 def _fingerprinted(cfg: DedupeConfig, fields) -> dict[str, Any]:
     """What decides the output: the options (not allow_empty, which only permits an empty one, nor the
-    engine or the embedding workers, which give the same output, nor the eval paths, which count by their
-    contents as inputs) and the fields."""
-    skip = ("allow_empty", "against", "embed_workers", *NOT_FINGERPRINTED)
+    engine or the embedding workers, which give the same output, nor the batch size, which only changes
+    fp16 rounding (the embedding cache treats batchings as interchangeable too), nor the eval paths,
+    which count by their contents as inputs) and the fields."""
+    skip = ("allow_empty", "against", "embed_workers", "batch_size", *NOT_FINGERPRINTED)
     return {**{k: v for k, v in asdict(cfg).items() if k not in skip}, "on": list(fields)}
 
 

@@ -15,6 +15,7 @@ from dataprep import dedupe as dd
 from dataprep.cli import cli
 from dataprep.dedupe import against as ag
 from dataprep.dedupe.exact import normalize_text
+from dataprep.errors import DataprepError
 
 EVAL_Q = ("Natalia sold clips to forty eight of her friends in April and then she sold half as many clips "
           "in May how many clips did Natalia sell altogether")  # 28 words
@@ -140,18 +141,24 @@ def test_near_finds_the_edited_copies(shared_data, tmp_path, runner):
     assert (removed["score"] >= 0.7).all()
 
 
+class _Encoder:
+    """What semantic_hits uses of an Encoder; `close` is recorded in `closed`."""
+
+    device, max_tokens = "cpu", 128
+
+    def __init__(self, closed: list) -> None:
+        self.stats, self.closed = {}, closed
+
+    def close(self) -> None:
+        self.closed.append(self)
+
+
 def test_semantic_against_uses_the_nearest_eval_row(tmp_path, monkeypatch):
     from dataprep import embed
 
     vecs = {"a": [1, 0], "b": [0, 1], "a2": [0.96, 0.28], "c": [0.6, 0.8]}
-
-    class Enc:
-        device, stats, max_tokens = "cpu", {}, 128
-
-        def __init__(self, *a, **k):
-            pass
-
-    monkeypatch.setattr(embed, "load_encoder", Enc)
+    closed = []
+    monkeypatch.setattr(embed, "load_encoder", lambda *a, **k: _Encoder(closed))
     monkeypatch.setattr(embed, "embed_texts", lambda texts, enc, **k: np.array([vecs[t] for t in texts], np.float32))
     from dataprep.dedupe import stage
 
@@ -162,6 +169,26 @@ def test_semantic_against_uses_the_nearest_eval_row(tmp_path, monkeypatch):
     removed = pl.read_parquet(tmp_path / "out" / "removed.parquet")
     assert removed.select("id", "eval_row").rows() == [(0, 0)]
     assert removed["score"][0] == pytest.approx(0.96)
+    assert len(closed) == 1  # the model copies and workers are let go once the vectors are in
+
+
+def test_semantic_against_closes_the_encoder_when_embedding_fails(tmp_path, monkeypatch):
+    from dataprep import embed
+    from dataprep.dedupe import stage
+
+    closed = []
+
+    def fail(texts, enc, **k):
+        raise DataprepError("the embedding worker failed: out of memory")
+
+    monkeypatch.setattr(embed, "load_encoder", lambda *a, **k: _Encoder(closed))
+    monkeypatch.setattr(embed, "embed_texts", fail)
+    monkeypatch.setattr(stage, "language_gate", lambda *a, **k: None)
+    ev = write_jsonl(tmp_path / "ev.jsonl", [{"t": "a"}])
+    train = text_records(tmp_path / "train.parquet", ["a2"])
+    with pytest.raises(DataprepError, match="out of memory"):
+        dd.dedupe(train, tmp_path / "out", against=(str(ev),), methods=("semantic",), threshold=0.9)
+    assert len(closed) == 1 and not (tmp_path / "out").exists()
 
 
 def test_plain_text_eval_file(tmp_path):

@@ -783,7 +783,8 @@ def test_recipe_without_methods_says_semantic_was_skipped(tmp_path, runner, no_e
 
 
 def test_embed_workers_reach_the_encoder_and_do_not_change_the_fingerprint(tmp_path, fake_encoder, monkeypatch):
-    """--embed-workers only says how several GPUs embed: the encoder gets it, the rerun is skipped."""
+    """--embed-workers only says how several GPUs embed, --batch-size only how many texts a forward
+    holds: the encoder gets them, the rerun with others is skipped."""
     import dataprep.embed as embed
 
     asked = []
@@ -792,5 +793,34 @@ def test_embed_workers_reach_the_encoder_and_do_not_change_the_fingerprint(tmp_p
     first = dd.dedupe(path, tmp_path / "out", methods=("semantic",), threshold=0.99, embed_workers="threads")
     again = dd.dedupe(path, tmp_path / "out", methods=("semantic",), threshold=0.99, embed_workers="processes")
     assert asked == ["threads"] and not first.skipped and again.skipped
+    assert dd.dedupe(path, tmp_path / "out", methods=("semantic",), threshold=0.99, batch_size=16).skipped
+    assert not dd.dedupe(path, tmp_path / "out", methods=("semantic",), threshold=0.98, batch_size=16).skipped
     with pytest.raises(DataprepError, match="embed_workers"):
         dd.dedupe(path, tmp_path / "out2", methods=("semantic",), embed_workers="fibers")
+
+
+def test_the_encoder_is_closed_before_the_search_and_when_embedding_fails(tmp_path, monkeypatch):
+    """Its worker processes and model copies give their (GPU) memory back before the search; an error
+    while embedding stops them too."""
+    import dataprep.embed as embed
+    from dataprep.dedupe import methods
+
+    events = []
+
+    class Closing(FakeEncoder):
+        def close(self) -> None:
+            events.append("close")
+
+    def fail(texts, encoder, **kwargs):
+        raise DataprepError("the embedding worker failed: out of memory")
+
+    monkeypatch.setattr(embed, "load_encoder", Closing)
+    monkeypatch.setattr(embed, "embed_texts", fake_embed)
+    monkeypatch.setattr(methods, "semantic_pairs", lambda *a, **k: events.append("search") or semantic_pairs(*a, **k))
+    path = text_table(tmp_path, SEM_TEXTS)
+    manifest = dd.dedupe(path, tmp_path / "out", methods=("semantic",), threshold=0.99)
+    assert events == ["close", "search"] and manifest.counts.by_reason == {"semantic": 3}
+    monkeypatch.setattr(embed, "embed_texts", fail)
+    with pytest.raises(DataprepError, match="out of memory"):
+        dd.dedupe(path, tmp_path / "out2", methods=("semantic",), threshold=0.99)
+    assert events == ["close", "search", "close"] and not (tmp_path / "out2").exists()
