@@ -133,12 +133,15 @@ def reduce(values: list[float], op: str = "sum") -> list[float]:
 
 def sum_on_device(values: list) -> list:
     """`values` (numbers or 0-d tensors) summed across ranks as 0-d float64 tensors on the
-    collective's device, without the host waiting for the sum (NCCL runs it in stream order)."""
+    collective's device, without the host waiting: numbers are filled in by a kernel (torch.full;
+    torch.as_tensor of a number would be a blocking host-to-device copy), tensors are converted on
+    their device, and NCCL runs the sum in stream order."""
     import torch
 
     td = _group()
     device = "cuda" if td and td.get_backend() == "nccl" else "cpu"
-    t = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device).reshape(()) for v in values])
+    t = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device).reshape(()) if torch.is_tensor(v)
+                     else torch.full((), float(v), dtype=torch.float64, device=device) for v in values])
     if td:
         td.all_reduce(t)
     return list(t.unbind())
