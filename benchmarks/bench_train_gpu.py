@@ -38,8 +38,8 @@ Whole runs, from the model's loading to the saved adapter (need --data, see belo
   dataprep         `dataprep train`'s own code path (training.sft.train_sft) on the packed shards of
                    the same rows, micro-batch 4 packed rows: what a user gets with the defaults
   dataprep_warm    dataprep again in a new process, with the compile cache the dataprep run left
-                   (a user's second run; run it after dataprep, as the other dataprep_ levers but
-                   nocompile, which then reuse that cache too)
+                   (a user's second run). It and the other dataprep_ levers but nocompile reuse that
+                   cache, so --variants must list dataprep before them (checked)
   dataprep_nocompile  dataprep without the compiled decoder layers (the default before issue #14)
   dataprep_chunk1024  dataprep projecting 1,024 trained positions at a time (the loss chunk before #14)
   dataprep_paged   dataprep with paged 8-bit AdamW (the optimizer before #14)
