@@ -38,8 +38,8 @@ Whole runs, from the model's loading to the saved adapter (need --data, see belo
   dataprep         `dataprep train`'s own code path (training.sft.train_sft) on the packed shards of
                    the same rows, micro-batch 4 packed rows: what a user gets with the defaults
   dataprep_warm    dataprep again in a new process, with the compile cache the dataprep run left
-                   (a user's second run; run it after dataprep, as the other dataprep_ levers but
-                   nocompile, which then reuse that cache too)
+                   (a user's second run). It and the other dataprep_ levers but nocompile reuse that
+                   cache, so --variants must list dataprep before them (checked)
   dataprep_nocompile  dataprep without the compiled decoder layers (the default before issue #14)
   dataprep_chunk1024  dataprep projecting 1,024 trained positions at a time (the loss chunk before #14)
   dataprep_paged   dataprep with paged 8-bit AdamW (the optimizer before #14)
@@ -72,6 +72,7 @@ and DIR/tokenizer (the SmolLM2 tokenizer, saved beside the random model so train
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import gc
 import json
@@ -79,12 +80,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dataprep.records import IGNORE_INDEX  # noqa: E402
-from training.sft import LOSS_CHUNK  # noqa: E402
 
 DATA = ROOT / ".." / "shared" / "data" / "alpaca_en_demo.json"
 VOCAB = 49152
@@ -113,6 +114,8 @@ VARIANTS = {
 }
 RUNS = ("trl_liger_flex", "unsloth", "dataprep", "dataprep_warm", "dataprep_nocompile", "dataprep_chunk1024", "dataprep_paged",
         "dataprep_ckptloss", "dataprep_cudagraphs")  # whole runs, not steps on a shared model
+# the levers that run after dataprep with its compile cache (their compiled layers are the same)
+AFTER_DATAPREP = tuple(n for n in RUNS if n.startswith("dataprep_") and n != "dataprep_nocompile")
 PACK_LEN, PACK_ROWS = 2048, 4  # trl packs to 2048 and takes 4 packed rows a step; dataprep the same
 ALPACA = "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
 
@@ -223,51 +226,51 @@ def run_variant(model, rows, name: str, budget: int, steps: int, warmup: int, pr
 
     v = VARIANTS[name]
     budget = int(budget * v["budget_x"])
-    sft.LOSS_CHUNK = v["loss_chunk"] or LOSS_CHUNK
-    model.set_attn_implementation(v["attn"])
-    set_checkpointing(model, v["checkpointing"])
-    if v["compile"]:
-        sft.compile_layers(model)
-    model.train()
-    loss_fn = full_logits_loss_sum if v["full_logits"] else sft.causal_lm_loss_sum
-    optimizer, opt_name = make_optimizer(model, 2e-4, 0.0)
-    scheduler = get_scheduler("constant", optimizer)
-    # FlexAttention is compiled: a fixed flat length (one filler sequence) avoids a recompile per step
-    batches = micro_batches(rows, v["batching"], v["rows"], budget, seed=0, static=v["attn"] == "flex_attention")
-    cuda = torch.cuda.is_available()
-    if cuda:
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-    resident = torch.cuda.memory_allocated() / 1e9 if cuda else None
-    tokens = trained = 0
-    losses = []
+    with mock.patch.object(sft, "LOSS_CHUNK", v["loss_chunk"] or sft.LOSS_CHUNK):  # restored after
+        model.set_attn_implementation(v["attn"])
+        set_checkpointing(model, v["checkpointing"])
+        if v["compile"]:
+            sft.compile_layers(model)
+        model.train()
+        loss_fn = full_logits_loss_sum if v["full_logits"] else sft.causal_lm_loss_sum
+        optimizer, opt_name = make_optimizer(model, 2e-4, 0.0)
+        scheduler = get_scheduler("constant", optimizer)
+        # FlexAttention is compiled: a fixed flat length (one filler sequence) avoids a recompile per step
+        batches = micro_batches(rows, v["batching"], v["rows"], budget, seed=0, static=v["attn"] == "flex_attention")
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        resident = torch.cuda.memory_allocated() / 1e9 if cuda else None
+        tokens = trained = 0
+        losses = []
 
-    def step_once():  # the product's optimizer step (training.loop.train_step: clipping included)
-        nonlocal tokens, trained
-        done = train_step(model, [next(batches) for _ in range(v["accum"])], loss_fn, optimizer, scheduler)
-        tokens += done.tokens
-        trained += done.trained_tokens
-        losses.append(done.loss)
+        def step_once():  # the product's optimizer step (training.loop.train_step: clipping included)
+            nonlocal tokens, trained
+            done = train_step(model, [next(batches) for _ in range(v["accum"])], loss_fn, optimizer, scheduler)
+            tokens += done.tokens
+            trained += done.trained_tokens
+            losses.append(done.loss)
 
-    for step in range(warmup + steps):
-        if step == warmup:
-            torch.cuda.synchronize() if cuda else None
-            start, tokens, trained = time.perf_counter(), 0, 0
-        step_once()
-    torch.cuda.synchronize() if cuda else None
-    seconds = time.perf_counter() - start
-    mem = peak_memory_gb()
-    if profile:
-        from torch.profiler import ProfilerActivity
-        from torch.profiler import profile as torch_profile
-
-        with torch_profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        for step in range(warmup + steps):
+            if step == warmup:
+                torch.cuda.synchronize() if cuda else None
+                start, tokens, trained = time.perf_counter(), 0, 0
             step_once()
-            step_once()
-            torch.cuda.synchronize() if cuda else None
-        key = "cuda_time_total" if cuda else "cpu_time_total"
-        print(f"--- profile of {name}: 2 steps, top kernels by {key}")
-        print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=70))
+        torch.cuda.synchronize() if cuda else None
+        seconds = time.perf_counter() - start
+        mem = peak_memory_gb()
+        if profile:
+            from torch.profiler import ProfilerActivity
+            from torch.profiler import profile as torch_profile
+
+            with torch_profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+                step_once()
+                step_once()
+                torch.cuda.synchronize() if cuda else None
+            key = "cuda_time_total" if cuda else "cpu_time_total"
+            print(f"--- profile of {name}: 2 steps, top kernels by {key}")
+            print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=70))
     gc.collect()
     return {
         "variant": name, **{k: v[k] for k in ("attn", "full_logits", "upcast", "checkpointing", "compile")},
@@ -298,38 +301,59 @@ def run_dataprep(model_dir: Path, data: Path, steps: int, warmup: int, work: Pat
     """`dataprep train`'s product path: train_sft on the packed shards, defaults but the schedule."""
     import torch
 
-    from training import sft
     from training.outputs import read_metrics
     from training.sft import SFTConfig, train_sft
-
-    if name == "dataprep_nocompile":
-        sft.compile_layers = lambda model: None
-    if name == "dataprep_chunk1024":
-        sft.LOSS_CHUNK = 1024
-    if name == "dataprep_ckptloss":  # the loss before: checkpointed chunks of 1,024, recomputed in the backward
-        sft.LOSS_CHUNK = 1024
-        sft.FUSED_LOSS = False
-    if name == "dataprep_cudagraphs":  # CUDA graphs over the compiled layers (cudagraph trees)
-        def compile_layers(model):
-            sft.persistent_compile_cache()
-            base = model.get_base_model()
-            for layer in base.model.layers:
-                layer.compile(mode="reduce-overhead")
-        sft.compile_layers = compile_layers
-    if name == "dataprep_paged":
-        import bitsandbytes as bnb
-
-        bnb.optim.AdamW8bit = bnb.optim.PagedAdamW8bit
 
     torch.cuda.reset_peak_memory_stats() if torch.cuda.is_available() else None
     cfg = SFTConfig(model=str(model_dir), micro_batch=PACK_ROWS, max_steps=warmup + steps, lr=2e-4,
                     scheduler="constant", warmup_ratio=0.0, report_to="none")
+    used: dict[str, str] = {}
     start = time.perf_counter()
-    train_sft(str(data / "packed"), str(work / "dataprep"), cfg, force=True)
+    with dataprep_lever(name, used):  # its patches are undone after: an --in-process run next gets the defaults
+        train_sft(str(data / "packed"), str(work / "dataprep"), cfg, force=True)
     total = time.perf_counter() - start
     m = read_metrics(work / "dataprep")
-    return steady_and_whole(name, [r["seconds"] for r in m["train_loss"]], m["trained_tokens"], warmup,
-                            m["train_seconds"], total, [r["loss"] for r in m["train_loss"]], m.get("peak_gpu_gb"))
+    return {**steady_and_whole(name, [r["seconds"] for r in m["train_loss"]], m["trained_tokens"], warmup,
+                               m["train_seconds"], total, [r["loss"] for r in m["train_loss"]], m.get("peak_gpu_gb")),
+            "optimizer": used.get("optimizer")}
+
+
+def dataprep_lever(name: str, used: dict) -> contextlib.ExitStack:
+    """The dataprep_ variant `name` as patches of training.sft (and bitsandbytes), in a context
+    that undoes them; the optimizer train_sft builds is recorded in `used["optimizer"]`."""
+    from training import loop, sft
+
+    stack = contextlib.ExitStack()
+
+    def patch(target, attr: str, value) -> None:
+        stack.enter_context(mock.patch.object(target, attr, value))
+
+    if name == "dataprep_nocompile":
+        patch(sft, "compile_layers", lambda model: None)
+    if name in ("dataprep_chunk1024", "dataprep_ckptloss"):  # the loss chunk before #14
+        patch(sft, "LOSS_CHUNK", 1024)
+    if name == "dataprep_ckptloss":  # the loss before: checkpointed chunks of 1,024, recomputed in the backward
+        patch(sft, "FUSED_LOSS", False)
+    if name == "dataprep_cudagraphs":  # CUDA graphs over the compiled layers (cudagraph trees)
+        def compile_layers(model):
+            sft.persistent_compile_cache()
+            for layer in model.get_base_model().model.layers:
+                layer.compile(mode="reduce-overhead")
+
+        patch(sft, "compile_layers", compile_layers)
+    if name == "dataprep_paged":
+        import bitsandbytes as bnb
+
+        patch(bnb.optim, "AdamW8bit", bnb.optim.PagedAdamW8bit)
+    make_optimizer = loop.make_optimizer
+
+    def recorded(*args, **kwargs):
+        optimizer, opt_name = make_optimizer(*args, **kwargs)
+        used["optimizer"] = f"paged_{opt_name}" if type(optimizer).__name__.startswith("Paged") else opt_name
+        return optimizer, opt_name
+
+    patch(loop, "make_optimizer", recorded)
+    return stack
 
 
 def run_trl(model_dir: Path, data: Path, steps: int, warmup: int, work: Path) -> dict:
@@ -441,7 +465,7 @@ def fresh_process(name: str, shape: str, args, work: Path, compile_cache: Path |
     out = work / "result.json"
     cmd = [sys.executable, __file__, "--shape", shape, "--data", args.data, "--variants", name, "--run-steps",
            str(args.run_steps), "--warmup", str(args.warmup), "--model-cache", args.model_cache, "--in-process",
-           "--json", str(out)]
+           "--json", str(out), "--child"]
     cache = compile_cache or work / "inductor"
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache), "TRITON_CACHE_DIR": str(cache / "triton")}
     env.setdefault("CUDA_VISIBLE_DEVICES", "0")  # one GPU: SFTTrainer refuses several in one process
@@ -495,9 +519,7 @@ def bench_shape(shape: str, rows: list[dict], args) -> list[dict]:
     for name in [n for n in args.variants if n in RUNS]:
         work = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
         run = {"trl_liger_flex": run_trl, "unsloth": run_unsloth}.get(name) or functools.partial(run_dataprep, name=name)
-        # the lever variants after dataprep reuse its compile cache (their compiled layers are the same)
-        lever = name.startswith("dataprep_") and name != "dataprep_nocompile"
-        caches[name] = caches["dataprep"] if lever and "dataprep" in caches else work / "inductor"
+        caches[name] = caches["dataprep"] if name in AFTER_DATAPREP and "dataprep" in caches else work / "inductor"
         try:
             if args.in_process:
                 res = run(model_dir, Path(args.data), args.run_steps, args.warmup, work)
@@ -595,6 +617,7 @@ def main() -> None:
     ap.add_argument("--in-process", action="store_true", help="whole runs in this process (warm caches after the first)")
     ap.add_argument("--unsloth-site", default=None, help="a site-packages dir put first on the unsloth run's "
                     "PYTHONPATH (unsloth pins trl<=1.15 and datasets<5; the other runs keep theirs)")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one run of a parent's list (fresh_process)
     args = ap.parse_args()
 
     import torch
@@ -606,6 +629,10 @@ def main() -> None:
             ap.error("unsloth runs alone with --in-process (its import patches trl and transformers); "
                      "drop --in-process to run each whole run in its own process")
         import unsloth  # noqa: F401  before transformers, trl and peft, as unsloth requires
+    early = [n for i, n in enumerate(args.variants) if n in AFTER_DATAPREP and "dataprep" not in args.variants[:i]]
+    if early and not args.child:  # they would run cold (or, --in-process, warm from whatever ran before)
+        ap.error(f"--variants: list dataprep before {', '.join(early)} (they reuse its compile cache): "
+                 f"--variants ... dataprep {' '.join(early)}")
     rows = shard_rows(Path(args.data)) if args.data else tokenized_rows(Path(args.token_cache), args.tokenizer)
     lengths = [len(r["input_ids"]) for r in rows]
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"

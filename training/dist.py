@@ -120,28 +120,31 @@ def shard(items: list, seed_rank: int | None = None) -> list:
 
 def reduce(values: list[float], op: str = "sum") -> list[float]:
     """`values` summed (or maxed) across ranks, in float64; themselves in a single process."""
-    td = _group()
-    if not td:
+    if not _group():
         return list(values)
-    import torch
-
-    device = "cuda" if td.get_backend() == "nccl" else "cpu"
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    td.all_reduce(t, op=td.ReduceOp.SUM if op == "sum" else td.ReduceOp.MAX)
-    return t.tolist()
+    return _all_reduce(values, op).tolist()
 
 
 def sum_on_device(values: list) -> list:
     """`values` (numbers or 0-d tensors) summed across ranks as 0-d float64 tensors on the
-    collective's device, without the host waiting for the sum (NCCL runs it in stream order)."""
+    collective's device, without the host waiting: numbers are filled in by a kernel (torch.full;
+    torch.as_tensor of a number would be a blocking host-to-device copy), tensors are converted on
+    their device, and NCCL runs the sum in stream order. Shares `reduce`'s collective (_all_reduce)."""
+    return list(_all_reduce(values, "sum").unbind())
+
+
+def _all_reduce(values: list, op: str):
+    """`values` stacked as float64 on the collective's device (CUDA for NCCL, else the CPU) and
+    all-reduced across ranks (`op`: "sum" or "max")."""
     import torch
 
     td = _group()
     device = "cuda" if td and td.get_backend() == "nccl" else "cpu"
-    t = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device).reshape(()) for v in values])
+    t = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device).reshape(()) if torch.is_tensor(v)
+                     else torch.full((), float(v), dtype=torch.float64, device=device) for v in values])
     if td:
-        td.all_reduce(t)
-    return list(t.unbind())
+        td.all_reduce(t, op=td.ReduceOp.SUM if op == "sum" else td.ReduceOp.MAX)
+    return t
 
 
 def sum_across(value: float) -> float:

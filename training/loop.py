@@ -214,9 +214,11 @@ def train_step(model, micro_batches: list[dict[str, Any]], loss_sum: Callable[[A
     gradients are then those of one process on the global batch (transformers#34242). The Step's
     loss and counts are global too.
 
-    The host waits for the device once per step, at its end (the loss, the norm and the counts
-    are read back together): the targets are counted on the CPU batches, the global count is
-    summed on the device, and the losses stay tensors until then."""
+    The host waits for the device once per step, at its end, when the loss and the norm are read
+    back together. The targets and tokens are counted on the CPU batches: in one process they stay
+    host ints; on several, their global sums are made on the device at the step's start (no
+    blocking upload, training.dist.sum_on_device) and read back with the loss. The losses stay
+    tensors until then."""
     import torch
 
     from training import dist
@@ -225,7 +227,7 @@ def train_step(model, micro_batches: list[dict[str, Any]], loss_sum: Callable[[A
     tokens = sum(real_tokens(b) for b in micro_batches)
     window = [to_device(b) for b in micro_batches]
     if parallel:
-        targets = dist.sum_on_device([local_targets])[0]  # stays on the device: no host sync
+        targets, tokens = dist.sum_on_device([local_targets, tokens])  # stay on the device: no host sync
         scale = (dist.world() / targets.clamp(min=1)).float()
     else:
         targets, scale = local_targets, 1 / max(local_targets, 1)
@@ -245,10 +247,11 @@ def train_step(model, micro_batches: list[dict[str, Any]], loss_sum: Callable[[A
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     if parallel:
-        step_loss, tokens = dist.sum_on_device([step_loss, tokens])
-    read = torch.stack([torch.as_tensor(x, dtype=torch.float64, device=norm.device).reshape(())
-                        for x in (step_loss, norm, targets, tokens)]).tolist()  # the one wait for the device
-    step_loss, grad_norm, targets, tokens = read
+        step_loss = dist.sum_on_device([step_loss])[0]
+        read = torch.stack([x.double().to(norm.device) for x in (step_loss, norm, targets, tokens)]).tolist()
+        step_loss, grad_norm, targets, tokens = read  # the one wait for the device
+    else:  # the counts are host ints already
+        step_loss, grad_norm = torch.stack([x.double().to(norm.device) for x in (step_loss, norm)]).tolist()
     return Step(step_loss / max(targets, 1), grad_norm, int(tokens), int(targets))
 
 
