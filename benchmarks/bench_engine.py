@@ -19,6 +19,7 @@ local's, or the benchmark stops.
     python benchmarks/bench_engine.py [--rows 1000000] [--tokenize-rows 100000 (0: convert only)]
         [--exact-local-rows N] [--near-local-rows N] [--near-rows N] (each 0 by default: no dedupe rows;
         e.g. --exact-local-rows 200000 --near-local-rows 200000) [--no-cold] [--json engine.json]
+        [--data DIR (the real texts the inputs are built from; default ../shared/data)]
 """
 
 from __future__ import annotations
@@ -149,6 +150,17 @@ def exact_records(rows: int) -> Path:
     return out
 
 
+def use_data(folder: Path) -> None:
+    """Build the inputs from the texts in `folder` (laid out as ../shared/data) instead of ../shared/data."""
+    import benchmarks.bench_convert as bench_convert
+    import benchmarks.bench_dedupe as bench_dedupe
+
+    if not (folder / "alpaca_en_demo.json").is_file():
+        sys.exit(f"--data {folder}: no alpaca_en_demo.json there (expected the layout of ../shared/data)")
+    bench_convert.DATA = folder / "alpaca_en_demo.json"
+    bench_dedupe.DATA = folder
+
+
 DEDUPE_FILES = ("records.parquet", "removed.parquet", "pairs.parquet")  # report.json holds timings
 
 
@@ -168,7 +180,12 @@ def main() -> None:
     ap.add_argument("--no-cold", action="store_true",
                     help="skip the rows that start their own cluster (the 'cluster up' rows report its start-up)")
     ap.add_argument("--json", default=None, help="write every finished row here as it comes")
+    ap.add_argument("--data", default=None,
+                    help="the folder of real texts the inputs are built from (default ../shared/data; "
+                         "benchmarks/device/ray_run.sh passes its unpacked copy)")
     args = ap.parse_args()
+    if args.data:
+        use_data(Path(args.data))
     report: dict = {"args": vars(args), "cores": os.cpu_count()}
 
     def save() -> None:
