@@ -45,14 +45,17 @@ def _batches(tiny):
     return [with_target_index(collate_flat(rows[i:i + 6])) for i in (0, 6, 12, 18)]
 
 
-def _steps(tiny, offload, checkpointing=True):
+def _steps(tiny, offload, checkpointing=True, compiled=False):
     """Two train_steps of two micro-batches each (AdamW): their losses and the LoRA gradients before each update."""
     from transformers import get_scheduler
 
     from training.loop import train_step
+    from training.offload import decoder_layers
     from training.sft import causal_lm_loss_sum
 
     model = _lora_model(tiny, checkpointing)
+    for layer in decoder_layers(model) if compiled else []:
+        layer.compile()  # as training.sft.compile_layers, without moving the compile cache
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     grads = []
     optimizer.register_step_pre_hook(lambda *_: grads.append(
@@ -88,6 +91,27 @@ def test_offloaded_steps_give_exactly_the_losses_and_gradients_without_offload(t
         assert got.keys() == want.keys() and len(got) == 2 * 7 * LAYERS  # lora_A and lora_B of 7 linears per layer
         for name, g in want.items():
             assert torch.equal(got[name], g), name
+
+
+@pytest.mark.slow
+def test_compiled_layers_offload_their_input_with_the_same_result_and_no_recompile(tiny):
+    """torch.compile'd layers (the CUDA default) trace the checkpoint into their graph: the hooks,
+    installed outside it, see that graph's saved tensors, of which only the layer input moves,
+    and the compiled graphs are not traced again for them."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    offload = Offloader("cpu", 0)
+    _, losses, grads = _steps(tiny, offload, compiled=True)
+    graphs = counters["stats"]["unique_graphs"]
+    _, plain_losses, plain_grads = _steps(tiny, None, compiled=True)
+    assert offload.moved == LAYERS
+    assert offload.moved_bytes == LAYERS * _batches(tiny)[3]["input_ids"].shape[1] * HIDDEN * 4
+    assert losses == plain_losses
+    for got, want in zip(grads, plain_grads, strict=True):
+        assert got.keys() == want.keys() and all(torch.equal(got[n], g) for n, g in want.items())
+    assert graphs > 0 and counters["stats"]["unique_graphs"] == graphs  # the second model reuses the graphs
 
 
 def test_what_moves_is_exactly_each_checkpointed_layer_input(tiny):
