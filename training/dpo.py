@@ -266,7 +266,15 @@ def train_preference(shards: str, out: str, config, task: str, loss_fn, collate_
     """LoRA/QLoRA preference training (dpo, kto) on `shards`: `loss_fn(config, tally)` makes the
     loss, `collate_rows(rows, pad_to, pad_id)` the flat batches. Writes the adapter and tokenizer,
     metrics.json, loss.png (with reward accuracy) and runs/ to `out`."""
-    from training.sft import _prepare, add_lora, attn_implementation, input_pad_id, load_model, use_bf16
+    from training.sft import (
+        _prepare,
+        add_lora,
+        attn_implementation,
+        checkpoint_offloader,
+        input_pad_id,
+        load_model,
+        use_bf16,
+    )
 
     train_set, eval_set, manifest, tokenizer, model_path, quant = _prepare(shards, config, task)
 
@@ -291,7 +299,7 @@ def train_preference(shards: str, out: str, config, task: str, loss_fn, collate_
         with ws.timer("train"):
             hist = train_loop(model, make(train_set), train_loss,
                               (lambda: evaluate_with(eval_loss, eval_tally, model, eval_batches)) if eval_batches else None,
-                              config, logger)
+                              config, logger, offload=checkpoint_offloader(config))
         logger.close()
         logger.merge_into(hist.train)
         examples = hist.trained_tokens  # train_step counts n_targets: pairs (dpo) or examples (kto)

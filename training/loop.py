@@ -6,6 +6,7 @@ loss over trained tokens only stay visible in a few lines.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import resource
 import sys
@@ -147,12 +148,14 @@ def train_loop(
     cfg: LoopConfig,
     logger: Logger,
     parallel: Any = None,
+    offload: Any = None,
 ) -> History:
     """Run `total_steps` optimizer steps. `loss_sum(model, batch)` -> (summed loss, #targets);
     the loss of one step is normalised by the targets of all its micro-batches, on all ranks.
 
     Launched on several processes (training.dist), `make_batches` gives this rank's share and
-    the model trains under DDP, or under `parallel` when the task wrapped it (FSDP)."""
+    the model trains under DDP, or under `parallel` when the task wrapped it (FSDP). `offload`
+    (training.offload.Offloader): the checkpointed layers' inputs wait in host memory."""
     import torch
     from tqdm.auto import tqdm
     from transformers import get_scheduler
@@ -174,7 +177,7 @@ def train_loop(
     for step in tqdm(range(1, steps + 1), desc="train", unit="step", disable=None if dist.is_main() else True):
         step_start = time.perf_counter()
         done = train_step(model, [next(batches) for _ in range(cfg.grad_accum)], loss_sum, optimizer, scheduler,
-                          parallel)
+                          parallel, offload)
         hist.tokens += done.tokens
         hist.trained_tokens += done.trained_tokens
         # seconds: the step's wall time (its losses are read back, so the device has finished it)
@@ -204,7 +207,7 @@ class Step:
 
 
 def train_step(model, micro_batches: list[dict[str, Any]], loss_sum: Callable[[Any, dict], tuple[Any, int]],
-               optimizer, scheduler, parallel: Any = None) -> Step:
+               optimizer, scheduler, parallel: Any = None, offload: Any = None) -> Step:
     """One optimizer step over `micro_batches` (gradient accumulation): each one's summed loss,
     normalised by the targets of all of them, is backpropagated; then the gradients are clipped
     to norm 1, and the optimizer and the schedule step.
@@ -218,7 +221,10 @@ def train_step(model, micro_batches: list[dict[str, Any]], loss_sum: Callable[[A
     back together. The targets and tokens are counted on the CPU batches: in one process they stay
     host ints; on several, their global sums are made on the device at the step's start (no
     blocking upload, training.dist.sum_on_device) and read back with the loss. The losses stay
-    tensors until then."""
+    tensors until then.
+
+    `offload` (training.offload.Offloader): each micro-batch's forward and backward run under it,
+    so the checkpointed decoder layers' inputs wait in host memory."""
     import torch
 
     from training import dist
@@ -233,13 +239,14 @@ def train_step(model, micro_batches: list[dict[str, Any]], loss_sum: Callable[[A
         targets, scale = local_targets, 1 / max(local_targets, 1)
     step_loss = None
     for i, batch in enumerate(window):
-        if parallel:
-            with parallel.no_sync(i < len(window) - 1):
-                loss, _ = parallel(batch)
+        with offload.around(model) if offload else contextlib.nullcontext():
+            if parallel:
+                with parallel.no_sync(i < len(window) - 1):
+                    loss, _ = parallel(batch)
+                    (loss * scale).backward()
+            else:
+                loss, _ = loss_sum(model, batch)
                 (loss * scale).backward()
-        else:
-            loss, _ = loss_sum(model, batch)
-            (loss * scale).backward()
         step_loss = loss.detach() if step_loss is None else step_loss + loss.detach()
     norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
     norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm

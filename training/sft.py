@@ -44,6 +44,9 @@ class SFTOptions:
     attn_implementation: str = opt("auto", "sft attention: auto, sdpa, eager, flex_attention.", name="attn")
     fsdp: bool = opt(False, "sft on several processes: shard the model with FSDP2 (a model too big for one GPU) "
                      "instead of DDP.")
+    offload_checkpoints: Literal["auto", "yes", "no"] = opt(
+        "auto", "sft/dpo/kto on CUDA with gradient checkpointing: keep each decoder layer's saved input in pinned host "
+        "memory until the backward (less GPU memory, copies overlapped); auto: no.")
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,20 @@ def use_bf16(cfg: SFTConfig, quant: str) -> bool:
     if cfg.bf16 in ("yes", "no"):
         return cfg.bf16 == "yes"
     return quant == "4bit" or (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+OFFLOAD_AUTO = False  # what --offload-checkpoints auto means (issue #14: decided once measured on the GPU)
+
+
+def checkpoint_offloader(cfg: SFTOptions):
+    """A training.offload.Offloader for the training step when --offload-checkpoints asks for one
+    and the layers are checkpointed; else None (nothing installed)."""
+    on = OFFLOAD_AUTO if cfg.offload_checkpoints == "auto" else cfg.offload_checkpoints == "yes"
+    if not (on and cfg.gradient_checkpointing):
+        return None
+    from training.offload import Offloader
+
+    return Offloader()
 
 
 def attn_implementation(cfg: SFTConfig, packed: bool) -> str:
@@ -400,11 +417,12 @@ def train_sft(shards: str, out: str, config: SFTConfig, force: bool = False) -> 
         parallel = dist.wrap(model, causal_lm_loss_sum, "fsdp") if config.fsdp else None
         eval_sum = (lambda _, batch: parallel(batch)) if parallel else causal_lm_loss_sum
         logger = Logger(config.report_to if dist.is_main() else "none", ws.out / "runs", dataclasses.asdict(config))
+        offload = checkpoint_offloader(config)
         with ws.timer("train"):
             hist = train_loop(
                 model, make_train, causal_lm_loss_sum,
                 (lambda: eval_loss(model, eval_batches, eval_sum)) if eval_batches is not None else None,
-                config, logger, parallel=parallel,
+                config, logger, parallel=parallel, offload=offload,
             )
         logger.close()
         seconds = dist.reduce([hist.seconds], "max")[0]  # the slowest rank's
@@ -427,6 +445,7 @@ def train_sft(shards: str, out: str, config: SFTConfig, force: bool = False) -> 
             "processes": dist.world(),
             "parallel": ("fsdp" if config.fsdp else "ddp") if dist.world() > 1 else "none",
             **dist.max_across(peak_memory_gb()),
+            **({"offloaded_bytes": offload.moved_bytes} if offload else {}),  # the last micro-batch's layer inputs
         }
         state = dist.full_state_dict(model) if config.fsdp else None
         if not dist.is_main():

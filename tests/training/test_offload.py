@@ -1,0 +1,218 @@
+"""Offloading the checkpointed layers' inputs (training.offload), forced onto CPU tensors here:
+the same losses and gradients as without it, exactly the layer inputs moved, nothing kept after a
+step, and nothing installed unless --offload-checkpoints asks."""
+
+from __future__ import annotations
+
+import gc
+import json
+import weakref
+
+import pytest
+import torch
+
+from tests.train_helpers import pack, preference_rows, sft_rows, tiny_causal_lm, tiny_tokenizer, write_shards
+from training.data import collate_flat
+from training.offload import Offloader
+
+HIDDEN, LAYERS = 64, 2  # tiny_causal_lm
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    d = tmp_path_factory.mktemp("offload")
+    tok = tiny_tokenizer()
+    rows = sft_rows(48)
+    return {"model": tiny_causal_lm(d / "model"), "rows": rows,
+            "packed": write_shards(d / "packed", pack(rows, 40), "sft", tok, packed=True, max_len=40),
+            "pairs": write_shards(d / "pairs", preference_rows(24), "preference", tok)}
+
+
+def _lora_model(tiny, checkpointing=True):
+    from training.sft import SFTConfig, add_lora, load_model
+
+    torch.manual_seed(0)
+    model = add_lora(load_model(str(tiny["model"]), "none", False, "sdpa", checkpointing),
+                     SFTConfig(lora_r=4, lora_dropout=0.0))
+    model.train()
+    return model
+
+
+def _batches(tiny):
+    from training.sft import with_target_index
+
+    rows = tiny["rows"]
+    return [with_target_index(collate_flat(rows[i:i + 6])) for i in (0, 6, 12, 18)]
+
+
+def _steps(tiny, offload, checkpointing=True, compiled=False):
+    """Two train_steps of two micro-batches each (AdamW): their losses and the LoRA gradients before each update."""
+    from transformers import get_scheduler
+
+    from training.loop import train_step
+    from training.offload import decoder_layers
+    from training.sft import causal_lm_loss_sum
+
+    model = _lora_model(tiny, checkpointing)
+    for layer in decoder_layers(model) if compiled else []:
+        layer.compile()  # as training.sft.compile_layers, without moving the compile cache
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    grads = []
+    optimizer.register_step_pre_hook(lambda *_: grads.append(
+        {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    scheduler = get_scheduler("constant", optimizer)
+    batches = _batches(tiny)
+    losses = [train_step(model, batches[i:i + 2], causal_lm_loss_sum, optimizer, scheduler, offload=offload).loss
+              for i in (0, 2)]
+    return model, losses, grads
+
+
+def _on_move(offload: Offloader, call) -> None:
+    """Have `offload` call `call(saved)` for each tensor it moves."""
+    pack = offload.pack
+
+    def recording(tensor):
+        saved = pack(tensor)
+        if saved is not tensor:
+            call(saved)
+        return saved
+
+    offload.pack = recording
+
+
+def test_offloaded_steps_give_exactly_the_losses_and_gradients_without_offload(tiny):
+    offload = Offloader("cpu", 0)
+    _, losses, grads = _steps(tiny, offload)
+    assert offload.moved == LAYERS  # it engaged (else the equality below would say nothing)
+    _, plain_losses, plain_grads = _steps(tiny, None)
+    assert losses == plain_losses
+    assert len(grads) == len(plain_grads) == 2
+    for got, want in zip(grads, plain_grads, strict=True):
+        assert got.keys() == want.keys() and len(got) == 2 * 7 * LAYERS  # lora_A and lora_B of 7 linears per layer
+        for name, g in want.items():
+            assert torch.equal(got[name], g), name
+
+
+@pytest.mark.slow
+def test_compiled_layers_offload_their_input_with_the_same_result_and_no_recompile(tiny):
+    """torch.compile'd layers (the CUDA default) trace the checkpoint into their graph: the hooks,
+    installed outside it, see that graph's saved tensors, of which only the layer input moves,
+    and the compiled graphs are not traced again for them."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    offload = Offloader("cpu", 0)
+    _, losses, grads = _steps(tiny, offload, compiled=True)
+    graphs = counters["stats"]["unique_graphs"]
+    _, plain_losses, plain_grads = _steps(tiny, None, compiled=True)
+    assert offload.moved == LAYERS
+    assert offload.moved_bytes == LAYERS * _batches(tiny)[3]["input_ids"].shape[1] * HIDDEN * 4
+    assert losses == plain_losses
+    for got, want in zip(grads, plain_grads, strict=True):
+        assert got.keys() == want.keys() and all(torch.equal(got[n], g) for n, g in want.items())
+    assert graphs > 0 and counters["stats"]["unique_graphs"] == graphs  # the second model reuses the graphs
+
+
+def test_what_moves_is_exactly_each_checkpointed_layer_input(tiny):
+    """One tensor per decoder layer, its input hidden states (tokens x hidden, fp32 here), and
+    nothing else: not the final norm's, the loss's, the parameters or RoPE's."""
+    from training.offload import decoder_layers
+    from training.sft import causal_lm_loss_sum
+
+    model = _lora_model(tiny)
+    batch = _batches(tiny)[0]
+    tokens = batch["input_ids"].shape[1]
+    inputs = []
+    for layer in decoder_layers(model):
+        layer.register_forward_pre_hook(lambda _, args: inputs.append(args[0].detach().clone()))
+    offload = Offloader("cpu", 0)
+    moved = []
+    _on_move(offload, lambda saved: moved.append(saved.host.clone()))
+    with offload.around(model):
+        loss, _ = causal_lm_loss_sum(model, batch)
+        loss.backward()
+    assert offload.moved == len(moved) == LAYERS
+    assert offload.moved_bytes == LAYERS * tokens * HIDDEN * 4
+    assert all(torch.equal(m, x) for m, x in zip(moved, inputs, strict=True))
+
+
+def test_layers_without_checkpointing_are_left_alone(tiny):
+    offload = Offloader("cpu", 0)
+    _steps(tiny, offload, checkpointing=False)
+    assert offload.moved == 0
+
+
+def test_nothing_is_kept_after_a_step(tiny):
+    """The offloaded copies die with the step's graph; the layers and the hooks are as before."""
+    from training.offload import decoder_layers
+
+    offload = Offloader("cpu", 0)
+    kept = []
+    _on_move(offload, lambda saved: kept.append(weakref.ref(saved.host)))
+    model, _, _ = _steps(tiny, offload)
+    gc.collect()
+    assert len(kept) == 2 * 2 * LAYERS  # 2 steps of 2 micro-batches
+    assert all(ref() is None for ref in kept)
+    assert offload.pending == []
+    assert all("_compiled_call_impl" not in layer.__dict__ for layer in decoder_layers(model))
+    assert torch._C._autograd._top_saved_tensors_default_hooks(True) is None
+
+
+def test_compiled_layers_stay_compiled_after_the_step(tiny):
+    from training.offload import decoder_layers
+
+    model = _lora_model(tiny)
+    compiled = [object() for _ in decoder_layers(model)]  # stand-ins: `around` must only put them back
+    for layer, call in zip(decoder_layers(model), compiled, strict=True):
+        layer._compiled_call_impl = call
+    with Offloader("cpu", 0).around(model):
+        assert all(layer._compiled_call_impl is not call for layer, call in zip(decoder_layers(model), compiled,
+                                                                                  strict=True))
+    assert [layer._compiled_call_impl for layer in decoder_layers(model)] == compiled
+
+
+def test_the_option_installs_an_offloader_only_when_asked_with_checkpointing():
+    from training.sft import SFTConfig, checkpoint_offloader
+
+    assert checkpoint_offloader(SFTConfig()) is None  # auto: off until measured on the GPU
+    assert checkpoint_offloader(SFTConfig(offload_checkpoints="no")) is None
+    assert checkpoint_offloader(SFTConfig(offload_checkpoints="yes", gradient_checkpointing=False)) is None
+    offload = checkpoint_offloader(SFTConfig(offload_checkpoints="yes"))
+    assert isinstance(offload, Offloader) and offload.device_type == "cuda"  # on CPU tensors: a no-op
+
+
+@pytest.mark.parametrize("task", ["sft", "dpo"])
+def test_train_runs_offload_only_when_asked(tiny, tmp_path, monkeypatch, task):
+    """train_sft and train_preference (dpo, kto) hand the step an Offloader for
+    --offload-checkpoints yes only; forced onto CPU tensors, it moves the layer inputs and the
+    run learns as usual."""
+    from training import offload as offload_module
+    from training.dpo import DPOConfig, train_dpo
+    from training.sft import SFTConfig, train_sft
+
+    monkeypatch.setattr(offload_module, "MOVES", "cpu")
+    monkeypatch.setattr(offload_module, "MIN_BYTES", 0)
+    moved = []
+    pack = Offloader.pack
+
+    def recording(self, tensor):
+        saved = pack(self, tensor)
+        moved.append(saved is not tensor)
+        return saved
+
+    monkeypatch.setattr(Offloader, "pack", recording)
+    for option in ("auto", "yes"):
+        moved.clear()
+        out = tmp_path / option
+        kw = dict(model=str(tiny["model"]), quant="none", max_steps=2, report_to="none", lora_dropout=0.0,
+                  offload_checkpoints=option)
+        if task == "sft":
+            train_sft(str(tiny["packed"]), str(out), SFTConfig(micro_batch=4, **kw))
+        else:
+            train_dpo(str(tiny["pairs"]), str(out), DPOConfig(micro_batch=4, **kw))
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["steps"] == 2
+        assert moved.count(True) == (2 * LAYERS if option == "yes" else 0), option
+        if task == "sft":  # what the last micro-batch moved, for the GPU benchmark to show
+            assert (metrics.get("offloaded_bytes", 0) > 0) is (option == "yes")

@@ -1,0 +1,159 @@
+"""Keep the checkpointed decoder layers' inputs in host memory between the forward and the backward.
+
+Under gradient checkpointing what stays on the GPU from the forward to the backward is each
+decoder layer's input hidden states (tokens x hidden, bf16: 0.5 GB on a 1B at 8,192 tokens, 2 GB
+on an 8B), all of them alive when the backward starts. `Offloader.around(model)` copies them to
+pinned host memory as the forward saves them, on a side CUDA stream, and brings them back as the
+backward needs them, fetching the next one (the layer below) while the current one is used.
+unsloth's "unsloth" gradient checkpointing moves the same tensors.
+
+Which tensors: those saved while a checkpointed decoder layer is called, that require gradients
+and are not parameters. The hooks (torch.autograd.graph.saved_tensors_hooks) are installed
+around each layer's call from outside, where a torch.compile'd layer is entered (the layer's
+`_compiled_call_impl`), so they are never traced. Eager, non-reentrant torch.utils.checkpoint
+saves the layer's inputs (`_CheckpointFrame.save_inputs`) under these hooks and pushes its own for
+everything inside; compiled, the checkpoint is traced into the layer's graph and the saved
+tensors are that graph's: the input hidden states (the one that requires gradients), parameters,
+RoPE cos/sin and masks (which do not). The final norm and the loss, outside the layers, are not
+touched. Layers without gradient checkpointing are left alone (everything they save would move).
+
+GPU memory: the D2H copy reads the layer input on the side stream after the compute stream got
+there (wait_stream), and `record_stream` keeps its block from reuse until that copy is done; the
+H2D copy writes into a block allocated on the compute stream (the side stream first waits for the
+compute stream), and the compute stream waits for the copy's event before the backward reads it.
+Host memory: torch's caching host allocator hands out the pinned buffers, so after the first step
+they are reused rather than allocated (cudaHostAlloc) again; they return to it when the
+micro-batch's backward is done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+MIN_BYTES = 1 << 20  # smaller saved tensors stay on the device: not worth a PCIe round trip
+MOVES = "cuda"  # the device whose tensors are offloaded; tests set "cpu" to round-trip CPU tensors
+
+
+@dataclass(eq=False)
+class _Offloaded:
+    """One saved tensor in host memory; `device_copy` (and `ready`, its copy's CUDA event) once fetched back."""
+
+    host: Any
+    device: Any
+    index: int
+    device_copy: Any = None
+    ready: Any = None
+    unpacked: bool = False
+
+
+@dataclass(eq=False)
+class Offloader:
+    """saved_tensors_hooks that move the checkpointed layers' inputs to host memory (module doc).
+    `moved`, `moved_bytes`: what the last micro-batch moved."""
+
+    device_type: str = field(default_factory=lambda: MOVES)
+    min_bytes: int = field(default_factory=lambda: MIN_BYTES)
+    moved: int = 0
+    moved_bytes: int = 0
+    pending: list[_Offloaded] = field(default_factory=list)  # this micro-batch's, in the forward's order
+    _stream: Any = None
+
+    @contextlib.contextmanager
+    def around(self, model) -> Iterator[Offloader]:
+        """One micro-batch's forward and backward, with the checkpointed decoder layers of `model`
+        offloading their inputs; the layers are as before afterwards and nothing is kept."""
+        import torch
+
+        layers = [layer for layer in decoder_layers(model) if getattr(layer, "gradient_checkpointing", False)]
+        before = [layer.__dict__.get("_compiled_call_impl") for layer in layers]
+        hooks = torch.autograd.graph.saved_tensors_hooks(self.pack, self.unpack)
+        for layer in layers:
+            layer._compiled_call_impl = _with_hooks(hooks, layer._compiled_call_impl or layer._call_impl)
+        self.moved = self.moved_bytes = 0
+        try:
+            yield self
+        finally:
+            for layer, call in zip(layers, before, strict=True):
+                if call is None:
+                    del layer._compiled_call_impl  # back to the class's None: not compiled
+                else:
+                    layer._compiled_call_impl = call
+            self.pending.clear()
+
+    def pack(self, tensor):
+        import torch
+
+        if (tensor.device.type != self.device_type or not tensor.requires_grad or isinstance(tensor, torch.nn.Parameter)
+                or not tensor.is_contiguous() or tensor.numel() * tensor.element_size() < self.min_bytes):
+            return tensor
+        if tensor.device.type == "cuda":
+            host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+            stream = self.stream()
+            stream.wait_stream(torch.cuda.current_stream(tensor.device))  # the tensor is computed
+            with torch.cuda.stream(stream):
+                host.copy_(tensor, non_blocking=True)
+            tensor.record_stream(stream)  # its block is not reused before the copy is done
+        else:  # forced (tests): a real round trip through another buffer
+            host = tensor.detach().clone()
+        saved = _Offloaded(host, tensor.device, len(self.pending))
+        self.pending.append(saved)
+        self.moved += 1
+        self.moved_bytes += tensor.numel() * tensor.element_size()
+        return saved
+
+    def unpack(self, saved):
+        if not isinstance(saved, _Offloaded):
+            return saved
+        self.fetch(saved)
+        if saved.index > 0 and saved.index - 1 < len(self.pending):  # the layer below comes next in the backward
+            below = self.pending[saved.index - 1]
+            if not below.unpacked:
+                self.fetch(below)
+        tensor, saved.device_copy, saved.unpacked = saved.device_copy, None, True
+        if saved.ready is not None:
+            import torch
+
+            torch.cuda.current_stream(saved.device).wait_event(saved.ready)
+        return tensor
+
+    def fetch(self, saved: _Offloaded) -> None:
+        """Start copying `saved` back to its device (once)."""
+        import torch
+
+        if saved.device_copy is not None:
+            return
+        if saved.device.type != "cuda":
+            saved.device_copy = saved.host.clone()
+            return
+        compute = torch.cuda.current_stream(saved.device)
+        saved.device_copy = torch.empty(saved.host.shape, dtype=saved.host.dtype, device=saved.device)  # compute stream's
+        stream = self.stream()
+        stream.wait_stream(compute)  # the block's earlier users on the compute stream are done
+        with torch.cuda.stream(stream):
+            saved.device_copy.copy_(saved.host, non_blocking=True)
+            saved.ready = stream.record_event()
+
+    def stream(self):
+        import torch
+
+        if self._stream is None:
+            self._stream = torch.cuda.Stream()
+        return self._stream
+
+
+def _with_hooks(hooks, call):
+    def call_with_hooks(*args, **kwargs):
+        with hooks:
+            return call(*args, **kwargs)
+
+    return call_with_hooks
+
+
+def decoder_layers(model) -> list:
+    """The decoder layers of a (peft-wrapped) transformers causal LM; none for other models."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone = getattr(base, getattr(base, "base_model_prefix", ""), None)
+    return list(getattr(backbone, "layers", None) or [])
