@@ -11,11 +11,9 @@
 # Env: PY (a Python with dataprep's deps, for pip and the tokenizer; default: the repo's .venv, else python3),
 #      SHARED (default ../shared/data). Needs PyPI (pip download), xz, strip.
 set -euo pipefail
+source "$(dirname "$0")/wheels.sh"
 PYV=${1:-3.12}
-REPO=$(cd "$(dirname "$0")/../.." && pwd)
 DEST=$(realpath -m "${2:-$REPO/.gpu_ray}")
-SHARED=${SHARED:-$REPO/../shared/data}
-if [[ -z ${PY:-} ]]; then [[ -x $REPO/.venv/bin/python ]] && PY=$REPO/.venv/bin/python || PY=python3; fi
 
 # The device image (KINDS.md's package list) has numpy, pandas, pyarrow, click, filelock, fsspec, msgpack,
 # protobuf, pyyaml, requests, packaging, aiohttp, psutil, xxhash, tqdm, huggingface_hub: Ray's, polars' and
@@ -30,31 +28,20 @@ WHEELS=(
 # the Java jars, the libraries on top of Ray, the dashboard's web client (its Python, which the raylet's agents
 # run, stays), tests.
 RAY_UNUSED=(jars rllib serve tune train llm workflow dashboard/client/build)
-PLATFORMS=(--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64)
-TARGET=(--only-binary=:all: --python-version "$PYV" --implementation cp "${PLATFORMS[@]}")
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-echo "wheels for cp${PYV/./} -> $work/whl"
-"$PY" -m pip download -q --no-deps "${TARGET[@]}" -d "$work/whl" "${WHEELS[@]}"
-"$PY" -m pip install -q --no-index --no-deps --no-compile "${TARGET[@]}" --target "$work/site" "$work"/whl/*.whl
 site=$work/site
-rm -rf "$site/bin"
+site_from_wheels "$PYV" "$site" "${WHEELS[@]}"
 for d in "${RAY_UNUSED[@]}"; do rm -rf "${site:?}/ray/$d"; done
-find "$site" -depth -type d \( -name tests -o -name __pycache__ \) -exec rm -rf {} +
 # Symbol tables only (the dynamic symbols stay): -25% on the 300 MB of binaries.
 find "$site" -type f \( -name '*.so' -o -path '*/ray/core/src/*' \) -exec sh -c \
   'file -b "$1" | grep -q "^ELF" && strip --strip-unneeded "$1"' _ {} \;
 echo "site: $(du -sm "$site" | cut -f1) MB unpacked"
 
 mkdir -p "$work/out"
-XZ_OPT=${XZ_OPT:--9 -T0} tar -C "$site" -cJf "$work/out/site.tar.xz" .
+pack_xz "$site" "$work/out/site.tar.xz"
 tar -C "$SHARED" -cJf "$work/out/data.tar.xz" alpaca_en_demo.json alpaca_zh_demo.json ko_alpaca_1040.json \
   goemotions/train.tsv stsb/sts-train.csv stsb/sts-dev.csv stsb/sts-test.csv  # bench_dedupe.real_texts
-PYTHONPATH=$REPO "$PY" -c "import sys
-from dataprep.models import load_tokenizer, save_tokenizer
-save_tokenizer(load_tokenizer('smollm2-135m'), sys.argv[1])" "$work/out/tok"
-
-rm -rf "$DEST.tmp" && mv "$work/out" "$DEST.tmp" && rm -rf "$DEST" && mv "$DEST.tmp" "$DEST"
-du -bc "$DEST"/*.tar.xz "$DEST"/tok/* | tail -1 | awk '{printf "pack: %.1f MiB\n", $1 / 1048576}'
-du -sh "$DEST"/*
+save_smollm2 "$work/out/tok"
+publish "$work/out" "$DEST"

@@ -20,8 +20,8 @@ cores=$(nproc)
 left=$(( ${BUDGET:-570} - SECONDS - 10 ))  # timeout's -k grace below, and the pipe closing
 log=$OUT/engine_${cores}cores.log
 echo "unpacked in ${SECONDS} s; $cores cores; the bench gets $left s" | tee "$log"
-"$PY" -c 'import sys, ray, polars, datasets; print("python", sys.version.split()[0], "ray", ray.__version__,
-  "polars", polars.__version__, "datasets", datasets.__version__)' 2>&1 | tee -a "$log"
+"$PY" -c 'import sys, ray, polars, datasets, pyarrow, pandas; print("python", sys.version.split()[0], "ray", ray.__version__,
+  "polars", polars.__version__, "datasets", datasets.__version__, "pyarrow", pyarrow.__version__, "pandas", pandas.__version__)' 2>&1 | tee -a "$log"
 # timeout signals its whole process group: the bench, its stage subprocess and the Ray cluster that one started
 timeout -k 5 "$left" "$PY" benchmarks/bench_engine.py --data "$DATA" --rows "${ROWS:-10000000}" \
   --tokenize-rows "${TOK:-100000}" --num-proc "$cores" --tokenizer "$PACK/tok" --no-cold \
