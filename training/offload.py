@@ -9,7 +9,10 @@ unsloth's "unsloth" gradient checkpointing moves the same tensors.
 
 Which tensors: those saved while a checkpointed decoder layer is called, that require gradients
 and are not parameters. The hooks (torch.autograd.graph.saved_tensors_hooks) are installed
-around each layer's call from outside, where a torch.compile'd layer is entered (the layer's
+just outside the checkpoint, never inside it (there they would replace the checkpoint's own hooks:
+everything saved, nothing recomputed): where transformers calls the checkpoint from the layer's
+`__call__` (5.17), around the layer's `_gradient_checkpointing_func`; where it checkpoints
+`forward` (5.24), around the layer's call, where a torch.compile'd layer is entered (its
 `_compiled_call_impl`), so they are never traced. Eager, non-reentrant torch.utils.checkpoint
 saves the layer's inputs (`_CheckpointFrame.save_inputs`) under these hooks and pushes its own for
 everything inside; compiled, the checkpoint is traced into the layer's graph and the saved
@@ -68,19 +71,23 @@ class Offloader:
         import torch
 
         layers = [layer for layer in decoder_layers(model) if getattr(layer, "gradient_checkpointing", False)]
-        before = [layer.__dict__.get("_compiled_call_impl") for layer in layers]
         hooks = torch.autograd.graph.saved_tensors_hooks(self.pack, self.unpack)
-        for layer in layers:
-            layer._compiled_call_impl = _with_hooks(hooks, layer._compiled_call_impl or layer._call_impl)
+        # the hooks go around the checkpoint call, outside it: inside, they would replace the
+        # checkpoint's own hooks and keep every saved tensor (no recompute, all activations kept)
+        wrapped = [_CHECKPOINT_FUNC if _checkpoints_in_call(layer) else _COMPILED_CALL for layer in layers]
+        before = [layer.__dict__.get(attr) for layer, attr in zip(layers, wrapped, strict=True)]
+        for layer, attr in zip(layers, wrapped, strict=True):
+            call = getattr(layer, attr) if attr == _CHECKPOINT_FUNC else layer._compiled_call_impl or layer._call_impl
+            setattr(layer, attr, _with_hooks(hooks, call))
         self.moved = self.moved_bytes = 0
         try:
             yield self
         finally:
-            for layer, call in zip(layers, before, strict=True):
+            for layer, attr, call in zip(layers, wrapped, before, strict=True):
                 if call is None:
-                    del layer._compiled_call_impl  # back to the class's None: not compiled
+                    delattr(layer, attr)  # back to the class's attribute (None: not compiled)
                 else:
-                    layer._compiled_call_impl = call
+                    setattr(layer, attr, call)
             self.pending.clear()
 
     def pack(self, tensor):
@@ -142,6 +149,18 @@ class Offloader:
         if self._stream is None:
             self._stream = torch.cuda.Stream()
         return self._stream
+
+
+_CHECKPOINT_FUNC, _COMPILED_CALL = "_gradient_checkpointing_func", "_compiled_call_impl"
+
+
+def _checkpoints_in_call(layer) -> bool:
+    """Whether the layer's class runs the checkpoint in its own `__call__`, around nn.Module's call
+    and so outside a compiled `_call_impl` (GradientCheckpointingLayer in transformers 5.17, the GPU
+    image's); 5.24 checkpoints `forward`, inside `_call_impl`."""
+    import torch
+
+    return type(layer).__call__ is not torch.nn.Module.__call__ and hasattr(layer, _CHECKPOINT_FUNC)
 
 
 def _with_hooks(hooks, call):

@@ -4,6 +4,8 @@ step, and nothing installed unless --offload-checkpoints asks."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import gc
 import json
 import weakref
@@ -216,3 +218,59 @@ def test_train_runs_offload_only_when_asked(tiny, tmp_path, monkeypatch, task):
         assert moved.count(True) == (2 * LAYERS if option == "yes" else 0), option
         if task == "sft":  # what the last micro-batch moved, for the GPU benchmark to show
             assert (metrics.get("offloaded_bytes", 0) > 0) is (option == "yes")
+
+
+class _CallCheckpointingLayer(torch.nn.Module):
+    """transformers 5.17's protocol (the GPU image's): `__call__` runs the checkpoint around nn.Module's call."""
+
+    gradient_checkpointing = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin, self.calls = torch.nn.Linear(HIDDEN, HIDDEN), 0
+        self._gradient_checkpointing_func = functools.partial(torch.utils.checkpoint.checkpoint, use_reentrant=False)
+
+    def __call__(self, *args, **kwargs):
+        if self.gradient_checkpointing and self.training:
+            return self._gradient_checkpointing_func(functools.partial(super().__call__, **kwargs), *args)
+        return super().__call__(*args, **kwargs)
+
+    def forward(self, x):
+        self.calls += 1
+        return torch.tanh(self.lin(x)) + x
+
+
+class _CallCheckpointingModel(torch.nn.Module):
+    base_model_prefix = "model"
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.model = torch.nn.Module()
+        self.model.layers = torch.nn.ModuleList([_CallCheckpointingLayer() for _ in range(LAYERS)])
+
+    def forward(self, x):
+        for layer in self.model.layers:
+            x = layer(x)
+        return x.square().sum()
+
+
+@pytest.mark.parametrize("offload", [True, False])
+def test_checkpoint_called_from_the_layers_call_still_recomputes(offload):
+    """Where the checkpoint runs in the layer's `__call__`, the hooks go around it, not inside:
+    each layer still runs twice (forward and recompute) and only its input moves; inside, they
+    would have kept everything the layer saved and recomputed nothing."""
+    model = _CallCheckpointingModel()
+    x = torch.randn(32, HIDDEN, requires_grad=True)
+    offloader = Offloader("cpu", 0)
+    with offloader.around(model) if offload else contextlib.nullcontext():
+        model(x).backward()
+    assert [layer.calls for layer in model.model.layers] == [2] * LAYERS
+    assert offloader.moved == (LAYERS if offload else 0)
+    assert all("_gradient_checkpointing_func" in layer.__dict__ for layer in model.model.layers)  # put back
+    plain = _CallCheckpointingModel()
+    xp = x.detach().requires_grad_()
+    plain(xp).backward()
+    assert torch.equal(x.grad, xp.grad)
+    for got, want in zip(model.parameters(), plain.parameters(), strict=True):
+        assert torch.equal(got.grad, want.grad)
