@@ -45,8 +45,8 @@ Whole runs, from the model's loading to the saved adapter (need --data, see belo
   dataprep_paged   dataprep with paged 8-bit AdamW (the optimizer before #14)
   dataprep_ckptloss   dataprep with the loss before the fused one: checkpointed chunks of 1,024 positions
   dataprep_cudagraphs dataprep with the layers compiled with mode="reduce-overhead" (CUDA graphs)
-  dataprep_offload dataprep with --offload-checkpoints yes: each decoder layer's checkpointed input waits in
-                   pinned host memory until the backward (training.offload)
+  dataprep_nooffload dataprep with --offload-checkpoints no: each decoder layer's checkpointed input stays
+                   on the GPU until the backward (the default, auto, keeps it in pinned host memory on CUDA)
 unsloth pins trl<=1.15.0 and datasets<5: --unsloth-site DIR puts a tree with those (and unsloth,
 unsloth_zoo) first on the unsloth run's PYTHONPATH only, so the peer and dataprep keep their versions.
 Both report steady-state step time (median of the steps after --warmup) and the whole run
@@ -115,7 +115,7 @@ VARIANTS = {
     "flex_4x": {**BASE, "budget_x": 4},
 }
 RUNS = ("trl_liger_flex", "unsloth", "dataprep", "dataprep_warm", "dataprep_nocompile", "dataprep_chunk1024", "dataprep_paged",
-        "dataprep_ckptloss", "dataprep_cudagraphs", "dataprep_offload")  # whole runs, not steps on a shared model
+        "dataprep_ckptloss", "dataprep_cudagraphs", "dataprep_nooffload")  # whole runs, not steps on a shared model
 # the levers that run after dataprep with its compile cache (their compiled layers are the same)
 AFTER_DATAPREP = tuple(n for n in RUNS if n.startswith("dataprep_") and n != "dataprep_nocompile")
 PACK_LEN, PACK_ROWS = 2048, 4  # trl packs to 2048 and takes 4 packed rows a step; dataprep the same
@@ -309,7 +309,7 @@ def run_dataprep(model_dir: Path, data: Path, steps: int, warmup: int, work: Pat
     torch.cuda.reset_peak_memory_stats() if torch.cuda.is_available() else None
     cfg = SFTConfig(model=str(model_dir), micro_batch=PACK_ROWS, max_steps=warmup + steps, lr=2e-4,
                     scheduler="constant", warmup_ratio=0.0, report_to="none",
-                    offload_checkpoints="yes" if name == "dataprep_offload" else "auto")
+                    offload_checkpoints="no" if name == "dataprep_nooffload" else "auto")
     used: dict[str, str] = {}
     start = time.perf_counter()
     with dataprep_lever(name, used):  # its patches are undone after: an --in-process run next gets the defaults

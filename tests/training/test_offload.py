@@ -174,14 +174,19 @@ def test_compiled_layers_stay_compiled_after_the_step(tiny):
     assert [layer._compiled_call_impl for layer in decoder_layers(model)] == compiled
 
 
-def test_the_option_installs_an_offloader_only_when_asked_with_checkpointing():
+def test_the_option_installs_an_offloader_on_cuda_or_when_asked_with_checkpointing(monkeypatch):
+    from training import sft
     from training.sft import SFTConfig, checkpoint_offloader
 
-    assert checkpoint_offloader(SFTConfig()) is None  # auto: off until measured on the GPU
+    assert checkpoint_offloader(SFTConfig()) is None  # auto on the CPU
     assert checkpoint_offloader(SFTConfig(offload_checkpoints="no")) is None
     assert checkpoint_offloader(SFTConfig(offload_checkpoints="yes", gradient_checkpointing=False)) is None
     offload = checkpoint_offloader(SFTConfig(offload_checkpoints="yes"))
     assert isinstance(offload, Offloader) and offload.device_type == "cuda"  # on CPU tensors: a no-op
+    monkeypatch.setattr(sft, "device", lambda: "cuda")
+    assert isinstance(checkpoint_offloader(SFTConfig()), Offloader)  # auto on CUDA
+    assert checkpoint_offloader(SFTConfig(fsdp=True)) is None  # but not under FSDP
+    assert checkpoint_offloader(SFTConfig(offload_checkpoints="no")) is None
 
 
 @pytest.mark.parametrize("task", ["sft", "dpo"])
