@@ -378,7 +378,7 @@ def run_trl(model_dir: Path, data: Path, steps: int, warmup: int, work: Path) ->
     ds = load_from_disk(str(data / "plain")).select_columns(["input_ids", "labels"])
     args = SFTConfig(
         output_dir=str(work / "trl"), max_steps=warmup + steps, per_device_train_batch_size=PACK_ROWS,
-        max_length=PACK_LEN, packing=True, packing_strategy="bfd", padding_free=True, use_liger_kernel=cuda,
+        gradient_accumulation_steps=1, max_length=PACK_LEN, packing=True, packing_strategy="bfd", padding_free=True, use_liger_kernel=cuda,
         gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False},
         optim="paged_adamw_8bit" if cuda else "adamw_torch", bf16=cuda, learning_rate=2e-4,
         lr_scheduler_type="constant", warmup_steps=0, logging_steps=1, save_strategy="no", report_to="none",
@@ -452,7 +452,7 @@ def run_unsloth(model_dir: Path, data: Path, steps: int, warmup: int, work: Path
     ds = load_from_disk(str(data / "plain")).select_columns(["input_ids", "labels"])
     args = SFTConfig(
         output_dir=str(work / "unsloth"), max_steps=warmup + steps, per_device_train_batch_size=PACK_ROWS,
-        max_length=PACK_LEN, packing=True, packing_strategy="bfd", padding_free=True,
+        gradient_accumulation_steps=1, max_length=PACK_LEN, packing=True, packing_strategy="bfd", padding_free=True,
         optim="adamw_8bit" if cuda else "adamw_torch", bf16=cuda, learning_rate=2e-4,
         lr_scheduler_type="constant", warmup_steps=0, logging_steps=1, save_strategy="no", report_to="none",
         use_cpu=not cuda, seed=42, dataset_num_proc=1)
