@@ -72,6 +72,10 @@ def cluster(address: str | None = None) -> Iterator[Any]:
         _check_reachable(address)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # the driver's own C++ log (not its workers'): Ray Data's actor pools pass their function as a constructor
+    # argument in the object store, which it logs at ERROR for every actor (ray-project/ray#53727); failures
+    # reach the command as exceptions
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                  configure_logging=True)
@@ -319,7 +323,8 @@ def ray_map(fn: Callable[[Any], Any], read: Callable[[], Iterable[Any]], *, addr
             gpus = int(ray.cluster_resources().get("GPU", 0))
             ds = ds.map_batches(_holding(fn), batch_size=1, batch_format="pyarrow", num_gpus=num_gpus,
                                 num_cpus=0 if num_gpus else 1,
-                                compute=ActorPoolStrategy(min_size=1, max_size=gpus if num_gpus else n))
+                                compute=ActorPoolStrategy(min_size=1, max_size=gpus if num_gpus else n,
+                                                          initial_size=None if num_gpus else n))
         else:
             ds = ds.map_batches(_Apply(fn), batch_size=1, batch_format="pyarrow", num_cpus=1,
                                 compute=TaskPoolStrategy(size=n))
