@@ -72,10 +72,6 @@ def cluster(address: str | None = None) -> Iterator[Any]:
         _check_reachable(address)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    # the driver's own C++ log (not its workers'): Ray Data's actor pools pass their function as a constructor
-    # argument in the object store, which it logs at ERROR for every actor (ray-project/ray#53727); failures
-    # reach the command as exceptions
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                  configure_logging=True)
