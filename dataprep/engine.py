@@ -269,7 +269,8 @@ class _Apply:
 def _holding(setup: Callable[[], Callable[[Any], Any]]) -> type:
     """An `_Apply` class whose actors call `setup()` once (load a model) for the function they apply.
     It carries `setup` in its definition: sent once with the class, not as constructor arguments in
-    the object store (which Ray warns cannot be restored for a restart)."""
+    the object store. (Ray Data still passes its own map function that way, so Ray 2.60's driver logs
+    one `has constructor arguments in the object store` error line per actor: ray-project/ray#53727.)"""
 
     class Apply(_Apply):
         def __init__(self) -> None:
