@@ -13,8 +13,9 @@ command pays on a cluster that is already running (--ray-address), without Ray's
 Peak memory is the peak of the summed PSS (proportional set size: a shared page counts once
 overall, split between the processes that map it, so Ray's shared object store is not counted
 per worker) of the process and all its descendants (the raylet, GCS and Ray workers included),
-sampled every 0.2 s by the benchmark's own process; `driver RSS` is the command's own process. Every engine's data files must be byte-identical to
-local's, or the benchmark stops.
+sampled every 0.2 s by the benchmark's own process; `driver RSS` is the command's own process.
+`load` is the 1-minute load average before → after each row (the machine may be shared). Every
+engine's data files must be byte-identical to local's, or the benchmark stops.
 
     python benchmarks/bench_engine.py [--rows 1000000] [--tokenize-rows 100000 (0: convert only)]
         [--exact-local-rows N] [--near-local-rows N] [--near-rows N] (each 0 by default: no dedupe rows;
@@ -67,6 +68,7 @@ def run(stage: str, src: Path, out: Path, **options) -> dict:
     measured process would take its GIL and slow it)."""
     import psutil
 
+    load_before = os.getloadavg()[0]  # the 1-minute load average: the machine may be shared
     proc = subprocess.Popen([sys.executable, "-c", RUN, stage, str(src), str(out), json.dumps(options)], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     child, peak, driver = psutil.Process(proc.pid), 0, 0
@@ -90,7 +92,8 @@ def run(stage: str, src: Path, out: Path, **options) -> dict:
     stdout, stderr = proc.communicate()
     if proc.returncode:
         sys.exit(stderr[-3000:])
-    return {**json.loads(stdout.strip().splitlines()[-1]), "peak_gb": peak / 1024**3, "driver_gb": driver / 1024**3}
+    return {**json.loads(stdout.strip().splitlines()[-1]), "peak_gb": peak / 1024**3, "driver_gb": driver / 1024**3,
+            "load_before": load_before, "load_after": os.getloadavg()[0]}
 
 
 def digest(out: Path, names: tuple[str, ...] | None = None) -> dict[str, str]:
@@ -102,11 +105,12 @@ def digest(out: Path, names: tuple[str, ...] | None = None) -> dict[str, str]:
 def table(title: str, results: dict[str, dict], base: str) -> None:
     print(f"\n{title}")
     print(f"{'':20} {'seconds':>8} {'rows/s':>9} {'peak PSS GB':>12} {'driver RSS GB':>14} {'time / ' + base:>13} "
-          f"{'PSS / ' + base:>12}")
+          f"{'PSS / ' + base:>12} {'load':>10}")
     for name, r in results.items():
         b = results[base]
         print(f"{name:20} {r['seconds']:8.2f} {r['rows'] / r['seconds']:9,.0f} {r['peak_gb']:12.2f} {r['driver_gb']:14.2f} "
-              f"{r['seconds'] / b['seconds']:13.2f} {r['peak_gb'] / b['peak_gb']:12.2f}", flush=True)
+              f"{r['seconds'] / b['seconds']:13.2f} {r['peak_gb'] / b['peak_gb']:12.2f} "
+              f"{r['load_before']:4.1f}→{r['load_after']:<4.1f}", flush=True)
 
 
 def near_records(rows: int) -> Path:

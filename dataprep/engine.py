@@ -269,7 +269,8 @@ class _Apply:
 def _holding(setup: Callable[[], Callable[[Any], Any]]) -> type:
     """An `_Apply` class whose actors call `setup()` once (load a model) for the function they apply.
     It carries `setup` in its definition: sent once with the class, not as constructor arguments in
-    the object store (which Ray warns cannot be restored for a restart)."""
+    the object store. (Ray Data still passes its own map function that way, so Ray 2.60's driver logs
+    one `has constructor arguments in the object store` error line per actor: ray-project/ray#53727.)"""
 
     class Apply(_Apply):
         def __init__(self) -> None:
@@ -319,7 +320,8 @@ def ray_map(fn: Callable[[Any], Any], read: Callable[[], Iterable[Any]], *, addr
             gpus = int(ray.cluster_resources().get("GPU", 0))
             ds = ds.map_batches(_holding(fn), batch_size=1, batch_format="pyarrow", num_gpus=num_gpus,
                                 num_cpus=0 if num_gpus else 1,
-                                compute=ActorPoolStrategy(min_size=1, max_size=gpus if num_gpus else n))
+                                compute=ActorPoolStrategy(min_size=1, max_size=gpus if num_gpus else n,
+                                                          initial_size=None if num_gpus else n))
         else:
             ds = ds.map_batches(_Apply(fn), batch_size=1, batch_format="pyarrow", num_cpus=1,
                                 compute=TaskPoolStrategy(size=n))

@@ -168,6 +168,30 @@ def test_a_recipe_with_engine_ray_runs_end_to_end(ray_cluster, shared_data, tmp_
         load_recipe(bad)
 
 
+class LogsSetups:
+    """An actor setup that writes its process id to `log` (one line per setup) and returns `sum`."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+
+    def __call__(self):
+        with open(self.log, "a") as fh:
+            fh.write(f"{os.getpid()}\n")
+        return sum
+
+
+def test_actors_set_up_once_each_not_once_per_batch(ray_cluster, tmp_path):
+    """tokenize's Ray path: each actor loads its state (the tokenizer) once, then maps every batch it
+    gets; results in input order."""
+    from dataprep.engine import ray_map
+
+    log = tmp_path / "setups.log"
+    batches = [[i, i] for i in range(30)]
+    assert list(ray_map(LogsSetups(log), lambda: iter(batches), actors=True)) == [2 * i for i in range(30)]
+    pids = log.read_text().split()
+    assert 1 <= len(pids) <= 2 == ray_cluster.cluster_resources()["CPU"] and len(set(pids)) == len(pids)
+
+
 def test_batches_travel_with_their_frames_as_arrow_streams():
     """A batch or result holding polars frames comes back equal, dtypes included, its frames read in
     place from the block; a frame with a column of Python objects (which Arrow would hold as addresses)
