@@ -18,6 +18,7 @@ tar -xJf "$PACK/site.tar.xz" -C "$SITE" && tar -xJf "$PACK/data.tar.xz" -C "$DAT
 export PYTHONPATH=$SITE:$PWD PYTHONUNBUFFERED=1
 cores=$(nproc)
 left=$(( ${BUDGET:-570} - SECONDS - 10 ))  # timeout's -k grace below, and the pipe closing
+(( left > 0 )) || { echo "BUDGET ${BUDGET:-570} s is used up by the unpacking ($SECONDS s)" >&2; exit 1; }
 log=$OUT/engine_${cores}cores.log
 echo "unpacked in ${SECONDS} s; $cores cores; the bench gets $left s" | tee "$log"
 "$PY" -c 'import sys, ray, polars, datasets, pyarrow, pandas; print("python", sys.version.split()[0], "ray", ray.__version__,

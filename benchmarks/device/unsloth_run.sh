@@ -6,7 +6,8 @@
 # bench_train_gpu.py's whole runs, each variant its own invocation (a fresh process each), on the pack's shards:
 # $OUT/train_<shape>_<variant>.json per variant, all their output in $OUT/train_<shape>.log, unsloth's import on
 # the image in $OUT/unsloth_import.txt, then the x trl table. A variant gets at most CAP seconds (1b 170, 8b 200)
-# and is skipped when less than MIN (60) are left of BUDGET (570) for the whole script.
+# and is skipped when less than MIN (60) are left of BUDGET (570) for the whole script. $OUT gets 2 files + one JSON
+# per variant, and the device returns at most 8: keep VARIANTS to 6 or fewer.
 # Env: VARIANTS ("trl_liger_flex unsloth dataprep"), STEPS (1b "--warmup 3 --run-steps 15", 8b "--warmup 2
 #      --run-steps 8"), CAP, MIN, BUDGET, PACK (.gpu_unsloth), PY (python3), SITE (/tmp/site),
 #      USITE (/tmp/site_unsloth), D (/tmp/D), OUT (benchmarks/out/device when unset).
@@ -30,10 +31,12 @@ log=$OUT/train_$SHAPE.log
 echo "unpacked in $SECONDS s; shape $SHAPE; variants $VARIANTS; $STEPS" | tee "$log"
 
 # unsloth's import as its run sees it (its tree first), and where each package came from
-PYTHONPATH=$USITE:$PYTHONPATH timeout 120 "$PY" -c 'import unsloth, trl, datasets, bitsandbytes, transformers, torch
+if [[ " $VARIANTS " == *" unsloth "* ]]; then
+  PYTHONPATH=$USITE:$PYTHONPATH timeout 120 "$PY" -c 'import unsloth, trl, datasets, bitsandbytes, transformers, torch
 for m in (unsloth, trl, datasets, bitsandbytes, transformers, torch): print(m.__name__, m.__version__, m.__file__)' \
-  >"$OUT/unsloth_import.txt" 2>&1
-echo "unsloth import: exit $?, $(tail -n 6 "$OUT/unsloth_import.txt")" | tee -a "$log"
+    >"$OUT/unsloth_import.txt" 2>&1
+  echo "unsloth import: exit $?, $(tail -n 6 "$OUT/unsloth_import.txt")" | tee -a "$log"
+fi
 
 for v in $VARIANTS; do
   left=$(( BUDGET - SECONDS ))

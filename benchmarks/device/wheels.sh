@@ -33,5 +33,5 @@ save_tokenizer(load_tokenizer('smollm2-135m'), sys.argv[1])" "$1"
 publish() {
   rm -rf "$2.tmp" && mv "$1" "$2.tmp" && rm -rf "$2" && mv "$2.tmp" "$2"
   du -sh "$2"/*
-  du -bc "$2"/*.tar.xz "$2"/tok/* 2>/dev/null | tail -1 | awk '{printf "pack: %.1f MiB\n", $1 / 1048576}'
+  (shopt -s nullglob; du -bc "$2"/*.tar.xz "$2"/tok/*) | tail -1 | awk '{printf "pack: %.1f MiB\n", $1 / 1048576}'
 }
