@@ -263,3 +263,42 @@ def test_near_shuffle_on_ray_equals_local_on_many_buckets(ray_cluster):
     assert len(local.a) > 100 and len(local.below[0]) == 50 and local.stats["no_shingles"] == 2
     assert (600, 601) not in zip(local.a.tolist(), local.b.tolist(), strict=True)  # "" and blank: never paired
     assert (602, 603) in zip(local.a.tolist(), local.b.tolist(), strict=True)  # "abc" twice: one shingle each
+
+
+class ActorDiesMidRun:
+    """tokenize's Ray actor setup (`_ray_actor`), whose process dies at its second batch, once: the
+    marker file says it did, so the actor Ray starts again (and the batch it retries) run through."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __call__(self, **kwargs):
+        from dataprep.tokenize.stage import _ray_actor
+
+        run, seen = _ray_actor(**kwargs), []
+
+        def dies_once(batch):
+            seen.append(1)
+            if len(seen) == 2 and not self.marker.exists():
+                self.marker.write_text(str(os.getpid()))
+                os._exit(1)  # the actor's process is killed mid-run, as by the OOM killer
+            return run(batch)
+
+        return dies_once
+
+
+def test_ray_restarts_a_tokenize_actor_that_died(ray_cluster, shared_data, tmp_path, monkeypatch):
+    """Issue #17: a tokenize actor killed mid-run is restarted and its batch retried (Ray Data's actor
+    pool sets max_restarts and max_task_retries to -1 unless told otherwise): the run succeeds and its
+    output equals the local engine's."""
+    from dataprep.tokenize import stage
+
+    convert([str(shared_data / "alpaca_en_demo.json")], str(tmp_path / "records"), limit=200)
+    opts = dict(max_len=256, batch_size=20, progress=False)
+    local = tokenize(tmp_path / "records", tmp_path / "local", **opts)
+    marker = tmp_path / "marker"
+    monkeypatch.setattr(stage, "_ray_actor", ActorDiesMidRun(marker))
+    ray = tokenize(tmp_path / "records", tmp_path / "ray", engine="ray", **opts)
+    assert marker.read_text().isdigit()  # an actor's process did die, on a Ray worker
+    assert local.counts.n_in == 200 and ray.counts == local.counts and ray.fingerprint == local.fingerprint
+    assert_same(tmp_path / "local", tmp_path / "ray")
