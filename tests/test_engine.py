@@ -302,3 +302,43 @@ def test_ray_restarts_a_tokenize_actor_that_died(ray_cluster, shared_data, tmp_p
     assert marker.read_text().isdigit()  # an actor's process did die, on a Ray worker
     assert local.counts.n_in == 200 and ray.counts == local.counts and ray.fingerprint == local.fingerprint
     assert_same(tmp_path / "local", tmp_path / "ray")
+
+
+def sleeps_a_second(batch):
+    """A batch's work that takes 1 s and no CPU: returns when it ran, (start, end) on this host's clock."""
+    import time
+
+    start = time.time()
+    time.sleep(1)
+    return batch, start, time.time()
+
+
+def sleeper():
+    """An actor setup that returns `sleeps_a_second`."""
+    return sleeps_a_second
+
+
+def assert_overlapped(results, n: int) -> None:
+    """`n` one-second batches came back in order and ran at once: from the first batch's start (a pool's
+    start-up is not part of it) to the last one's end took well under the n seconds of one at a time.
+    Two at a time would be n/2 s; Ray starts a task or actor call 0.1-0.5 s after the one before on
+    this 2-core VM (benchmarks/RESULTS.md), hence the margin."""
+    assert [r[0] for r in results] == list(range(n))
+    starts, ends = [r[1] for r in results], [r[2] for r in results]
+    assert max(ends) - min(starts) < n - 1, f"{n} batches of 1 s took {max(ends) - min(starts):.2f} s: one at a time"
+
+
+@pytest.mark.parametrize("actors", [False, True], ids=["tasks", "actors"])
+def test_ray_map_runs_batches_at_once(ray_cluster, actors):
+    """Issue #17: on the 2-CPU cluster, 6 batches of 1 s finish in 3-4 s, not 6 (tasks and actors)."""
+    from dataprep.engine import ray_map
+
+    fn = sleeper if actors else sleeps_a_second
+    assert_overlapped(list(ray_map(fn, lambda: iter(range(6)), actors=actors)), 6)
+
+
+def test_num_proc_workers_run_batches_at_once():
+    """tokenize's --num-proc 2 pool: 6 batches of 1 s finish in about 3 s, not 6."""
+    from dataprep.tokenize.stage import _in_processes
+
+    assert_overlapped(list(_in_processes(sleeps_a_second, iter(range(6)), 2, init=None, initargs=())), 6)
