@@ -50,7 +50,8 @@ def test_convert_ray_equals_local(ray_cluster, shared_data, tmp_path):
 
 
 def test_tokenize_ray_equals_local(ray_cluster, shared_data, tmp_path):
-    """Chat records through SmolLM2's template, packed: byte-identical shards, rejects and state."""
+    """Chat records through SmolLM2's template, packed: byte-identical shards, rejects and state, on
+    Ray and in --num-proc 2 worker processes."""
     convert([str(shared_data / "glaive_toolcall_en_demo.json")], str(tmp_path / "records"), kind="chat", limit=120)
     opts = dict(max_len=1024, pack=True, batch_size=25, progress=False)
     local = tokenize(tmp_path / "records", tmp_path / "local", **opts)
@@ -58,6 +59,9 @@ def test_tokenize_ray_equals_local(ray_cluster, shared_data, tmp_path):
     assert local.counts.n_in == 120 and ray.counts == local.counts and ray.fingerprint == local.fingerprint
     assert ray.get("token_stats") == local.get("token_stats") and ray.get("packing") == local.get("packing")
     assert_same(tmp_path / "local", tmp_path / "ray")
+    procs = tokenize(tmp_path / "records", tmp_path / "procs", num_proc=2, **opts)
+    assert procs.counts == local.counts and procs.fingerprint == local.fingerprint
+    assert_same(tmp_path / "local", tmp_path / "procs")
 
 
 class DiesOnce:
