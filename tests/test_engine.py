@@ -323,13 +323,16 @@ def sleeper():
 
 
 def assert_overlapped(results, n: int) -> None:
-    """`n` one-second batches came back in order and ran at once: from the first batch's start (a pool's
-    start-up is not part of it) to the last one's end took well under the n seconds of one at a time.
-    Two at a time would be n/2 s; Ray starts a task or actor call 0.1-0.5 s after the one before on
-    this 2-core VM (benchmarks/RESULTS.md), hence the margin."""
+    """`n` one-second batches came back in order and ran at once: most of them ran while another did
+    (one at a time: none), and from the first batch's start (a pool's start-up is not part of it) to
+    the last one's end took under the n seconds of one at a time. Two at a time would be n/2 s; Ray
+    starts a task or actor call 0.1-0.5 s after a slot frees on this 2-core VM (benchmarks/RESULTS.md),
+    hence the margin."""
     assert [r[0] for r in results] == list(range(n))
-    starts, ends = [r[1] for r in results], [r[2] for r in results]
-    assert max(ends) - min(starts) < n - 1, f"{n} batches of 1 s took {max(ends) - min(starts):.2f} s: one at a time"
+    runs = [(start, end) for _, start, end in results]
+    alongside = sum(any(s2 < e1 and s1 < e2 for j, (s2, e2) in enumerate(runs) if j != i) for i, (s1, e1) in enumerate(runs))
+    span = max(e for _, e in runs) - min(s for s, _ in runs)
+    assert alongside > n // 2 and span < n - 0.5, f"{n} batches of 1 s took {span:.2f} s, {alongside} alongside another"
 
 
 @pytest.mark.parametrize("actors", [False, True], ids=["tasks", "actors"])
