@@ -189,11 +189,17 @@ def _map_batches(read, tok, kind, opts, specials, label_names, num_proc: int):
         yield from _two_in_flight(functools.partial(_tokenize_one, tok=tok, kind=kind, opts=opts, specials=specials,
                                                     label_names=label_names), batches)
         return
+    yield from _in_processes(_worker_run, batches, num_proc, init=_worker_init,
+                             initargs=(tok, kind, opts, specials, label_names))
+
+
+def _in_processes(fn, batches, num_proc: int, *, init, initargs):
+    """`fn` over `batches`, in order, in `num_proc` worker processes, each set up by `init(*initargs)`."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")  # a fork after the Rust tokenizer ran can deadlock
-    with ctx.Pool(num_proc, _worker_init, (tok, kind, opts, specials, label_names)) as pool:
-        yield from pool.imap(_worker_run, batches, chunksize=1)
+    with ctx.Pool(num_proc, init, initargs) as pool:
+        yield from pool.imap(fn, batches, chunksize=1)
 
 
 def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = False, progress: bool = True,
