@@ -63,16 +63,21 @@ print(json.dumps({"seconds": time.perf_counter() - t, "rows": m.counts.n_in, "cl
 """
 
 
+MEMORY_EVERY = 0.2  # seconds between samples of the process tree's PSS (--memory-every; 0: none)
+
+
 def run(stage: str, src: Path, out: Path, **options) -> dict:
     """Runs one stage in a subprocess; this process samples its memory meanwhile (sampling in the
-    measured process would take its GIL and slow it)."""
+    measured process would take its GIL and slow it). PSS reads every process's smaps, which takes
+    each one's memory-map lock: with many workers that may slow them, so MEMORY_EVERY = 0 times
+    the stage alone (no memory figures)."""
     import psutil
 
     load_before = os.getloadavg()[0]  # the 1-minute load average: the machine may be shared
     proc = subprocess.Popen([sys.executable, "-c", RUN, stage, str(src), str(out), json.dumps(options)], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     child, peak, driver = psutil.Process(proc.pid), 0, 0
-    while proc.poll() is None:
+    while MEMORY_EVERY and proc.poll() is None:
         total = 0
         try:
             tree = [child, *child.children(recursive=True)]
@@ -88,7 +93,7 @@ def run(stage: str, src: Path, out: Path, **options) -> dict:
             driver = max(driver, child.memory_info().rss)
         except psutil.Error:
             pass
-        time.sleep(0.2)
+        time.sleep(MEMORY_EVERY)
     stdout, stderr = proc.communicate()
     if proc.returncode:
         sys.exit(stderr[-3000:])
@@ -109,7 +114,7 @@ def table(title: str, results: dict[str, dict], base: str) -> None:
     for name, r in results.items():
         b = results[base]
         print(f"{name:20} {r['seconds']:8.2f} {r['rows'] / r['seconds']:9,.0f} {r['peak_gb']:12.2f} {r['driver_gb']:14.2f} "
-              f"{r['seconds'] / b['seconds']:13.2f} {r['peak_gb'] / b['peak_gb']:12.2f} "
+              f"{r['seconds'] / b['seconds']:13.2f} {r['peak_gb'] / b['peak_gb'] if b['peak_gb'] else float('nan'):12.2f} "
               f"{r['load_before']:4.1f}→{r['load_after']:<4.1f}", flush=True)
 
 
@@ -169,6 +174,7 @@ DEDUPE_FILES = ("records.parquet", "removed.parquet", "pairs.parquet")  # report
 
 
 def main() -> None:
+    global MEMORY_EVERY
     from benchmarks.bench_convert import build_csv
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -184,10 +190,13 @@ def main() -> None:
     ap.add_argument("--no-cold", action="store_true",
                     help="skip the rows that start their own cluster (the 'cluster up' rows report its start-up)")
     ap.add_argument("--json", default=None, help="write every finished row here as it comes")
+    ap.add_argument("--memory-every", type=float, default=MEMORY_EVERY,
+                    help="seconds between PSS samples of the stage's processes (0: no memory sampling)")
     ap.add_argument("--data", default=None,
                     help="the folder of real texts the inputs are built from (default ../shared/data; "
                          "benchmarks/device/ray_run.sh passes its unpacked copy)")
     args = ap.parse_args()
+    MEMORY_EVERY = args.memory_every
     if args.data:
         use_data(Path(args.data))
     report: dict = {"args": vars(args), "cores": os.cpu_count()}

@@ -7,7 +7,7 @@
 # dedupe NEAR1 rows local and on Ray, near dedupe NEAR rows on Ray alone. Writes $OUT/engine_<cores>cores.json
 # (every finished row, as it comes) and .log. The whole script ends within BUDGET seconds (570): the bench is
 # cut there, and the JSON written so far stays.
-# Env: ROWS TOK EXACT NEAR1 NEAR, BUDGET, PACK (.gpu_ray), PY (python3), SITE (/tmp/site), DATA (/tmp/data),
+# Env: ROWS TOK EXACT NEAR1 NEAR, MEMORY_EVERY (bench_engine's --memory-every; 0: time without PSS sampling), BUDGET, PACK (.gpu_ray), PY (python3), SITE (/tmp/site), DATA (/tmp/data),
 #      OUT (benchmarks/out/device when unset).
 set -uo pipefail
 PACK=${PACK:-.gpu_ray} PY=${PY:-python3} SITE=${SITE:-/tmp/site} DATA=${DATA:-/tmp/data}
@@ -27,7 +27,7 @@ echo "unpacked in ${SECONDS} s; $cores cores; the bench gets $left s" | tee "$lo
 timeout -k 5 "$left" "$PY" benchmarks/bench_engine.py --data "$DATA" --rows "${ROWS:-10000000}" \
   --tokenize-rows "${TOK:-100000}" --num-proc "$cores" --tokenizer "$PACK/tok" --no-cold \
   --exact-local-rows "${EXACT:-1000000}" --near-local-rows "${NEAR1:-1000000}" --near-rows "${NEAR:-10000000}" \
-  --json "$OUT/engine_${cores}cores.json" 2>&1 | tee -a "$log"
+  ${MEMORY_EVERY:+--memory-every "$MEMORY_EVERY"} --json "$OUT/engine_${cores}cores.json" 2>&1 | tee -a "$log"
 rc=${PIPESTATUS[0]}
 [[ $rc == 124 || $rc == 137 ]] && echo "cut at $left s (BUDGET ${BUDGET:-570}); the JSON holds the rows done" | tee -a "$log"
 echo "ray_run.sh: exit $rc after $SECONDS s" | tee -a "$log"
