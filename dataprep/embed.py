@@ -441,7 +441,7 @@ def _ray_encode(chunks: list[list[str]], encoder: Encoder, batch_size: int):
     with cluster() as ray:
         gpus = 1 if encoder.device_option in ("auto", "cuda") and ray.cluster_resources().get("GPU", 0) >= 1 else 0
         factory = functools.partial(_chunk_encoder, encoder.name, "cuda" if gpus else "cpu", batch_size)
-        yield from ray_map(factory, lambda: iter(chunks), actors=True, num_gpus=gpus)
+        yield from ray_map(factory, lambda: iter(chunks), actors=True, num_gpus=gpus, batches=len(chunks))
 
 
 def _chunk_encoder(name: str, device: str, batch_size: int):

@@ -302,25 +302,27 @@ def actor_count(ray) -> int:
 
 
 def ray_map(fn: Callable[[Any], Any], read: Callable[[], Iterable[Any]], *, address: str | None = None,
-            actors: bool = False, num_gpus: float = 0) -> Iterator[Any]:
+            actors: bool = False, num_gpus: float = 0, batches: int | None = None) -> Iterator[Any]:
     """`fn(batch)` for each batch `read()` yields, in input order, computed on Ray Data.
 
     `read` runs in a Ray read task, `fn` in map tasks (one CPU each, as many at once as the cluster
     has CPUs). With `actors`, `fn` is a setup: each actor of a pool calls it once (to load a model)
     and applies the function it returns (`num_gpus` per actor: one actor per GPU; else one per CPU).
     Both must be picklable (closures are). A task whose worker dies is retried by Ray (Ray Data's default for tasks and actors). A
-    DataprepError raised by either is raised here, with its message.
+    DataprepError raised by either is raised here, with its message. `batches`: how many batches
+    `read` yields, when known: no more workers than that (a small input on a big cluster does not
+    start an actor per CPU, each loading its model or tokenizer).
     """
     with cluster(address) as ray, _one_batch_per_block():
         from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
-        n = actor_count(ray)
+        n = actor_count(ray) if batches is None else max(1, min(actor_count(ray), batches))
         ds = ray.data.read_datasource(_source(read), num_cpus=0, override_num_blocks=1)  # a light reader
         if actors:
             gpus = int(ray.cluster_resources().get("GPU", 0))
             ds = ds.map_batches(_holding(fn), batch_size=1, batch_format="pyarrow", num_gpus=num_gpus,
                                 num_cpus=0 if num_gpus else 1,
-                                compute=ActorPoolStrategy(min_size=1, max_size=gpus if num_gpus else n,
+                                compute=ActorPoolStrategy(min_size=1, max_size=min(gpus, n) if num_gpus else n,
                                                           initial_size=None if num_gpus else n))
         else:
             ds = ds.map_batches(_Apply(fn), batch_size=1, batch_format="pyarrow", num_cpus=1,

@@ -196,6 +196,16 @@ def test_actors_set_up_once_each_not_once_per_batch(ray_cluster, tmp_path):
     assert 1 <= len(pids) <= 2 == ray_cluster.cluster_resources()["CPU"] and len(set(pids)) == len(pids)
 
 
+def test_no_more_actors_than_batches(ray_cluster, tmp_path):
+    """A pool starts at one actor per CPU, but a known number of batches caps it: one batch on the
+    2-CPU cluster sets up one actor, not two (each would load its model or tokenizer)."""
+    from dataprep.engine import ray_map
+
+    log = tmp_path / "setups.log"
+    assert list(ray_map(LogsSetups(log), lambda: iter([[3, 4]]), actors=True, batches=1)) == [7]
+    assert len(log.read_text().split()) == 1
+
+
 def test_batches_travel_with_their_frames_as_arrow_streams():
     """A batch or result holding polars frames comes back equal, dtypes included, its frames read in
     place from the block; a frame with a column of Python objects (which Arrow would hold as addresses)

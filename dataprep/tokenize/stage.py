@@ -177,14 +177,15 @@ def _two_in_flight(fn, batches):
                 f.cancel()
 
 
-def _map_batches(read, tok, kind, opts, specials, label_names, num_proc: int):
-    """tokenize_batch over the batches `read()` yields, in order: on Ray Data with --engine ray, else
-    in `num_proc` worker processes if > 1, else here."""
+def _map_batches(read, tok, kind, opts, specials, label_names, num_proc: int, n_batches: int):
+    """tokenize_batch over the `n_batches` batches `read()` yields, in order: on Ray Data with
+    --engine ray, else in `num_proc` worker processes if > 1 (no more than there are batches), else here."""
     if opts.engine == "ray":
         setup = functools.partial(_ray_actor, tok=tok, kind=kind, opts=opts, specials=specials, label_names=label_names)
-        yield from ray_map(setup, read, address=opts.ray_address, actors=True)
+        yield from ray_map(setup, read, address=opts.ray_address, actors=True, batches=n_batches)
         return
     batches = read()
+    num_proc = min(num_proc, n_batches)
     if num_proc <= 1:
         yield from _two_in_flight(functools.partial(_tokenize_one, tok=tok, kind=kind, opts=opts, specials=specials,
                                                     label_names=label_names), batches)
@@ -259,7 +260,8 @@ def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = F
         bar = tqdm(total=n_rows, desc="tokenize", unit="row", disable=not progress, leave=False)
         with bar, timer("tokenize"), _old_objects_frozen():  # the bar is cleared before an error is printed
             read = functools.partial(_read_batches, data, columns, batch_size)
-            for rb, kept_mm, rej, ev in _map_batches(read, tok, kind, opts, specials, label_names, num_proc):
+            for rb, kept_mm, rej, ev in _map_batches(read, tok, kind, opts, specials, label_names, num_proc,
+                                                             -(-n_rows // batch_size)):
                 kept_mismatched.extend(kept_mm)
                 writer = writer or pa.ipc.new_stream(str(rows_file), rb.schema)
                 writer.write_batch(rb)
