@@ -157,21 +157,40 @@ def test_nothing_is_kept_after_a_step(tiny):
     assert len(kept) == 2 * 2 * LAYERS  # 2 steps of 2 micro-batches
     assert all(ref() is None for ref in kept)
     assert offload.pending == []
-    assert all("_compiled_call_impl" not in layer.__dict__ for layer in decoder_layers(model))
+    checkpoint = model.get_base_model().model._gradient_checkpointing_func  # the backbone's: `around` leaves it
+    for layer in decoder_layers(model):  # whichever attribute `around` wrapped (see _wrapped), it is put back
+        assert "_compiled_call_impl" not in layer.__dict__
+        assert layer.__dict__["_gradient_checkpointing_func"] is checkpoint
     assert torch._C._autograd._top_saved_tensors_default_hooks(True) is None
 
 
-def test_compiled_layers_stay_compiled_after_the_step(tiny):
+def _wrapped(layer) -> str:
+    """The attribute `around` wraps on this transformers: the checkpoint function where the layer's
+    `__call__` runs the checkpoint (<= 5.23), else the compiled call."""
+    from training.offload import _checkpoints_in_call
+
+    return "_gradient_checkpointing_func" if _checkpoints_in_call(layer) else "_compiled_call_impl"
+
+
+@pytest.mark.parametrize("in_call", [None, True], ids=["this_transformers", "checkpoint_in_call"])
+def test_compiled_layers_stay_compiled_after_the_step(tiny, monkeypatch, in_call):
+    """Whichever attribute `around` wraps (this transformers', or forced: 5.17's), both are put back."""
+    from training import offload
     from training.offload import decoder_layers
 
+    if in_call:
+        monkeypatch.setattr(offload, "_checkpoints_in_call", lambda layer: True)
     model = _lora_model(tiny)
-    compiled = [object() for _ in decoder_layers(model)]  # stand-ins: `around` must only put them back
-    for layer, call in zip(decoder_layers(model), compiled, strict=True):
-        layer._compiled_call_impl = call
+    layers = decoder_layers(model)
+    for layer in layers:
+        layer._compiled_call_impl = object()  # a stand-in: `around` must only put it back
+    attrs = ("_compiled_call_impl", "_gradient_checkpointing_func")
+    before = [{a: layer.__dict__.get(a) for a in attrs} for layer in layers]
     with Offloader("cpu", 0).around(model):
-        assert all(layer._compiled_call_impl is not call for layer, call in zip(decoder_layers(model), compiled,
-                                                                                  strict=True))
-    assert [layer._compiled_call_impl for layer in decoder_layers(model)] == compiled
+        assert all(getattr(layer, _wrapped(layer)) is not was[_wrapped(layer)]
+                   for layer, was in zip(layers, before, strict=True))
+    assert [{a: layer.__dict__.get(a) for a in attrs} for layer in layers] == before
+    assert all(was["_gradient_checkpointing_func"] is not None for was in before)  # both were there to restore
 
 
 def test_the_option_installs_an_offloader_on_cuda_or_when_asked_with_checkpointing(monkeypatch):
