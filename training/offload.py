@@ -23,7 +23,8 @@ touched. Layers without gradient checkpointing are left alone (everything they s
 GPU memory: the D2H copy reads the layer input on the side stream after the compute stream got
 there (wait_stream), and `record_stream` keeps its block from reuse until that copy is done; the
 H2D copy writes into a block allocated on the compute stream (the side stream first waits for the
-compute stream), and the compute stream waits for the copy's event before the backward reads it.
+compute stream), and the compute stream waits for the copy's event before the backward reads it (and for the
+whole side stream when the micro-batch ends, should it have raised before reading a fetched copy).
 Host memory: torch's caching host allocator hands out the pinned buffers, so after the first step
 they are reused rather than allocated (cudaHostAlloc) again; they return to it when the
 micro-batch's backward is done.
@@ -88,6 +89,14 @@ class Offloader:
                     delattr(layer, attr)  # back to the class's attribute (None: not compiled)
                 else:
                     setattr(layer, attr, call)
+            if self._stream is not None:
+                # a micro-batch that raised may leave fetched copies not yet unpacked (their compute-
+                # stream wait never queued): their blocks are the compute stream's, so they could be
+                # reused while the side stream still writes them. Ordering the compute stream after
+                # the side stream before dropping them covers that at no cost to a normal step
+                # (which waited on each copy already); record_stream on each copy would instead hold
+                # every fetched block until the side stream's later copies are done too.
+                torch.cuda.current_stream(self._stream.device).wait_stream(self._stream)
             self.pending.clear()
 
     def pack(self, tensor):
