@@ -15,7 +15,7 @@ import torch
 
 from tests.train_helpers import pack, preference_rows, sft_rows, tiny_causal_lm, tiny_tokenizer, write_shards
 from training.data import collate_flat
-from training.offload import Offloader
+from training.offload import Offloader, _Offloaded
 
 HIDDEN, LAYERS = 64, 2  # tiny_causal_lm
 
@@ -298,3 +298,95 @@ def test_checkpoint_called_from_the_layers_call_still_recomputes(offload):
     assert torch.equal(x.grad, xp.grad)
     for got, want in zip(model.parameters(), plain.parameters(), strict=True):
         assert torch.equal(got.grad, want.grad)
+
+
+# On a GPU (skipped without one): the real side stream, pinned host memory and CUDA copies. The
+# attention runs on SDPA's math kernel, whose backward is deterministic, so "exactly" can hold.
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA streams need a GPU")
+SLEEP_CYCLES = 1_000_000_000  # about 0.5 s of an H200's clock: far longer than any copy or compute here
+
+
+def _slow_side_stream(offload: Offloader, when=lambda: True) -> None:
+    """Queue a long GPU sleep on `offload`'s side stream before each copy it issues (when `when()`),
+    so the copies finish long after the compute stream got past them: a missing wait or
+    record_stream would then read unfinished copies or overwrite tensors still being copied."""
+    stream = offload.stream
+
+    def slow():
+        side = stream()
+        if when():
+            with torch.cuda.stream(side):
+                torch.cuda._sleep(SLEEP_CYCLES)
+        return side
+
+    offload.stream = slow
+
+
+@needs_cuda
+@pytest.mark.parametrize("slow", [False, True], ids=["plain", "slow_side_stream"])
+def test_cuda_offloaded_steps_give_exactly_the_losses_and_gradients_without_offload(tiny, slow):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    offload = Offloader("cuda", 0)
+    if slow:
+        _slow_side_stream(offload)
+    with sdpa_kernel(SDPBackend.MATH):
+        _, losses, grads = _steps(tiny, offload)
+        _, plain_losses, plain_grads = _steps(tiny, None)
+    assert offload.moved == LAYERS and offload.pending == []
+    assert losses == plain_losses
+    assert len(grads) == len(plain_grads) == 2
+    for got, want in zip(grads, plain_grads, strict=True):
+        assert got.keys() == want.keys() and len(got) == 2 * 7 * LAYERS
+        for name, g in want.items():
+            assert g.is_cuda and torch.equal(got[name], g), name
+
+
+def _backward_raising_after_a_prefetch(model, batch, offload: Offloader) -> tuple:
+    """A micro-batch whose backward raises right after the top layer's input is unpacked, while the
+    layer below's (prefetched) copy is still being written; that copy's address, shape and dtype."""
+    from training.sft import causal_lm_loss_sum
+
+    unpack, prefetched = offload.unpack, []
+
+    def raising(saved):
+        tensor = unpack(saved)
+        if not isinstance(saved, _Offloaded):  # a saved tensor that stayed (RoPE's, the mask)
+            return tensor
+        assert saved.index == LAYERS - 1  # the backward starts at the top layer, fetching the one below
+        below = offload.pending[saved.index - 1]
+        prefetched.append((below.device_copy.data_ptr(), below.device_copy.shape, below.device_copy.dtype))
+        raise RuntimeError("backward aborted")
+
+    offload.unpack = raising
+    try:
+        with offload.around(model):
+            loss, _ = causal_lm_loss_sum(model, batch)
+            loss.backward()
+    except RuntimeError as e:
+        assert "backward aborted" in str(e)
+    assert offload.pending == [] and len(prefetched) == 1
+    return prefetched[0]  # the graph (and the copy) died with `loss` above
+
+
+@needs_cuda
+def test_cuda_a_raising_backward_does_not_free_a_copy_still_being_written(tiny):
+    """The prefetched copy's block, freed when the aborted micro-batch's graph dies, may be handed
+    out again on the compute stream at once; what the compute stream writes there must come after
+    the side stream's (slow) copy into it, not be overwritten by it."""
+    from training.loop import to_device
+
+    model = _lora_model(tiny)
+    batch = to_device(_batches(tiny)[0])
+    offload = Offloader("cuda", 0)
+    backward = []
+    unpack = offload.unpack
+    offload.unpack = lambda saved: backward.append(True) or unpack(saved)
+    _slow_side_stream(offload, when=lambda: bool(backward))  # only the backward's fetches are slow
+    ptr, shape, dtype = _backward_raising_after_a_prefetch(model, batch, offload)
+    zeros = []
+    while len(zeros) < 32 and not any(z.data_ptr() == ptr for z in zeros):
+        zeros.append(torch.zeros(shape, dtype=dtype, device="cuda"))  # on the compute stream
+    assert zeros[-1].data_ptr() == ptr  # the freed block was handed out again
+    torch.cuda.synchronize()
+    assert all(z.count_nonzero().item() == 0 for z in zeros)
