@@ -71,6 +71,8 @@ class Offloader:
         offloading their inputs; the layers are as before afterwards and nothing is kept."""
         import torch
 
+        from training.dist import decoder_layers
+
         layers = [layer for layer in decoder_layers(model) if getattr(layer, "gradient_checkpointing", False)]
         hooks = torch.autograd.graph.saved_tensors_hooks(self.pack, self.unpack)
         # the hooks go around the checkpoint call, outside it: inside, they would replace the
@@ -179,9 +181,3 @@ def _with_hooks(hooks, call):
 
     return call_with_hooks
 
-
-def decoder_layers(model) -> list:
-    """The decoder layers of a (peft-wrapped) transformers causal LM; none for other models."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    backbone = getattr(base, getattr(base, "base_model_prefix", ""), None)
-    return list(getattr(backbone, "layers", None) or [])

@@ -167,8 +167,7 @@ def compile_layers(model) -> None:
     """torch.compile each decoder layer in place (fuses norms, RoPE, activations and the LoRA adds).
     The compiled kernels persist in the dataprep cache (`persistent_compile_cache`)."""
     persistent_compile_cache()
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    for layer in getattr(base, base.base_model_prefix).layers:
+    for layer in dist.decoder_layers(model):
         layer.compile()
 
 

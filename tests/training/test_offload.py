@@ -51,8 +51,8 @@ def _steps(tiny, offload, checkpointing=True, compiled=False):
     """Two train_steps of two micro-batches each (AdamW): their losses and the LoRA gradients before each update."""
     from transformers import get_scheduler
 
+    from training.dist import decoder_layers
     from training.loop import train_step
-    from training.offload import decoder_layers
     from training.sft import causal_lm_loss_sum
 
     model = _lora_model(tiny, checkpointing)
@@ -119,7 +119,7 @@ def test_compiled_layers_offload_their_input_with_the_same_result_and_no_recompi
 def test_what_moves_is_exactly_each_checkpointed_layer_input(tiny):
     """One tensor per decoder layer, its input hidden states (tokens x hidden, fp32 here), and
     nothing else: not the final norm's, the loss's, the parameters or RoPE's."""
-    from training.offload import decoder_layers
+    from training.dist import decoder_layers
     from training.sft import causal_lm_loss_sum
 
     model = _lora_model(tiny)
@@ -147,7 +147,7 @@ def test_layers_without_checkpointing_are_left_alone(tiny):
 
 def test_nothing_is_kept_after_a_step(tiny):
     """The offloaded copies die with the step's graph; the layers and the hooks are as before."""
-    from training.offload import decoder_layers
+    from training.dist import decoder_layers
 
     offload = Offloader("cpu", 0)
     kept = []
@@ -176,7 +176,7 @@ def _wrapped(layer) -> str:
 def test_compiled_layers_stay_compiled_after_the_step(tiny, monkeypatch, in_call):
     """Whichever attribute `around` wraps (this transformers', or forced: 5.17's), both are put back."""
     from training import offload
-    from training.offload import decoder_layers
+    from training.dist import decoder_layers
 
     if in_call:
         monkeypatch.setattr(offload, "_checkpoints_in_call", lambda layer: True)
@@ -242,6 +242,37 @@ def test_train_runs_offload_only_when_asked(tiny, tmp_path, monkeypatch, task):
         assert moved.count(True) == (2 * LAYERS if option == "yes" else 0), option
         if task == "sft":  # what the last micro-batch moved, for the GPU benchmark to show
             assert (metrics.get("offloaded_bytes", 0) > 0) is (option == "yes")
+
+
+def _gpt2(checkpointing: bool):
+    """A tiny GPT-2 (its layers are `transformer.h`), without dropout."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=46, n_embd=HIDDEN, n_layer=LAYERS, n_head=4, n_positions=64,
+                                       resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
+    if checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model.train()
+
+
+def test_gpt2_style_layers_are_found_and_offloaded():
+    """training.dist.decoder_layers finds `transformer.h` too (GPT-2, Falcon), so their
+    checkpointed inputs move, with the gradients of a run without offload; none for a model
+    without layers."""
+    from training.dist import decoder_layers
+
+    model, plain = _gpt2(True), _gpt2(True)
+    assert decoder_layers(model) == list(model.transformer.h) and len(model.transformer.h) == LAYERS
+    assert decoder_layers(torch.nn.Linear(2, 2)) == []
+    ids = torch.randint(0, 46, (2, 32))
+    offload = Offloader("cpu", 0)
+    with offload.around(model):
+        model(input_ids=ids, labels=ids).loss.backward()
+    plain(input_ids=ids, labels=ids).loss.backward()
+    assert offload.moved == LAYERS
+    for got, want in zip(model.parameters(), plain.parameters(), strict=True):
+        assert torch.equal(got.grad, want.grad)
 
 
 class _CallCheckpointingLayer(torch.nn.Module):
