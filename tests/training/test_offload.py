@@ -139,6 +139,28 @@ def test_what_moves_is_exactly_each_checkpointed_layer_input(tiny):
     assert all(torch.equal(m, x) for m, x in zip(moved, inputs, strict=True))
 
 
+def test_without_pinned_memory_the_inputs_stay_on_the_device_with_one_warning(tiny, monkeypatch, capsys):
+    """A failed pinned allocation keeps that tensor where it is (counted, warned once), and the
+    step goes on with the same losses and gradients."""
+    from training import offload as offload_module
+
+    def no_pinned_memory(tensor):
+        raise RuntimeError("CUDA error: out of memory\nmore lines")
+
+    monkeypatch.setattr(offload_module, "_host_buffer", no_pinned_memory)
+    offload = Offloader("cpu", 0)
+    _, losses, grads = _steps(tiny, offload)
+    _, plain_losses, plain_grads = _steps(tiny, None)
+    assert offload.moved == 0 and offload.kept_on_gpu == 2 * 2 * LAYERS  # 2 steps of 2 micro-batches
+    assert offload.metrics() == {"offloaded_bytes": 0, "offload_kept_on_gpu": 2 * 2 * LAYERS}
+    assert losses == plain_losses
+    for got, want in zip(grads, plain_grads, strict=True):
+        assert got.keys() == want.keys() and all(torch.equal(got[n], g) for n, g in want.items())
+    warned = [line for line in capsys.readouterr().err.splitlines() if "pinned" in line]
+    assert warned == ["warning: --offload-checkpoints: no pinned host memory (CUDA error: out of memory); such layer "
+                      "inputs stay on the GPU (metrics.json: offload_kept_on_gpu)"]
+
+
 def test_layers_without_checkpointing_are_left_alone(tiny):
     offload = Offloader("cpu", 0)
     _steps(tiny, offload, checkpointing=False)
@@ -242,6 +264,7 @@ def test_train_runs_offload_only_when_asked(tiny, tmp_path, monkeypatch, task):
         assert moved.count(True) == (2 * LAYERS if option == "yes" else 0), option
         if task == "sft":  # what the last micro-batch moved, for the GPU benchmark to show
             assert (metrics.get("offloaded_bytes", 0) > 0) is (option == "yes")
+            assert metrics.get("offload_kept_on_gpu") == (0 if option == "yes" else None)
 
 
 def _gpt2(checkpointing: bool):
