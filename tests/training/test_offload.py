@@ -357,7 +357,7 @@ def test_checkpoint_called_from_the_layers_call_still_recomputes(offload):
 # On a GPU (skipped without one): the real side stream, pinned host memory and CUDA copies. The
 # attention runs on SDPA's math kernel, whose backward is deterministic, so "exactly" can hold.
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA streams need a GPU")
-SLEEP_CYCLES = 1_000_000_000  # about 0.5 s of an H200's clock: far longer than any copy or compute here
+SLEEP_CYCLES = 200_000_000  # about 0.1 s of an H200's clock: far longer than any copy or compute here
 
 
 def _slow_side_stream(offload: Offloader, when=lambda: True) -> None:
