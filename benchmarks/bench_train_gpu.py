@@ -44,7 +44,7 @@ Whole runs, from the model's loading to the saved adapter (need --data, see belo
   dataprep_chunk1024  dataprep projecting 1,024 trained positions at a time (the loss chunk before #14)
   dataprep_paged   dataprep with paged 8-bit AdamW (the optimizer before #14)
   dataprep_ckptloss   dataprep with the loss before the fused one: checkpointed chunks of 1,024 positions
-  dataprep_cudagraphs dataprep with the layers compiled with mode="reduce-overhead" (CUDA graphs)
+  dataprep_cudagraphs dataprep with the layers compiled with mode="reduce-overhead" (CUDA graphs), offload off
   dataprep_nooffload dataprep with --offload-checkpoints no: each decoder layer's checkpointed input stays
                    on the GPU until the backward (the default, auto, keeps it in pinned host memory on CUDA)
 unsloth pins trl<=1.15.0 and datasets<5: --unsloth-site DIR puts a tree with those (and unsloth,
@@ -309,7 +309,8 @@ def run_dataprep(model_dir: Path, data: Path, steps: int, warmup: int, work: Pat
     torch.cuda.reset_peak_memory_stats() if torch.cuda.is_available() else None
     cfg = SFTConfig(model=str(model_dir), micro_batch=PACK_ROWS, max_steps=warmup + steps, lr=2e-4,
                     scheduler="constant", warmup_ratio=0.0, report_to="none",
-                    offload_checkpoints="no" if name == "dataprep_nooffload" else "auto")
+                    # cudagraphs: no offload, record_stream does not guard the graphs' private memory pool
+                    offload_checkpoints="no" if name in ("dataprep_nooffload", "dataprep_cudagraphs") else "auto")
     used: dict[str, str] = {}
     start = time.perf_counter()
     with dataprep_lever(name, used):  # its patches are undone after: an --in-process run next gets the defaults

@@ -233,7 +233,10 @@ def fsdp2(module):
     base = module.model.get_base_model() if hasattr(module.model, "get_base_model") else module.model
     dtype = base.get_input_embeddings().weight.dtype
     policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
-    for layer in decoder_layers(base):
+    layers = decoder_layers(base)
+    if not layers:
+        raise DataprepError(f"--fsdp: cannot find the layers of {type(base).__name__}; train it without --fsdp")
+    for layer in layers:
         fully_shard(layer, mp_policy=policy)
     fully_shard(module, mp_policy=policy)
     return module
@@ -246,13 +249,16 @@ def full_state_dict(model) -> dict:
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
-def decoder_layers(base) -> list:
+def decoder_layers(model) -> list:
+    """The repeated layers of a (peft-wrapped) transformers model: `model.layers` (Llama, Qwen),
+    `transformer.h` (GPT-2, Falcon), `encoder.layer` (BERT); none when it has none of these."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
     inner = getattr(base, getattr(base, "base_model_prefix", "model"), base)
     for attr in ("layers", "layer", "h"):
         found = getattr(inner, attr, None) or getattr(getattr(inner, "encoder", None), attr, None)
         if found is not None:
             return list(found)
-    raise DataprepError(f"--fsdp: cannot find the layers of {type(base).__name__}; train it without --fsdp")
+    return []
 
 
 def check_fsdp_quant(model_dtype, quant: str, quant_storage) -> None:

@@ -296,10 +296,11 @@ def train_preference(shards: str, out: str, config, task: str, loss_fn, collate_
         train_loss, eval_loss = loss_fn(config, train_tally), loss_fn(config, eval_tally)
         eval_batches = make(eval_set)(config.seed) if eval_set is not None else None
         logger = TallyLogger(Logger(config.report_to, ws.out / "runs", dataclasses.asdict(config)), train_tally)
+        offload = checkpoint_offloader(config)
         with ws.timer("train"):
             hist = train_loop(model, make(train_set), train_loss,
                               (lambda: evaluate_with(eval_loss, eval_tally, model, eval_batches)) if eval_batches else None,
-                              config, logger, offload=checkpoint_offloader(config))
+                              config, logger, offload=offload)
         logger.close()
         logger.merge_into(hist.train)
         examples = hist.trained_tokens  # train_step counts n_targets: pairs (dpo) or examples (kto)
@@ -319,6 +320,7 @@ def train_preference(shards: str, out: str, config, task: str, loss_fn, collate_
             "attn_implementation": attn,
             "device": device(),
             **peak_memory_gb(),
+            **(offload.metrics() if offload else {}),  # as SFT's: the last micro-batch's layer inputs moved
         }
         method = "QLoRA" if quant == "4bit" else "LoRA"
         plot_with_accuracy(hist, ws.out / "loss.png", f"{task.upper()} {config.model} ({method} r{config.lora_r}, β {config.beta})")

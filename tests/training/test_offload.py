@@ -15,7 +15,7 @@ import torch
 
 from tests.train_helpers import pack, preference_rows, sft_rows, tiny_causal_lm, tiny_tokenizer, write_shards
 from training.data import collate_flat
-from training.offload import Offloader
+from training.offload import Offloader, _Offloaded
 
 HIDDEN, LAYERS = 64, 2  # tiny_causal_lm
 
@@ -51,8 +51,8 @@ def _steps(tiny, offload, checkpointing=True, compiled=False):
     """Two train_steps of two micro-batches each (AdamW): their losses and the LoRA gradients before each update."""
     from transformers import get_scheduler
 
+    from training.dist import decoder_layers
     from training.loop import train_step
-    from training.offload import decoder_layers
     from training.sft import causal_lm_loss_sum
 
     model = _lora_model(tiny, checkpointing)
@@ -119,7 +119,7 @@ def test_compiled_layers_offload_their_input_with_the_same_result_and_no_recompi
 def test_what_moves_is_exactly_each_checkpointed_layer_input(tiny):
     """One tensor per decoder layer, its input hidden states (tokens x hidden, fp32 here), and
     nothing else: not the final norm's, the loss's, the parameters or RoPE's."""
-    from training.offload import decoder_layers
+    from training.dist import decoder_layers
     from training.sft import causal_lm_loss_sum
 
     model = _lora_model(tiny)
@@ -139,6 +139,28 @@ def test_what_moves_is_exactly_each_checkpointed_layer_input(tiny):
     assert all(torch.equal(m, x) for m, x in zip(moved, inputs, strict=True))
 
 
+def test_without_pinned_memory_the_inputs_stay_on_the_device_with_one_warning(tiny, monkeypatch, capsys):
+    """A failed pinned allocation keeps that tensor where it is (counted, warned once), and the
+    step goes on with the same losses and gradients."""
+    from training import offload as offload_module
+
+    def no_pinned_memory(tensor):
+        raise RuntimeError("CUDA error: out of memory\nmore lines")
+
+    monkeypatch.setattr(offload_module, "_host_buffer", no_pinned_memory)
+    offload = Offloader("cpu", 0)
+    _, losses, grads = _steps(tiny, offload)
+    _, plain_losses, plain_grads = _steps(tiny, None)
+    assert offload.moved == 0 and offload.kept_on_gpu == 2 * 2 * LAYERS  # 2 steps of 2 micro-batches
+    assert offload.metrics() == {"offloaded_bytes": 0, "offload_kept_on_gpu": 2 * 2 * LAYERS}
+    assert losses == plain_losses
+    for got, want in zip(grads, plain_grads, strict=True):
+        assert got.keys() == want.keys() and all(torch.equal(got[n], g) for n, g in want.items())
+    warned = [line for line in capsys.readouterr().err.splitlines() if "pinned" in line]
+    assert warned == ["warning: --offload-checkpoints: no pinned host memory (CUDA error: out of memory); such layer "
+                      "inputs stay on the GPU (metrics.json: offload_kept_on_gpu)"]
+
+
 def test_layers_without_checkpointing_are_left_alone(tiny):
     offload = Offloader("cpu", 0)
     _steps(tiny, offload, checkpointing=False)
@@ -147,7 +169,7 @@ def test_layers_without_checkpointing_are_left_alone(tiny):
 
 def test_nothing_is_kept_after_a_step(tiny):
     """The offloaded copies die with the step's graph; the layers and the hooks are as before."""
-    from training.offload import decoder_layers
+    from training.dist import decoder_layers
 
     offload = Offloader("cpu", 0)
     kept = []
@@ -157,21 +179,40 @@ def test_nothing_is_kept_after_a_step(tiny):
     assert len(kept) == 2 * 2 * LAYERS  # 2 steps of 2 micro-batches
     assert all(ref() is None for ref in kept)
     assert offload.pending == []
-    assert all("_compiled_call_impl" not in layer.__dict__ for layer in decoder_layers(model))
+    checkpoint = model.get_base_model().model._gradient_checkpointing_func  # the backbone's: `around` leaves it
+    for layer in decoder_layers(model):  # whichever attribute `around` wrapped (see _wrapped), it is put back
+        assert "_compiled_call_impl" not in layer.__dict__
+        assert layer.__dict__["_gradient_checkpointing_func"] is checkpoint
     assert torch._C._autograd._top_saved_tensors_default_hooks(True) is None
 
 
-def test_compiled_layers_stay_compiled_after_the_step(tiny):
-    from training.offload import decoder_layers
+def _wrapped(layer) -> str:
+    """The attribute `around` wraps on this transformers: the checkpoint function where the layer's
+    `__call__` runs the checkpoint (<= 5.23), else the compiled call."""
+    from training.offload import _checkpoints_in_call
 
+    return "_gradient_checkpointing_func" if _checkpoints_in_call(layer) else "_compiled_call_impl"
+
+
+@pytest.mark.parametrize("in_call", [None, True], ids=["this_transformers", "checkpoint_in_call"])
+def test_compiled_layers_stay_compiled_after_the_step(tiny, monkeypatch, in_call):
+    """Whichever attribute `around` wraps (this transformers', or forced: 5.17's), both are put back."""
+    from training import offload
+    from training.dist import decoder_layers
+
+    if in_call:
+        monkeypatch.setattr(offload, "_checkpoints_in_call", lambda layer: True)
     model = _lora_model(tiny)
-    compiled = [object() for _ in decoder_layers(model)]  # stand-ins: `around` must only put them back
-    for layer, call in zip(decoder_layers(model), compiled, strict=True):
-        layer._compiled_call_impl = call
+    layers = decoder_layers(model)
+    for layer in layers:
+        layer._compiled_call_impl = object()  # a stand-in: `around` must only put it back
+    attrs = ("_compiled_call_impl", "_gradient_checkpointing_func")
+    before = [{a: layer.__dict__.get(a) for a in attrs} for layer in layers]
     with Offloader("cpu", 0).around(model):
-        assert all(layer._compiled_call_impl is not call for layer, call in zip(decoder_layers(model), compiled,
-                                                                                  strict=True))
-    assert [layer._compiled_call_impl for layer in decoder_layers(model)] == compiled
+        assert all(getattr(layer, _wrapped(layer)) is not was[_wrapped(layer)]
+                   for layer, was in zip(layers, before, strict=True))
+    assert [{a: layer.__dict__.get(a) for a in attrs} for layer in layers] == before
+    assert all(was["_gradient_checkpointing_func"] is not None for was in before)  # both were there to restore
 
 
 def test_the_option_installs_an_offloader_on_cuda_or_when_asked_with_checkpointing(monkeypatch):
@@ -221,8 +262,40 @@ def test_train_runs_offload_only_when_asked(tiny, tmp_path, monkeypatch, task):
         metrics = json.loads((out / "metrics.json").read_text())
         assert metrics["steps"] == 2
         assert moved.count(True) == (2 * LAYERS if option == "yes" else 0), option
-        if task == "sft":  # what the last micro-batch moved, for the GPU benchmark to show
-            assert (metrics.get("offloaded_bytes", 0) > 0) is (option == "yes")
+        # what the last micro-batch moved, for the GPU benchmark to show (DPO, KTO: train_preference's)
+        assert (metrics.get("offloaded_bytes", 0) > 0) is (option == "yes")
+        assert metrics.get("offload_kept_on_gpu") == (0 if option == "yes" else None)
+
+
+def _gpt2(checkpointing: bool):
+    """A tiny GPT-2 (its layers are `transformer.h`), without dropout."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=46, n_embd=HIDDEN, n_layer=LAYERS, n_head=4, n_positions=64,
+                                       resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
+    if checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model.train()
+
+
+def test_gpt2_style_layers_are_found_and_offloaded():
+    """training.dist.decoder_layers finds `transformer.h` too (GPT-2, Falcon), so their
+    checkpointed inputs move, with the gradients of a run without offload; none for a model
+    without layers."""
+    from training.dist import decoder_layers
+
+    model, plain = _gpt2(True), _gpt2(True)
+    assert decoder_layers(model) == list(model.transformer.h) and len(model.transformer.h) == LAYERS
+    assert decoder_layers(torch.nn.Linear(2, 2)) == []
+    ids = torch.randint(0, 46, (2, 32))
+    offload = Offloader("cpu", 0)
+    with offload.around(model):
+        model(input_ids=ids, labels=ids).loss.backward()
+    plain(input_ids=ids, labels=ids).loss.backward()
+    assert offload.moved == LAYERS
+    for got, want in zip(model.parameters(), plain.parameters(), strict=True):
+        assert torch.equal(got.grad, want.grad)
 
 
 class _CallCheckpointingLayer(torch.nn.Module):
@@ -279,3 +352,95 @@ def test_checkpoint_called_from_the_layers_call_still_recomputes(offload):
     assert torch.equal(x.grad, xp.grad)
     for got, want in zip(model.parameters(), plain.parameters(), strict=True):
         assert torch.equal(got.grad, want.grad)
+
+
+# On a GPU (skipped without one): the real side stream, pinned host memory and CUDA copies. The
+# attention runs on SDPA's math kernel, whose backward is deterministic, so "exactly" can hold.
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA streams need a GPU")
+SLEEP_CYCLES = 200_000_000  # about 0.1 s of an H200's clock: far longer than any copy or compute here
+
+
+def _slow_side_stream(offload: Offloader, when=lambda: True) -> None:
+    """Queue a long GPU sleep on `offload`'s side stream before each copy it issues (when `when()`),
+    so the copies finish long after the compute stream got past them: a missing wait or
+    record_stream would then read unfinished copies or overwrite tensors still being copied."""
+    stream = offload.stream
+
+    def slow():
+        side = stream()
+        if when():
+            with torch.cuda.stream(side):
+                torch.cuda._sleep(SLEEP_CYCLES)
+        return side
+
+    offload.stream = slow
+
+
+@needs_cuda
+@pytest.mark.parametrize("slow", [False, True], ids=["plain", "slow_side_stream"])
+def test_cuda_offloaded_steps_give_exactly_the_losses_and_gradients_without_offload(tiny, slow):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    offload = Offloader("cuda", 0)
+    if slow:
+        _slow_side_stream(offload)
+    with sdpa_kernel(SDPBackend.MATH):
+        _, losses, grads = _steps(tiny, offload)
+        _, plain_losses, plain_grads = _steps(tiny, None)
+    assert offload.moved == LAYERS and offload.pending == []
+    assert losses == plain_losses
+    assert len(grads) == len(plain_grads) == 2
+    for got, want in zip(grads, plain_grads, strict=True):
+        assert got.keys() == want.keys() and len(got) == 2 * 7 * LAYERS
+        for name, g in want.items():
+            assert g.is_cuda and torch.equal(got[name], g), name
+
+
+def _backward_raising_after_a_prefetch(model, batch, offload: Offloader) -> tuple:
+    """A micro-batch whose backward raises right after the top layer's input is unpacked, while the
+    layer below's (prefetched) copy is still being written; that copy's address, shape and dtype."""
+    from training.sft import causal_lm_loss_sum
+
+    unpack, prefetched = offload.unpack, []
+
+    def raising(saved):
+        tensor = unpack(saved)
+        if not isinstance(saved, _Offloaded):  # a saved tensor that stayed (RoPE's, the mask)
+            return tensor
+        assert saved.index == LAYERS - 1  # the backward starts at the top layer, fetching the one below
+        below = offload.pending[saved.index - 1]
+        prefetched.append((below.device_copy.data_ptr(), below.device_copy.shape, below.device_copy.dtype))
+        raise RuntimeError("backward aborted")
+
+    offload.unpack = raising
+    try:
+        with offload.around(model):
+            loss, _ = causal_lm_loss_sum(model, batch)
+            loss.backward()
+    except RuntimeError as e:
+        assert "backward aborted" in str(e)
+    assert offload.pending == [] and len(prefetched) == 1
+    return prefetched[0]  # the graph (and the copy) died with `loss` above
+
+
+@needs_cuda
+def test_cuda_a_raising_backward_does_not_free_a_copy_still_being_written(tiny):
+    """The prefetched copy's block, freed when the aborted micro-batch's graph dies, may be handed
+    out again on the compute stream at once; what the compute stream writes there must come after
+    the side stream's (slow) copy into it, not be overwritten by it."""
+    from training.loop import to_device
+
+    model = _lora_model(tiny)
+    batch = to_device(_batches(tiny)[0])
+    offload = Offloader("cuda", 0)
+    backward = []
+    unpack = offload.unpack
+    offload.unpack = lambda saved: backward.append(True) or unpack(saved)
+    _slow_side_stream(offload, when=lambda: bool(backward))  # only the backward's fetches are slow
+    ptr, shape, dtype = _backward_raising_after_a_prefetch(model, batch, offload)
+    zeros = []
+    while len(zeros) < 32 and not any(z.data_ptr() == ptr for z in zeros):
+        zeros.append(torch.zeros(shape, dtype=dtype, device="cuda"))  # on the compute stream
+    assert zeros[-1].data_ptr() == ptr  # the freed block was handed out again
+    torch.cuda.synchronize()
+    assert all(z.count_nonzero().item() == 0 for z in zeros)
