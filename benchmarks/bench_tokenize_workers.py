@@ -16,7 +16,7 @@ tokenizer, options) and batches are kept; then:
    the same CPU but more wall: they wait for a core); idle workers mean they wait for the parent.
 
     python benchmarks/bench_tokenize_workers.py [--rows 100000] [--workers N (default: cores)]
-        [--tokenizer smollm2-135m] [--json out.json]
+        [--tokenizer smollm2-135m] [--json out.json] [--data DIR (as ../shared/data; for the device)]
 """
 
 from __future__ import annotations
@@ -101,8 +101,13 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     ap.add_argument("--tokenizer", default="smollm2-135m")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--data", default=None, help="a folder holding alpaca_en_demo.json (default: ../shared/data)")
     args = ap.parse_args()
+    import bench_convert
     from bench_convert import build_csv
+
+    if args.data:
+        bench_convert.DATA = Path(args.data) / "alpaca_en_demo.json"
 
     from dataprep.convert import convert
     from dataprep.tokenize import stage
