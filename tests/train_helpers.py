@@ -126,6 +126,14 @@ def write_shards(out: Path, rows: list[dict], kind: str, tokenizer, *, packed: b
     return out
 
 
+def tiny_sft_run(d: Path) -> dict:
+    """A tiny causal LM, 48 sft rows and their shards packed to 40 tokens, under `d`: what the
+    training tests that run steps share."""
+    rows = sft_rows(48)
+    return {"model": tiny_causal_lm(d / "model"), "rows": rows,
+            "packed": write_shards(d / "packed", pack(rows, 40), "sft", tiny_tokenizer(), packed=True, max_len=40)}
+
+
 def classify_rows(n: int, label_names: list[str], seed: int = 0) -> list[dict]:
     """Label j is on iff word w{j} occurs in the text: learnable by a tiny encoder."""
     tok = tiny_tokenizer()

@@ -17,7 +17,7 @@ import torch
 
 from dataprep.cli import cli
 from dataprep.errors import DataprepError
-from tests.train_helpers import pack, sft_rows, tiny_causal_lm, tiny_tokenizer, write_shards
+from tests.train_helpers import tiny_sft_run, tiny_tokenizer, write_shards
 from training.data import collate_flat
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,11 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    d = tmp_path_factory.mktemp("dist")
-    tok = tiny_tokenizer()
-    rows = sft_rows(48)
-    return {"model": tiny_causal_lm(d / "model"), "rows": rows,
-            "packed": write_shards(d / "packed", pack(rows, 40), "sft", tok, packed=True, max_len=40)}
+    return tiny_sft_run(tmp_path_factory.mktemp("dist"))
 
 
 def _free_port() -> int:

@@ -13,7 +13,7 @@ import weakref
 import pytest
 import torch
 
-from tests.train_helpers import pack, preference_rows, sft_rows, tiny_causal_lm, tiny_tokenizer, write_shards
+from tests.train_helpers import preference_rows, tiny_sft_run, tiny_tokenizer, write_shards
 from training.data import collate_flat
 from training.offload import Offloader, _Offloaded
 
@@ -23,11 +23,7 @@ HIDDEN, LAYERS = 64, 2  # tiny_causal_lm
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     d = tmp_path_factory.mktemp("offload")
-    tok = tiny_tokenizer()
-    rows = sft_rows(48)
-    return {"model": tiny_causal_lm(d / "model"), "rows": rows,
-            "packed": write_shards(d / "packed", pack(rows, 40), "sft", tok, packed=True, max_len=40),
-            "pairs": write_shards(d / "pairs", preference_rows(24), "preference", tok)}
+    return {**tiny_sft_run(d), "pairs": write_shards(d / "pairs", preference_rows(24), "preference", tiny_tokenizer())}
 
 
 def _lora_model(tiny, checkpointing=True):
