@@ -58,7 +58,7 @@ def capture(records: Path, tokenizer: str, path: Path) -> int:
     class Captured(Exception):
         pass
 
-    def keep(fn, batches, num_proc, *, init, initargs):
+    def keep(fn, batches, num_proc, *, init, initargs, preload=()):
         batches = list(batches)
         with open(path, "wb") as fh:
             pickle.dump((initargs, batches), fh)
@@ -134,7 +134,8 @@ def main() -> None:
                             "batch_cpu_median_s": round(statistics.median(alone_cpu), 3)}
 
     t = time.time()
-    runs = list(stage._in_processes(timed_run, iter(batches), args.workers, init=timed_init, initargs=initargs))
+    runs = list(stage._in_processes(timed_run, iter(batches), args.workers, init=timed_init, initargs=initargs,
+                                    preload=(type(initargs[0]).__module__,)))  # as tokenize's own pool
     wall = time.time() - t
     in_pool = [end - start for *_, start, end, _ in runs]
     ready = {pid: ready - t for pid, _, ready, *_ in runs}  # its process started, imported, unpickled, set up

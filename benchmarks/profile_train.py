@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--profile-from", type=int, default=12, help="first profiled step (after compilation)")
     ap.add_argument("--profile-steps", type=int, default=3)
     ap.add_argument("--grad-accum", type=int, default=1)
+    ap.add_argument("--offload", default="auto", choices=["auto", "yes", "no"], help="--offload-checkpoints")
     ap.add_argument("--out", default="out/profile")
     ap.add_argument("--model-cache", default=str(Path(tempfile.gettempdir()) / "dataprep-bench-models"))
     args = ap.parse_args()
@@ -87,11 +88,12 @@ def main() -> None:
 
     loop.train_step = profiled_step
     cfg = SFTConfig(model=str(model), micro_batch=4, grad_accum=args.grad_accum, max_steps=args.steps, lr=2e-4,
-                    scheduler="constant", warmup_ratio=0.0, report_to="none")
+                    scheduler="constant", warmup_ratio=0.0, report_to="none",
+                    offload_checkpoints=args.offload)
     train_sft(str(Path(args.data) / "packed"), str(out / f"adapter_{dist.world()}gpu"), cfg, force=True)
     head = [f"world {dist.world()} rank {dist.rank()}, grad accum {args.grad_accum}",
             f"step wall s (unprofiled): {walls}"]
-    (out / f"profile_{dist.world()}gpu_rank{dist.rank()}.txt").write_text("\n".join(head + lines) + "\n")
+    (out / f"profile_{dist.world()}gpu_rank{dist.rank()}_offload_{args.offload}.txt").write_text("\n".join(head + lines) + "\n")
     print("\n".join(head), flush=True)
 
 

@@ -215,6 +215,7 @@ def test_the_option_installs_an_offloader_on_cuda_or_when_asked_with_checkpointi
     from training import sft
     from training.sft import SFTConfig, checkpoint_offloader
 
+    monkeypatch.setattr(sft, "device", lambda: "cpu")
     assert checkpoint_offloader(SFTConfig()) is None  # auto on the CPU
     assert checkpoint_offloader(SFTConfig(offload_checkpoints="no")) is None
     assert checkpoint_offloader(SFTConfig(offload_checkpoints="yes", gradient_checkpointing=False)) is None
@@ -433,10 +434,9 @@ def test_cuda_a_raising_backward_does_not_free_a_copy_still_being_written(tiny):
     unpack = offload.unpack
     offload.unpack = lambda saved: backward.append(True) or unpack(saved)
     _slow_side_stream(offload, when=lambda: bool(backward))  # only the backward's fetches are slow
-    ptr, shape, dtype = _backward_raising_after_a_prefetch(model, batch, offload)
-    zeros = []
-    while len(zeros) < 32 and not any(z.data_ptr() == ptr for z in zeros):
-        zeros.append(torch.zeros(shape, dtype=dtype, device="cuda"))  # on the compute stream
-    assert zeros[-1].data_ptr() == ptr  # the freed block was handed out again
-    torch.cuda.synchronize()
-    assert all(z.count_nonzero().item() == 0 for z in zeros)
+    _backward_raising_after_a_prefetch(model, batch, offload)
+    # the freed block may be handed out on the compute stream at once (the caching allocator does not
+    # promise which block comes back): whatever runs there next must come after the side stream's copy
+    after = torch.cuda.current_stream().record_event()
+    after.synchronize()
+    assert offload._stream.query(), "the compute stream went on before the side stream's copy was done"
