@@ -4,9 +4,11 @@
 The same records as bench_engine.py (alpaca_en_demo.json repeated, converted; SmolLM2, max_len
 2048, 2,000 rows a batch). tokenize runs up to its worker pool, and the pool's arguments (the
 tokenizer, options) and batches are kept; then:
-1. a fresh worker process (as `--num-proc` spawns one): seconds to import the stage, unpickle its
-   arguments (the tokenizer: which modules come with it, torch included?) and run its first batch,
-   counted from the process's start;
+1. a fresh, spawned worker process: seconds to import the stage, unpickle its arguments (the
+   tokenizer: which modules come with it, torch included?) and run its first batch, counted from the
+   process's start. On Linux `--num-proc` now forks its workers from a fork server that imported the
+   tokenizer's module once, so this is what that server pays once (and what a spawned worker, on
+   macOS and Windows, pays each);
 2. the batches in this process, one at a time: seconds a batch (wall and CPU);
 3. the batches in `--workers` worker processes (tokenize's own pool, `_in_processes`): the wall
    time, when the last worker was ready (spawned, its imports and arguments loaded), each batch's

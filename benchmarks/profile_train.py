@@ -6,7 +6,7 @@ times, and the host's waits for the device. Run it as one process or under torch
     torchrun --nproc-per-node 2 benchmarks/profile_train.py --data D --shape 1b --steps 20 --profile-from 12 --out P
 
 (add TORCH_LOGS=recompiles to see recompilations). D is bench_train_gpu.py's --data directory;
-each rank writes P/profile_<world>gpu_rank<r>.txt. Micro-batch 4 packed rows, grad accumulation
+each rank writes P/profile_<world>gpu_rank<r>_offload_<auto|yes|no>.txt (--offload: --offload-checkpoints). Micro-batch 4 packed rows, grad accumulation
 --grad-accum (1 GPU x 2 = the global batch of 2 GPUs x 1).
 """
 

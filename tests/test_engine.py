@@ -49,9 +49,13 @@ def test_convert_ray_equals_local(ray_cluster, shared_data, tmp_path):
     assert convert(sources, str(tmp_path / "ray"), batch_rows=150).skipped
 
 
-def test_tokenize_ray_equals_local(ray_cluster, shared_data, tmp_path):
+def test_tokenize_ray_equals_local(ray_cluster, shared_data, tmp_path, monkeypatch):
     """Chat records through SmolLM2's template, packed: byte-identical shards, rejects and state, on
-    Ray and in --num-proc 2 worker processes."""
+    Ray and in --num-proc 2 worker processes (whose fork server preloads the tokenizer's module)."""
+    from dataprep.tokenize import stage
+
+    pools, in_processes = [], stage._in_processes
+    monkeypatch.setattr(stage, "_in_processes", lambda *a, **kw: pools.append(kw["preload"]) or in_processes(*a, **kw))
     convert([str(shared_data / "glaive_toolcall_en_demo.json")], str(tmp_path / "records"), kind="chat", limit=120)
     opts = dict(max_len=1024, pack=True, batch_size=25, progress=False)
     local = tokenize(tmp_path / "records", tmp_path / "local", **opts)
@@ -62,6 +66,7 @@ def test_tokenize_ray_equals_local(ray_cluster, shared_data, tmp_path):
     procs = tokenize(tmp_path / "records", tmp_path / "procs", num_proc=2, **opts)
     assert procs.counts == local.counts and procs.fingerprint == local.fingerprint
     assert_same(tmp_path / "local", tmp_path / "procs")
+    assert pools == [("transformers.tokenization_utils_tokenizers",)] or pools == [("transformers.tokenization_utils_fast",)]
 
 
 class DiesOnce:
@@ -362,15 +367,34 @@ def test_num_proc_workers_run_batches_at_once():
 
 
 def test_num_proc_workers_start_with_the_preloaded_modules_imported():
-    """Issue #17: the workers are forked from a server that imported the tokenizer's modules once; a
-    spawned worker imported them itself (transformers 5.17 imported torch with the tokenizer: 88 s
-    before 16 workers were ready). In a fresh process: the fork server starts once a process."""
+    """Issue #17: on Linux the workers are forked from a server that imported the tokenizer's module
+    once; a spawned worker imported it itself (transformers 5.17 imported torch with the tokenizer:
+    88 s before 16 workers were ready). In a fresh process: the fork server starts once a process."""
     code = ("import sys; from dataprep.tokenize.stage import _in_processes; from tests.test_engine import imported; "
             "print(list(_in_processes(imported, iter(['tabnanny'] * 2), 2, init=None, initargs=(), "
             "preload=('tabnanny',))), 'tabnanny' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["[True,", "True]", "False"]  # in each worker, never in this process
 
 
 def imported(name: str) -> bool:
     return name in sys.modules
+
+
+def dies_on_three(batch: int) -> int:
+    if batch == 3:
+        os._exit(1)  # as the OOM killer would end it
+    return batch
+
+
+def test_a_num_proc_worker_that_dies_is_a_one_line_error_not_a_hang():
+    """multiprocessing.Pool replaced a dead worker and waited forever for the batch it held; the
+    command must stop with one line instead. In a subprocess, so a regression fails on the timeout."""
+    code = ("from dataprep.errors import DataprepError; from dataprep.tokenize.stage import _in_processes; "
+            "from tests.test_engine import dies_on_three\n"
+            "try:\n    print(list(_in_processes(dies_on_three, iter(range(8)), 2, init=None, initargs=())))\n"
+            "except DataprepError as e:\n    print('error:', e)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("error: a --num-proc worker process died or could not start"), out.stdout

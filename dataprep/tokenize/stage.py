@@ -109,6 +109,9 @@ def _one_tokenizer_thread() -> None:
 
 
 def _worker_init(tok, kind, opts, specials, label_names) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the command's to handle: no traceback per worker
     _one_tokenizer_thread()
     _WORKER.update(tok=tok, kind=kind, opts=opts, specials=specials, label_names=label_names)
 
@@ -155,26 +158,33 @@ def _old_objects_frozen():
         gc.set_threshold(*threshold)
 
 
+def _in_order(pool, fn, batches, ahead: int):
+    """`fn` over `batches` on `pool` (an executor), the results in order. At most `ahead` batches are
+    submitted and not yet yielded (memory stays bounded); an error in a batch is raised here, in order."""
+    from collections import deque
+
+    pending = deque()
+    try:
+        for b in batches:
+            pending.append(pool.submit(fn, b))
+            if len(pending) == ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for f in pending:
+            f.cancel()
+
+
 def _two_in_flight(fn, batches):
     """`fn` over `batches`, in order, two batches at a time on threads: while one is in the tokenizer's
     Rust encode (which releases the GIL and uses every core), the other's Python work (rendering, masks,
     Arrow columns) runs, so on a few cores neither waits for the other. At most two batches are read
-    ahead (memory stays bounded); an error in a batch is raised here, in order."""
-    from collections import deque
+    ahead."""
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(2, thread_name_prefix="tokenize") as pool:
-        pending = deque()
-        try:
-            for b in batches:
-                pending.append(pool.submit(fn, b))
-                if len(pending) == 2:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for f in pending:
-                f.cancel()
+        yield from _in_order(pool, fn, batches, 2)
 
 
 def _map_batches(read, tok, kind, opts, specials, label_names, num_proc: int, n_batches: int):
@@ -195,23 +205,38 @@ def _map_batches(read, tok, kind, opts, specials, label_names, num_proc: int, n_
 
 
 def _in_processes(fn, batches, num_proc: int, *, init, initargs, preload: tuple[str, ...] = ()):
-    """`fn` over `batches`, in order, in `num_proc` worker processes, each set up by `init(*initargs)`.
+    """`fn` over `batches`, in order, in `num_proc` worker processes, each set up by `init(*initargs)`;
+    at most two batches a worker are read ahead. A worker that dies (the OOM killer) or cannot start
+    is a DataprepError, not a pool that waits forever for the batch it took."""
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
-    The workers are forked from a fork server (this process itself is not forked: a fork after the
-    Rust tokenizer ran can deadlock), which imports the `preload` modules once: each worker then
-    starts with them imported instead of importing them itself. That import is what a spawned worker
-    paid: transformers 5.17 imports torch when a tokenizer is unpickled, 5.9 s a worker on the
-    16-core GPU host, and 16 workers doing it at once were all ready only after 88 s. Spawned where
-    there is no fork server (Windows)."""
+    with ProcessPoolExecutor(num_proc, mp_context=_worker_context(preload), initializer=init,
+                             initargs=initargs) as pool:
+        try:
+            yield from _in_order(pool, fn, batches, 2 * num_proc)
+        except BrokenProcessPool:
+            raise DataprepError(f"a --num-proc worker process died or could not start (out of memory? killed?); "
+                                f"retry with fewer than {num_proc} workers, a smaller --batch-size, or without "
+                                "--num-proc") from None
+
+
+def _worker_context(preload: tuple[str, ...]):
+    """On Linux, workers forked from a fork server that imported the `preload` modules once (this
+    process itself is never forked: a fork after the Rust tokenizer ran can deadlock). A spawned
+    worker imports them itself: transformers 5.17 imports torch when a tokenizer is unpickled, 5.9 s
+    a worker on the 16-core GPU host, and 16 workers doing it at once were all ready only after 88 s.
+    Only third-party modules go there: the server imports them from its own default sys.path (before
+    Python 3.13), so our own code comes to each worker the usual way, from this process's path.
+    Elsewhere (macOS, where forking a process that imported such libraries is unsafe; Windows) spawned."""
     import multiprocessing as mp
+    import sys
 
-    if "forkserver" in mp.get_all_start_methods():
+    if sys.platform.startswith("linux") and "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["__main__", __name__, *preload])  # read when the server starts: once a process
-    else:
-        ctx = mp.get_context("spawn")
-    with ctx.Pool(num_proc, init, initargs) as pool:
-        yield from pool.imap(fn, batches, chunksize=1)
+        ctx.set_forkserver_preload(list(preload))  # read when the server starts: once a process
+        return ctx
+    return mp.get_context("spawn")
 
 
 def tokenize(path: str | os.PathLike, out: str | os.PathLike, *, force: bool = False, progress: bool = True,
