@@ -43,8 +43,9 @@ def _batches(tiny):
     return [with_target_index(collate_flat(rows[i:i + 6])) for i in (0, 6, 12, 18)]
 
 
-def _steps(tiny, offload, checkpointing=True, compiled=False):
-    """Two train_steps of two micro-batches each (AdamW): their losses and the LoRA gradients before each update."""
+def _steps(tiny, offload, checkpointing=True, compiled=False, prepare=lambda model: None):
+    """Two train_steps of two micro-batches each (AdamW): their losses and the LoRA gradients before
+    each update. `prepare(model)` runs on the model first."""
     from transformers import get_scheduler
 
     from training.dist import decoder_layers
@@ -52,6 +53,7 @@ def _steps(tiny, offload, checkpointing=True, compiled=False):
     from training.sft import causal_lm_loss_sum
 
     model = _lora_model(tiny, checkpointing)
+    prepare(model)
     for layer in decoder_layers(model) if compiled else []:
         layer.compile()  # as training.sft.compile_layers, without moving the compile cache
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
@@ -373,16 +375,27 @@ def _slow_side_stream(offload: Offloader, when=lambda: True) -> None:
     offload.stream = slow
 
 
+def _slow_layer_outputs(model) -> None:
+    """Queue a long GPU sleep on the compute stream before each decoder layer's last matmul, so the
+    next layer's input is not computed yet when the offloader copies it out: a side stream that did
+    not wait for the compute stream would copy a stale block."""
+    from training.dist import decoder_layers
+
+    for layer in decoder_layers(model):
+        layer.mlp.down_proj.register_forward_pre_hook(lambda *_: torch.cuda._sleep(SLEEP_CYCLES))
+
+
 @needs_cuda
-@pytest.mark.parametrize("slow", [False, True], ids=["plain", "slow_side_stream"])
+@pytest.mark.parametrize("slow", ["none", "side", "compute"],
+                         ids=["plain", "slow_side_stream", "slow_compute_stream"])
 def test_cuda_offloaded_steps_give_exactly_the_losses_and_gradients_without_offload(tiny, slow):
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     offload = Offloader("cuda", 0)
-    if slow:
+    if slow == "side":
         _slow_side_stream(offload)
     with sdpa_kernel(SDPBackend.MATH):
-        _, losses, grads = _steps(tiny, offload)
+        _, losses, grads = _steps(tiny, offload, prepare=_slow_layer_outputs if slow == "compute" else lambda m: None)
         _, plain_losses, plain_grads = _steps(tiny, None)
     assert offload.moved == LAYERS and offload.pending == []
     assert losses == plain_losses
