@@ -34,10 +34,15 @@ def sha256_path(path: str | os.PathLike) -> str:
     for f in files:
         if path.is_dir():
             h.update(str(f.relative_to(path)).encode() + b"\0")
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+        hash_file_into(h, f)
     return h.hexdigest()
+
+
+def hash_file_into(h, path: str | os.PathLike) -> None:
+    """Feed a file's bytes to the hash object `h`, 1 MB at a time (a file may be larger than memory)."""
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
 
 
 def fingerprint(obj: Any) -> str:

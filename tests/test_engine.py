@@ -366,6 +366,7 @@ def test_num_proc_workers_run_batches_at_once():
     assert_overlapped(list(_in_processes(sleeps_a_second, iter(range(6)), 2, init=None, initargs=())), 6)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the fork server is used on Linux only")
 def test_num_proc_workers_start_with_the_preloaded_modules_imported():
     """Issue #17: on Linux the workers are forked from a server that imported the tokenizer's module
     once; a spawned worker imported it itself (transformers 5.17 imported torch with the tokenizer:

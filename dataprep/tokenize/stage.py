@@ -424,8 +424,6 @@ def _stable_state(state_file: Path, shards: list[str]) -> None:
     h = hashlib.sha256()
     for name in shards:  # read in chunks: a shard is up to --shard-size (500 MB by default)
         h.update(name.encode() + b"\0")
-        with open(state_file.parent / name, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
+        io.hash_file_into(h, state_file.parent / name)
     state["_fingerprint"] = h.hexdigest()[:16]
     state_file.write_text(json.dumps(state, indent=2, sort_keys=True))
